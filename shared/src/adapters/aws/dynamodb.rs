@@ -1,0 +1,229 @@
+//! The orders table (single-table design, `pk`/`sk` strings):
+//!
+//! | item | pk | sk |
+//! |---|---|---|
+//! | order | `ORDER#<tenant>#<order id>` | `ORDER` |
+//! | idempotency record | `IDEM#<tenant>#<key>` | `IDEM` |
+//! | outbox event | `OUTBOX#<event id>` | `OUTBOX` |
+//! | tenant | `TENANT#<tenant>` | `TENANT` |
+//! | API key | `APIKEY#<key id>` | `APIKEY` |
+//!
+//! The order, its idempotency record and its outbox events are one
+//! `TransactWriteItems`; the table's stream (filtered to `OUTBOX#` inserts)
+//! triggers events-publisher. Outbox items expire by TTL (`expires_at`)
+//! once the stream has carried them.
+
+use crate::domain::events::EventEnvelope;
+use crate::domain::order::{Order, OrderId};
+use crate::domain::tenant::{ApiKeyRecord, Tenant, TenantId};
+use crate::ports::{NewOrder, OrderStore, PlaceOutcome, StoreError, StoredResponse, TenantStore};
+use anyhow::{Context, anyhow};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use std::collections::HashMap;
+
+/// How long an outbox item stays after it was written (the stream keeps 24 h).
+const OUTBOX_TTL_SECS: i64 = 7 * 24 * 3600;
+
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+type Item = HashMap<String, AttributeValue>;
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn key(pk: String, sk: &str) -> Item {
+    HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
+}
+
+fn order_pk(tenant: &TenantId, id: &OrderId) -> String {
+    format!("ORDER#{tenant}#{id}")
+}
+
+fn idem_pk(tenant: &TenantId, key: &str) -> String {
+    format!("IDEM#{tenant}#{key}")
+}
+
+fn doc_of(item: &Item) -> Result<&str, StoreError> {
+    item.get("doc").and_then(|v| v.as_s().ok()).map(String::as_str).ok_or_else(|| anyhow!("item without doc").into())
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| anyhow!(e).into())
+}
+
+fn parse<T: serde::de::DeserializeOwned>(raw: &str) -> Result<T, StoreError> {
+    serde_json::from_str(raw).map_err(|e| anyhow!(e).context("stored JSON").into())
+}
+
+fn put(table: &str, item: Item, condition: Option<&str>) -> Result<TransactWriteItem, StoreError> {
+    let put = Put::builder().table_name(table).set_item(Some(item)).set_condition_expression(condition.map(str::to_string));
+    Ok(TransactWriteItem::builder().put(put.build().context("building Put")?).build())
+}
+
+fn outbox_item(event: &EventEnvelope) -> Result<Item, StoreError> {
+    let mut item = key(format!("OUTBOX#{}", event.id), "OUTBOX");
+    item.insert("type".into(), s(event.event_type.as_str()));
+    item.insert("event".into(), s(json(event)?));
+    item.insert("expires_at".into(), n(event.occurred_at.unix_timestamp() + OUTBOX_TTL_SECS));
+    Ok(item)
+}
+
+fn order_item(order: &Order) -> Result<Item, StoreError> {
+    let mut item = key(order_pk(&order.tenant, &order.id), "ORDER");
+    item.insert("tenant".into(), s(order.tenant.as_str()));
+    item.insert("state".into(), s(order.state.as_str()));
+    item.insert("rank".into(), n(order.rank()));
+    item.insert("doc".into(), s(json(order)?));
+    Ok(item)
+}
+
+/// Whether a cancelled transaction failed a condition (rather than, say, a
+/// conflict with a concurrent transaction).
+fn condition_failed(err: &SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>) -> Option<bool> {
+    match err.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(tc)) => {
+            Some(tc.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed")))
+        }
+        _ => None,
+    }
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> DynamoStore {
+        DynamoStore { client, table: table.into() }
+    }
+
+    async fn get_item(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .context("DynamoDB GetItem")?;
+        Ok(out.item)
+    }
+
+    async fn put_doc(&self, pk: String, sk: &str, doc: String) -> Result<(), StoreError> {
+        let mut item = key(pk, sk);
+        item.insert("doc".into(), s(doc));
+        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.context("DynamoDB PutItem")?;
+        Ok(())
+    }
+
+    async fn idempotent_outcome(&self, tenant: &TenantId, key: &str, hash: &str) -> Result<Option<PlaceOutcome>, StoreError> {
+        let Some(item) = self.get_item(idem_pk(tenant, key), "IDEM").await? else { return Ok(None) };
+        let stored_hash = item.get("request_hash").and_then(|v| v.as_s().ok()).ok_or_else(|| anyhow!("IDEM item without hash"))?;
+        if stored_hash != hash {
+            return Ok(Some(PlaceOutcome::KeyReused));
+        }
+        let response: StoredResponse = parse(doc_of(&item)?)?;
+        Ok(Some(PlaceOutcome::Replayed(response)))
+    }
+}
+
+#[async_trait]
+impl TenantStore for DynamoStore {
+    async fn api_key(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        match self.get_item(format!("APIKEY#{key_id}"), "APIKEY").await? {
+            Some(item) => Ok(Some(parse(doc_of(&item)?)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError> {
+        match self.get_item(format!("TENANT#{id}"), "TENANT").await? {
+            Some(item) => Ok(Some(parse(doc_of(&item)?)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn put_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
+        self.put_doc(format!("TENANT#{}", tenant.id), "TENANT", json(tenant)?).await
+    }
+
+    async fn put_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        self.put_doc(format!("APIKEY#{}", key.key_id), "APIKEY", json(key)?).await
+    }
+}
+
+#[async_trait]
+impl OrderStore for DynamoStore {
+    async fn place(&self, new: NewOrder) -> Result<PlaceOutcome, StoreError> {
+        let tenant = &new.order.tenant;
+        let mut idem = key(idem_pk(tenant, &new.idempotency.key), "IDEM");
+        idem.insert("request_hash".into(), s(&new.idempotency.request_hash));
+        idem.insert("order_id".into(), s(new.order.id.as_str()));
+        idem.insert("doc".into(), s(json(&new.idempotency.response)?));
+        let mut items = vec![
+            put(&self.table, idem, Some("attribute_not_exists(pk)"))?,
+            put(&self.table, order_item(&new.order)?, Some("attribute_not_exists(pk)"))?,
+        ];
+        for event in &new.events {
+            items.push(put(&self.table, outbox_item(event)?, None)?);
+        }
+        // A concurrent request with the same key either wins the condition
+        // (we then read its record) or conflicts with our transaction (we try
+        // again, and then find its record).
+        for attempt in 0..3 {
+            match self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await {
+                Ok(_) => return Ok(PlaceOutcome::Created),
+                Err(err) => {
+                    let Some(conditional) = condition_failed(&err) else {
+                        return Err(anyhow!(err).context("DynamoDB TransactWriteItems").into());
+                    };
+                    if let Some(outcome) = self.idempotent_outcome(tenant, &new.idempotency.key, &new.idempotency.request_hash).await? {
+                        return Ok(outcome);
+                    }
+                    if conditional {
+                        return Err(anyhow!("order {} already exists without its idempotency record", new.order.id).into());
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * (attempt + 1))).await;
+                }
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    async fn get(&self, tenant: &TenantId, id: &OrderId) -> Result<Option<Order>, StoreError> {
+        match self.get_item(order_pk(tenant, id), "ORDER").await? {
+            Some(item) => Ok(Some(parse(doc_of(&item)?)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn transition(&self, next: &Order, observed_rank: u32, events: Vec<EventEnvelope>) -> Result<(), StoreError> {
+        let put_order = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(order_item(next)?))
+            .condition_expression("attribute_exists(pk) AND #rank = :observed")
+            .expression_attribute_names("#rank", "rank")
+            .expression_attribute_values(":observed", n(observed_rank))
+            .build()
+            .context("building Put")?;
+        let mut items = vec![TransactWriteItem::builder().put(put_order).build()];
+        for event in &events {
+            items.push(put(&self.table, outbox_item(event)?, None)?);
+        }
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(()),
+            Err(err) if condition_failed(&err).is_some() => Err(StoreError::Conflict),
+            Err(err) => Err(anyhow!(err).context("DynamoDB TransactWriteItems").into()),
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! AWS adapters: the only code that imports `aws_sdk_*`. Clients are built
+//! once per cold start from one `SdkConfig` ([`load_sdk_config`]), which
+//! honours `AWS_ENDPOINT_URL` (the emulator in tests).
+//!
+//! - [`dynamodb`]: orders, idempotency records, tenants, API keys and the
+//!   outbox in one table, written with `TransactWriteItems`
+//! - [`s3`]: blobs and presigned URLs
+//! - [`sns`]: the event topic publisher
+//! - [`sqs`]: queue receive and delete
+
+pub mod dynamodb;
+pub mod s3;
+pub mod sns;
+pub mod sqs;
+
+/// The shared SDK configuration: region, credentials, endpoint override.
+pub async fn load_sdk_config() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}

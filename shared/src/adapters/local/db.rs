@@ -1,0 +1,256 @@
+//! The local database: one SQLite file in WAL mode, one writer thread that
+//! commits in groups, and a small pool of read connections.
+//!
+//! Every write is a closure run by the writer thread inside its own
+//! SAVEPOINT; the writer takes as many queued closures as are waiting (up to
+//! [`MAX_GROUP`]), runs them in one transaction and commits once, then
+//! answers each caller. A caller is answered only after its commit, so an
+//! accepted write is on disk (in the WAL) before the client hears of it.
+
+use crate::ports::StoreError;
+use anyhow::{Context, anyhow};
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, mpsc};
+
+const MAX_GROUP: usize = 256;
+const SCHEMA_VERSION: i32 = 1;
+
+/// `synchronous` in WAL mode: `Normal` survives a crash of the process
+/// (`kill -9`); `Full` also survives a power cut, at one fsync per group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    Normal,
+    Full,
+}
+
+type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+
+pub struct Db {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn open(path: &Path, durability: Durability) -> anyhow::Result<Connection> {
+    let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let sync = match durability {
+        Durability::Normal => "NORMAL",
+        Durability::Full => "FULL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON;"
+    ))?;
+    Ok(conn)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tenants (
+    id TEXT PRIMARY KEY,
+    doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS orders (
+    tenant_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    rank INTEGER NOT NULL,
+    doc TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    tenant_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    response TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, key)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS queues (
+    name TEXT PRIMARY KEY,
+    visibility_timeout_ms INTEGER NOT NULL,
+    max_receive_count INTEGER NOT NULL,
+    dead_letter TEXT
+);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    queue TEXT PRIMARY KEY REFERENCES queues(name),
+    types TEXT
+);
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    body TEXT NOT NULL,
+    visible_at_ms INTEGER NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    receipt TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, visible_at_ms, seq);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_receipt ON messages (receipt) WHERE receipt IS NOT NULL;
+";
+
+impl Db {
+    /// Opens (creating if needed) the database at `path` and starts the writer.
+    pub fn open(path: impl Into<PathBuf>, durability: Durability) -> anyhow::Result<Db> {
+        let path = path.into();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let conn = open(&path, durability)?;
+        let version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(anyhow!("{} has schema version {version}, newer than this build's {SCHEMA_VERSION}", path.display()));
+        }
+        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+
+        let (tx, rx) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .context("starting the SQLite writer thread")?;
+        Ok(Db { path, writer: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), readers: Mutex::new(Vec::new()) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in the writer thread, inside a savepoint of the current
+    /// group's transaction, and returns once the group has committed.
+    pub async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<R, StoreError>>();
+        let job: Job = Box::new(move |conn: &Connection| {
+            let outcome = match conn.execute_batch("SAVEPOINT job") {
+                Err(e) => Err(StoreError::Unexpected(anyhow!(e).context("savepoint"))),
+                Ok(()) => {
+                    let result = f(conn);
+                    let end = if result.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+                    match conn.execute_batch(end) {
+                        Ok(()) => result,
+                        Err(e) => Err(StoreError::Unexpected(anyhow!(e).context("ending savepoint"))),
+                    }
+                }
+            };
+            Box::new(move |commit: Result<(), String>| {
+                let answer = match (commit, outcome) {
+                    (Ok(()), outcome) => outcome,
+                    (Err(e), _) => Err(StoreError::Unexpected(anyhow!("commit failed: {e}"))),
+                };
+                let _ = tx.send(answer);
+            })
+        });
+        let sender = self.writer.lock().map_err(|_| anyhow!("writer lock poisoned"))?.clone();
+        sender
+            .ok_or_else(|| anyhow!("the database is closed"))?
+            .send(job)
+            .map_err(|_| anyhow!("the SQLite writer thread has stopped"))?;
+        rx.await.map_err(|_| StoreError::Unexpected(anyhow!("the SQLite writer dropped a job")))?
+    }
+
+    /// Runs `f` on a read connection in the blocking pool.
+    pub async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let conn = {
+            let mut pool = self.readers.lock().map_err(|_| anyhow!("reader pool poisoned"))?;
+            pool.pop()
+        };
+        let conn = match conn {
+            Some(c) => c,
+            None => {
+                let c = open(&self.path, Durability::Normal)?;
+                c.execute_batch("PRAGMA query_only = ON").map_err(sql)?;
+                c
+            }
+        };
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let r = f(&conn);
+            (conn, r)
+        })
+        .await
+        .map_err(|e| anyhow!("reader task failed: {e}"))?;
+        if let Ok(mut pool) = self.readers.lock() {
+            if pool.len() < 8 {
+                pool.push(conn);
+            }
+        }
+        result
+    }
+
+    /// Stops the writer after the jobs already queued; later writes fail.
+    pub fn close(&self) {
+        if let Ok(mut w) = self.writer.lock() {
+            w.take();
+        }
+        if let Ok(mut t) = self.thread.lock() {
+            if let Some(handle) = t.take() {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            // Run nothing: dropping a job drops its answer channel, so each
+            // caller gets an error instead of a silent success.
+            tracing::error!(error = %e, "SQLite writer could not begin a transaction");
+            drop(group);
+            continue;
+        }
+        let replies: Vec<Reply> = group.into_iter().map(|job| job(&conn)).collect();
+        let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        if commit.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for reply in replies {
+            reply(commit.clone());
+        }
+    }
+    tracing::debug!("SQLite writer stopped");
+}
+
+pub(crate) fn sql(e: rusqlite::Error) -> StoreError {
+    StoreError::Unexpected(anyhow!(e))
+}
+
+pub(crate) fn json_err(e: serde_json::Error) -> StoreError {
+    StoreError::Unexpected(anyhow!(e).context("stored JSON"))
+}

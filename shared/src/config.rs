@@ -1,0 +1,120 @@
+//! Typed configuration, read once from the environment at start; a missing
+//! or bad variable fails fast with its name (DESIGN rule 6).
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// Reads variables through `get`, so tests pass a map instead of touching
+/// the process environment.
+pub struct Vars<F: Fn(&str) -> Option<String>>(pub F);
+
+impl<F: Fn(&str) -> Option<String>> Vars<F> {
+    pub fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        match (self.0)(name) {
+            Some(v) if !v.trim().is_empty() => Ok(v),
+            _ => Err(ConfigError::Missing(name)),
+        }
+    }
+
+    pub fn optional(&self, name: &'static str) -> Option<String> {
+        (self.0)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    pub fn seconds(&self, name: &'static str, default: u64, range: std::ops::RangeInclusive<u64>) -> Result<Duration, ConfigError> {
+        let Some(raw) = self.optional(name) else { return Ok(Duration::from_secs(default)) };
+        let secs: u64 = raw.parse().map_err(|_| ConfigError::Invalid { name, reason: format!("{raw:?} is not a number of seconds") })?;
+        if !range.contains(&secs) {
+            return Err(ConfigError::Invalid { name, reason: format!("must be between {} and {}", range.start(), range.end()) });
+        }
+        Ok(Duration::from_secs(secs))
+    }
+}
+
+pub fn process_env() -> Vars<impl Fn(&str) -> Option<String>> {
+    Vars(|name: &str| std::env::var(name).ok())
+}
+
+/// What the order API needs, whichever adapters it runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// The environment in API keys (`pw_<env>_...`): a key of another
+    /// environment is refused.
+    pub env: String,
+    /// How long a presigned upload URL is valid.
+    pub upload_url_ttl: Duration,
+}
+
+impl ApiConfig {
+    pub fn from_vars<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<ApiConfig, ConfigError> {
+        let env = vars.required("PRINTWORKS_ENV")?;
+        if env.is_empty() || env.len() > 12 || !env.bytes().all(|b| b.is_ascii_lowercase()) {
+            return Err(ConfigError::Invalid { name: "PRINTWORKS_ENV", reason: "must be 1-12 lowercase letters".into() });
+        }
+        let upload_url_ttl = vars.seconds("UPLOAD_URL_TTL_SECONDS", 900, 60..=3600)?;
+        Ok(ApiConfig { env, upload_url_ttl })
+    }
+}
+
+/// The AWS resources the functions use; each reads only what it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsResources {
+    pub orders_table: Option<String>,
+    pub uploads_bucket: Option<String>,
+    pub events_topic_arn: Option<String>,
+    /// `AWS_ENDPOINT_URL`, set for the emulator: S3 then uses path-style URLs.
+    pub endpoint_url: Option<String>,
+}
+
+impl AwsResources {
+    pub fn for_order_api<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<AwsResources, ConfigError> {
+        Ok(AwsResources {
+            orders_table: Some(vars.required("ORDERS_TABLE")?),
+            uploads_bucket: Some(vars.required("UPLOADS_BUCKET")?),
+            events_topic_arn: None,
+            endpoint_url: vars.optional("AWS_ENDPOINT_URL"),
+        })
+    }
+
+    pub fn for_publisher<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<AwsResources, ConfigError> {
+        Ok(AwsResources {
+            orders_table: None,
+            uploads_bucket: None,
+            events_topic_arn: Some(vars.required("EVENTS_TOPIC_ARN")?),
+            endpoint_url: vars.optional("AWS_ENDPOINT_URL"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vars<impl Fn(&str) -> Option<String>> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Vars(move |name: &str| map.get(name).cloned())
+    }
+
+    #[test]
+    fn missing_and_invalid_variables_are_named() {
+        assert_eq!(ApiConfig::from_vars(&vars(&[])), Err(ConfigError::Missing("PRINTWORKS_ENV")));
+        let err = ApiConfig::from_vars(&vars(&[("PRINTWORKS_ENV", "prod"), ("UPLOAD_URL_TTL_SECONDS", "soon")])).unwrap_err();
+        assert!(err.to_string().contains("UPLOAD_URL_TTL_SECONDS"), "{err}");
+        let err = ApiConfig::from_vars(&vars(&[("PRINTWORKS_ENV", "prod"), ("UPLOAD_URL_TTL_SECONDS", "86400")])).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { .. }));
+        assert_eq!(AwsResources::for_order_api(&vars(&[("ORDERS_TABLE", "t")])), Err(ConfigError::Missing("UPLOADS_BUCKET")));
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = ApiConfig::from_vars(&vars(&[("PRINTWORKS_ENV", "prod")])).unwrap();
+        assert_eq!(c.upload_url_ttl, Duration::from_secs(900));
+    }
+}

@@ -1,0 +1,107 @@
+//! Domain events in their envelope, as they travel through the outbox, the
+//! topic and the queues.
+
+use super::order::OrderId;
+use super::tenant::TenantId;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum EventType {
+    OrderPlaced,
+    OrderPaid,
+    OrderCancelled,
+    OrderOnHold,
+    OrderRendered,
+    OrderDispatched,
+    OrderShipped,
+    PaymentFailed,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 8] = [
+        EventType::OrderPlaced,
+        EventType::OrderPaid,
+        EventType::OrderCancelled,
+        EventType::OrderOnHold,
+        EventType::OrderRendered,
+        EventType::OrderDispatched,
+        EventType::OrderShipped,
+        EventType::PaymentFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::OrderPlaced => "OrderPlaced",
+            EventType::OrderPaid => "OrderPaid",
+            EventType::OrderCancelled => "OrderCancelled",
+            EventType::OrderOnHold => "OrderOnHold",
+            EventType::OrderRendered => "OrderRendered",
+            EventType::OrderDispatched => "OrderDispatched",
+            EventType::OrderShipped => "OrderShipped",
+            EventType::PaymentFailed => "PaymentFailed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|t| t.as_str() == raw)
+    }
+}
+
+/// The envelope every event travels in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventEnvelope {
+    /// Unique per event; consumers deduplicate on it.
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    pub order_id: OrderId,
+    pub tenant: TenantId,
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+    pub data: serde_json::Value,
+}
+
+impl EventEnvelope {
+    pub fn new(
+        event_type: EventType,
+        order_id: &OrderId,
+        tenant: &TenantId,
+        occurred_at: OffsetDateTime,
+        data: serde_json::Value,
+    ) -> EventEnvelope {
+        EventEnvelope {
+            id: format!("evt_{}", uuid::Uuid::now_v7().simple()),
+            event_type,
+            order_id: order_id.clone(),
+            tenant: tenant.clone(),
+            occurred_at,
+            data,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_serializes_with_type_and_rfc3339_time() {
+        let order = OrderId::parse("ord_0192f1f0a0b07c3e9d2a4b5c6d7e8f90").unwrap();
+        let tenant = TenantId::parse("demo-brand").unwrap();
+        let at = time::macros::datetime!(2026-11-22 10:00:00 UTC);
+        let env = EventEnvelope::new(EventType::OrderPlaced, &order, &tenant, at, serde_json::json!({"items": 1}));
+        let json = serde_json::to_value(&env).unwrap();
+        assert_eq!(json["type"], "OrderPlaced");
+        assert_eq!(json["order_id"], order.as_str());
+        assert_eq!(json["tenant"], "demo-brand");
+        assert_eq!(json["occurred_at"], "2026-11-22T10:00:00Z");
+        assert!(json["id"].as_str().unwrap().starts_with("evt_"));
+        let back: EventEnvelope = serde_json::from_value(json).unwrap();
+        assert_eq!(back, env);
+        for t in EventType::ALL {
+            assert_eq!(EventType::parse(t.as_str()), Some(t));
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! The domain: no I/O, no AWS crate (DESIGN rule 1).
+//!
+//! - [`catalog`]: products, geometry, prices, plants, VAT and shipping rates
+//! - [`money`]: integer minor units with a currency
+//! - [`locale`]: ship-to countries and languages
+//! - [`pricing`]: the server-side quote
+//! - [`state`]: the order state machine and its monotonic rank
+//! - [`order`]: the order request, its validation, the stored order, transitions
+//! - [`events`]: the event envelope
+//! - [`tenant`]: tenants and API keys
+
+pub mod catalog;
+pub mod events;
+pub mod locale;
+pub mod money;
+pub mod order;
+pub mod pricing;
+pub mod state;
+pub mod tenant;

@@ -1,0 +1,711 @@
+//! Orders: the request a client sends ([`OrderRequest`], parsed strictly at
+//! the edge), its validation against the catalog and the tenant, and the
+//! stored [`Order`] with the transitions that emit events.
+
+use super::catalog::{Catalog, ShippingMethod};
+use super::events::{EventEnvelope, EventType};
+use super::locale::{CountryCode, Locale};
+use super::money::Currency;
+use super::pricing::{self, Totals};
+use super::state::OrderState;
+use super::tenant::{PaymentSetup, Tenant, TenantId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+
+pub const MAX_ITEMS: usize = 50;
+pub const MAX_QUANTITY: i64 = 100;
+
+/// `ord_` and 32 lowercase hex digits (a UUIDv7, so ids sort by time).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct OrderId(String);
+
+impl OrderId {
+    pub fn new() -> OrderId {
+        OrderId(format!("ord_{}", uuid::Uuid::now_v7().simple()))
+    }
+
+    pub fn parse(raw: &str) -> Option<OrderId> {
+        let hex = raw.strip_prefix("ord_")?;
+        (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+            .then(|| OrderId(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for OrderId {
+    fn default() -> Self {
+        OrderId::new()
+    }
+}
+
+impl TryFrom<String> for OrderId {
+    type Error = String;
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        OrderId::parse(&raw).ok_or_else(|| format!("bad order id {raw:?}"))
+    }
+}
+
+impl From<OrderId> for String {
+    fn from(id: OrderId) -> String {
+        id.0
+    }
+}
+
+impl std::fmt::Display for OrderId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An upload id handed out by `POST /v1/uploads`: `upl_` and 32 hex digits.
+pub fn upload_id_valid(raw: &str) -> bool {
+    raw.strip_prefix("upl_")
+        .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
+/// The blob key of an upload: always under the uploading tenant's prefix,
+/// so an order can only ever point at its own tenant's photos.
+pub fn upload_key(tenant: &TenantId, upload_id: &str) -> String {
+    format!("uploads/{tenant}/{upload_id}")
+}
+
+// ---------------------------------------------------------------- request --
+
+/// `POST /v1/orders` as the client sends it. Unknown fields are refused;
+/// prices and states are never accepted from a client.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderRequest {
+    pub locale: String,
+    pub currency: String,
+    pub customer: CustomerRequest,
+    pub shipping: ShippingRequest,
+    pub items: Vec<ItemRequest>,
+    /// The client's own reference (a B2B purchase order number).
+    #[serde(default)]
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerRequest {
+    pub name: String,
+    pub email: String,
+    #[serde(default)]
+    pub phone: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShippingRequest {
+    pub method: String,
+    pub address: AddressRequest,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddressRequest {
+    pub name: String,
+    #[serde(default)]
+    pub company: Option<String>,
+    pub line1: String,
+    #[serde(default)]
+    pub line2: Option<String>,
+    pub postal_code: String,
+    pub city: String,
+    pub country: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemRequest {
+    pub sku: String,
+    pub quantity: i64,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    pub images: Vec<ImageRequest>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRequest {
+    #[serde(default)]
+    pub upload_id: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// Field names a client might send to set what only the server decides.
+pub const SERVER_ONLY_FIELDS: &[&str] = &[
+    "price", "prices", "unit_price", "line_total", "subtotal", "total", "totals", "vat", "amount",
+    "status", "state", "rank", "paid", "id", "order_id", "tenant",
+];
+
+/// Finds a server-only field anywhere in a request body, with its path.
+pub fn find_server_only_field(value: &serde_json::Value) -> Option<String> {
+    fn walk(value: &serde_json::Value, path: &str) -> Option<String> {
+        match value {
+            serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+                let here = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                if SERVER_ONLY_FIELDS.contains(&k.as_str()) { Some(here) } else { walk(v, &here) }
+            }),
+            serde_json::Value::Array(items) => {
+                items.iter().enumerate().find_map(|(i, v)| walk(v, &format!("{path}[{i}]")))
+            }
+            _ => None,
+        }
+    }
+    walk(value, "")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+fn text(errors: &mut Vec<FieldError>, field: &str, value: &str, max: usize) -> String {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        errors.push(FieldError { field: field.into(), message: "must not be empty".into() });
+    } else if trimmed.chars().count() > max {
+        errors.push(FieldError { field: field.into(), message: format!("must be at most {max} characters") });
+    } else if trimmed.chars().any(char::is_control) {
+        errors.push(FieldError { field: field.into(), message: "must not contain control characters".into() });
+    }
+    trimmed.to_string()
+}
+
+fn optional_text(errors: &mut Vec<FieldError>, field: &str, value: &Option<String>, max: usize) -> Option<String> {
+    value.as_ref().map(|v| text(errors, field, v, max))
+}
+
+fn email_valid(email: &str) -> bool {
+    let mut parts = email.splitn(2, '@');
+    let (Some(local), Some(domain)) = (parts.next(), parts.next()) else { return false };
+    email.len() <= 254
+        && !local.is_empty()
+        && local.len() <= 64
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+fn phone_valid(phone: &str) -> bool {
+    let digits = phone.strip_prefix('+').unwrap_or(phone);
+    phone.starts_with('+') && (6..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+// ------------------------------------------------------------------ order --
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    pub name: String,
+    pub email: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Address {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company: Option<String>,
+    pub line1: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line2: Option<String>,
+    pub postal_code: String,
+    pub city: String,
+    pub country: CountryCode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shipping {
+    pub method: ShippingMethod,
+    pub address: Address,
+}
+
+/// Where an item's photo comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum ImageSource {
+    /// A photo uploaded through `POST /v1/uploads`, under the tenant's prefix.
+    Upload { upload_id: String, key: String },
+    /// A photo the client hosts; fetched (with address checks) at render time.
+    Url { url: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderItem {
+    /// 1-based position in the order.
+    pub line: u32,
+    pub sku: String,
+    pub name: String,
+    pub quantity: u32,
+    /// Every option of the product, defaults filled in.
+    pub options: BTreeMap<String, String>,
+    pub images: Vec<ImageSource>,
+    pub unit_price: super::money::Money,
+    pub line_total: super::money::Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub reason: String,
+    /// The state the order was in when it was held.
+    pub from: OrderState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub id: OrderId,
+    pub tenant: TenantId,
+    pub state: OrderState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Hold>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_reason: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    pub locale: Locale,
+    pub currency: Currency,
+    pub customer: Customer,
+    pub shipping: Shipping,
+    pub items: Vec<OrderItem>,
+    pub totals: Totals,
+    pub payment: PaymentSetup,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TransitionError {
+    #[error("the order is {} and can no longer be cancelled", .0.as_str())]
+    NotCancellable(OrderState),
+    #[error("the order is already cancelled")]
+    AlreadyCancelled,
+}
+
+impl Order {
+    pub fn rank(&self) -> u32 {
+        self.state.rank()
+    }
+
+    /// Validates a request for `tenant` against `catalog` and builds the
+    /// order with the events that announce it. Every error is collected, so a
+    /// client learns all that is wrong at once.
+    pub fn place(
+        catalog: &Catalog,
+        tenant: &Tenant,
+        request: &OrderRequest,
+        now: OffsetDateTime,
+    ) -> Result<(Order, Vec<EventEnvelope>), Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let err = |errors: &mut Vec<FieldError>, field: &str, message: String| {
+            errors.push(FieldError { field: field.to_string(), message })
+        };
+
+        let locale = Locale::parse(&request.locale);
+        if locale.is_none() {
+            err(&mut errors, "locale", "must be one of de, en, fr, it, nl, es".into());
+        }
+        let currency = Currency::parse(&request.currency);
+        match currency {
+            None => err(&mut errors, "currency", "must be EUR or CHF".into()),
+            Some(c) if !tenant.currencies.contains(&c) => {
+                err(&mut errors, "currency", format!("{c} is not enabled for this account"))
+            }
+            Some(_) => {}
+        }
+
+        let customer = Customer {
+            name: text(&mut errors, "customer.name", &request.customer.name, 100),
+            email: request.customer.email.trim().to_string(),
+            phone: request.customer.phone.as_ref().map(|p| p.replace([' ', '-'], "")),
+        };
+        if !email_valid(&customer.email) {
+            err(&mut errors, "customer.email", "is not a valid e-mail address".into());
+        }
+        if let Some(phone) = &customer.phone {
+            if !phone_valid(phone) {
+                err(&mut errors, "customer.phone", "must be in international format, e.g. +4930123456".into());
+            }
+        }
+
+        let method = match request.shipping.method.as_str() {
+            "standard" => Some(ShippingMethod::Standard),
+            "express" => Some(ShippingMethod::Express),
+            _ => {
+                err(&mut errors, "shipping.method", "must be standard or express".into());
+                None
+            }
+        };
+        let a = &request.shipping.address;
+        let country = CountryCode::parse(&a.country);
+        match country {
+            None => err(&mut errors, "shipping.address.country", format!("we do not ship to {:?}", a.country)),
+            Some(c) if !tenant.countries.contains(&c) || !catalog.ships_to(c) => {
+                err(&mut errors, "shipping.address.country", format!("{c} is not enabled for this account"))
+            }
+            Some(c) if !c.postal_code_valid(a.postal_code.trim()) => {
+                err(&mut errors, "shipping.address.postal_code", format!("is not a valid postal code for {c}"))
+            }
+            Some(_) => {}
+        }
+        let address_name = text(&mut errors, "shipping.address.name", &a.name, 100);
+        let company = optional_text(&mut errors, "shipping.address.company", &a.company, 100);
+        let line1 = text(&mut errors, "shipping.address.line1", &a.line1, 100);
+        let line2 = optional_text(&mut errors, "shipping.address.line2", &a.line2, 100);
+        let city = text(&mut errors, "shipping.address.city", &a.city, 60);
+        let reference = optional_text(&mut errors, "reference", &request.reference, 64);
+
+        if request.items.is_empty() {
+            err(&mut errors, "items", "must contain at least one item".into());
+        } else if request.items.len() > MAX_ITEMS {
+            err(&mut errors, "items", format!("must contain at most {MAX_ITEMS} items"));
+        }
+
+        let mut items = Vec::with_capacity(request.items.len());
+        let mut lines = Vec::with_capacity(request.items.len());
+        for (i, item) in request.items.iter().enumerate().take(MAX_ITEMS) {
+            let at = |field: &str| format!("items[{i}].{field}");
+            let Some(product) = catalog.product(&item.sku) else {
+                err(&mut errors, &at("sku"), format!("unknown product {:?}", item.sku));
+                continue;
+            };
+            if !(1..=MAX_QUANTITY).contains(&item.quantity) {
+                err(&mut errors, &at("quantity"), format!("must be between 1 and {MAX_QUANTITY}"));
+            }
+            let mut options = BTreeMap::new();
+            for (name, value) in &item.options {
+                match product.options.get(name) {
+                    None => err(&mut errors, &at(&format!("options.{name}")), format!("{} has no option {name:?}", item.sku)),
+                    Some(spec) if !spec.values.contains(value) => err(
+                        &mut errors,
+                        &at(&format!("options.{name}")),
+                        format!("must be one of {}", spec.values.join(", ")),
+                    ),
+                    Some(_) => {
+                        options.insert(name.clone(), value.clone());
+                    }
+                }
+            }
+            for (name, spec) in &product.options {
+                options.entry(name.clone()).or_insert_with(|| spec.default.clone());
+            }
+            if item.images.len() != product.images_per_item as usize {
+                let n = product.images_per_item;
+                err(&mut errors, &at("images"), format!("{} takes exactly {n} image{}", item.sku, if n == 1 { "" } else { "s" }));
+            }
+            let mut images = Vec::with_capacity(item.images.len());
+            for (j, image) in item.images.iter().enumerate() {
+                let field = at(&format!("images[{j}]"));
+                match (&image.upload_id, &image.url) {
+                    (Some(id), None) if upload_id_valid(id) => {
+                        images.push(ImageSource::Upload { upload_id: id.clone(), key: upload_key(&tenant.id, id) })
+                    }
+                    (Some(_), None) => err(&mut errors, &format!("{field}.upload_id"), "is not an upload id from POST /v1/uploads".into()),
+                    (None, Some(url)) if url_acceptable(url) => images.push(ImageSource::Url { url: url.clone() }),
+                    (None, Some(_)) => err(&mut errors, &format!("{field}.url"), "must be an https URL of at most 2048 characters".into()),
+                    _ => err(&mut errors, &field, "needs exactly one of upload_id or url".into()),
+                }
+            }
+            let quantity = u32::try_from(item.quantity.clamp(1, MAX_QUANTITY)).unwrap_or(1);
+            if let Some(c) = currency {
+                let unit_price = product.unit_price(c);
+                let line_total = super::money::Money::new(unit_price.amount * i64::from(quantity), c);
+                items.push(OrderItem {
+                    line: (i + 1) as u32,
+                    sku: product.sku.as_str().to_string(),
+                    name: product.name.clone(),
+                    quantity,
+                    options,
+                    images,
+                    unit_price,
+                    line_total,
+                });
+            }
+            lines.push((product, quantity));
+        }
+
+        let (Some(locale), Some(currency), Some(method), Some(country), true) =
+            (locale, currency, method, country, errors.is_empty())
+        else {
+            return Err(errors);
+        };
+        let totals = pricing::quote(catalog, &lines, country, method, currency)
+            .map_err(|e| vec![FieldError { field: "items".into(), message: e.to_string() }])?;
+
+        let state = if tenant.pays_by_invoice() { OrderState::Paid } else { OrderState::Placed };
+        let order = Order {
+            id: OrderId::new(),
+            tenant: tenant.id.clone(),
+            state,
+            hold: None,
+            cancel_reason: None,
+            created_at: now,
+            updated_at: now,
+            locale,
+            currency,
+            customer,
+            shipping: Shipping {
+                method,
+                address: Address { name: address_name, company, line1, line2, postal_code: a.postal_code.trim().to_string(), city, country },
+            },
+            items,
+            totals,
+            payment: tenant.payment.clone(),
+            reference,
+        };
+        let payment_method = match &order.payment {
+            PaymentSetup::Invoice => "invoice",
+            PaymentSetup::Provider { .. } => "provider",
+        };
+        let mut events = vec![EventEnvelope::new(
+            EventType::OrderPlaced,
+            &order.id,
+            &order.tenant,
+            now,
+            serde_json::json!({
+                "total": order.totals.total,
+                "items": order.items.len(),
+                "locale": order.locale,
+                "ship_to": country,
+                "payment": payment_method,
+            }),
+        )];
+        if state == OrderState::Paid {
+            events.push(EventEnvelope::new(
+                EventType::OrderPaid,
+                &order.id,
+                &order.tenant,
+                now,
+                serde_json::json!({ "amount": order.totals.total, "method": "invoice" }),
+            ));
+        }
+        Ok((order, events))
+    }
+
+    /// The state production is judged by: for a held order, where it was.
+    fn effective_state(&self) -> OrderState {
+        match (&self.state, &self.hold) {
+            (OrderState::OnHold, Some(hold)) => hold.from,
+            (state, _) => *state,
+        }
+    }
+
+    /// Cancels the order if production has not started.
+    pub fn cancel(&self, reason: &str, now: OffsetDateTime) -> Result<(Order, EventEnvelope), TransitionError> {
+        if self.state == OrderState::Cancelled {
+            return Err(TransitionError::AlreadyCancelled);
+        }
+        let effective = self.effective_state();
+        if effective.production_started() || effective.is_terminal() || !self.state.can_move_to(OrderState::Cancelled) {
+            return Err(TransitionError::NotCancellable(self.state));
+        }
+        let mut next = self.clone();
+        next.state = OrderState::Cancelled;
+        next.cancel_reason = Some(reason.to_string());
+        next.updated_at = now;
+        let event = EventEnvelope::new(
+            EventType::OrderCancelled,
+            &self.id,
+            &self.tenant,
+            now,
+            serde_json::json!({ "reason": reason, "from": self.state }),
+        );
+        Ok((next, event))
+    }
+}
+
+fn url_acceptable(url: &str) -> bool {
+    url.len() <= 2048
+        && url.strip_prefix("https://").is_some_and(|rest| {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+            !host.is_empty() && !host.contains('@') && !url.chars().any(|c| c.is_whitespace() || c.is_control())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::tenant::TenantKind;
+
+    fn tenant(kind: TenantKind) -> Tenant {
+        Tenant {
+            id: TenantId::parse("demo-brand").unwrap(),
+            name: "Demo".into(),
+            kind,
+            brand: "demo".into(),
+            countries: CountryCode::ALL.to_vec(),
+            currencies: vec![Currency::Eur, Currency::Chf],
+            default_locale: Locale::De,
+            payment: match kind {
+                TenantKind::B2b => PaymentSetup::Invoice,
+                TenantKind::B2c => PaymentSetup::Provider { provider: "stripe".into() },
+            },
+        }
+    }
+
+    fn request() -> OrderRequest {
+        serde_json::from_value(serde_json::json!({
+            "locale": "de",
+            "currency": "EUR",
+            "customer": {"name": "Erika Mustermann", "email": "erika@example.com"},
+            "shipping": {"method": "standard", "address": {
+                "name": "Erika Mustermann", "line1": "Heidestr. 17", "postal_code": "51147", "city": "Köln", "country": "DE"}},
+            "items": [{"sku": "poster-30x40", "quantity": 2, "options": {"finish": "glossy"},
+                       "images": [{"upload_id": "upl_0123456789abcdef0123456789abcdef"}]}]
+        }))
+        .unwrap()
+    }
+
+    fn now() -> OffsetDateTime {
+        time::macros::datetime!(2026-11-22 10:00:00 UTC)
+    }
+
+    #[test]
+    fn b2c_order_is_placed_with_server_prices() {
+        let (order, events) = Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &request(), now()).unwrap();
+        assert_eq!(order.state, OrderState::Placed);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event_type, EventType::OrderPlaced);
+        let item = &order.items[0];
+        assert_eq!(item.unit_price.amount, 1490);
+        assert_eq!(item.line_total.amount, 2980);
+        assert_eq!(item.options["finish"], "glossy");
+        assert_eq!(
+            item.images[0],
+            ImageSource::Upload {
+                upload_id: "upl_0123456789abcdef0123456789abcdef".into(),
+                key: "uploads/demo-brand/upl_0123456789abcdef0123456789abcdef".into()
+            }
+        );
+        assert_eq!(order.totals.total.amount, order.totals.subtotal.amount + order.totals.shipping.amount + order.totals.vat.amount);
+    }
+
+    #[test]
+    fn b2b_order_is_paid_at_placement_and_emits_order_paid() {
+        let (order, events) = Order::place(Catalog::builtin(), &tenant(TenantKind::B2b), &request(), now()).unwrap();
+        assert_eq!(order.state, OrderState::Paid);
+        let types: Vec<_> = events.iter().map(|e| e.event_type).collect();
+        assert_eq!(types, vec![EventType::OrderPlaced, EventType::OrderPaid]);
+        assert_eq!(events[1].data["amount"]["amount"], order.totals.total.amount);
+    }
+
+    #[test]
+    fn options_default_and_unknown_options_are_refused() {
+        let mut r = request();
+        r.items[0].options.clear();
+        let (order, _) = Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &r, now()).unwrap();
+        assert_eq!(order.items[0].options["finish"], "matte");
+        r.items[0].options.insert("wrap".into(), "mirror".into());
+        let errors = Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &r, now()).unwrap_err();
+        assert_eq!(errors[0].field, "items[0].options.wrap");
+    }
+
+    #[test]
+    fn every_rule_reports_its_field() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut OrderRequest)>)> = vec![
+            ("locale", Box::new(|r| r.locale = "pt".into())),
+            ("currency", Box::new(|r| r.currency = "USD".into())),
+            ("customer.email", Box::new(|r| r.customer.email = "not-an-email".into())),
+            ("customer.phone", Box::new(|r| r.customer.phone = Some("12".into()))),
+            ("customer.name", Box::new(|r| r.customer.name = "   ".into())),
+            ("shipping.method", Box::new(|r| r.shipping.method = "drone".into())),
+            ("shipping.address.country", Box::new(|r| r.shipping.address.country = "US".into())),
+            ("shipping.address.postal_code", Box::new(|r| r.shipping.address.postal_code = "1234".into())),
+            ("shipping.address.line1", Box::new(|r| r.shipping.address.line1 = "x".repeat(101))),
+            ("items[0].sku", Box::new(|r| r.items[0].sku = "poster-1x1".into())),
+            ("items[0].quantity", Box::new(|r| r.items[0].quantity = 0)),
+            ("items[0].quantity", Box::new(|r| r.items[0].quantity = 101)),
+            ("items[0].options.finish", Box::new(|r| { r.items[0].options.insert("finish".into(), "gold".into()); })),
+            ("items[0].images", Box::new(|r| r.items[0].images.clear())),
+            ("items[0].images[0].upload_id", Box::new(|r| r.items[0].images[0].upload_id = Some("../etc/passwd".into()))),
+            ("items[0].images[0]", Box::new(|r| r.items[0].images[0].url = Some("https://example.com/a.jpg".into()))),
+            ("items", Box::new(|r| r.items.clear())),
+            ("items", Box::new(|r| { let item = r.items[0].clone(); r.items = vec![item; 51]; })),
+            ("reference", Box::new(|r| r.reference = Some("r".repeat(65)))),
+        ];
+        for (field, mutate) in cases {
+            let mut r = request();
+            mutate(&mut r);
+            let errors = Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &r, now()).unwrap_err();
+            assert!(errors.iter().any(|e| e.field == field), "expected an error on {field}, got {errors:?}");
+        }
+    }
+
+    #[test]
+    fn boundaries_are_accepted() {
+        let mut r = request();
+        r.items[0].quantity = 100;
+        let item = r.items[0].clone();
+        r.items = vec![item; 50];
+        assert!(Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &r, now()).is_ok());
+        let mut r = request();
+        r.items[0].images[0] = ImageRequest { upload_id: None, url: Some("https://photos.example.com/p/1.jpg".into()) };
+        assert!(Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &r, now()).is_ok());
+        r.items[0].images[0].url = Some("http://photos.example.com/p/1.jpg".into());
+        assert!(Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &r, now()).is_err());
+    }
+
+    #[test]
+    fn currency_and_country_must_be_enabled_for_the_tenant() {
+        let mut t = tenant(TenantKind::B2c);
+        t.currencies = vec![Currency::Chf];
+        t.countries = vec![CountryCode::CH];
+        let errors = Order::place(Catalog::builtin(), &t, &request(), now()).unwrap_err();
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert!(fields.contains(&"currency") && fields.contains(&"shipping.address.country"), "{fields:?}");
+    }
+
+    #[test]
+    fn photo_box_takes_exactly_its_number_of_images() {
+        let mut r = request();
+        r.items[0].sku = "photobox-10x15".into();
+        r.items[0].options.clear();
+        let err = Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &r, now()).unwrap_err();
+        assert!(err[0].message.contains("exactly 10 images"), "{err:?}");
+        r.items[0].images = (0..10)
+            .map(|i| ImageRequest { upload_id: Some(format!("upl_{i:032x}")), url: None })
+            .collect();
+        assert!(Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &r, now()).is_ok());
+    }
+
+    #[test]
+    fn server_only_fields_are_found_anywhere() {
+        let v = serde_json::json!({"items": [{"sku": "x", "unit_price": 1}]});
+        assert_eq!(find_server_only_field(&v).as_deref(), Some("items[0].unit_price"));
+        assert_eq!(find_server_only_field(&serde_json::json!({"status": "paid"})).as_deref(), Some("status"));
+        assert_eq!(find_server_only_field(&serde_json::to_value(request()).unwrap()), None);
+    }
+
+    #[test]
+    fn cancel_until_production_starts() {
+        let (order, _) = Order::place(Catalog::builtin(), &tenant(TenantKind::B2b), &request(), now()).unwrap();
+        let (cancelled, event) = order.cancel("customer_request", now()).unwrap();
+        assert_eq!(cancelled.state, OrderState::Cancelled);
+        assert_eq!(event.event_type, EventType::OrderCancelled);
+        assert_eq!(cancelled.cancel(" ", now()).unwrap_err(), TransitionError::AlreadyCancelled);
+
+        let mut producing = order.clone();
+        producing.state = OrderState::InProduction;
+        assert_eq!(producing.cancel("x", now()).unwrap_err(), TransitionError::NotCancellable(OrderState::InProduction));
+
+        let mut held = order.clone();
+        held.state = OrderState::OnHold;
+        held.hold = Some(Hold { reason: "photo too small".into(), from: OrderState::Paid });
+        assert!(held.cancel("x", now()).is_ok());
+        held.hold = Some(Hold { reason: "chargeback".into(), from: OrderState::Printed });
+        assert!(held.cancel("x", now()).is_err());
+    }
+}

@@ -1,0 +1,159 @@
+//! The order state machine. Every state has a rank; a state only moves to a
+//! higher rank, which is what the stores' conditional writes enforce
+//! (`rank = observed` when writing `rank = new`, with `new > observed`).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderState {
+    /// Accepted, waiting for payment (B2C).
+    Placed,
+    /// Money confirmed, or invoice customer (B2B): ready to render.
+    Paid,
+    /// Every item has print-ready files.
+    Rendered,
+    /// Assigned to a plant; jobs sent.
+    Dispatched,
+    /// The plant accepted a job: production has started.
+    InProduction,
+    Printed,
+    Packed,
+    Shipped,
+    /// Stopped for a reason a person must look at (an unprintable photo, a
+    /// chargeback after production started).
+    OnHold,
+    Cancelled,
+}
+
+impl OrderState {
+    pub const ALL: [OrderState; 10] = [
+        OrderState::Placed,
+        OrderState::Paid,
+        OrderState::Rendered,
+        OrderState::Dispatched,
+        OrderState::InProduction,
+        OrderState::Printed,
+        OrderState::Packed,
+        OrderState::Shipped,
+        OrderState::OnHold,
+        OrderState::Cancelled,
+    ];
+
+    /// The monotonic rank. `OnHold` ranks above every production state so no
+    /// late production event can overwrite a hold; `Cancelled` is final.
+    pub fn rank(self) -> u32 {
+        match self {
+            OrderState::Placed => 10,
+            OrderState::Paid => 20,
+            OrderState::Rendered => 30,
+            OrderState::Dispatched => 40,
+            OrderState::InProduction => 50,
+            OrderState::Printed => 60,
+            OrderState::Packed => 70,
+            OrderState::Shipped => 80,
+            OrderState::OnHold => 90,
+            OrderState::Cancelled => 100,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderState::Placed => "placed",
+            OrderState::Paid => "paid",
+            OrderState::Rendered => "rendered",
+            OrderState::Dispatched => "dispatched",
+            OrderState::InProduction => "in_production",
+            OrderState::Printed => "printed",
+            OrderState::Packed => "packed",
+            OrderState::Shipped => "shipped",
+            OrderState::OnHold => "on_hold",
+            OrderState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<OrderState> {
+        OrderState::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, OrderState::Shipped | OrderState::Cancelled)
+    }
+
+    /// Whether the state machine allows `self -> to`. Always a strictly
+    /// higher rank; `Shipped` and `Cancelled` are final; shipping only
+    /// follows packing; anything not final may be put on hold.
+    pub fn can_move_to(self, to: OrderState) -> bool {
+        if self.is_terminal() || to.rank() <= self.rank() {
+            return false;
+        }
+        match to {
+            OrderState::Placed => false,
+            OrderState::Paid => self == OrderState::Placed,
+            OrderState::Rendered => self == OrderState::Paid,
+            OrderState::Dispatched => self == OrderState::Rendered,
+            OrderState::InProduction => self == OrderState::Dispatched,
+            OrderState::Printed => matches!(self, OrderState::InProduction),
+            OrderState::Packed => matches!(self, OrderState::InProduction | OrderState::Printed),
+            OrderState::Shipped => self == OrderState::Packed,
+            OrderState::OnHold | OrderState::Cancelled => true,
+        }
+    }
+
+    /// Production has started once a plant accepted a job.
+    pub fn production_started(self) -> bool {
+        self.rank() >= OrderState::InProduction.rank() && self != OrderState::OnHold && self != OrderState::Cancelled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranks_are_distinct_and_follow_the_flow() {
+        let ranks: Vec<u32> = OrderState::ALL.iter().map(|s| s.rank()).collect();
+        let mut sorted = ranks.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, ranks, "ALL is listed in rank order, no two equal");
+    }
+
+    #[test]
+    fn every_allowed_move_raises_the_rank() {
+        for from in OrderState::ALL {
+            for to in OrderState::ALL {
+                if from.can_move_to(to) {
+                    assert!(to.rank() > from.rank(), "{from:?} -> {to:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_happy_path_and_the_forbidden_moves() {
+        use OrderState::*;
+        let path = [Placed, Paid, Rendered, Dispatched, InProduction, Printed, Packed, Shipped];
+        for pair in path.windows(2) {
+            assert!(pair[0].can_move_to(pair[1]), "{:?} -> {:?}", pair[0], pair[1]);
+        }
+        assert!(!Paid.can_move_to(Placed));
+        assert!(!Placed.can_move_to(Rendered), "no skipping payment");
+        assert!(!Shipped.can_move_to(Cancelled));
+        assert!(!Cancelled.can_move_to(OnHold));
+        assert!(!Shipped.can_move_to(OnHold));
+        assert!(Printed.can_move_to(OnHold));
+        assert!(OnHold.can_move_to(Cancelled));
+        assert!(!OnHold.can_move_to(Paid));
+        assert!(InProduction.production_started());
+        assert!(!Dispatched.production_started());
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in OrderState::ALL {
+            assert_eq!(OrderState::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), serde_json::json!(s.as_str()));
+        }
+    }
+}

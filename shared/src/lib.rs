@@ -1,0 +1,19 @@
+//! printworks: the library every function, the local runner and the edge
+//! agent share.
+//!
+//! # Layout
+//!
+//! - [`domain`]: catalog, money, pricing, the order state machine, events,
+//!   tenants and API keys. No I/O, no AWS crate.
+//! - [`ports`]: the traits the handlers take (`OrderStore`, `TenantStore`,
+//!   `BlobStore`, `EventPublisher`, `Clock`).
+//! - [`adapters`]: `aws` (DynamoDB, S3, SNS, SQS; feature `aws`) and `local`
+//!   (SQLite, file system; feature `local`).
+//! - [`config`]: typed configuration from the environment.
+//! - [`telemetry`]: the one tracing init.
+
+pub mod adapters;
+pub mod config;
+pub mod domain;
+pub mod ports;
+pub mod telemetry;
