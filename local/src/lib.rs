@@ -1,1 +1,14 @@
-//! placeholder
+//! printworks-local: the whole platform on one machine (binary `printworks`).
+//!
+//! # Layout
+//!
+//! - [`platform`]: [`platform::start`] wires the local adapters (SQLite,
+//!   file-system blobs, local bus) to the functions' handlers, serves the
+//!   API on 127.0.0.1 and runs the outbox relay; [`platform::Running::stop`]
+//!   stops it cleanly. Tests start the real platform through it.
+//! - [`blob_routes`]: `PUT`/`GET /blobs/...` for presigned URLs.
+//! - [`seed`]: the demo tenants and `printworks tenant add`.
+
+pub mod blob_routes;
+pub mod platform;
+pub mod seed;

@@ -1,1 +1,176 @@
-fn main() {}
+//! `printworks`: run the platform locally, and manage tenants.
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use printworks::adapters::local::db::{Db, Durability};
+use printworks::adapters::local::store::SqliteStore;
+use printworks::domain::locale::{CountryCode, Locale};
+use printworks::domain::money::Currency;
+use printworks::domain::tenant::{PaymentSetup, Tenant, TenantId, TenantKind};
+use printworks_local::platform::{self, Options};
+use printworks_local::seed;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "printworks", version, about = "printworks on one machine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Sync {
+    /// Survives a crash of the process (kill -9).
+    Normal,
+    /// Also survives a power cut: an fsync per commit group.
+    Full,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API on 127.0.0.1 with everything stored under the data directory.
+    Up {
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
+        #[arg(long, default_value = "./var")]
+        data_dir: PathBuf,
+        #[arg(long, value_enum, default_value = "normal")]
+        sync: Sync,
+        /// A catalog JSON file to use instead of the built-in one.
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+    },
+    /// Manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and print its new API key (shown once).
+    Add {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = ["b2c", "b2b"])]
+        kind: String,
+        /// Ship-to countries, comma-separated (DE,AT,CH).
+        #[arg(long, value_delimiter = ',', default_value = "DE,AT,CH,FR,IT,NL,BE,LU,ES,DK")]
+        countries: Vec<String>,
+        /// Currencies, comma-separated (EUR,CHF).
+        #[arg(long, value_delimiter = ',', default_value = "EUR")]
+        currencies: Vec<String>,
+        #[arg(long, default_value = "en")]
+        locale: String,
+        /// The payment provider of a B2C tenant.
+        #[arg(long, default_value = "stripe")]
+        provider: String,
+        #[arg(long)]
+        brand: Option<String>,
+        #[arg(long, default_value = "./var")]
+        data_dir: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    printworks::telemetry::init();
+    match Cli::parse().command {
+        Command::Up { port, data_dir, sync, catalog } => up(port, data_dir, sync, catalog).await,
+        Command::Tenant { command } => tenant(command).await,
+    }
+}
+
+async fn up(port: u16, data_dir: PathBuf, sync: Sync, catalog: Option<PathBuf>) -> anyhow::Result<()> {
+    let durability = match sync {
+        Sync::Normal => Durability::Normal,
+        Sync::Full => Durability::Full,
+    };
+    let options = Options { port, durability, catalog, ..Options::new(&data_dir) };
+    let running = platform::start(options).await?;
+    let orders = running.store.count_orders().await?;
+    println!("listening on {}", running.base_url());
+    println!("data in {} ({orders} orders kept), durability {}", data_dir.display(), match sync { Sync::Normal => "normal", Sync::Full => "full" });
+    if !running.seeded.is_empty() {
+        println!("demo tenants created; their API keys are shown this once:");
+        for created in &running.seeded {
+            println!("key {} {}", created.tenant.id, created.api_key);
+        }
+        if let Some(b2b) = running.seeded.iter().find(|c| c.tenant.id.as_str() == "demo-b2b") {
+            println!("\ntry it (a B2B order is paid on placement):\n");
+            println!("{}", curl_example(&running.base_url(), &b2b.api_key));
+        }
+    }
+    println!("Ctrl-C stops.");
+    shutdown_signal().await;
+    println!("stopping…");
+    running.stop().await?;
+    println!("stopped; everything is kept in {}", data_dir.display());
+    Ok(())
+}
+
+fn curl_example(base: &str, key: &str) -> String {
+    format!(
+        r#"curl -s -X POST {base}/v1/orders \
+  -H 'Authorization: Bearer {key}' \
+  -H 'Content-Type: application/json' \
+  -H "Idempotency-Key: $(date +%s%N)" \
+  -d '{{"locale":"de","currency":"EUR","customer":{{"name":"Erika Mustermann","email":"erika@example.com"}},
+       "shipping":{{"method":"standard","address":{{"name":"Erika Mustermann","line1":"Heidestr. 17","postal_code":"51147","city":"Köln","country":"DE"}}}},
+       "items":[{{"sku":"poster-30x40","quantity":1,"options":{{"finish":"matte"}},"images":[{{"url":"https://images.example.com/photo.jpg"}}]}}]}}'"#
+    )
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
+    let TenantCommand::Add { id, name, kind, countries, currencies, locale, provider, brand, data_dir } = command;
+    let id = TenantId::parse(&id)?;
+    let countries = countries
+        .iter()
+        .map(|c| CountryCode::parse(c.trim()).with_context(|| format!("unknown country {c:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let currencies = currencies
+        .iter()
+        .map(|c| Currency::parse(c.trim()).with_context(|| format!("unknown currency {c:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let Some(default_locale) = Locale::parse(&locale) else { bail!("unknown locale {locale:?}") };
+    let (kind, payment) = match kind.as_str() {
+        "b2b" => (TenantKind::B2b, PaymentSetup::Invoice),
+        _ => (TenantKind::B2c, PaymentSetup::Provider { provider }),
+    };
+    let tenant = Tenant { brand: brand.unwrap_or_else(|| id.to_string()), id, name, kind, countries, currencies, default_locale, payment };
+    let db = Arc::new(Db::open(platform::db_path(&data_dir), Durability::Normal)?);
+    let store = SqliteStore::new(db.clone());
+    use printworks::ports::TenantStore;
+    if store.tenant(&tenant.id).await?.is_some() {
+        bail!("tenant {} already exists", tenant.id);
+    }
+    let created = seed::add_tenant(&store, "local", tenant).await?;
+    db.close();
+    println!("tenant {} created; its API key (shown once):", created.tenant.id);
+    println!("{}", created.api_key);
+    Ok(())
+}

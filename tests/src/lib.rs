@@ -1,1 +1,74 @@
-//! placeholder
+//! Helpers of the cross-crate tests (`tests/integration/`):
+//!
+//! - [`spawn_app`]: the real local platform on port 0 with a fresh data dir
+//! - [`emulator`]: the AWS emulator's endpoint, when the test script set it
+//! - [`openapi`]: `infra/openapi.yaml` as JSON
+//! - [`sample_key`]: the API key the sample events in `events/` carry
+
+use printworks::domain::tenant::{ApiKeyRecord, TenantId};
+use printworks_local::platform::{self, Options, Running};
+use std::path::{Path, PathBuf};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repository").to_path_buf()
+}
+
+/// Starts the real platform on 127.0.0.1:0 with its data in `data_dir`.
+pub async fn spawn_app(data_dir: &Path) -> Running {
+    let options = Options { port: 0, ..Options::new(data_dir) };
+    platform::start(options).await.expect("the platform starts")
+}
+
+/// The API key of a tenant seeded by this start.
+pub fn seeded_key(running: &Running, tenant: &str) -> String {
+    running.seeded.iter().find(|c| c.tenant.id.as_str() == tenant).map(|c| c.api_key.clone()).expect("seeded tenant")
+}
+
+/// The emulator endpoint (`AWS_ENDPOINT_URL`, set by `scripts/test`). When
+/// `PRINTWORKS_REQUIRE_EMULATOR=1` and it is missing, the test fails rather
+/// than skipping, so the script can insist that these tests really ran.
+pub fn emulator() -> Option<String> {
+    match std::env::var("AWS_ENDPOINT_URL").ok().filter(|v| !v.is_empty()) {
+        Some(endpoint) => Some(endpoint),
+        None if std::env::var("PRINTWORKS_REQUIRE_EMULATOR").as_deref() == Ok("1") => {
+            panic!("PRINTWORKS_REQUIRE_EMULATOR=1 but AWS_ENDPOINT_URL is not set")
+        }
+        None => {
+            eprintln!("AWS_ENDPOINT_URL not set: emulator test skipped (scripts/test runs it)");
+            None
+        }
+    }
+}
+
+/// `infra/openapi.yaml` parsed into JSON.
+pub fn openapi() -> serde_json::Value {
+    let raw = std::fs::read_to_string(repo_root().join("infra/openapi.yaml")).expect("infra/openapi.yaml");
+    serde_norway::from_str(&raw).expect("openapi.yaml is YAML")
+}
+
+/// The example body of `POST path` in the spec.
+pub fn request_example(spec: &serde_json::Value, path: &str) -> serde_json::Value {
+    spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["example"].clone()
+}
+
+/// The key the sample events carry (`events/order-api/*.json`).
+pub const SAMPLE_KEY: &str = "pw_local_sampleevents0000_SampleSecretForEventFixtures000000000000";
+/// The order the GET and cancel sample events name.
+pub const SAMPLE_ORDER_ID: &str = "ord_0192f1f0a0b07c3e9d2a4b5c6d7e8f90";
+
+/// The stored record of [`SAMPLE_KEY`] for `tenant`.
+pub fn sample_key(tenant: &TenantId) -> ApiKeyRecord {
+    let parts: Vec<&str> = SAMPLE_KEY.split('_').collect();
+    ApiKeyRecord {
+        key_id: parts[2].to_string(),
+        tenant_id: tenant.clone(),
+        env: parts[1].to_string(),
+        secret_sha256: sha256_hex(parts[3].as_bytes()),
+        revoked: false,
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}

@@ -106,6 +106,10 @@ impl DynamoStore {
         DynamoStore { client, table: table.into() }
     }
 
+    pub fn from_sdk(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> DynamoStore {
+        DynamoStore::new(Client::new(sdk), table)
+    }
+
     async fn get_item(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
         let out = self
             .client

@@ -21,6 +21,10 @@ impl S3Blobs {
         S3Blobs { client, bucket: bucket.into() }
     }
 
+    pub fn from_sdk(sdk: &aws_config::SdkConfig, bucket: impl Into<String>, endpoint_override: bool) -> S3Blobs {
+        S3Blobs::new(S3Blobs::client(sdk, endpoint_override), bucket)
+    }
+
     /// The client for `sdk`; path-style addressing when an endpoint override
     /// (the emulator) is set, since `bucket.127.0.0.1` does not resolve.
     pub fn client(sdk: &aws_config::SdkConfig, endpoint_override: bool) -> Client {

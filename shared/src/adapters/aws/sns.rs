@@ -18,6 +18,10 @@ impl SnsPublisher {
     pub fn new(client: Client, topic_arn: impl Into<String>) -> SnsPublisher {
         SnsPublisher { client, topic_arn: topic_arn.into() }
     }
+
+    pub fn from_sdk(sdk: &aws_config::SdkConfig, topic_arn: impl Into<String>) -> SnsPublisher {
+        SnsPublisher::new(Client::new(sdk), topic_arn)
+    }
 }
 
 #[async_trait]

@@ -22,6 +22,10 @@ impl SqsQueue {
         SqsQueue { client, url: url.into() }
     }
 
+    pub fn from_sdk(sdk: &aws_config::SdkConfig, url: impl Into<String>) -> SqsQueue {
+        SqsQueue::new(Client::new(sdk), url)
+    }
+
     /// Long-polls for up to `max` messages (1..=10) for up to `wait_secs`.
     pub async fn receive(&self, max: i32, wait_secs: i32) -> anyhow::Result<Vec<SqsMessage>> {
         let out = self

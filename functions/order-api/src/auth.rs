@@ -1,0 +1,62 @@
+//! API key authentication. The tenant comes from the key alone. Verified
+//! keys are cached for a minute per cold start (a revoked key stops working
+//! within that minute); unknown keys are not cached.
+
+use crate::error::ApiError;
+use axum::http::HeaderMap;
+use printworks::domain::tenant::{ApiKeyRecord, PresentedKey, Tenant};
+use printworks::ports::TenantStore;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const CACHE_TTL: Duration = Duration::from_secs(60);
+const CACHE_MAX: usize = 10_000;
+
+#[derive(Default)]
+pub struct KeyCache(Mutex<HashMap<String, (Instant, Arc<(ApiKeyRecord, Tenant)>)>>);
+
+impl KeyCache {
+    fn get(&self, key_id: &str) -> Option<Arc<(ApiKeyRecord, Tenant)>> {
+        let map = self.0.lock().ok()?;
+        map.get(key_id).filter(|(at, _)| at.elapsed() < CACHE_TTL).map(|(_, v)| v.clone())
+    }
+
+    fn put(&self, key_id: &str, value: Arc<(ApiKeyRecord, Tenant)>) {
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= CACHE_MAX {
+                map.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
+                if map.len() >= CACHE_MAX {
+                    map.clear();
+                }
+            }
+            map.insert(key_id.to_string(), (Instant::now(), value));
+        }
+    }
+}
+
+/// The tenant of the request's `Authorization: Bearer` key, or 401.
+pub async fn authenticate(headers: &HeaderMap, env: &str, store: &dyn TenantStore, cache: &KeyCache) -> Result<Tenant, ApiError> {
+    let raw = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(ApiError::unauthorized)?;
+    let presented = PresentedKey::parse(raw.trim()).map_err(|_| ApiError::unauthorized())?;
+    if presented.env != env {
+        return Err(ApiError::unauthorized());
+    }
+    let entry = match cache.get(&presented.key_id) {
+        Some(entry) => entry,
+        None => {
+            let record = store.api_key(&presented.key_id).await?.ok_or_else(ApiError::unauthorized)?;
+            let tenant = store.tenant(&record.tenant_id).await?.ok_or_else(ApiError::unauthorized)?;
+            let entry = Arc::new((record, tenant));
+            if presented.matches(&entry.0) {
+                cache.put(&presented.key_id, entry.clone());
+            }
+            entry
+        }
+    };
+    if presented.matches(&entry.0) { Ok(entry.1.clone()) } else { Err(ApiError::unauthorized()) }
+}

@@ -1,0 +1,260 @@
+//! One function per route. Each authenticates, parses its input into domain
+//! types, calls the domain and the ports, and maps the outcome to JSON.
+
+use crate::auth::authenticate;
+use crate::error::ApiError;
+use crate::{App, MAX_BODY_BYTES};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use printworks::domain::money::Money;
+use printworks::domain::order::{Order, OrderId, OrderRequest, TransitionError, find_server_only_field, upload_key};
+use printworks::domain::tenant::Tenant;
+use printworks::ports::{IdempotencyRecord, NewOrder, PlaceOutcome, StoreError, StoredResponse};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tracing::Span;
+
+/// Content types a customer may upload, and the largest upload.
+pub const UPLOAD_CONTENT_TYPES: &[&str] = &["image/jpeg", "image/png"];
+pub const MAX_UPLOAD_BYTES: u64 = 50 * 1024 * 1024;
+
+async fn tenant_of(app: &App, headers: &HeaderMap) -> Result<Tenant, ApiError> {
+    authenticate(headers, &app.config.env, app.tenants.as_ref(), &app.keys).await
+}
+
+/// The body as JSON: size, content type and syntax checked, with JSON errors.
+fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>, allow_empty: bool) -> Result<serde_json::Value, ApiError> {
+    let bytes = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body must be at most {MAX_BODY_BYTES} bytes"))
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", rejection.body_text())
+        }
+    })?;
+    if allow_empty && bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::json!({}));
+    }
+    if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("");
+        if !ct.trim_start().to_ascii_lowercase().starts_with("application/json") {
+            return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send the body as application/json"));
+        }
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not valid JSON: {e}")))
+}
+
+/// Deserializes with the path of the offending field in the message.
+fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let message = if path == "." { inner } else { format!("{path}: {inner}") };
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message)
+    })
+}
+
+/// The JSON value with object keys sorted, so the hash of a body does not
+/// depend on key order or whitespace.
+fn canonical(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let sorted: std::collections::BTreeMap<&String, serde_json::Value> = map.iter().map(|(k, v)| (k, canonical(v))).collect();
+            serde_json::to_value(sorted).unwrap_or(serde_json::Value::Null)
+        }
+        serde_json::Value::Array(items) => serde_json::Value::Array(items.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
+fn request_hash(value: &serde_json::Value) -> String {
+    let bytes = serde_json::to_vec(&canonical(value)).unwrap_or_default();
+    hex::encode(Sha256::digest(&bytes))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or("");
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "idempotency_key_required",
+            "send an Idempotency-Key header (1-255 printable characters, e.g. a UUID) with every order",
+        ));
+    }
+    Ok(key.to_string())
+}
+
+fn stored_to_response(stored: StoredResponse, replayed: bool) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let mut response = (status, Json(stored.body)).into_response();
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+#[tracing::instrument(skip_all, fields(tenant))]
+pub async fn list_products(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let tenant = tenant_of(&app, &headers).await?;
+    Span::current().record("tenant", tenant.id.as_str());
+    let products: Vec<serde_json::Value> = app
+        .catalog
+        .products()
+        .map(|p| {
+            let prices: Vec<Money> = tenant.currencies.iter().map(|c| p.unit_price(*c)).collect();
+            serde_json::json!({
+                "sku": p.sku, "kind": p.kind, "name": p.name, "trim_mm": p.trim_mm, "bleed_mm": p.bleed_mm,
+                "wrap_mm": p.wrap_mm, "output_dpi": p.output_dpi, "min_dpi": p.min_dpi,
+                "images_per_item": p.images_per_item, "options": p.options, "weight_g": p.weight_g,
+                "prices": prices,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "products": products, "prices_are": "net, VAT of the ship-to country is added" })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadRequest {
+    content_type: String,
+    size_bytes: u64,
+}
+
+#[tracing::instrument(skip_all, fields(tenant))]
+pub async fn create_upload(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let tenant = tenant_of(&app, &headers).await?;
+    Span::current().record("tenant", tenant.id.as_str());
+    let request: UploadRequest = typed(json_body(&headers, body, false)?)?;
+    if !UPLOAD_CONTENT_TYPES.contains(&request.content_type.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unsupported_content_type",
+            format!("content_type must be one of {}", UPLOAD_CONTENT_TYPES.join(", ")),
+        ));
+    }
+    if !(1..=MAX_UPLOAD_BYTES).contains(&request.size_bytes) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_size",
+            format!("size_bytes must be between 1 and {MAX_UPLOAD_BYTES}"),
+        ));
+    }
+    let upload_id = format!("upl_{}", uuid::Uuid::new_v4().simple());
+    let key = upload_key(&tenant.id, &upload_id);
+    let presigned = app.blobs.presign_put(&key, &request.content_type, request.size_bytes, app.config.upload_url_ttl).await?;
+    tracing::info!(upload_id, "upload URL issued");
+    let body = serde_json::json!({ "upload_id": upload_id, "key": key, "upload": presigned });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+#[tracing::instrument(skip_all, fields(tenant, order_id))]
+pub async fn place_order(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let tenant = tenant_of(&app, &headers).await?;
+    Span::current().record("tenant", tenant.id.as_str());
+    let key = idempotency_key(&headers)?;
+    let value = json_body(&headers, body, false)?;
+    if let Some(field) = find_server_only_field(&value) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "server_computed_field",
+            format!("{field}: prices, totals, ids and states are computed by the server and must not be sent"),
+        ));
+    }
+    let hash = request_hash(&value);
+    let request: OrderRequest = typed(value)?;
+    let (order, events) = Order::place(&app.catalog, &tenant, &request, app.clock.now()).map_err(|errors| {
+        let first = errors.first().map(|e| format!("{}: {}", e.field, e.message)).unwrap_or_default();
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", first)
+            .with_details(serde_json::to_value(&errors).unwrap_or_default())
+    })?;
+    let response = StoredResponse { status: 201, body: serde_json::to_value(&order).map_err(|e| StoreError::Unexpected(e.into()))? };
+    let order_id = order.id.clone();
+    let new = NewOrder { order, events, idempotency: IdempotencyRecord { key, request_hash: hash, response: response.clone() } };
+    match app.orders.place(new).await? {
+        PlaceOutcome::Created => {
+            Span::current().record("order_id", order_id.as_str());
+            tracing::debug!("order placed");
+            Ok(stored_to_response(response, false))
+        }
+        PlaceOutcome::Replayed(stored) => Ok(stored_to_response(stored, true)),
+        PlaceOutcome::KeyReused => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used with a different body",
+        )),
+    }
+}
+
+#[tracing::instrument(skip_all, fields(tenant, order_id = %id))]
+pub async fn get_order(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let tenant = tenant_of(&app, &headers).await?;
+    Span::current().record("tenant", tenant.id.as_str());
+    let id = OrderId::parse(&id).ok_or_else(|| ApiError::not_found("order"))?;
+    let order = app.orders.get(&tenant.id, &id).await?.ok_or_else(|| ApiError::not_found("order"))?;
+    Ok(Json(order).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelRequest {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[tracing::instrument(skip_all, fields(tenant, order_id = %id))]
+pub async fn cancel_order(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let tenant = tenant_of(&app, &headers).await?;
+    Span::current().record("tenant", tenant.id.as_str());
+    let request: CancelRequest = typed(json_body(&headers, body, true)?)?;
+    let reason = request.reason.as_deref().map(str::trim).filter(|r| !r.is_empty()).unwrap_or("customer_request");
+    if reason.chars().count() > 200 || reason.chars().any(char::is_control) {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", "reason: at most 200 printable characters"));
+    }
+    let id = OrderId::parse(&id).ok_or_else(|| ApiError::not_found("order"))?;
+    // Read, decide, write conditionally on the rank read; a concurrent
+    // transition makes the write lose, and we decide again on fresh state.
+    for _ in 0..3 {
+        let order = app.orders.get(&tenant.id, &id).await?.ok_or_else(|| ApiError::not_found("order"))?;
+        match order.cancel(reason, app.clock.now()) {
+            Err(TransitionError::AlreadyCancelled) => return Ok(Json(order).into_response()),
+            Err(e @ TransitionError::NotCancellable(_)) => {
+                return Err(ApiError::new(StatusCode::CONFLICT, "not_cancellable", e.to_string()));
+            }
+            Ok((next, event)) => match app.orders.transition(&next, order.rank(), vec![event]).await {
+                Ok(()) => {
+                    tracing::info!("order cancelled");
+                    return Ok(Json(next).into_response());
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            },
+        }
+    }
+    Err(StoreError::Conflict.into())
+}
+
+pub async fn no_route() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see infra/openapi.yaml")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+}
