@@ -21,13 +21,21 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 fn denied(e: BlobAccessError) -> Response {
     match e {
         BlobAccessError::BadKey => error(StatusCode::BAD_REQUEST, "bad_key", e.to_string()),
-        BlobAccessError::Mismatch(_) => error(StatusCode::BAD_REQUEST, "signed_header_mismatch", e.to_string()),
-        BlobAccessError::BadSignature | BlobAccessError::Expired => error(StatusCode::FORBIDDEN, "access_denied", e.to_string()),
+        BlobAccessError::Mismatch(_) => error(
+            StatusCode::BAD_REQUEST,
+            "signed_header_mismatch",
+            e.to_string(),
+        ),
+        BlobAccessError::BadSignature | BlobAccessError::Expired => {
+            error(StatusCode::FORBIDDEN, "access_denied", e.to_string())
+        }
     }
 }
 
 pub fn router(blobs: Arc<FsBlobStore>) -> Router {
-    Router::new().route("/blobs/{*key}", put(put_blob).get(get_blob)).with_state(blobs)
+    Router::new()
+        .route("/blobs/{*key}", put(put_blob).get(get_blob))
+        .with_state(blobs)
 }
 
 async fn put_blob(
@@ -37,8 +45,13 @@ async fn put_blob(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let content_length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let content_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     let allowed = match blobs.authorize_put(&key, &query, content_type, content_length) {
         Ok(allowed) => allowed,
         Err(e) => return denied(e),
@@ -47,13 +60,26 @@ async fn put_blob(
     let limit = usize::try_from(allowed.content_length).unwrap_or(usize::MAX);
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) if bytes.len() as u64 == allowed.content_length => bytes,
-        Ok(_) | Err(_) => return error(StatusCode::BAD_REQUEST, "length_mismatch", "the body is not the signed Content-Length"),
+        Ok(_) | Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "length_mismatch",
+                "the body is not the signed Content-Length",
+            );
+        }
     };
-    match blobs.put(&allowed.key, bytes.to_vec(), &allowed.content_type).await {
+    match blobs
+        .put(&allowed.key, bytes.to_vec(), &allowed.content_type)
+        .await
+    {
         Ok(()) => StatusCode::OK.into_response(),
         Err(e) => {
             tracing::error!(error = %e, "storing a blob failed");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "the upload could not be stored")
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the upload could not be stored",
+            )
         }
     }
 }
@@ -68,7 +94,11 @@ fn sniff(bytes: &[u8]) -> &'static str {
     }
 }
 
-async fn get_blob(State(blobs): State<Arc<FsBlobStore>>, Path(key): Path<String>, Query(query): Query<BTreeMap<String, String>>) -> Response {
+async fn get_blob(
+    State(blobs): State<Arc<FsBlobStore>>,
+    Path(key): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
     if let Err(e) = blobs.authorize_get(&key, &query) {
         return denied(e);
     }
@@ -77,7 +107,11 @@ async fn get_blob(State(blobs): State<Arc<FsBlobStore>>, Path(key): Path<String>
         Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no such blob"),
         Err(e) => {
             tracing::error!(error = %e, "reading a blob failed");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "the blob could not be read")
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the blob could not be read",
+            )
         }
     }
 }

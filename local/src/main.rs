@@ -59,7 +59,11 @@ enum TenantCommand {
         #[arg(long, value_parser = ["b2c", "b2b"])]
         kind: String,
         /// Ship-to countries, comma-separated (DE,AT,CH).
-        #[arg(long, value_delimiter = ',', default_value = "DE,AT,CH,FR,IT,NL,BE,LU,ES,DK")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "DE,AT,CH,FR,IT,NL,BE,LU,ES,DK"
+        )]
         countries: Vec<String>,
         /// Currencies, comma-separated (EUR,CHF).
         #[arg(long, value_delimiter = ',', default_value = "EUR")]
@@ -80,27 +84,53 @@ enum TenantCommand {
 async fn main() -> anyhow::Result<()> {
     printworks::telemetry::init();
     match Cli::parse().command {
-        Command::Up { port, data_dir, sync, catalog } => up(port, data_dir, sync, catalog).await,
+        Command::Up {
+            port,
+            data_dir,
+            sync,
+            catalog,
+        } => up(port, data_dir, sync, catalog).await,
         Command::Tenant { command } => tenant(command).await,
     }
 }
 
-async fn up(port: u16, data_dir: PathBuf, sync: Sync, catalog: Option<PathBuf>) -> anyhow::Result<()> {
+async fn up(
+    port: u16,
+    data_dir: PathBuf,
+    sync: Sync,
+    catalog: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let durability = match sync {
         Sync::Normal => Durability::Normal,
         Sync::Full => Durability::Full,
     };
-    let options = Options { port, durability, catalog, ..Options::new(&data_dir) };
+    let options = Options {
+        port,
+        durability,
+        catalog,
+        ..Options::new(&data_dir)
+    };
     let running = platform::start(options).await?;
     let orders = running.store.count_orders().await?;
     println!("listening on {}", running.base_url());
-    println!("data in {} ({orders} orders kept), durability {}", data_dir.display(), match sync { Sync::Normal => "normal", Sync::Full => "full" });
+    println!(
+        "data in {} ({orders} orders kept), durability {}",
+        data_dir.display(),
+        match sync {
+            Sync::Normal => "normal",
+            Sync::Full => "full",
+        }
+    );
     if !running.seeded.is_empty() {
         println!("demo tenants created; their API keys are shown this once:");
         for created in &running.seeded {
             println!("key {} {}", created.tenant.id, created.api_key);
         }
-        if let Some(b2b) = running.seeded.iter().find(|c| c.tenant.id.as_str() == "demo-b2b") {
+        if let Some(b2b) = running
+            .seeded
+            .iter()
+            .find(|c| c.tenant.id.as_str() == "demo-b2b")
+        {
             println!("\ntry it (a B2B order is paid on placement):\n");
             println!("{}", curl_example(&running.base_url(), &b2b.api_key));
         }
@@ -129,13 +159,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -146,7 +177,17 @@ async fn shutdown_signal() {
 }
 
 async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
-    let TenantCommand::Add { id, name, kind, countries, currencies, locale, provider, brand, data_dir } = command;
+    let TenantCommand::Add {
+        id,
+        name,
+        kind,
+        countries,
+        currencies,
+        locale,
+        provider,
+        brand,
+        data_dir,
+    } = command;
     let id = TenantId::parse(&id)?;
     let countries = countries
         .iter()
@@ -156,12 +197,23 @@ async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
         .iter()
         .map(|c| Currency::parse(c.trim()).with_context(|| format!("unknown currency {c:?}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let Some(default_locale) = Locale::parse(&locale) else { bail!("unknown locale {locale:?}") };
+    let Some(default_locale) = Locale::parse(&locale) else {
+        bail!("unknown locale {locale:?}")
+    };
     let (kind, payment) = match kind.as_str() {
         "b2b" => (TenantKind::B2b, PaymentSetup::Invoice),
         _ => (TenantKind::B2c, PaymentSetup::Provider { provider }),
     };
-    let tenant = Tenant { brand: brand.unwrap_or_else(|| id.to_string()), id, name, kind, countries, currencies, default_locale, payment };
+    let tenant = Tenant {
+        brand: brand.unwrap_or_else(|| id.to_string()),
+        id,
+        name,
+        kind,
+        countries,
+        currencies,
+        default_locale,
+        payment,
+    };
     let db = Arc::new(Db::open(platform::db_path(&data_dir), Durability::Normal)?);
     let store = SqliteStore::new(db.clone());
     use printworks::ports::TenantStore;
@@ -170,7 +222,10 @@ async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
     }
     let created = seed::add_tenant(&store, "local", tenant).await?;
     db.close();
-    println!("tenant {} created; its API key (shown once):", created.tenant.id);
+    println!(
+        "tenant {} created; its API key (shown once):",
+        created.tenant.id
+    );
     println!("{}", created.api_key);
     Ok(())
 }

@@ -91,7 +91,10 @@ impl Running {
     /// left in the outbox, and closes the database.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
-        self.server.await.context("server task")?.context("server")?;
+        self.server
+            .await
+            .context("server task")?
+            .context("server")?;
         self.relay.await.context("relay task")?;
         self.db.close();
         Ok(())
@@ -100,10 +103,12 @@ impl Running {
 
 /// Starts everything and returns once the port is bound.
 pub async fn start(options: Options) -> anyhow::Result<Running> {
-    std::fs::create_dir_all(&options.data_dir).with_context(|| format!("creating {}", options.data_dir.display()))?;
+    std::fs::create_dir_all(&options.data_dir)
+        .with_context(|| format!("creating {}", options.data_dir.display()))?;
     let catalog = match &options.catalog {
         Some(path) => {
-            let raw = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let raw = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
             Catalog::from_json(&raw).with_context(|| format!("loading {}", path.display()))?
         }
         None => Catalog::builtin().clone(),
@@ -114,7 +119,11 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
     let bus = LocalBus::new(db.clone(), clock.clone());
     for (queue, types) in QUEUES {
         let dlq = format!("{queue}-dlq");
-        let config = QueueConfig { visibility_timeout: Duration::from_secs(30), max_receive_count: 5, dead_letter: Some(dlq) };
+        let config = QueueConfig {
+            visibility_timeout: Duration::from_secs(30),
+            max_receive_count: 5,
+            dead_letter: Some(dlq),
+        };
         bus.declare_queue(queue, config).await?;
         bus.subscribe(queue, Some(types)).await?;
     }
@@ -129,10 +138,24 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("binding 127.0.0.1:{}", options.port))?;
     let addr = listener.local_addr()?;
-    let blobs = Arc::new(FsBlobStore::open(options.data_dir.join("blobs"), &format!("http://{addr}"), clock.clone())?);
-    let config = ApiConfig { env: options.env.clone(), upload_url_ttl: options.upload_url_ttl };
+    let blobs = Arc::new(FsBlobStore::open(
+        options.data_dir.join("blobs"),
+        &format!("http://{addr}"),
+        clock.clone(),
+    )?);
+    let config = ApiConfig {
+        env: options.env.clone(),
+        upload_url_ttl: options.upload_url_ttl,
+    };
     let store_arc = Arc::new(store.clone());
-    let app = order_api::App::new(config, Arc::new(catalog), store_arc.clone(), store_arc, blobs.clone(), clock);
+    let app = order_api::App::new(
+        config,
+        Arc::new(catalog),
+        store_arc.clone(),
+        store_arc,
+        blobs.clone(),
+        clock,
+    );
     let router = order_api::router(Arc::new(app)).merge(blob_routes::router(blobs));
 
     let (shutdown, mut stop_server) = watch::channel(false);
@@ -144,7 +167,17 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
             .await
     });
     let relay = tokio::spawn(relay_loop(bus.clone(), shutdown.subscribe()));
-    Ok(Running { addr, data_dir: options.data_dir, seeded, store, bus, db, shutdown, server, relay })
+    Ok(Running {
+        addr,
+        data_dir: options.data_dir,
+        seeded,
+        store,
+        bus,
+        db,
+        shutdown,
+        server,
+        relay,
+    })
 }
 
 /// Moves the outbox to the queues until told to stop, then once more.
@@ -152,7 +185,8 @@ async fn relay_loop(bus: LocalBus, mut stop: watch::Receiver<bool>) {
     loop {
         let stopping = *stop.borrow();
         loop {
-            match bus.relay_outbox(1000).await {
+            // Small chunks: a relay job holds the writer, and orders wait behind it.
+            match bus.relay_outbox(200).await {
                 Ok(0) => break,
                 Ok(n) => tracing::debug!(events = n, "outbox relayed"),
                 Err(e) => {

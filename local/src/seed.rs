@@ -13,12 +13,21 @@ pub struct CreatedTenant {
 }
 
 /// Stores `tenant` and a new key for it; returns the key's full text.
-pub async fn add_tenant(store: &dyn TenantStore, env: &str, tenant: Tenant) -> Result<CreatedTenant, StoreError> {
-    tenant.check().map_err(|e| StoreError::Unexpected(e.into()))?;
+pub async fn add_tenant(
+    store: &dyn TenantStore,
+    env: &str,
+    tenant: Tenant,
+) -> Result<CreatedTenant, StoreError> {
+    tenant
+        .check()
+        .map_err(|e| StoreError::Unexpected(e.into()))?;
     store.put_tenant(&tenant).await?;
     let key = mint_api_key(env, &tenant.id);
     store.put_api_key(&key.record).await?;
-    Ok(CreatedTenant { tenant, api_key: key.full })
+    Ok(CreatedTenant {
+        tenant,
+        api_key: key.full,
+    })
 }
 
 fn id(raw: &str) -> TenantId {
@@ -36,7 +45,9 @@ pub fn demo_tenants() -> Vec<Tenant> {
             countries: CountryCode::ALL.to_vec(),
             currencies: vec![Currency::Eur, Currency::Chf],
             default_locale: Locale::De,
-            payment: PaymentSetup::Provider { provider: "stripe".into() },
+            payment: PaymentSetup::Provider {
+                provider: "stripe".into(),
+            },
         },
         Tenant {
             id: id("demo-b2b"),

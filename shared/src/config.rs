@@ -27,11 +27,24 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
         (self.0)(name).filter(|v| !v.trim().is_empty())
     }
 
-    pub fn seconds(&self, name: &'static str, default: u64, range: std::ops::RangeInclusive<u64>) -> Result<Duration, ConfigError> {
-        let Some(raw) = self.optional(name) else { return Ok(Duration::from_secs(default)) };
-        let secs: u64 = raw.parse().map_err(|_| ConfigError::Invalid { name, reason: format!("{raw:?} is not a number of seconds") })?;
+    pub fn seconds(
+        &self,
+        name: &'static str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Duration, ConfigError> {
+        let Some(raw) = self.optional(name) else {
+            return Ok(Duration::from_secs(default));
+        };
+        let secs: u64 = raw.parse().map_err(|_| ConfigError::Invalid {
+            name,
+            reason: format!("{raw:?} is not a number of seconds"),
+        })?;
         if !range.contains(&secs) {
-            return Err(ConfigError::Invalid { name, reason: format!("must be between {} and {}", range.start(), range.end()) });
+            return Err(ConfigError::Invalid {
+                name,
+                reason: format!("must be between {} and {}", range.start(), range.end()),
+            });
         }
         Ok(Duration::from_secs(secs))
     }
@@ -52,13 +65,21 @@ pub struct ApiConfig {
 }
 
 impl ApiConfig {
-    pub fn from_vars<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<ApiConfig, ConfigError> {
+    pub fn from_vars<F: Fn(&str) -> Option<String>>(
+        vars: &Vars<F>,
+    ) -> Result<ApiConfig, ConfigError> {
         let env = vars.required("PRINTWORKS_ENV")?;
         if env.is_empty() || env.len() > 12 || !env.bytes().all(|b| b.is_ascii_lowercase()) {
-            return Err(ConfigError::Invalid { name: "PRINTWORKS_ENV", reason: "must be 1-12 lowercase letters".into() });
+            return Err(ConfigError::Invalid {
+                name: "PRINTWORKS_ENV",
+                reason: "must be 1-12 lowercase letters".into(),
+            });
         }
         let upload_url_ttl = vars.seconds("UPLOAD_URL_TTL_SECONDS", 900, 60..=3600)?;
-        Ok(ApiConfig { env, upload_url_ttl })
+        Ok(ApiConfig {
+            env,
+            upload_url_ttl,
+        })
     }
 }
 
@@ -73,7 +94,9 @@ pub struct AwsResources {
 }
 
 impl AwsResources {
-    pub fn for_order_api<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<AwsResources, ConfigError> {
+    pub fn for_order_api<F: Fn(&str) -> Option<String>>(
+        vars: &Vars<F>,
+    ) -> Result<AwsResources, ConfigError> {
         Ok(AwsResources {
             orders_table: Some(vars.required("ORDERS_TABLE")?),
             uploads_bucket: Some(vars.required("UPLOADS_BUCKET")?),
@@ -82,7 +105,9 @@ impl AwsResources {
         })
     }
 
-    pub fn for_publisher<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<AwsResources, ConfigError> {
+    pub fn for_publisher<F: Fn(&str) -> Option<String>>(
+        vars: &Vars<F>,
+    ) -> Result<AwsResources, ConfigError> {
         Ok(AwsResources {
             orders_table: None,
             uploads_bucket: None,
@@ -98,18 +123,35 @@ mod tests {
     use std::collections::HashMap;
 
     fn vars(pairs: &[(&str, &str)]) -> Vars<impl Fn(&str) -> Option<String>> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Vars(move |name: &str| map.get(name).cloned())
     }
 
     #[test]
     fn missing_and_invalid_variables_are_named() {
-        assert_eq!(ApiConfig::from_vars(&vars(&[])), Err(ConfigError::Missing("PRINTWORKS_ENV")));
-        let err = ApiConfig::from_vars(&vars(&[("PRINTWORKS_ENV", "prod"), ("UPLOAD_URL_TTL_SECONDS", "soon")])).unwrap_err();
+        assert_eq!(
+            ApiConfig::from_vars(&vars(&[])),
+            Err(ConfigError::Missing("PRINTWORKS_ENV"))
+        );
+        let err = ApiConfig::from_vars(&vars(&[
+            ("PRINTWORKS_ENV", "prod"),
+            ("UPLOAD_URL_TTL_SECONDS", "soon"),
+        ]))
+        .unwrap_err();
         assert!(err.to_string().contains("UPLOAD_URL_TTL_SECONDS"), "{err}");
-        let err = ApiConfig::from_vars(&vars(&[("PRINTWORKS_ENV", "prod"), ("UPLOAD_URL_TTL_SECONDS", "86400")])).unwrap_err();
+        let err = ApiConfig::from_vars(&vars(&[
+            ("PRINTWORKS_ENV", "prod"),
+            ("UPLOAD_URL_TTL_SECONDS", "86400"),
+        ]))
+        .unwrap_err();
         assert!(matches!(err, ConfigError::Invalid { .. }));
-        assert_eq!(AwsResources::for_order_api(&vars(&[("ORDERS_TABLE", "t")])), Err(ConfigError::Missing("UPLOADS_BUCKET")));
+        assert_eq!(
+            AwsResources::for_order_api(&vars(&[("ORDERS_TABLE", "t")])),
+            Err(ConfigError::Missing("UPLOADS_BUCKET"))
+        );
     }
 
     #[test]

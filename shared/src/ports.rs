@@ -37,7 +37,8 @@ impl Clock for SystemClock {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredResponse {
     pub status: u16,
-    pub body: serde_json::Value,
+    /// The JSON body exactly as it was sent.
+    pub body: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,7 +83,12 @@ pub trait OrderStore: Send + Sync {
     /// Replaces the order if its stored rank is still `observed_rank`, and
     /// writes `events` to the outbox in the same transaction; otherwise
     /// [`StoreError::Conflict`].
-    async fn transition(&self, next: &Order, observed_rank: u32, events: Vec<EventEnvelope>) -> Result<(), StoreError>;
+    async fn transition(
+        &self,
+        next: &Order,
+        observed_rank: u32,
+        events: Vec<EventEnvelope>,
+    ) -> Result<(), StoreError>;
 }
 
 /// A request a client makes directly to the blob store.
@@ -99,7 +105,13 @@ pub struct PresignedRequest {
 #[async_trait]
 pub trait BlobStore: Send + Sync {
     /// A PUT URL for exactly `content_length` bytes of `content_type`.
-    async fn presign_put(&self, key: &str, content_type: &str, content_length: u64, ttl: Duration) -> Result<PresignedRequest, StoreError>;
+    async fn presign_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        content_length: u64,
+        ttl: Duration,
+    ) -> Result<PresignedRequest, StoreError>;
     async fn presign_get(&self, key: &str, ttl: Duration) -> Result<PresignedRequest, StoreError>;
     async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> Result<(), StoreError>;
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;

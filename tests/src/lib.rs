@@ -10,25 +10,39 @@ use printworks_local::platform::{self, Options, Running};
 use std::path::{Path, PathBuf};
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repository").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository")
+        .to_path_buf()
 }
 
 /// Starts the real platform on 127.0.0.1:0 with its data in `data_dir`.
 pub async fn spawn_app(data_dir: &Path) -> Running {
-    let options = Options { port: 0, ..Options::new(data_dir) };
+    let options = Options {
+        port: 0,
+        ..Options::new(data_dir)
+    };
     platform::start(options).await.expect("the platform starts")
 }
 
 /// The API key of a tenant seeded by this start.
 pub fn seeded_key(running: &Running, tenant: &str) -> String {
-    running.seeded.iter().find(|c| c.tenant.id.as_str() == tenant).map(|c| c.api_key.clone()).expect("seeded tenant")
+    running
+        .seeded
+        .iter()
+        .find(|c| c.tenant.id.as_str() == tenant)
+        .map(|c| c.api_key.clone())
+        .expect("seeded tenant")
 }
 
 /// The emulator endpoint (`AWS_ENDPOINT_URL`, set by `scripts/test`). When
 /// `PRINTWORKS_REQUIRE_EMULATOR=1` and it is missing, the test fails rather
 /// than skipping, so the script can insist that these tests really ran.
 pub fn emulator() -> Option<String> {
-    match std::env::var("AWS_ENDPOINT_URL").ok().filter(|v| !v.is_empty()) {
+    match std::env::var("AWS_ENDPOINT_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
         Some(endpoint) => Some(endpoint),
         None if std::env::var("PRINTWORKS_REQUIRE_EMULATOR").as_deref() == Ok("1") => {
             panic!("PRINTWORKS_REQUIRE_EMULATOR=1 but AWS_ENDPOINT_URL is not set")
@@ -42,7 +56,8 @@ pub fn emulator() -> Option<String> {
 
 /// `infra/openapi.yaml` parsed into JSON.
 pub fn openapi() -> serde_json::Value {
-    let raw = std::fs::read_to_string(repo_root().join("infra/openapi.yaml")).expect("infra/openapi.yaml");
+    let raw = std::fs::read_to_string(repo_root().join("infra/openapi.yaml"))
+        .expect("infra/openapi.yaml");
     serde_norway::from_str(&raw).expect("openapi.yaml is YAML")
 }
 

@@ -53,12 +53,20 @@ fn string_attr<'a>(image: &'a serde_json::Value, name: &str) -> Option<&'a str> 
 }
 
 #[tracing::instrument(skip_all, fields(records = event.records.len()))]
-pub async fn handle(event: Event, publisher: &dyn EventPublisher) -> Result<Outcome, PublisherError> {
+pub async fn handle(
+    event: Event,
+    publisher: &dyn EventPublisher,
+) -> Result<Outcome, PublisherError> {
     let mut outcome = Outcome::default();
     let mut envelopes = Vec::new();
     let mut sequence_of: HashMap<String, String> = HashMap::new();
-    let fail = |outcome: &mut Outcome, record_id: &str, seq: &Option<String>| -> Result<(), PublisherError> {
-        let seq = seq.clone().ok_or_else(|| PublisherError::MissingSequenceNumber(record_id.to_string()))?;
+    let fail = |outcome: &mut Outcome,
+                record_id: &str,
+                seq: &Option<String>|
+     -> Result<(), PublisherError> {
+        let seq = seq
+            .clone()
+            .ok_or_else(|| PublisherError::MissingSequenceNumber(record_id.to_string()))?;
         outcome.failed.push(seq);
         Ok(())
     };
@@ -102,6 +110,11 @@ pub async fn handle(event: Event, publisher: &dyn EventPublisher) -> Result<Outc
     }
     outcome.failed.sort();
     outcome.failed.dedup();
-    tracing::info!(published = outcome.published, skipped = outcome.skipped, failed = outcome.failed.len(), "batch relayed");
+    tracing::info!(
+        published = outcome.published,
+        skipped = outcome.skipped,
+        failed = outcome.failed.len(),
+        "batch relayed"
+    );
     Ok(outcome)
 }

@@ -14,15 +14,20 @@ const CACHE_TTL: Duration = Duration::from_secs(60);
 const CACHE_MAX: usize = 10_000;
 
 #[derive(Default)]
-pub struct KeyCache(Mutex<HashMap<String, (Instant, Arc<(ApiKeyRecord, Tenant)>)>>);
+pub struct KeyCache(Mutex<HashMap<String, (Instant, Verified)>>);
+
+/// A stored key and its tenant.
+type Verified = Arc<(ApiKeyRecord, Tenant)>;
 
 impl KeyCache {
-    fn get(&self, key_id: &str) -> Option<Arc<(ApiKeyRecord, Tenant)>> {
+    fn get(&self, key_id: &str) -> Option<Verified> {
         let map = self.0.lock().ok()?;
-        map.get(key_id).filter(|(at, _)| at.elapsed() < CACHE_TTL).map(|(_, v)| v.clone())
+        map.get(key_id)
+            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
+            .map(|(_, v)| v.clone())
     }
 
-    fn put(&self, key_id: &str, value: Arc<(ApiKeyRecord, Tenant)>) {
+    fn put(&self, key_id: &str, value: Verified) {
         if let Ok(mut map) = self.0.lock() {
             if map.len() >= CACHE_MAX {
                 map.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
@@ -36,7 +41,12 @@ impl KeyCache {
 }
 
 /// The tenant of the request's `Authorization: Bearer` key, or 401.
-pub async fn authenticate(headers: &HeaderMap, env: &str, store: &dyn TenantStore, cache: &KeyCache) -> Result<Tenant, ApiError> {
+pub async fn authenticate(
+    headers: &HeaderMap,
+    env: &str,
+    store: &dyn TenantStore,
+    cache: &KeyCache,
+) -> Result<Tenant, ApiError> {
     let raw = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -49,8 +59,14 @@ pub async fn authenticate(headers: &HeaderMap, env: &str, store: &dyn TenantStor
     let entry = match cache.get(&presented.key_id) {
         Some(entry) => entry,
         None => {
-            let record = store.api_key(&presented.key_id).await?.ok_or_else(ApiError::unauthorized)?;
-            let tenant = store.tenant(&record.tenant_id).await?.ok_or_else(ApiError::unauthorized)?;
+            let record = store
+                .api_key(&presented.key_id)
+                .await?
+                .ok_or_else(ApiError::unauthorized)?;
+            let tenant = store
+                .tenant(&record.tenant_id)
+                .await?
+                .ok_or_else(ApiError::unauthorized)?;
             let entry = Arc::new((record, tenant));
             if presented.matches(&entry.0) {
                 cache.put(&presented.key_id, entry.clone());
@@ -58,5 +74,9 @@ pub async fn authenticate(headers: &HeaderMap, env: &str, store: &dyn TenantStor
             entry
         }
     };
-    if presented.matches(&entry.0) { Ok(entry.1.clone()) } else { Err(ApiError::unauthorized()) }
+    if presented.matches(&entry.0) {
+        Ok(entry.1.clone())
+    } else {
+        Err(ApiError::unauthorized())
+    }
 }

@@ -16,7 +16,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), details: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> ApiError {
@@ -25,23 +30,37 @@ impl ApiError {
     }
 
     pub fn unauthorized() -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid API key is required: Authorization: Bearer pw_<env>_<keyid>_<secret>")
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid API key is required: Authorization: Bearer pw_<env>_<keyid>_<secret>",
+        )
     }
 
     pub fn not_found(what: &str) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> ApiError {
         match err {
-            StoreError::Conflict => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", "the order changed concurrently; retry the request")
-            }
+            StoreError::Conflict => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "the order changed concurrently; retry the request",
+            ),
             StoreError::Unexpected(e) => {
                 tracing::error!(error = ?e, "store failure");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "the request could not be completed; retry later")
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "the request could not be completed; retry later",
+                )
             }
         }
     }

@@ -11,7 +11,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use printworks::domain::money::Money;
-use printworks::domain::order::{Order, OrderId, OrderRequest, TransitionError, find_server_only_field, upload_key};
+use printworks::domain::order::{
+    Order, OrderId, OrderRequest, TransitionError, find_server_only_field, upload_key,
+};
 use printworks::domain::tenant::Tenant;
 use printworks::ports::{IdempotencyRecord, NewOrder, PlaceOutcome, StoreError, StoredResponse};
 use serde::Deserialize;
@@ -28,25 +30,76 @@ async fn tenant_of(app: &App, headers: &HeaderMap) -> Result<Tenant, ApiError> {
 }
 
 /// The body as JSON: size, content type and syntax checked, with JSON errors.
-fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>, allow_empty: bool) -> Result<serde_json::Value, ApiError> {
-    let bytes = body.map_err(|rejection| {
+/// The body's bytes, or why they could not be read (too large, cut off).
+fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body must be at most {MAX_BODY_BYTES} bytes"))
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body must be at most {MAX_BODY_BYTES} bytes"),
+            )
         } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", rejection.body_text())
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                rejection.body_text(),
+            )
         }
-    })?;
+    })
+}
+
+fn json_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    allow_empty: bool,
+) -> Result<serde_json::Value, ApiError> {
+    let bytes = read_body(body)?;
     if allow_empty && bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(serde_json::json!({}));
     }
     if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("");
-        if !ct.trim_start().to_ascii_lowercase().starts_with("application/json") {
-            return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send the body as application/json"));
+        if !ct
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+        {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as application/json",
+            ));
         }
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not valid JSON: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not valid JSON: {e}"),
+        )
+    })
+}
+
+/// A body, if typed, must be typed as JSON.
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    match headers.get(http::header::CONTENT_TYPE) {
+        Some(ct)
+            if !ct
+                .to_str()
+                .unwrap_or("")
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json") =>
+        {
+            Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as application/json",
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Deserializes with the path of the offending field in the message.
@@ -54,31 +107,21 @@ fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, 
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
-        let message = if path == "." { inner } else { format!("{path}: {inner}") };
+        let message = if path == "." {
+            inner
+        } else {
+            format!("{path}: {inner}")
+        };
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message)
     })
 }
 
-/// The JSON value with object keys sorted, so the hash of a body does not
-/// depend on key order or whitespace.
-fn canonical(value: &serde_json::Value) -> serde_json::Value {
-    match value {
-        serde_json::Value::Object(map) => {
-            let sorted: std::collections::BTreeMap<&String, serde_json::Value> = map.iter().map(|(k, v)| (k, canonical(v))).collect();
-            serde_json::to_value(sorted).unwrap_or(serde_json::Value::Null)
-        }
-        serde_json::Value::Array(items) => serde_json::Value::Array(items.iter().map(canonical).collect()),
-        other => other.clone(),
-    }
-}
-
-fn request_hash(value: &serde_json::Value) -> String {
-    let bytes = serde_json::to_vec(&canonical(value)).unwrap_or_default();
-    hex::encode(Sha256::digest(&bytes))
-}
-
 fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or("");
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .unwrap_or("");
     if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -91,15 +134,21 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
 
 fn stored_to_response(stored: StoredResponse, replayed: bool) -> Response {
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
-    let mut response = (status, Json(stored.body)).into_response();
+    let json = HeaderValue::from_static("application/json");
+    let mut response = (status, [(http::header::CONTENT_TYPE, json)], stored.body).into_response();
     if replayed {
-        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     response
 }
 
 #[tracing::instrument(skip_all, fields(tenant))]
-pub async fn list_products(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn list_products(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let tenant = tenant_of(&app, &headers).await?;
     Span::current().record("tenant", tenant.id.as_str());
     let products: Vec<serde_json::Value> = app
@@ -138,7 +187,10 @@ pub async fn create_upload(
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "unsupported_content_type",
-            format!("content_type must be one of {}", UPLOAD_CONTENT_TYPES.join(", ")),
+            format!(
+                "content_type must be one of {}",
+                UPLOAD_CONTENT_TYPES.join(", ")
+            ),
         ));
     }
     if !(1..=MAX_UPLOAD_BYTES).contains(&request.size_bytes) {
@@ -150,10 +202,44 @@ pub async fn create_upload(
     }
     let upload_id = format!("upl_{}", uuid::Uuid::new_v4().simple());
     let key = upload_key(&tenant.id, &upload_id);
-    let presigned = app.blobs.presign_put(&key, &request.content_type, request.size_bytes, app.config.upload_url_ttl).await?;
+    let presigned = app
+        .blobs
+        .presign_put(
+            &key,
+            &request.content_type,
+            request.size_bytes,
+            app.config.upload_url_ttl,
+        )
+        .await?;
     tracing::info!(upload_id, "upload URL issued");
     let body = serde_json::json!({ "upload_id": upload_id, "key": key, "upload": presigned });
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Why an order body could not be parsed, for the client: a field only the
+/// server sets, or the path of the first field that is wrong.
+fn order_parse_error(headers: &HeaderMap, bytes: Bytes) -> ApiError {
+    let value = match json_body(headers, Ok(bytes), false) {
+        Ok(value) => value,
+        Err(e) => return e,
+    };
+    if let Some(field) = find_server_only_field(&value) {
+        return ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "server_computed_field",
+            format!(
+                "{field}: prices, totals, ids and states are computed by the server and must not be sent"
+            ),
+        );
+    }
+    match typed::<OrderRequest>(value) {
+        Err(e) => e,
+        Ok(_) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "the body could not be read",
+        ),
+    }
 }
 
 #[tracing::instrument(skip_all, fields(tenant, order_id))]
@@ -165,24 +251,42 @@ pub async fn place_order(
     let tenant = tenant_of(&app, &headers).await?;
     Span::current().record("tenant", tenant.id.as_str());
     let key = idempotency_key(&headers)?;
-    let value = json_body(&headers, body, false)?;
-    if let Some(field) = find_server_only_field(&value) {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "server_computed_field",
-            format!("{field}: prices, totals, ids and states are computed by the server and must not be sent"),
-        ));
-    }
-    let hash = request_hash(&value);
-    let request: OrderRequest = typed(value)?;
-    let (order, events) = Order::place(&app.catalog, &tenant, &request, app.clock.now()).map_err(|errors| {
-        let first = errors.first().map(|e| format!("{}: {}", e.field, e.message)).unwrap_or_default();
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", first)
-            .with_details(serde_json::to_value(&errors).unwrap_or_default())
-    })?;
-    let response = StoredResponse { status: 201, body: serde_json::to_value(&order).map_err(|e| StoreError::Unexpected(e.into()))? };
+    let bytes = read_body(body)?;
+    check_content_type(&headers)?;
+    // Fast path: straight into the typed request (unknown fields, and so any
+    // client-sent price or state, fail here); the slow path explains why.
+    let request: OrderRequest = match serde_json::from_slice(&bytes) {
+        Ok(request) => request,
+        Err(_) => return Err(order_parse_error(&headers, bytes)),
+    };
+    // The typed request re-serialized is canonical (fixed field order,
+    // sorted option maps), so key order and whitespace do not change it.
+    let hash = hex::encode(Sha256::digest(
+        serde_json::to_vec(&request).map_err(|e| StoreError::Unexpected(e.into()))?,
+    ));
+    let (order, events) =
+        Order::place(&app.catalog, &tenant, &request, app.clock.now()).map_err(|errors| {
+            let first = errors
+                .first()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .unwrap_or_default();
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", first)
+                .with_details(serde_json::to_value(&errors).unwrap_or_default())
+        })?;
+    let response = StoredResponse {
+        status: 201,
+        body: serde_json::to_string(&order).map_err(|e| StoreError::Unexpected(e.into()))?,
+    };
     let order_id = order.id.clone();
-    let new = NewOrder { order, events, idempotency: IdempotencyRecord { key, request_hash: hash, response: response.clone() } };
+    let new = NewOrder {
+        order,
+        events,
+        idempotency: IdempotencyRecord {
+            key,
+            request_hash: hash,
+            response: response.clone(),
+        },
+    };
     match app.orders.place(new).await? {
         PlaceOutcome::Created => {
             Span::current().record("order_id", order_id.as_str());
@@ -199,11 +303,19 @@ pub async fn place_order(
 }
 
 #[tracing::instrument(skip_all, fields(tenant, order_id = %id))]
-pub async fn get_order(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn get_order(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let tenant = tenant_of(&app, &headers).await?;
     Span::current().record("tenant", tenant.id.as_str());
     let id = OrderId::parse(&id).ok_or_else(|| ApiError::not_found("order"))?;
-    let order = app.orders.get(&tenant.id, &id).await?.ok_or_else(|| ApiError::not_found("order"))?;
+    let order = app
+        .orders
+        .get(&tenant.id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("order"))?;
     Ok(Json(order).into_response())
 }
 
@@ -224,21 +336,42 @@ pub async fn cancel_order(
     let tenant = tenant_of(&app, &headers).await?;
     Span::current().record("tenant", tenant.id.as_str());
     let request: CancelRequest = typed(json_body(&headers, body, true)?)?;
-    let reason = request.reason.as_deref().map(str::trim).filter(|r| !r.is_empty()).unwrap_or("customer_request");
+    let reason = request
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .unwrap_or("customer_request");
     if reason.chars().count() > 200 || reason.chars().any(char::is_control) {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", "reason: at most 200 printable characters"));
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "reason: at most 200 printable characters",
+        ));
     }
     let id = OrderId::parse(&id).ok_or_else(|| ApiError::not_found("order"))?;
     // Read, decide, write conditionally on the rank read; a concurrent
     // transition makes the write lose, and we decide again on fresh state.
     for _ in 0..3 {
-        let order = app.orders.get(&tenant.id, &id).await?.ok_or_else(|| ApiError::not_found("order"))?;
+        let order = app
+            .orders
+            .get(&tenant.id, &id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("order"))?;
         match order.cancel(reason, app.clock.now()) {
             Err(TransitionError::AlreadyCancelled) => return Ok(Json(order).into_response()),
             Err(e @ TransitionError::NotCancellable(_)) => {
-                return Err(ApiError::new(StatusCode::CONFLICT, "not_cancellable", e.to_string()));
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "not_cancellable",
+                    e.to_string(),
+                ));
             }
-            Ok((next, event)) => match app.orders.transition(&next, order.rank(), vec![event]).await {
+            Ok((next, event)) => match app
+                .orders
+                .transition(&next, order.rank(), vec![event])
+                .await
+            {
                 Ok(()) => {
                     tracing::info!("order cancelled");
                     return Ok(Json(next).into_response());
@@ -252,9 +385,17 @@ pub async fn cancel_order(
 }
 
 pub async fn no_route() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see infra/openapi.yaml")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route; see infra/openapi.yaml",
+    )
 }
 
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
 }

@@ -51,7 +51,15 @@ impl App {
         blobs: Arc<dyn BlobStore>,
         clock: Arc<dyn Clock>,
     ) -> App {
-        App { config, catalog, tenants, orders, blobs, clock, keys: auth::KeyCache::default() }
+        App {
+            config,
+            catalog,
+            tenants,
+            orders,
+            blobs,
+            clock,
+            keys: auth::KeyCache::default(),
+        }
     }
 }
 
@@ -64,7 +72,11 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<State>)> {
         (Method::POST, "/v1/uploads", post(handlers::create_upload)),
         (Method::POST, "/v1/orders", post(handlers::place_order)),
         (Method::GET, "/v1/orders/{id}", get(handlers::get_order)),
-        (Method::POST, "/v1/orders/{id}/cancel", post(handlers::cancel_order)),
+        (
+            Method::POST,
+            "/v1/orders/{id}/cancel",
+            post(handlers::cancel_order),
+        ),
     ]
 }
 

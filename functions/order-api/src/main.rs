@@ -16,8 +16,19 @@ async fn main() -> Result<(), lambda_http::Error> {
     let sdk = load_sdk_config().await;
     let table = resources.orders_table.unwrap_or_default();
     let store = Arc::new(DynamoStore::from_sdk(&sdk, table));
-    let blobs = Arc::new(S3Blobs::from_sdk(&sdk, resources.uploads_bucket.unwrap_or_default(), resources.endpoint_url.is_some()));
+    let blobs = Arc::new(S3Blobs::from_sdk(
+        &sdk,
+        resources.uploads_bucket.unwrap_or_default(),
+        resources.endpoint_url.is_some(),
+    ));
     let catalog = Arc::new(Catalog::builtin().clone());
-    let app = App::new(config, catalog, store.clone(), store, blobs, Arc::new(SystemClock));
+    let app = App::new(
+        config,
+        catalog,
+        store.clone(),
+        store,
+        blobs,
+        Arc::new(SystemClock),
+    );
     lambda_http::run(router(Arc::new(app))).await
 }

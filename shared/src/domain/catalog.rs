@@ -169,10 +169,19 @@ impl Catalog {
             }
             for method in [ShippingMethod::Standard, ShippingMethod::Express] {
                 for currency in Currency::ALL {
-                    let price = file.shipping.get(country).and_then(|m| m.get(&method)).and_then(|c| c.get(&currency));
+                    let price = file
+                        .shipping
+                        .get(country)
+                        .and_then(|m| m.get(&method))
+                        .and_then(|c| c.get(&currency));
                     match price {
                         Some(p) if *p >= 0 => {}
-                        _ => return bad(format!("no {} shipping price in {currency} for {country}", method.as_str())),
+                        _ => {
+                            return bad(format!(
+                                "no {} shipping price in {currency} for {country}",
+                                method.as_str()
+                            ));
+                        }
                     }
                 }
             }
@@ -180,7 +189,12 @@ impl Catalog {
         let mut products = BTreeMap::new();
         for product in file.products {
             let sku = product.sku.clone();
-            if sku.0.is_empty() || !sku.0.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+            if sku.0.is_empty()
+                || !sku
+                    .0
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
                 return bad(format!("bad SKU {:?}", sku.0));
             }
             for currency in Currency::ALL {
@@ -189,21 +203,30 @@ impl Catalog {
                     _ => return bad(format!("{}: no price in {currency}", sku.0)),
                 }
             }
-            if product.plants.is_empty() || product.plants.iter().any(|p| !file.plants.contains_key(p)) {
+            if product.plants.is_empty()
+                || product.plants.iter().any(|p| !file.plants.contains_key(p))
+            {
                 return bad(format!("{}: unknown or no plants", sku.0));
             }
-            if product.trim_mm.width == 0 || product.trim_mm.height == 0 || product.output_dpi == 0 {
+            if product.trim_mm.width == 0 || product.trim_mm.height == 0 || product.output_dpi == 0
+            {
                 return bad(format!("{}: empty geometry", sku.0));
             }
             if !(product.reject_dpi <= product.min_dpi && product.min_dpi <= product.output_dpi) {
-                return bad(format!("{}: reject_dpi <= min_dpi <= output_dpi does not hold", sku.0));
+                return bad(format!(
+                    "{}: reject_dpi <= min_dpi <= output_dpi does not hold",
+                    sku.0
+                ));
             }
             if product.images_per_item == 0 {
                 return bad(format!("{}: images_per_item must be at least 1", sku.0));
             }
             for (name, spec) in &product.options {
                 if !spec.values.contains(&spec.default) {
-                    return bad(format!("{}: option {name} default is not one of its values", sku.0));
+                    return bad(format!(
+                        "{}: option {name} default is not one of its values",
+                        sku.0
+                    ));
                 }
             }
             if products.insert(sku.clone(), product).is_some() {
@@ -211,13 +234,22 @@ impl Catalog {
             }
         }
         for product in products.values() {
-            if let Some(contents) = &product.contains {
-                if !products.contains_key(&contents.sku) {
-                    return bad(format!("{}: contains unknown SKU {}", product.sku.0, contents.sku.0));
-                }
+            if let Some(contents) = &product.contains
+                && !products.contains_key(&contents.sku)
+            {
+                return bad(format!(
+                    "{}: contains unknown SKU {}",
+                    product.sku.0, contents.sku.0
+                ));
             }
         }
-        Ok(Catalog { version: file.version, products, vat_bp: file.vat_bp, shipping: file.shipping, plants: file.plants })
+        Ok(Catalog {
+            version: file.version,
+            products,
+            vat_bp: file.vat_bp,
+            shipping: file.shipping,
+            plants: file.plants,
+        })
     }
 
     pub fn product(&self, sku: &str) -> Option<&Product> {
@@ -238,7 +270,12 @@ impl Catalog {
         self.vat_bp.get(&country).copied()
     }
 
-    pub fn shipping_price(&self, country: CountryCode, method: ShippingMethod, currency: Currency) -> Option<Money> {
+    pub fn shipping_price(
+        &self,
+        country: CountryCode,
+        method: ShippingMethod,
+        currency: Currency,
+    ) -> Option<Money> {
         let amount = self.shipping.get(&country)?.get(&method)?.get(&currency)?;
         Some(Money::new(*amount, currency))
     }
@@ -258,10 +295,19 @@ mod tests {
     fn builtin_catalog_loads_and_has_every_product_family() {
         let catalog = Catalog::from_json(BUILTIN).expect("built-in catalog");
         for sku in [
-            "poster-20x30", "poster-30x40", "poster-40x50", "poster-50x70", "poster-60x90",
-            "photo-10x15", "photo-13x18",
-            "canvas-30x40", "canvas-40x60", "canvas-50x70", "canvas-60x90",
-            "card-a6-folded", "photobox-10x15",
+            "poster-20x30",
+            "poster-30x40",
+            "poster-40x50",
+            "poster-50x70",
+            "poster-60x90",
+            "photo-10x15",
+            "photo-13x18",
+            "canvas-30x40",
+            "canvas-40x60",
+            "canvas-50x70",
+            "canvas-60x90",
+            "card-a6-folded",
+            "photobox-10x15",
         ] {
             assert!(catalog.product(sku).is_some(), "{sku} missing");
         }
@@ -287,12 +333,18 @@ mod tests {
     #[test]
     fn an_inconsistent_catalog_is_refused() {
         let mut doc: serde_json::Value = serde_json::from_str(BUILTIN).unwrap();
-        doc["products"][0]["prices"].as_object_mut().unwrap().remove("CHF");
+        doc["products"][0]["prices"]
+            .as_object_mut()
+            .unwrap()
+            .remove("CHF");
         let err = Catalog::from_json(&doc.to_string()).unwrap_err();
         assert!(err.to_string().contains("no price in CHF"), "{err}");
 
         let mut doc: serde_json::Value = serde_json::from_str(BUILTIN).unwrap();
-        doc["shipping"]["DK"].as_object_mut().unwrap().remove("express");
+        doc["shipping"]["DK"]
+            .as_object_mut()
+            .unwrap()
+            .remove("express");
         let err = Catalog::from_json(&doc.to_string()).unwrap_err();
         assert!(err.to_string().contains("express shipping"), "{err}");
 

@@ -91,7 +91,13 @@ mod tests {
         let order = OrderId::parse("ord_0192f1f0a0b07c3e9d2a4b5c6d7e8f90").unwrap();
         let tenant = TenantId::parse("demo-brand").unwrap();
         let at = time::macros::datetime!(2026-11-22 10:00:00 UTC);
-        let env = EventEnvelope::new(EventType::OrderPlaced, &order, &tenant, at, serde_json::json!({"items": 1}));
+        let env = EventEnvelope::new(
+            EventType::OrderPlaced,
+            &order,
+            &tenant,
+            at,
+            serde_json::json!({"items": 1}),
+        );
         let json = serde_json::to_value(&env).unwrap();
         assert_eq!(json["type"], "OrderPlaced");
         assert_eq!(json["order_id"], order.as_str());

@@ -96,7 +96,14 @@ pub enum Locale {
 }
 
 impl Locale {
-    pub const ALL: [Locale; 6] = [Locale::De, Locale::En, Locale::Fr, Locale::It, Locale::Nl, Locale::Es];
+    pub const ALL: [Locale; 6] = [
+        Locale::De,
+        Locale::En,
+        Locale::Fr,
+        Locale::It,
+        Locale::Nl,
+        Locale::Es,
+    ];
 
     pub fn code(self) -> &'static str {
         match self {

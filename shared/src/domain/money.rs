@@ -55,19 +55,28 @@ impl Money {
     }
 
     pub const fn zero(currency: Currency) -> Money {
-        Money { amount: 0, currency }
+        Money {
+            amount: 0,
+            currency,
+        }
     }
 
     pub fn checked_add(self, other: Money) -> Result<Money, MoneyError> {
         if self.currency != other.currency {
             return Err(MoneyError::CurrencyMismatch(other.currency, self.currency));
         }
-        let amount = self.amount.checked_add(other.amount).ok_or(MoneyError::Overflow)?;
+        let amount = self
+            .amount
+            .checked_add(other.amount)
+            .ok_or(MoneyError::Overflow)?;
         Ok(Money::new(amount, self.currency))
     }
 
     pub fn checked_mul(self, factor: i64) -> Result<Money, MoneyError> {
-        let amount = self.amount.checked_mul(factor).ok_or(MoneyError::Overflow)?;
+        let amount = self
+            .amount
+            .checked_mul(factor)
+            .ok_or(MoneyError::Overflow)?;
         Ok(Money::new(amount, self.currency))
     }
 
@@ -101,23 +110,53 @@ mod tests {
     #[test]
     fn adds_same_currency_and_refuses_mixed() {
         let a = Money::new(1490, Currency::Eur);
-        assert_eq!(a.checked_add(Money::new(10, Currency::Eur)).unwrap().amount, 1500);
+        assert_eq!(
+            a.checked_add(Money::new(10, Currency::Eur)).unwrap().amount,
+            1500
+        );
         assert_eq!(
             a.checked_add(Money::new(10, Currency::Chf)),
             Err(MoneyError::CurrencyMismatch(Currency::Chf, Currency::Eur))
         );
-        assert_eq!(Money::new(i64::MAX, Currency::Eur).checked_mul(2), Err(MoneyError::Overflow));
+        assert_eq!(
+            Money::new(i64::MAX, Currency::Eur).checked_mul(2),
+            Err(MoneyError::Overflow)
+        );
     }
 
     #[test]
     fn vat_rounds_half_away_from_zero() {
         // 19 % of 2.50 = 0.475 -> 0.48
-        assert_eq!(Money::new(250, Currency::Eur).percent_bp(1900).unwrap().amount, 48);
+        assert_eq!(
+            Money::new(250, Currency::Eur)
+                .percent_bp(1900)
+                .unwrap()
+                .amount,
+            48
+        );
         // 8.1 % of 10.00 = 0.81
-        assert_eq!(Money::new(1000, Currency::Chf).percent_bp(810).unwrap().amount, 81);
+        assert_eq!(
+            Money::new(1000, Currency::Chf)
+                .percent_bp(810)
+                .unwrap()
+                .amount,
+            81
+        );
         // 19 % of 0.02 = 0.0038 -> 0.00
-        assert_eq!(Money::new(2, Currency::Eur).percent_bp(1900).unwrap().amount, 0);
-        assert_eq!(Money::new(-250, Currency::Eur).percent_bp(1900).unwrap().amount, -48);
+        assert_eq!(
+            Money::new(2, Currency::Eur)
+                .percent_bp(1900)
+                .unwrap()
+                .amount,
+            0
+        );
+        assert_eq!(
+            Money::new(-250, Currency::Eur)
+                .percent_bp(1900)
+                .unwrap()
+                .amount,
+            -48
+        );
     }
 
     #[test]

@@ -28,8 +28,11 @@ impl OrderId {
 
     pub fn parse(raw: &str) -> Option<OrderId> {
         let hex = raw.strip_prefix("ord_")?;
-        (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-            .then(|| OrderId(raw.to_string()))
+        (hex.len() == 32
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| OrderId(raw.to_string()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -64,8 +67,12 @@ impl std::fmt::Display for OrderId {
 
 /// An upload id handed out by `POST /v1/uploads`: `upl_` and 32 hex digits.
 pub fn upload_id_valid(raw: &str) -> bool {
-    raw.strip_prefix("upl_")
-        .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    raw.strip_prefix("upl_").is_some_and(|hex| {
+        hex.len() == 32
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 /// The blob key of an upload: always under the uploading tenant's prefix,
@@ -142,8 +149,22 @@ pub struct ImageRequest {
 
 /// Field names a client might send to set what only the server decides.
 pub const SERVER_ONLY_FIELDS: &[&str] = &[
-    "price", "prices", "unit_price", "line_total", "subtotal", "total", "totals", "vat", "amount",
-    "status", "state", "rank", "paid", "id", "order_id", "tenant",
+    "price",
+    "prices",
+    "unit_price",
+    "line_total",
+    "subtotal",
+    "total",
+    "totals",
+    "vat",
+    "amount",
+    "status",
+    "state",
+    "rank",
+    "paid",
+    "id",
+    "order_id",
+    "tenant",
 ];
 
 /// Finds a server-only field anywhere in a request body, with its path.
@@ -151,12 +172,21 @@ pub fn find_server_only_field(value: &serde_json::Value) -> Option<String> {
     fn walk(value: &serde_json::Value, path: &str) -> Option<String> {
         match value {
             serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
-                let here = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-                if SERVER_ONLY_FIELDS.contains(&k.as_str()) { Some(here) } else { walk(v, &here) }
+                let here = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                if SERVER_ONLY_FIELDS.contains(&k.as_str()) {
+                    Some(here)
+                } else {
+                    walk(v, &here)
+                }
             }),
-            serde_json::Value::Array(items) => {
-                items.iter().enumerate().find_map(|(i, v)| walk(v, &format!("{path}[{i}]")))
-            }
+            serde_json::Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| walk(v, &format!("{path}[{i}]"))),
             _ => None,
         }
     }
@@ -172,22 +202,38 @@ pub struct FieldError {
 fn text(errors: &mut Vec<FieldError>, field: &str, value: &str, max: usize) -> String {
     let trimmed = value.trim();
     if trimmed.is_empty() {
-        errors.push(FieldError { field: field.into(), message: "must not be empty".into() });
+        errors.push(FieldError {
+            field: field.into(),
+            message: "must not be empty".into(),
+        });
     } else if trimmed.chars().count() > max {
-        errors.push(FieldError { field: field.into(), message: format!("must be at most {max} characters") });
+        errors.push(FieldError {
+            field: field.into(),
+            message: format!("must be at most {max} characters"),
+        });
     } else if trimmed.chars().any(char::is_control) {
-        errors.push(FieldError { field: field.into(), message: "must not contain control characters".into() });
+        errors.push(FieldError {
+            field: field.into(),
+            message: "must not contain control characters".into(),
+        });
     }
     trimmed.to_string()
 }
 
-fn optional_text(errors: &mut Vec<FieldError>, field: &str, value: &Option<String>, max: usize) -> Option<String> {
+fn optional_text(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    value: &Option<String>,
+    max: usize,
+) -> Option<String> {
     value.as_ref().map(|v| text(errors, field, v, max))
 }
 
 fn email_valid(email: &str) -> bool {
     let mut parts = email.splitn(2, '@');
-    let (Some(local), Some(domain)) = (parts.next(), parts.next()) else { return false };
+    let (Some(local), Some(domain)) = (parts.next(), parts.next()) else {
+        return false;
+    };
     email.len() <= 254
         && !local.is_empty()
         && local.len() <= 64
@@ -200,7 +246,9 @@ fn email_valid(email: &str) -> bool {
 
 fn phone_valid(phone: &str) -> bool {
     let digits = phone.strip_prefix('+').unwrap_or(phone);
-    phone.starts_with('+') && (6..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+    phone.starts_with('+')
+        && (6..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 // ------------------------------------------------------------------ order --
@@ -311,54 +359,87 @@ impl Order {
     ) -> Result<(Order, Vec<EventEnvelope>), Vec<FieldError>> {
         let mut errors = Vec::new();
         let err = |errors: &mut Vec<FieldError>, field: &str, message: String| {
-            errors.push(FieldError { field: field.to_string(), message })
+            errors.push(FieldError {
+                field: field.to_string(),
+                message,
+            })
         };
 
         let locale = Locale::parse(&request.locale);
         if locale.is_none() {
-            err(&mut errors, "locale", "must be one of de, en, fr, it, nl, es".into());
+            err(
+                &mut errors,
+                "locale",
+                "must be one of de, en, fr, it, nl, es".into(),
+            );
         }
         let currency = Currency::parse(&request.currency);
         match currency {
             None => err(&mut errors, "currency", "must be EUR or CHF".into()),
-            Some(c) if !tenant.currencies.contains(&c) => {
-                err(&mut errors, "currency", format!("{c} is not enabled for this account"))
-            }
+            Some(c) if !tenant.currencies.contains(&c) => err(
+                &mut errors,
+                "currency",
+                format!("{c} is not enabled for this account"),
+            ),
             Some(_) => {}
         }
 
         let customer = Customer {
             name: text(&mut errors, "customer.name", &request.customer.name, 100),
             email: request.customer.email.trim().to_string(),
-            phone: request.customer.phone.as_ref().map(|p| p.replace([' ', '-'], "")),
+            phone: request
+                .customer
+                .phone
+                .as_ref()
+                .map(|p| p.replace([' ', '-'], "")),
         };
         if !email_valid(&customer.email) {
-            err(&mut errors, "customer.email", "is not a valid e-mail address".into());
+            err(
+                &mut errors,
+                "customer.email",
+                "is not a valid e-mail address".into(),
+            );
         }
-        if let Some(phone) = &customer.phone {
-            if !phone_valid(phone) {
-                err(&mut errors, "customer.phone", "must be in international format, e.g. +4930123456".into());
-            }
+        if let Some(phone) = &customer.phone
+            && !phone_valid(phone)
+        {
+            err(
+                &mut errors,
+                "customer.phone",
+                "must be in international format, e.g. +4930123456".into(),
+            );
         }
 
         let method = match request.shipping.method.as_str() {
             "standard" => Some(ShippingMethod::Standard),
             "express" => Some(ShippingMethod::Express),
             _ => {
-                err(&mut errors, "shipping.method", "must be standard or express".into());
+                err(
+                    &mut errors,
+                    "shipping.method",
+                    "must be standard or express".into(),
+                );
                 None
             }
         };
         let a = &request.shipping.address;
         let country = CountryCode::parse(&a.country);
         match country {
-            None => err(&mut errors, "shipping.address.country", format!("we do not ship to {:?}", a.country)),
-            Some(c) if !tenant.countries.contains(&c) || !catalog.ships_to(c) => {
-                err(&mut errors, "shipping.address.country", format!("{c} is not enabled for this account"))
-            }
-            Some(c) if !c.postal_code_valid(a.postal_code.trim()) => {
-                err(&mut errors, "shipping.address.postal_code", format!("is not a valid postal code for {c}"))
-            }
+            None => err(
+                &mut errors,
+                "shipping.address.country",
+                format!("we do not ship to {:?}", a.country),
+            ),
+            Some(c) if !tenant.countries.contains(&c) || !catalog.ships_to(c) => err(
+                &mut errors,
+                "shipping.address.country",
+                format!("{c} is not enabled for this account"),
+            ),
+            Some(c) if !c.postal_code_valid(a.postal_code.trim()) => err(
+                &mut errors,
+                "shipping.address.postal_code",
+                format!("is not a valid postal code for {c}"),
+            ),
             Some(_) => {}
         }
         let address_name = text(&mut errors, "shipping.address.name", &a.name, 100);
@@ -369,9 +450,17 @@ impl Order {
         let reference = optional_text(&mut errors, "reference", &request.reference, 64);
 
         if request.items.is_empty() {
-            err(&mut errors, "items", "must contain at least one item".into());
+            err(
+                &mut errors,
+                "items",
+                "must contain at least one item".into(),
+            );
         } else if request.items.len() > MAX_ITEMS {
-            err(&mut errors, "items", format!("must contain at most {MAX_ITEMS} items"));
+            err(
+                &mut errors,
+                "items",
+                format!("must contain at most {MAX_ITEMS} items"),
+            );
         }
 
         let mut items = Vec::with_capacity(request.items.len());
@@ -379,16 +468,28 @@ impl Order {
         for (i, item) in request.items.iter().enumerate().take(MAX_ITEMS) {
             let at = |field: &str| format!("items[{i}].{field}");
             let Some(product) = catalog.product(&item.sku) else {
-                err(&mut errors, &at("sku"), format!("unknown product {:?}", item.sku));
+                err(
+                    &mut errors,
+                    &at("sku"),
+                    format!("unknown product {:?}", item.sku),
+                );
                 continue;
             };
             if !(1..=MAX_QUANTITY).contains(&item.quantity) {
-                err(&mut errors, &at("quantity"), format!("must be between 1 and {MAX_QUANTITY}"));
+                err(
+                    &mut errors,
+                    &at("quantity"),
+                    format!("must be between 1 and {MAX_QUANTITY}"),
+                );
             }
             let mut options = BTreeMap::new();
             for (name, value) in &item.options {
                 match product.options.get(name) {
-                    None => err(&mut errors, &at(&format!("options.{name}")), format!("{} has no option {name:?}", item.sku)),
+                    None => err(
+                        &mut errors,
+                        &at(&format!("options.{name}")),
+                        format!("{} has no option {name:?}", item.sku),
+                    ),
                     Some(spec) if !spec.values.contains(value) => err(
                         &mut errors,
                         &at(&format!("options.{name}")),
@@ -400,29 +501,55 @@ impl Order {
                 }
             }
             for (name, spec) in &product.options {
-                options.entry(name.clone()).or_insert_with(|| spec.default.clone());
+                options
+                    .entry(name.clone())
+                    .or_insert_with(|| spec.default.clone());
             }
             if item.images.len() != product.images_per_item as usize {
                 let n = product.images_per_item;
-                err(&mut errors, &at("images"), format!("{} takes exactly {n} image{}", item.sku, if n == 1 { "" } else { "s" }));
+                err(
+                    &mut errors,
+                    &at("images"),
+                    format!(
+                        "{} takes exactly {n} image{}",
+                        item.sku,
+                        if n == 1 { "" } else { "s" }
+                    ),
+                );
             }
             let mut images = Vec::with_capacity(item.images.len());
             for (j, image) in item.images.iter().enumerate() {
                 let field = at(&format!("images[{j}]"));
                 match (&image.upload_id, &image.url) {
-                    (Some(id), None) if upload_id_valid(id) => {
-                        images.push(ImageSource::Upload { upload_id: id.clone(), key: upload_key(&tenant.id, id) })
+                    (Some(id), None) if upload_id_valid(id) => images.push(ImageSource::Upload {
+                        upload_id: id.clone(),
+                        key: upload_key(&tenant.id, id),
+                    }),
+                    (Some(_), None) => err(
+                        &mut errors,
+                        &format!("{field}.upload_id"),
+                        "is not an upload id from POST /v1/uploads".into(),
+                    ),
+                    (None, Some(url)) if url_acceptable(url) => {
+                        images.push(ImageSource::Url { url: url.clone() })
                     }
-                    (Some(_), None) => err(&mut errors, &format!("{field}.upload_id"), "is not an upload id from POST /v1/uploads".into()),
-                    (None, Some(url)) if url_acceptable(url) => images.push(ImageSource::Url { url: url.clone() }),
-                    (None, Some(_)) => err(&mut errors, &format!("{field}.url"), "must be an https URL of at most 2048 characters".into()),
-                    _ => err(&mut errors, &field, "needs exactly one of upload_id or url".into()),
+                    (None, Some(_)) => err(
+                        &mut errors,
+                        &format!("{field}.url"),
+                        "must be an https URL of at most 2048 characters".into(),
+                    ),
+                    _ => err(
+                        &mut errors,
+                        &field,
+                        "needs exactly one of upload_id or url".into(),
+                    ),
                 }
             }
             let quantity = u32::try_from(item.quantity.clamp(1, MAX_QUANTITY)).unwrap_or(1);
             if let Some(c) = currency {
                 let unit_price = product.unit_price(c);
-                let line_total = super::money::Money::new(unit_price.amount * i64::from(quantity), c);
+                let line_total =
+                    super::money::Money::new(unit_price.amount * i64::from(quantity), c);
                 items.push(OrderItem {
                     line: (i + 1) as u32,
                     sku: product.sku.as_str().to_string(),
@@ -442,10 +569,18 @@ impl Order {
         else {
             return Err(errors);
         };
-        let totals = pricing::quote(catalog, &lines, country, method, currency)
-            .map_err(|e| vec![FieldError { field: "items".into(), message: e.to_string() }])?;
+        let totals = pricing::quote(catalog, &lines, country, method, currency).map_err(|e| {
+            vec![FieldError {
+                field: "items".into(),
+                message: e.to_string(),
+            }]
+        })?;
 
-        let state = if tenant.pays_by_invoice() { OrderState::Paid } else { OrderState::Placed };
+        let state = if tenant.pays_by_invoice() {
+            OrderState::Paid
+        } else {
+            OrderState::Placed
+        };
         let order = Order {
             id: OrderId::new(),
             tenant: tenant.id.clone(),
@@ -459,7 +594,15 @@ impl Order {
             customer,
             shipping: Shipping {
                 method,
-                address: Address { name: address_name, company, line1, line2, postal_code: a.postal_code.trim().to_string(), city, country },
+                address: Address {
+                    name: address_name,
+                    company,
+                    line1,
+                    line2,
+                    postal_code: a.postal_code.trim().to_string(),
+                    city,
+                    country,
+                },
             },
             items,
             totals,
@@ -504,12 +647,19 @@ impl Order {
     }
 
     /// Cancels the order if production has not started.
-    pub fn cancel(&self, reason: &str, now: OffsetDateTime) -> Result<(Order, EventEnvelope), TransitionError> {
+    pub fn cancel(
+        &self,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<(Order, EventEnvelope), TransitionError> {
         if self.state == OrderState::Cancelled {
             return Err(TransitionError::AlreadyCancelled);
         }
         let effective = self.effective_state();
-        if effective.production_started() || effective.is_terminal() || !self.state.can_move_to(OrderState::Cancelled) {
+        if effective.production_started()
+            || effective.is_terminal()
+            || !self.state.can_move_to(OrderState::Cancelled)
+        {
             return Err(TransitionError::NotCancellable(self.state));
         }
         let mut next = self.clone();
@@ -531,7 +681,9 @@ fn url_acceptable(url: &str) -> bool {
     url.len() <= 2048
         && url.strip_prefix("https://").is_some_and(|rest| {
             let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-            !host.is_empty() && !host.contains('@') && !url.chars().any(|c| c.is_whitespace() || c.is_control())
+            !host.is_empty()
+                && !host.contains('@')
+                && !url.chars().any(|c| c.is_whitespace() || c.is_control())
         })
 }
 
@@ -551,7 +703,9 @@ mod tests {
             default_locale: Locale::De,
             payment: match kind {
                 TenantKind::B2b => PaymentSetup::Invoice,
-                TenantKind::B2c => PaymentSetup::Provider { provider: "stripe".into() },
+                TenantKind::B2c => PaymentSetup::Provider {
+                    provider: "stripe".into(),
+                },
             },
         }
     }
@@ -575,7 +729,13 @@ mod tests {
 
     #[test]
     fn b2c_order_is_placed_with_server_prices() {
-        let (order, events) = Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &request(), now()).unwrap();
+        let (order, events) = Order::place(
+            Catalog::builtin(),
+            &tenant(TenantKind::B2c),
+            &request(),
+            now(),
+        )
+        .unwrap();
         assert_eq!(order.state, OrderState::Placed);
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event_type, EventType::OrderPlaced);
@@ -590,57 +750,120 @@ mod tests {
                 key: "uploads/demo-brand/upl_0123456789abcdef0123456789abcdef".into()
             }
         );
-        assert_eq!(order.totals.total.amount, order.totals.subtotal.amount + order.totals.shipping.amount + order.totals.vat.amount);
+        assert_eq!(
+            order.totals.total.amount,
+            order.totals.subtotal.amount + order.totals.shipping.amount + order.totals.vat.amount
+        );
     }
 
     #[test]
     fn b2b_order_is_paid_at_placement_and_emits_order_paid() {
-        let (order, events) = Order::place(Catalog::builtin(), &tenant(TenantKind::B2b), &request(), now()).unwrap();
+        let (order, events) = Order::place(
+            Catalog::builtin(),
+            &tenant(TenantKind::B2b),
+            &request(),
+            now(),
+        )
+        .unwrap();
         assert_eq!(order.state, OrderState::Paid);
         let types: Vec<_> = events.iter().map(|e| e.event_type).collect();
         assert_eq!(types, vec![EventType::OrderPlaced, EventType::OrderPaid]);
-        assert_eq!(events[1].data["amount"]["amount"], order.totals.total.amount);
+        assert_eq!(
+            events[1].data["amount"]["amount"],
+            order.totals.total.amount
+        );
     }
 
     #[test]
     fn options_default_and_unknown_options_are_refused() {
         let mut r = request();
         r.items[0].options.clear();
-        let (order, _) = Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &r, now()).unwrap();
+        let (order, _) =
+            Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &r, now()).unwrap();
         assert_eq!(order.items[0].options["finish"], "matte");
         r.items[0].options.insert("wrap".into(), "mirror".into());
-        let errors = Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &r, now()).unwrap_err();
+        let errors =
+            Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &r, now()).unwrap_err();
         assert_eq!(errors[0].field, "items[0].options.wrap");
     }
 
     #[test]
     fn every_rule_reports_its_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut OrderRequest)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut OrderRequest)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("locale", Box::new(|r| r.locale = "pt".into())),
             ("currency", Box::new(|r| r.currency = "USD".into())),
-            ("customer.email", Box::new(|r| r.customer.email = "not-an-email".into())),
-            ("customer.phone", Box::new(|r| r.customer.phone = Some("12".into()))),
-            ("customer.name", Box::new(|r| r.customer.name = "   ".into())),
-            ("shipping.method", Box::new(|r| r.shipping.method = "drone".into())),
-            ("shipping.address.country", Box::new(|r| r.shipping.address.country = "US".into())),
-            ("shipping.address.postal_code", Box::new(|r| r.shipping.address.postal_code = "1234".into())),
-            ("shipping.address.line1", Box::new(|r| r.shipping.address.line1 = "x".repeat(101))),
-            ("items[0].sku", Box::new(|r| r.items[0].sku = "poster-1x1".into())),
+            (
+                "customer.email",
+                Box::new(|r| r.customer.email = "not-an-email".into()),
+            ),
+            (
+                "customer.phone",
+                Box::new(|r| r.customer.phone = Some("12".into())),
+            ),
+            (
+                "customer.name",
+                Box::new(|r| r.customer.name = "   ".into()),
+            ),
+            (
+                "shipping.method",
+                Box::new(|r| r.shipping.method = "drone".into()),
+            ),
+            (
+                "shipping.address.country",
+                Box::new(|r| r.shipping.address.country = "US".into()),
+            ),
+            (
+                "shipping.address.postal_code",
+                Box::new(|r| r.shipping.address.postal_code = "1234".into()),
+            ),
+            (
+                "shipping.address.line1",
+                Box::new(|r| r.shipping.address.line1 = "x".repeat(101)),
+            ),
+            (
+                "items[0].sku",
+                Box::new(|r| r.items[0].sku = "poster-1x1".into()),
+            ),
             ("items[0].quantity", Box::new(|r| r.items[0].quantity = 0)),
             ("items[0].quantity", Box::new(|r| r.items[0].quantity = 101)),
-            ("items[0].options.finish", Box::new(|r| { r.items[0].options.insert("finish".into(), "gold".into()); })),
+            (
+                "items[0].options.finish",
+                Box::new(|r| {
+                    r.items[0].options.insert("finish".into(), "gold".into());
+                }),
+            ),
             ("items[0].images", Box::new(|r| r.items[0].images.clear())),
-            ("items[0].images[0].upload_id", Box::new(|r| r.items[0].images[0].upload_id = Some("../etc/passwd".into()))),
-            ("items[0].images[0]", Box::new(|r| r.items[0].images[0].url = Some("https://example.com/a.jpg".into()))),
+            (
+                "items[0].images[0].upload_id",
+                Box::new(|r| r.items[0].images[0].upload_id = Some("../etc/passwd".into())),
+            ),
+            (
+                "items[0].images[0]",
+                Box::new(|r| r.items[0].images[0].url = Some("https://example.com/a.jpg".into())),
+            ),
             ("items", Box::new(|r| r.items.clear())),
-            ("items", Box::new(|r| { let item = r.items[0].clone(); r.items = vec![item; 51]; })),
-            ("reference", Box::new(|r| r.reference = Some("r".repeat(65)))),
+            (
+                "items",
+                Box::new(|r| {
+                    let item = r.items[0].clone();
+                    r.items = vec![item; 51];
+                }),
+            ),
+            (
+                "reference",
+                Box::new(|r| r.reference = Some("r".repeat(65))),
+            ),
         ];
         for (field, mutate) in cases {
             let mut r = request();
             mutate(&mut r);
-            let errors = Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &r, now()).unwrap_err();
-            assert!(errors.iter().any(|e| e.field == field), "expected an error on {field}, got {errors:?}");
+            let errors =
+                Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &r, now()).unwrap_err();
+            assert!(
+                errors.iter().any(|e| e.field == field),
+                "expected an error on {field}, got {errors:?}"
+            );
         }
     }
 
@@ -652,7 +875,10 @@ mod tests {
         r.items = vec![item; 50];
         assert!(Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &r, now()).is_ok());
         let mut r = request();
-        r.items[0].images[0] = ImageRequest { upload_id: None, url: Some("https://photos.example.com/p/1.jpg".into()) };
+        r.items[0].images[0] = ImageRequest {
+            upload_id: None,
+            url: Some("https://photos.example.com/p/1.jpg".into()),
+        };
         assert!(Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &r, now()).is_ok());
         r.items[0].images[0].url = Some("http://photos.example.com/p/1.jpg".into());
         assert!(Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &r, now()).is_err());
@@ -665,7 +891,10 @@ mod tests {
         t.countries = vec![CountryCode::CH];
         let errors = Order::place(Catalog::builtin(), &t, &request(), now()).unwrap_err();
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
-        assert!(fields.contains(&"currency") && fields.contains(&"shipping.address.country"), "{fields:?}");
+        assert!(
+            fields.contains(&"currency") && fields.contains(&"shipping.address.country"),
+            "{fields:?}"
+        );
     }
 
     #[test]
@@ -673,10 +902,14 @@ mod tests {
         let mut r = request();
         r.items[0].sku = "photobox-10x15".into();
         r.items[0].options.clear();
-        let err = Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &r, now()).unwrap_err();
+        let err =
+            Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &r, now()).unwrap_err();
         assert!(err[0].message.contains("exactly 10 images"), "{err:?}");
         r.items[0].images = (0..10)
-            .map(|i| ImageRequest { upload_id: Some(format!("upl_{i:032x}")), url: None })
+            .map(|i| ImageRequest {
+                upload_id: Some(format!("upl_{i:032x}")),
+                url: None,
+            })
             .collect();
         assert!(Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &r, now()).is_ok());
     }
@@ -684,28 +917,55 @@ mod tests {
     #[test]
     fn server_only_fields_are_found_anywhere() {
         let v = serde_json::json!({"items": [{"sku": "x", "unit_price": 1}]});
-        assert_eq!(find_server_only_field(&v).as_deref(), Some("items[0].unit_price"));
-        assert_eq!(find_server_only_field(&serde_json::json!({"status": "paid"})).as_deref(), Some("status"));
-        assert_eq!(find_server_only_field(&serde_json::to_value(request()).unwrap()), None);
+        assert_eq!(
+            find_server_only_field(&v).as_deref(),
+            Some("items[0].unit_price")
+        );
+        assert_eq!(
+            find_server_only_field(&serde_json::json!({"status": "paid"})).as_deref(),
+            Some("status")
+        );
+        assert_eq!(
+            find_server_only_field(&serde_json::to_value(request()).unwrap()),
+            None
+        );
     }
 
     #[test]
     fn cancel_until_production_starts() {
-        let (order, _) = Order::place(Catalog::builtin(), &tenant(TenantKind::B2b), &request(), now()).unwrap();
+        let (order, _) = Order::place(
+            Catalog::builtin(),
+            &tenant(TenantKind::B2b),
+            &request(),
+            now(),
+        )
+        .unwrap();
         let (cancelled, event) = order.cancel("customer_request", now()).unwrap();
         assert_eq!(cancelled.state, OrderState::Cancelled);
         assert_eq!(event.event_type, EventType::OrderCancelled);
-        assert_eq!(cancelled.cancel(" ", now()).unwrap_err(), TransitionError::AlreadyCancelled);
+        assert_eq!(
+            cancelled.cancel(" ", now()).unwrap_err(),
+            TransitionError::AlreadyCancelled
+        );
 
         let mut producing = order.clone();
         producing.state = OrderState::InProduction;
-        assert_eq!(producing.cancel("x", now()).unwrap_err(), TransitionError::NotCancellable(OrderState::InProduction));
+        assert_eq!(
+            producing.cancel("x", now()).unwrap_err(),
+            TransitionError::NotCancellable(OrderState::InProduction)
+        );
 
         let mut held = order.clone();
         held.state = OrderState::OnHold;
-        held.hold = Some(Hold { reason: "photo too small".into(), from: OrderState::Paid });
+        held.hold = Some(Hold {
+            reason: "photo too small".into(),
+            from: OrderState::Paid,
+        });
         assert!(held.cancel("x", now()).is_ok());
-        held.hold = Some(Hold { reason: "chargeback".into(), from: OrderState::Printed });
+        held.hold = Some(Hold {
+            reason: "chargeback".into(),
+            from: OrderState::Printed,
+        });
         assert!(held.cancel("x", now()).is_err());
     }
 }

@@ -38,14 +38,28 @@ pub fn quote(
 ) -> Result<Totals, PricingError> {
     let mut subtotal = Money::zero(currency);
     for (product, quantity) in lines {
-        subtotal = subtotal.checked_add(product.unit_price(currency).checked_mul(i64::from(*quantity))?)?;
+        subtotal = subtotal.checked_add(
+            product
+                .unit_price(currency)
+                .checked_mul(i64::from(*quantity))?,
+        )?;
     }
-    let shipping = catalog.shipping_price(country, method, currency).ok_or(PricingError::NoShipping(country))?;
-    let vat_rate_bp = catalog.vat_bp(country).ok_or(PricingError::NoShipping(country))?;
+    let shipping = catalog
+        .shipping_price(country, method, currency)
+        .ok_or(PricingError::NoShipping(country))?;
+    let vat_rate_bp = catalog
+        .vat_bp(country)
+        .ok_or(PricingError::NoShipping(country))?;
     let net = subtotal.checked_add(shipping)?;
     let vat = net.percent_bp(vat_rate_bp)?;
     let total = net.checked_add(vat)?;
-    Ok(Totals { subtotal, shipping, vat_rate_bp, vat, total })
+    Ok(Totals {
+        subtotal,
+        shipping,
+        vat_rate_bp,
+        vat,
+        total,
+    })
 }
 
 #[cfg(test)]
@@ -57,10 +71,19 @@ mod tests {
         let catalog = Catalog::builtin();
         let poster = catalog.product("poster-30x40").unwrap();
         let photo = catalog.product("photo-10x15").unwrap();
-        let t = quote(catalog, &[(poster, 2), (photo, 10)], CountryCode::DE, ShippingMethod::Standard, Currency::Eur).unwrap();
+        let t = quote(
+            catalog,
+            &[(poster, 2), (photo, 10)],
+            CountryCode::DE,
+            ShippingMethod::Standard,
+            Currency::Eur,
+        )
+        .unwrap();
         let expected_sub = 2 * poster.prices[&Currency::Eur] + 10 * photo.prices[&Currency::Eur];
         assert_eq!(t.subtotal, Money::new(expected_sub, Currency::Eur));
-        let ship = catalog.shipping_price(CountryCode::DE, ShippingMethod::Standard, Currency::Eur).unwrap();
+        let ship = catalog
+            .shipping_price(CountryCode::DE, ShippingMethod::Standard, Currency::Eur)
+            .unwrap();
         assert_eq!(t.shipping, ship);
         assert_eq!(t.vat_rate_bp, 1900);
         let net = expected_sub + ship.amount;
@@ -72,9 +95,22 @@ mod tests {
     fn swiss_delivery_uses_swiss_vat_and_chf() {
         let catalog = Catalog::builtin();
         let canvas = catalog.product("canvas-40x60").unwrap();
-        let t = quote(catalog, &[(canvas, 1)], CountryCode::CH, ShippingMethod::Express, Currency::Chf).unwrap();
+        let t = quote(
+            catalog,
+            &[(canvas, 1)],
+            CountryCode::CH,
+            ShippingMethod::Express,
+            Currency::Chf,
+        )
+        .unwrap();
         assert_eq!(t.vat_rate_bp, 810);
         assert_eq!(t.total.currency, Currency::Chf);
-        assert!(t.shipping.amount > catalog.shipping_price(CountryCode::CH, ShippingMethod::Standard, Currency::Chf).unwrap().amount);
+        assert!(
+            t.shipping.amount
+                > catalog
+                    .shipping_price(CountryCode::CH, ShippingMethod::Standard, Currency::Chf)
+                    .unwrap()
+                    .amount
+        );
     }
 }

@@ -102,7 +102,9 @@ impl OrderState {
 
     /// Production has started once a plant accepted a job.
     pub fn production_started(self) -> bool {
-        self.rank() >= OrderState::InProduction.rank() && self != OrderState::OnHold && self != OrderState::Cancelled
+        self.rank() >= OrderState::InProduction.rank()
+            && self != OrderState::OnHold
+            && self != OrderState::Cancelled
     }
 }
 
@@ -133,9 +135,23 @@ mod tests {
     #[test]
     fn the_happy_path_and_the_forbidden_moves() {
         use OrderState::*;
-        let path = [Placed, Paid, Rendered, Dispatched, InProduction, Printed, Packed, Shipped];
+        let path = [
+            Placed,
+            Paid,
+            Rendered,
+            Dispatched,
+            InProduction,
+            Printed,
+            Packed,
+            Shipped,
+        ];
         for pair in path.windows(2) {
-            assert!(pair[0].can_move_to(pair[1]), "{:?} -> {:?}", pair[0], pair[1]);
+            assert!(
+                pair[0].can_move_to(pair[1]),
+                "{:?} -> {:?}",
+                pair[0],
+                pair[1]
+            );
         }
         assert!(!Paid.can_move_to(Placed));
         assert!(!Placed.can_move_to(Rendered), "no skipping payment");
@@ -153,7 +169,10 @@ mod tests {
     fn names_round_trip() {
         for s in OrderState::ALL {
             assert_eq!(OrderState::parse(s.as_str()), Some(s));
-            assert_eq!(serde_json::to_value(s).unwrap(), serde_json::json!(s.as_str()));
+            assert_eq!(
+                serde_json::to_value(s).unwrap(),
+                serde_json::json!(s.as_str())
+            );
         }
     }
 }

@@ -38,10 +38,16 @@ pub struct TenantId(String);
 impl TenantId {
     pub fn parse(raw: &str) -> Result<TenantId, TenantError> {
         let ok = (2..=40).contains(&raw.len())
-            && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !raw.starts_with('-')
             && !raw.ends_with('-');
-        if ok { Ok(TenantId(raw.to_string())) } else { Err(TenantError::BadId(raw.to_string())) }
+        if ok {
+            Ok(TenantId(raw.to_string()))
+        } else {
+            Err(TenantError::BadId(raw.to_string()))
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -85,7 +91,8 @@ impl Tenant {
             return Err(TenantError::Empty);
         }
         match (&self.kind, &self.payment) {
-            (TenantKind::B2b, PaymentSetup::Invoice) | (TenantKind::B2c, PaymentSetup::Provider { .. }) => Ok(()),
+            (TenantKind::B2b, PaymentSetup::Invoice)
+            | (TenantKind::B2c, PaymentSetup::Provider { .. }) => Ok(()),
             _ => Err(TenantError::PaymentMismatch),
         }
     }
@@ -124,22 +131,37 @@ const KEY_ID_LEN: usize = 16;
 const SECRET_LEN: usize = 40;
 
 fn alnum(s: &str, lower_only: bool) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || (!lower_only && b.is_ascii_uppercase()))
+    s.bytes().all(|b| {
+        b.is_ascii_digit() || b.is_ascii_lowercase() || (!lower_only && b.is_ascii_uppercase())
+    })
 }
 
 impl PresentedKey {
     pub fn parse(raw: &str) -> Result<PresentedKey, KeyError> {
         let mut parts = raw.split('_');
-        let (Some("pw"), Some(env), Some(key_id), Some(secret), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some("pw"), Some(env), Some(key_id), Some(secret), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(KeyError::Malformed);
         };
         let env_ok = (1..=12).contains(&env.len()) && env.bytes().all(|b| b.is_ascii_lowercase());
-        if !env_ok || key_id.len() != KEY_ID_LEN || !alnum(key_id, true) || secret.len() != SECRET_LEN || !alnum(secret, false) {
+        if !env_ok
+            || key_id.len() != KEY_ID_LEN
+            || !alnum(key_id, true)
+            || secret.len() != SECRET_LEN
+            || !alnum(secret, false)
+        {
             return Err(KeyError::Malformed);
         }
-        Ok(PresentedKey { env: env.to_string(), key_id: key_id.to_string(), secret: secret.to_string() })
+        Ok(PresentedKey {
+            env: env.to_string(),
+            key_id: key_id.to_string(),
+            secret: secret.to_string(),
+        })
     }
 
     /// Constant-time check of the secret against the stored hash.
@@ -164,7 +186,9 @@ pub fn mint_api_key(env: &str, tenant_id: &TenantId) -> NewApiKey {
     const MIXED: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     let mut rng = rand::rng();
     let mut pick = |alphabet: &[u8], n: usize| -> String {
-        (0..n).map(|_| alphabet[rng.random_range(0..alphabet.len())] as char).collect()
+        (0..n)
+            .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
+            .collect()
     };
     let key_id = pick(LOWER, KEY_ID_LEN);
     let secret = pick(MIXED, SECRET_LEN);
@@ -214,7 +238,14 @@ mod tests {
 
     #[test]
     fn malformed_keys_are_refused() {
-        for raw in ["", "pw_local", "xx_local_aaaaaaaaaaaaaaaa_", "pw_local_short_secret", "pw_LOCAL_aaaaaaaaaaaaaaaa_0123456789012345678901234567890123456789", "pw_local_aaaaaaaaaaaaaaaa_0123456789012345678901234567890123456789_x"] {
+        for raw in [
+            "",
+            "pw_local",
+            "xx_local_aaaaaaaaaaaaaaaa_",
+            "pw_local_short_secret",
+            "pw_LOCAL_aaaaaaaaaaaaaaaa_0123456789012345678901234567890123456789",
+            "pw_local_aaaaaaaaaaaaaaaa_0123456789012345678901234567890123456789_x",
+        ] {
             assert_eq!(PresentedKey::parse(raw), Err(KeyError::Malformed), "{raw}");
         }
     }
@@ -232,7 +263,9 @@ mod tests {
             countries: vec![CountryCode::DE],
             currencies: vec![Currency::Eur],
             default_locale: Locale::De,
-            payment: PaymentSetup::Provider { provider: "stripe".into() },
+            payment: PaymentSetup::Provider {
+                provider: "stripe".into(),
+            },
         };
         assert_eq!(tenant.check(), Err(TenantError::PaymentMismatch));
     }

@@ -2,13 +2,14 @@
 //! `AWS_ENDPOINT_URL`; without it these tests say so and return.
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    StreamSpecification, StreamViewType,
 };
 use printworks::adapters::aws::dynamodb::DynamoStore;
+use printworks::adapters::aws::load_sdk_config;
 use printworks::adapters::aws::s3::S3Blobs;
 use printworks::adapters::aws::sns::SnsPublisher;
 use printworks::adapters::aws::sqs::SqsQueue;
-use printworks::adapters::aws::load_sdk_config;
 use printworks::config::ApiConfig;
 use printworks::domain::catalog::Catalog;
 use printworks::domain::events::EventEnvelope;
@@ -31,8 +32,21 @@ struct Fixture {
     all_queue: String,
 }
 
-async fn create_queue(sqs: &aws_sdk_sqs::Client, sns: &aws_sdk_sns::Client, topic: &str, name: &str, filter: Option<Value>) -> String {
-    let url = sqs.create_queue().queue_name(name).send().await.unwrap().queue_url.unwrap();
+async fn create_queue(
+    sqs: &aws_sdk_sqs::Client,
+    sns: &aws_sdk_sns::Client,
+    topic: &str,
+    name: &str,
+    filter: Option<Value>,
+) -> String {
+    let url = sqs
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
     let attrs = sqs
         .get_queue_attributes()
         .queue_url(&url)
@@ -41,7 +55,12 @@ async fn create_queue(sqs: &aws_sdk_sqs::Client, sns: &aws_sdk_sns::Client, topi
         .await
         .unwrap();
     let arn = attrs.attributes.unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
-    let mut sub = sns.subscribe().topic_arn(topic).protocol("sqs").endpoint(arn).attributes("RawMessageDelivery", "true");
+    let mut sub = sns
+        .subscribe()
+        .topic_arn(topic)
+        .protocol("sqs")
+        .endpoint(arn)
+        .attributes("RawMessageDelivery", "true");
     if let Some(filter) = filter {
         sub = sub.attributes("FilterPolicy", filter.to_string());
     }
@@ -54,8 +73,20 @@ async fn fixture(endpoint: String) -> Fixture {
     let run = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
     let (table, bucket) = (format!("orders-{run}"), format!("uploads-{run}"));
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-    let attr = |name: &str| AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().unwrap();
-    let key = |name: &str, kind| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().unwrap();
+    let attr = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .unwrap()
+    };
     ddb.create_table()
         .table_name(&table)
         .attribute_definitions(attr("pk"))
@@ -63,7 +94,13 @@ async fn fixture(endpoint: String) -> Fixture {
         .key_schema(key("pk", KeyType::Hash))
         .key_schema(key("sk", KeyType::Range))
         .billing_mode(BillingMode::PayPerRequest)
-        .stream_specification(StreamSpecification::builder().stream_enabled(true).stream_view_type(StreamViewType::NewImage).build().unwrap())
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewImage)
+                .build()
+                .unwrap(),
+        )
         .send()
         .await
         .unwrap();
@@ -72,25 +109,58 @@ async fn fixture(endpoint: String) -> Fixture {
         .bucket(&bucket)
         .create_bucket_configuration(
             aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(sdk.region().unwrap().as_ref()))
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
+                    sdk.region().unwrap().as_ref(),
+                ))
                 .build(),
         )
         .send()
         .await
         .unwrap();
     let sns = aws_sdk_sns::Client::new(&sdk);
-    let topic_arn = sns.create_topic().name(format!("order-events-{run}")).send().await.unwrap().topic_arn.unwrap();
+    let topic_arn = sns
+        .create_topic()
+        .name(format!("order-events-{run}"))
+        .send()
+        .await
+        .unwrap()
+        .topic_arn
+        .unwrap();
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let paid_queue = create_queue(&sqs, &sns, &topic_arn, &format!("render-{run}"), Some(json!({"type": ["OrderPaid"]}))).await;
+    let paid_queue = create_queue(
+        &sqs,
+        &sns,
+        &topic_arn,
+        &format!("render-{run}"),
+        Some(json!({"type": ["OrderPaid"]})),
+    )
+    .await;
     let all_queue = create_queue(&sqs, &sns, &topic_arn, &format!("audit-{run}"), None).await;
-    Fixture { sdk, endpoint, table, bucket, topic_arn, paid_queue, all_queue }
+    Fixture {
+        sdk,
+        endpoint,
+        table,
+        bucket,
+        topic_arn,
+        paid_queue,
+        all_queue,
+    }
 }
 
 /// Reads the table's stream as Lambda would receive it: the DynamoDB
 /// Streams API answers records in exactly the event's shape.
 async fn stream_batch(f: &Fixture) -> Value {
     let ddb = aws_sdk_dynamodb::Client::new(&f.sdk);
-    let arn = ddb.describe_table().table_name(&f.table).send().await.unwrap().table.unwrap().latest_stream_arn.unwrap();
+    let arn = ddb
+        .describe_table()
+        .table_name(&f.table)
+        .send()
+        .await
+        .unwrap()
+        .table
+        .unwrap()
+        .latest_stream_arn
+        .unwrap();
     let client = reqwest::Client::new();
     let call = |target: &'static str, body: Value| {
         let client = client.clone();
@@ -126,7 +196,10 @@ async fn drain(queue: &SqsQueue, want: usize) -> Vec<EventEnvelope> {
     let mut got = Vec::new();
     for _ in 0..10 {
         for m in queue.receive(10, 1).await.unwrap() {
-            got.push(serde_json::from_str::<EventEnvelope>(&m.body).expect("raw delivery carries the envelope"));
+            got.push(
+                serde_json::from_str::<EventEnvelope>(&m.body)
+                    .expect("raw delivery carries the envelope"),
+            );
             queue.delete(&m.receipt_handle).await.unwrap();
         }
         if got.len() >= want {
@@ -151,12 +224,25 @@ async fn emulator_order_through_dynamodb_stream_sns_and_sqs() {
         keys.push(key.full);
     }
     let (brand_key, b2b_key) = (keys[0].clone(), keys[1].clone());
-    let config = ApiConfig { env: "test".into(), upload_url_ttl: Duration::from_secs(300) };
-    let app = order_api::App::new(config, Arc::new(Catalog::builtin().clone()), store.clone(), store.clone(), blobs, Arc::new(SystemClock));
+    let config = ApiConfig {
+        env: "test".into(),
+        upload_url_ttl: Duration::from_secs(300),
+    };
+    let app = order_api::App::new(
+        config,
+        Arc::new(Catalog::builtin().clone()),
+        store.clone(),
+        store.clone(),
+        blobs,
+        Arc::new(SystemClock),
+    );
     let router = order_api::router(Arc::new(app));
 
     let request = |method: &str, path: &str, key: &str, idem: Option<&str>, body: Option<Value>| {
-        let mut b = http::Request::builder().method(method).uri(path).header("authorization", format!("Bearer {key}"));
+        let mut b = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {key}"));
         if let Some(idem) = idem {
             b = b.header("idempotency-key", idem);
         }
@@ -174,47 +260,132 @@ async fn emulator_order_through_dynamodb_stream_sns_and_sqs() {
         async move {
             let res = order_api::handle(&router, req).await;
             let status = res.status().as_u16();
-            let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+            let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+                .await
+                .unwrap();
             (status, serde_json::from_slice::<Value>(&bytes).unwrap())
         }
     };
 
     // B2C: OrderPlaced only. B2B: OrderPlaced and OrderPaid.
     let example = request_example(&openapi(), "/v1/orders");
-    let (status, b2c) = call(request("POST", "/v1/orders", &brand_key, Some("k-1"), Some(example.clone()))).await;
+    let (status, b2c) = call(request(
+        "POST",
+        "/v1/orders",
+        &brand_key,
+        Some("k-1"),
+        Some(example.clone()),
+    ))
+    .await;
     assert_eq!(status, 201, "{b2c}");
-    let (status, replay) = call(request("POST", "/v1/orders", &brand_key, Some("k-1"), Some(example.clone()))).await;
-    assert_eq!((status, &replay), (201, &b2c), "replayed from the DynamoDB idempotency record");
+    let (status, replay) = call(request(
+        "POST",
+        "/v1/orders",
+        &brand_key,
+        Some("k-1"),
+        Some(example.clone()),
+    ))
+    .await;
+    assert_eq!(
+        (status, &replay),
+        (201, &b2c),
+        "replayed from the DynamoDB idempotency record"
+    );
     let mut other = example.clone();
     other["items"][0]["quantity"] = json!(5);
-    let (status, err) = call(request("POST", "/v1/orders", &brand_key, Some("k-1"), Some(other))).await;
-    assert_eq!((status, err["error"]["code"].as_str()), (422, Some("idempotency_key_reused")));
-    let (status, b2b) = call(request("POST", "/v1/orders", &b2b_key, Some("k-1"), Some(example.clone()))).await;
-    assert_eq!((status, b2b["state"].as_str()), (201, Some("paid")), "{b2b}");
+    let (status, err) = call(request(
+        "POST",
+        "/v1/orders",
+        &brand_key,
+        Some("k-1"),
+        Some(other),
+    ))
+    .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
+    let (status, b2b) = call(request(
+        "POST",
+        "/v1/orders",
+        &b2b_key,
+        Some("k-1"),
+        Some(example.clone()),
+    ))
+    .await;
+    assert_eq!(
+        (status, b2b["state"].as_str()),
+        (201, Some("paid")),
+        "{b2b}"
+    );
     let b2b_id = b2b["id"].as_str().unwrap();
 
-    let (status, read) = call(request("GET", &format!("/v1/orders/{b2b_id}"), &b2b_key, None, None)).await;
+    let (status, read) = call(request(
+        "GET",
+        &format!("/v1/orders/{b2b_id}"),
+        &b2b_key,
+        None,
+        None,
+    ))
+    .await;
     assert_eq!((status, &read), (200, &b2b));
-    let (status, _) = call(request("GET", &format!("/v1/orders/{b2b_id}"), &brand_key, None, None)).await;
+    let (status, _) = call(request(
+        "GET",
+        &format!("/v1/orders/{b2b_id}"),
+        &brand_key,
+        None,
+        None,
+    ))
+    .await;
     assert_eq!(status, 404, "another tenant's order");
-    let (status, cancelled) = call(request("POST", &format!("/v1/orders/{}/cancel", b2c["id"].as_str().unwrap()), &brand_key, None, None)).await;
-    assert_eq!((status, cancelled["state"].as_str()), (200, Some("cancelled")), "conditional write on the rank");
+    let (status, cancelled) = call(request(
+        "POST",
+        &format!("/v1/orders/{}/cancel", b2c["id"].as_str().unwrap()),
+        &brand_key,
+        None,
+        None,
+    ))
+    .await;
+    assert_eq!(
+        (status, cancelled["state"].as_str()),
+        (200, Some("cancelled")),
+        "conditional write on the rank"
+    );
 
     // Relay the stream with events-publisher, on SNS.
-    let batch: aws_lambda_events::event::dynamodb::Event = serde_json::from_value(stream_batch(&f).await).unwrap();
-    let outcome = events_publisher::handle(batch, &SnsPublisher::from_sdk(&f.sdk, &f.topic_arn)).await.unwrap();
-    assert_eq!(outcome.published, 4, "OrderPlaced x2, OrderPaid, OrderCancelled");
+    let batch: aws_lambda_events::event::dynamodb::Event =
+        serde_json::from_value(stream_batch(&f).await).unwrap();
+    let outcome = events_publisher::handle(batch, &SnsPublisher::from_sdk(&f.sdk, &f.topic_arn))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.published, 4,
+        "OrderPlaced x2, OrderPaid, OrderCancelled"
+    );
     assert!(outcome.failed.is_empty());
-    assert!(outcome.skipped >= 3, "order and idempotency items are not events");
+    assert!(
+        outcome.skipped >= 3,
+        "order and idempotency items are not events"
+    );
 
     let all = drain(&SqsQueue::from_sdk(&f.sdk, &f.all_queue), 4).await;
     let mut types: Vec<&str> = all.iter().map(|e| e.event_type.as_str()).collect();
     types.sort();
-    assert_eq!(types, vec!["OrderCancelled", "OrderPaid", "OrderPlaced", "OrderPlaced"]);
-    let placed = all.iter().find(|e| e.order_id.as_str() == b2b_id && e.event_type.as_str() == "OrderPlaced").unwrap();
+    assert_eq!(
+        types,
+        vec!["OrderCancelled", "OrderPaid", "OrderPlaced", "OrderPlaced"]
+    );
+    let placed = all
+        .iter()
+        .find(|e| e.order_id.as_str() == b2b_id && e.event_type.as_str() == "OrderPlaced")
+        .unwrap();
     assert_eq!(placed.tenant.as_str(), "demo-b2b");
     let paid = drain(&SqsQueue::from_sdk(&f.sdk, &f.paid_queue), 1).await;
-    assert_eq!(paid.len(), 1, "the filter policy lets only OrderPaid through");
+    assert_eq!(
+        paid.len(),
+        1,
+        "the filter policy lets only OrderPaid through"
+    );
     assert_eq!(paid[0].order_id.as_str(), b2b_id);
 }
 
@@ -225,7 +396,15 @@ async fn emulator_presigned_upload_and_download_over_http() {
     let blobs = S3Blobs::from_sdk(&f.sdk, &f.bucket, true);
     let photo: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
     let key = "uploads/demo-brand/upl_0123456789abcdef0123456789abcdef";
-    let put = blobs.presign_put(key, "image/jpeg", photo.len() as u64, Duration::from_secs(300)).await.unwrap();
+    let put = blobs
+        .presign_put(
+            key,
+            "image/jpeg",
+            photo.len() as u64,
+            Duration::from_secs(300),
+        )
+        .await
+        .unwrap();
     assert_eq!(put.method, "PUT");
     assert!(put.url.contains("X-Amz-Signature="));
     let client = reqwest::Client::new();
@@ -234,12 +413,26 @@ async fn emulator_presigned_upload_and_download_over_http() {
         req = req.header(name, value);
     }
     let res = req.send().await.unwrap();
-    assert!(res.status().is_success(), "{}: {}", res.status(), res.text().await.unwrap());
+    assert!(
+        res.status().is_success(),
+        "{}: {}",
+        res.status(),
+        res.text().await.unwrap()
+    );
     assert_eq!(blobs.get(key).await.unwrap().unwrap(), photo);
 
-    let get = blobs.presign_get(key, Duration::from_secs(300)).await.unwrap();
+    let get = blobs
+        .presign_get(key, Duration::from_secs(300))
+        .await
+        .unwrap();
     let res = client.get(&get.url).send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.bytes().await.unwrap().to_vec(), photo);
-    assert!(blobs.get("uploads/demo-brand/missing").await.unwrap().is_none());
+    assert!(
+        blobs
+            .get("uploads/demo-brand/missing")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

@@ -14,7 +14,13 @@ fn order_body(sku: &str, image: Value) -> Value {
     })
 }
 
-async fn post(client: &Client, url: &str, key: &str, idem: Option<&str>, body: &Value) -> (StatusCode, Value) {
+async fn post(
+    client: &Client,
+    url: &str,
+    key: &str,
+    idem: Option<&str>,
+    body: &Value,
+) -> (StatusCode, Value) {
     let mut req = client.post(url).bearer_auth(key).json(body);
     if let Some(idem) = idem {
         req = req.header("Idempotency-Key", idem);
@@ -22,7 +28,10 @@ async fn post(client: &Client, url: &str, key: &str, idem: Option<&str>, body: &
     let res = req.send().await.unwrap();
     let status = res.status();
     let text = res.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}")))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}")),
+    )
 }
 
 async fn get(client: &Client, url: &str, key: &str) -> (StatusCode, Value) {
@@ -31,7 +40,13 @@ async fn get(client: &Client, url: &str, key: &str) -> (StatusCode, Value) {
     (status, res.json().await.unwrap())
 }
 
-async fn raw_post(client: &Client, url: &str, key: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
+async fn raw_post(
+    client: &Client,
+    url: &str,
+    key: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
     let res = client
         .post(url)
         .bearer_auth(key)
@@ -61,32 +76,96 @@ async fn storefront_flow_over_http_survives_a_restart() {
 
     // Upload a photo through the presigned URL.
     let photo = b"\xFF\xD8\xFF\xE0 pretend JPEG bytes".to_vec();
-    let (status, upload) =
-        post(&client, &format!("{base}/v1/uploads"), &brand, None, &json!({"content_type": "image/jpeg", "size_bytes": photo.len()})).await;
+    let (status, upload) = post(
+        &client,
+        &format!("{base}/v1/uploads"),
+        &brand,
+        None,
+        &json!({"content_type": "image/jpeg", "size_bytes": photo.len()}),
+    )
+    .await;
     assert_eq!(status, 201, "{upload}");
     let put_url = upload["upload"]["url"].as_str().unwrap();
-    assert!(upload["key"].as_str().unwrap().starts_with("uploads/demo-brand/upl_"));
+    assert!(
+        upload["key"]
+            .as_str()
+            .unwrap()
+            .starts_with("uploads/demo-brand/upl_")
+    );
     // the wrong length or type is refused, the signed ones accepted
-    let res = client.put(put_url).header("Content-Type", "image/jpeg").body(b"short".to_vec()).send().await.unwrap();
+    let res = client
+        .put(put_url)
+        .header("Content-Type", "image/jpeg")
+        .body(b"short".to_vec())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 400);
-    let res = client.put(put_url).header("Content-Type", "image/png").body(photo.clone()).send().await.unwrap();
+    let res = client
+        .put(put_url)
+        .header("Content-Type", "image/png")
+        .body(photo.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 400);
-    let res = client.put(put_url).header("Content-Type", "image/jpeg").body(photo.clone()).send().await.unwrap();
+    let res = client
+        .put(put_url)
+        .header("Content-Type", "image/jpeg")
+        .body(photo.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     let tampered = put_url.replace("/uploads/demo-brand/", "/uploads/demo-b2b/");
-    let res = client.put(&tampered).header("Content-Type", "image/jpeg").body(photo.clone()).send().await.unwrap();
+    let res = client
+        .put(&tampered)
+        .header("Content-Type", "image/jpeg")
+        .body(photo.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 403);
-    let stored = std::fs::read(dir.path().join("blobs").join(upload["key"].as_str().unwrap())).unwrap();
+    let stored = std::fs::read(
+        dir.path()
+            .join("blobs")
+            .join(upload["key"].as_str().unwrap()),
+    )
+    .unwrap();
     assert_eq!(stored, photo);
     // bad upload requests
-    let (status, err) = post(&client, &format!("{base}/v1/uploads"), &brand, None, &json!({"content_type": "image/svg+xml", "size_bytes": 10})).await;
-    assert_eq!((status.as_u16(), err["error"]["code"].as_str()), (422, Some("unsupported_content_type")));
-    let (status, _) = post(&client, &format!("{base}/v1/uploads"), &brand, None, &json!({"content_type": "image/png", "size_bytes": 60_000_000u64})).await;
+    let (status, err) = post(
+        &client,
+        &format!("{base}/v1/uploads"),
+        &brand,
+        None,
+        &json!({"content_type": "image/svg+xml", "size_bytes": 10}),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), err["error"]["code"].as_str()),
+        (422, Some("unsupported_content_type"))
+    );
+    let (status, _) = post(
+        &client,
+        &format!("{base}/v1/uploads"),
+        &brand,
+        None,
+        &json!({"content_type": "image/png", "size_bytes": 60_000_000u64}),
+    )
+    .await;
     assert_eq!(status, 422);
 
     // Place a B2C order with the uploaded photo.
     let body = order_body("poster-50x70", json!({"upload_id": upload["upload_id"]}));
-    let (status, order) = post(&client, &format!("{base}/v1/orders"), &brand, Some("key-1"), &body).await;
+    let (status, order) = post(
+        &client,
+        &format!("{base}/v1/orders"),
+        &brand,
+        Some("key-1"),
+        &body,
+    )
+    .await;
     assert_eq!(status, 201, "{order}");
     assert_eq!(order["state"], "placed");
     assert_eq!(order["items"][0]["images"][0]["key"], upload["key"]);
@@ -94,21 +173,58 @@ async fn storefront_flow_over_http_survives_a_restart() {
     let id = order["id"].as_str().unwrap().to_string();
 
     // Idempotency: same key and body replays; same key, other body is 422.
-    let res = client.post(format!("{base}/v1/orders")).bearer_auth(&brand).header("Idempotency-Key", "key-1").json(&body).send().await.unwrap();
+    let res = client
+        .post(format!("{base}/v1/orders"))
+        .bearer_auth(&brand)
+        .header("Idempotency-Key", "key-1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 201);
     assert_eq!(res.headers()["idempotent-replayed"], "true");
     let replay: Value = res.json().await.unwrap();
     assert_eq!(replay, order);
     let mut other = body.clone();
     other["items"][0]["quantity"] = json!(3);
-    let (status, err) = post(&client, &format!("{base}/v1/orders"), &brand, Some("key-1"), &other).await;
-    assert_eq!((status.as_u16(), err["error"]["code"].as_str()), (422, Some("idempotency_key_reused")));
+    let (status, err) = post(
+        &client,
+        &format!("{base}/v1/orders"),
+        &brand,
+        Some("key-1"),
+        &other,
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), err["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
     // the same key is independent per tenant
-    let (status, b2b_order) = post(&client, &format!("{base}/v1/orders"), &b2b, Some("key-1"), &order_body("photo-10x15", json!({"url": "https://img.example.com/x.jpg"}))).await;
+    let (status, b2b_order) = post(
+        &client,
+        &format!("{base}/v1/orders"),
+        &b2b,
+        Some("key-1"),
+        &order_body(
+            "photo-10x15",
+            json!({"url": "https://img.example.com/x.jpg"}),
+        ),
+    )
+    .await;
     assert_eq!(status, 422, "demo-b2b does not ship to FR: {b2b_order}");
-    let mut de = order_body("photo-10x15", json!({"url": "https://img.example.com/x.jpg"}));
+    let mut de = order_body(
+        "photo-10x15",
+        json!({"url": "https://img.example.com/x.jpg"}),
+    );
     de["shipping"]["address"] = json!({"name": "A GmbH", "line1": "Weg 1", "postal_code": "80331", "city": "München", "country": "DE"});
-    let (status, b2b_order) = post(&client, &format!("{base}/v1/orders"), &b2b, Some("key-1"), &de).await;
+    let (status, b2b_order) = post(
+        &client,
+        &format!("{base}/v1/orders"),
+        &b2b,
+        Some("key-1"),
+        &de,
+    )
+    .await;
     assert_eq!(status, 201, "{b2b_order}");
     assert_eq!(b2b_order["state"], "paid", "B2B pays by invoice");
 
@@ -116,48 +232,191 @@ async fn storefront_flow_over_http_survives_a_restart() {
     let (status, read) = get(&client, &format!("{base}/v1/orders/{id}"), &brand).await;
     assert_eq!((status.as_u16(), &read), (200, &order));
     let (status, err) = get(&client, &format!("{base}/v1/orders/{id}"), &b2b).await;
-    assert_eq!((status.as_u16(), err["error"]["code"].as_str()), (404, Some("not_found")));
-    let (status, _) = get(&client, &format!("{base}/v1/orders/ord_doesnotexist"), &brand).await;
+    assert_eq!(
+        (status.as_u16(), err["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (status, _) = get(
+        &client,
+        &format!("{base}/v1/orders/ord_doesnotexist"),
+        &brand,
+    )
+    .await;
     assert_eq!(status, 404);
 
     // The spec's order example is accepted as it stands by the demo brand.
     let example = request_example(&openapi(), "/v1/orders");
-    let (status, ex_order) = post(&client, &format!("{base}/v1/orders"), &brand, Some("example"), &example).await;
+    let (status, ex_order) = post(
+        &client,
+        &format!("{base}/v1/orders"),
+        &brand,
+        Some("example"),
+        &example,
+    )
+    .await;
     assert_eq!(status, 201, "{ex_order}");
 
     // Bad requests: 4xx with a JSON error, nothing stored.
     let url = format!("{base}/v1/orders");
     let cases: Vec<(Vec<u8>, &str, u16, &str)> = vec![
-        (b"{not json".to_vec(), "application/json", 400, "invalid_json"),
-        (serde_json::to_vec(&json!({"hello": 1})).unwrap(), "application/json", 422, "invalid_body"),
-        (serde_json::to_vec(&{ let mut b = body.clone(); b["items"][0]["unit_price"] = json!(1); b }).unwrap(), "application/json", 422, "server_computed_field"),
-        (serde_json::to_vec(&{ let mut b = body.clone(); b["status"] = json!("shipped"); b }).unwrap(), "application/json", 422, "server_computed_field"),
-        (serde_json::to_vec(&{ let mut b = body.clone(); b["gift_wrap"] = json!(true); b }).unwrap(), "application/json", 422, "invalid_body"),
-        (serde_json::to_vec(&{ let mut b = body.clone(); b["items"][0]["quantity"] = json!(0); b }).unwrap(), "application/json", 422, "validation_failed"),
-        (serde_json::to_vec(&{ let mut b = body.clone(); b["items"][0]["quantity"] = json!("two"); b }).unwrap(), "application/json", 422, "invalid_body"),
-        (vec![b' '; 200 * 1024], "application/json", 413, "body_too_large"),
-        (serde_json::to_vec(&body).unwrap(), "text/plain", 415, "unsupported_media_type"),
+        (
+            b"{not json".to_vec(),
+            "application/json",
+            400,
+            "invalid_json",
+        ),
+        (
+            serde_json::to_vec(&json!({"hello": 1})).unwrap(),
+            "application/json",
+            422,
+            "invalid_body",
+        ),
+        (
+            serde_json::to_vec(&{
+                let mut b = body.clone();
+                b["items"][0]["unit_price"] = json!(1);
+                b
+            })
+            .unwrap(),
+            "application/json",
+            422,
+            "server_computed_field",
+        ),
+        (
+            serde_json::to_vec(&{
+                let mut b = body.clone();
+                b["status"] = json!("shipped");
+                b
+            })
+            .unwrap(),
+            "application/json",
+            422,
+            "server_computed_field",
+        ),
+        (
+            serde_json::to_vec(&{
+                let mut b = body.clone();
+                b["gift_wrap"] = json!(true);
+                b
+            })
+            .unwrap(),
+            "application/json",
+            422,
+            "invalid_body",
+        ),
+        (
+            serde_json::to_vec(&{
+                let mut b = body.clone();
+                b["items"][0]["quantity"] = json!(0);
+                b
+            })
+            .unwrap(),
+            "application/json",
+            422,
+            "validation_failed",
+        ),
+        (
+            serde_json::to_vec(&{
+                let mut b = body.clone();
+                b["items"][0]["quantity"] = json!("two");
+                b
+            })
+            .unwrap(),
+            "application/json",
+            422,
+            "invalid_body",
+        ),
+        (
+            vec![b' '; 200 * 1024],
+            "application/json",
+            413,
+            "body_too_large",
+        ),
+        (
+            serde_json::to_vec(&body).unwrap(),
+            "text/plain",
+            415,
+            "unsupported_media_type",
+        ),
     ];
     for (bytes, ct, want, code) in cases {
         let (status, err) = raw_post(&client, &url, &brand, ct, bytes).await;
-        assert_eq!((status.as_u16(), err["error"]["code"].as_str()), (want, Some(code)), "{err}");
-        assert!(err["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert_eq!(
+            (status.as_u16(), err["error"]["code"].as_str()),
+            (want, Some(code)),
+            "{err}"
+        );
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
     }
     let (status, err) = post(&client, &url, &brand, None, &body).await;
-    assert_eq!((status.as_u16(), err["error"]["code"].as_str()), (400, Some("idempotency_key_required")));
-    let (status, err) = post(&client, &url, "pw_local_aaaaaaaaaaaaaaaa_0123456789012345678901234567890123456789", Some("k"), &body).await;
-    assert_eq!((status.as_u16(), err["error"]["code"].as_str()), (401, Some("unauthorized")));
+    assert_eq!(
+        (status.as_u16(), err["error"]["code"].as_str()),
+        (400, Some("idempotency_key_required"))
+    );
+    let (status, err) = post(
+        &client,
+        &url,
+        "pw_local_aaaaaaaaaaaaaaaa_0123456789012345678901234567890123456789",
+        Some("k"),
+        &body,
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), err["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
     let res = client.post(&url).json(&body).send().await.unwrap();
     assert_eq!(res.status(), 401);
-    let (status, _) = post(&client, &format!("{base}/v1/nothing"), &brand, None, &json!({})).await;
+    let (status, _) = post(
+        &client,
+        &format!("{base}/v1/nothing"),
+        &brand,
+        None,
+        &json!({}),
+    )
+    .await;
     assert_eq!(status, 404);
 
     // Cancel: allowed before production, repeatable, and emitted once.
-    let (status, cancelled) = post(&client, &format!("{base}/v1/orders/{}/cancel", b2b_order["id"].as_str().unwrap()), &b2b, None, &json!({"reason": "duplicate"})).await;
-    assert_eq!((status.as_u16(), cancelled["state"].as_str()), (200, Some("cancelled")));
-    let (status, again) = post(&client, &format!("{base}/v1/orders/{}/cancel", b2b_order["id"].as_str().unwrap()), &b2b, None, &json!({})).await;
+    let (status, cancelled) = post(
+        &client,
+        &format!(
+            "{base}/v1/orders/{}/cancel",
+            b2b_order["id"].as_str().unwrap()
+        ),
+        &b2b,
+        None,
+        &json!({"reason": "duplicate"}),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), cancelled["state"].as_str()),
+        (200, Some("cancelled"))
+    );
+    let (status, again) = post(
+        &client,
+        &format!(
+            "{base}/v1/orders/{}/cancel",
+            b2b_order["id"].as_str().unwrap()
+        ),
+        &b2b,
+        None,
+        &json!({}),
+    )
+    .await;
     assert_eq!((status.as_u16(), &again), (200, &cancelled));
-    let (status, _) = post(&client, &format!("{base}/v1/orders/{id}/cancel"), &b2b, None, &json!({})).await;
+    let (status, _) = post(
+        &client,
+        &format!("{base}/v1/orders/{id}/cancel"),
+        &b2b,
+        None,
+        &json!({}),
+    )
+    .await;
     assert_eq!(status, 404, "another tenant cannot cancel it");
 
     // The outbox reaches the queues: B2B OrderPaid on render, every customer event on notify.
@@ -167,7 +426,11 @@ async fn storefront_flow_over_http_survives_a_restart() {
         tries += 1;
     }
     assert_eq!(app.bus.outbox_len().await.unwrap(), 0);
-    assert_eq!(app.bus.depth("render").await.unwrap(), 1, "one B2B order paid");
+    assert_eq!(
+        app.bus.depth("render").await.unwrap(),
+        1,
+        "one B2B order paid"
+    );
     // notify: 2 OrderPlaced (B2C) + 1 example + B2B OrderPlaced, OrderPaid, OrderCancelled
     assert_eq!(app.bus.depth("notify").await.unwrap(), 5);
 
@@ -181,10 +444,25 @@ async fn storefront_flow_over_http_survives_a_restart() {
     assert_eq!((status.as_u16(), &read), (200, &order));
     let (status, _) = get(&client, &format!("{base}/v1/orders/{ex_id}"), &brand).await;
     assert_eq!(status, 200);
-    let (status, read) = get(&client, &format!("{base}/v1/orders/{}", b2b_order["id"].as_str().unwrap()), &b2b).await;
-    assert_eq!((status.as_u16(), read["state"].as_str()), (200, Some("cancelled")));
+    let (status, read) = get(
+        &client,
+        &format!("{base}/v1/orders/{}", b2b_order["id"].as_str().unwrap()),
+        &b2b,
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), read["state"].as_str()),
+        (200, Some("cancelled"))
+    );
     // and the idempotency record too
-    let res = client.post(format!("{base}/v1/orders")).bearer_auth(&brand).header("Idempotency-Key", "key-1").json(&body).send().await.unwrap();
+    let res = client
+        .post(format!("{base}/v1/orders"))
+        .bearer_auth(&brand)
+        .header("Idempotency-Key", "key-1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.headers()["idempotent-replayed"], "true");
     app.stop().await.unwrap();
 }

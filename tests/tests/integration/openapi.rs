@@ -14,8 +14,10 @@ fn the_router_serves_exactly_the_paths_of_the_spec() {
             }
         }
     }
-    let served: BTreeSet<(String, String)> =
-        order_api::routes().iter().map(|(method, path, _)| (method.to_string(), path.to_string())).collect();
+    let served: BTreeSet<(String, String)> = order_api::routes()
+        .iter()
+        .map(|(method, path, _)| (method.to_string(), path.to_string()))
+        .collect();
     assert_eq!(served, in_spec);
     assert_eq!(served.len(), 5);
 }
@@ -33,16 +35,29 @@ fn every_request_body_has_a_complete_example_that_validates() {
     let mut checked = 0;
     for (path, operations) in spec["paths"].as_object().unwrap() {
         for (method, operation) in operations.as_object().unwrap() {
-            let Some(body) = operation.get("requestBody") else { continue };
+            let Some(body) = operation.get("requestBody") else {
+                continue;
+            };
             let media = &body["content"]["application/json"];
-            let example = media.get("example").unwrap_or_else(|| panic!("{method} {path}: request body without an example"));
+            let example = media
+                .get("example")
+                .unwrap_or_else(|| panic!("{method} {path}: request body without an example"));
             let v = validator(&spec, &media["schema"]);
-            let errors: Vec<String> = v.iter_errors(example).map(|e| format!("{}: {e}", e.instance_path())).collect();
-            assert!(errors.is_empty(), "{method} {path}: example does not validate: {errors:?}");
+            let errors: Vec<String> = v
+                .iter_errors(example)
+                .map(|e| format!("{}: {e}", e.instance_path()))
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "{method} {path}: example does not validate: {errors:?}"
+            );
             // The schema is not vacuous: an unknown field is refused.
             let mut extra = example.clone();
             extra["unexpected_field"] = serde_json::json!(1);
-            assert!(!v.is_valid(&extra), "{method} {path}: schema accepts unknown fields");
+            assert!(
+                !v.is_valid(&extra),
+                "{method} {path}: schema accepts unknown fields"
+            );
             checked += 1;
         }
     }
@@ -53,7 +68,10 @@ fn every_request_body_has_a_complete_example_that_validates() {
 fn the_order_example_is_complete_and_schema_errors_are_caught() {
     let spec = openapi();
     let example = printworks_tests::request_example(&spec, "/v1/orders");
-    let v = validator(&spec, &spec["paths"]["/v1/orders"]["post"]["requestBody"]["content"]["application/json"]["schema"]);
+    let v = validator(
+        &spec,
+        &spec["paths"]["/v1/orders"]["post"]["requestBody"]["content"]["application/json"]["schema"],
+    );
     for field in ["locale", "currency", "customer", "shipping", "items"] {
         let mut missing = example.clone();
         missing.as_object_mut().unwrap().remove(field);

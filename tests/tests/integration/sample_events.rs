@@ -9,7 +9,9 @@ use printworks::config::ApiConfig;
 use printworks::domain::catalog::Catalog;
 use printworks::domain::events::EventType;
 use printworks::domain::order::{Order, OrderId, OrderRequest};
-use printworks::ports::{IdempotencyRecord, NewOrder, OrderStore, StoredResponse, SystemClock, TenantStore};
+use printworks::ports::{
+    IdempotencyRecord, NewOrder, OrderStore, StoredResponse, SystemClock, TenantStore,
+};
 use printworks_tests::{SAMPLE_ORDER_ID, repo_root, sample_key};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,7 +22,12 @@ fn files(dir: &str) -> BTreeMap<String, String> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .map(|p| (p.file_stem().unwrap().to_string_lossy().to_string(), std::fs::read_to_string(&p).unwrap()))
+        .map(|p| {
+            (
+                p.file_stem().unwrap().to_string_lossy().to_string(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -30,34 +37,80 @@ async fn every_order_api_sample_gets_its_expected_response() {
         ("list-products", (200, "products")),
         ("create-upload", (201, "upload_id")),
         ("place-order", (201, "id")),
-        ("place-order-without-idempotency-key", (400, "idempotency_key_required")),
-        ("place-order-with-client-price", (422, "server_computed_field")),
+        (
+            "place-order-without-idempotency-key",
+            (400, "idempotency_key_required"),
+        ),
+        (
+            "place-order-with-client-price",
+            (422, "server_computed_field"),
+        ),
         ("get-order", (200, "id")),
         ("cancel-order", (200, "cancelled")),
     ]);
     let samples = files("order-api");
-    assert_eq!(samples.keys().map(String::as_str).collect::<Vec<_>>(), expected.keys().copied().collect::<Vec<_>>());
+    assert_eq!(
+        samples.keys().map(String::as_str).collect::<Vec<_>>(),
+        expected.keys().copied().collect::<Vec<_>>()
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(Db::open(dir.path().join("db.sqlite"), Durability::Normal).unwrap());
     let store = Arc::new(SqliteStore::new(db.clone()));
-    let tenant = printworks_local::seed::demo_tenants().into_iter().find(|t| t.id.as_str() == "demo-b2b").unwrap();
+    let tenant = printworks_local::seed::demo_tenants()
+        .into_iter()
+        .find(|t| t.id.as_str() == "demo-b2b")
+        .unwrap();
     store.put_tenant(&tenant).await.unwrap();
     store.put_api_key(&sample_key(&tenant.id)).await.unwrap();
     // The order the GET and cancel samples name.
-    let request: OrderRequest = serde_json::from_value(serde_json::from_str::<serde_json::Value>(
-        &serde_json::from_str::<serde_json::Value>(&samples["place-order"]).unwrap()["body"].as_str().unwrap().to_string(),
-    ).unwrap()).unwrap();
-    let (mut order, events) = Order::place(Catalog::builtin(), &tenant, &request, time::OffsetDateTime::now_utc()).unwrap();
+    let event: serde_json::Value = serde_json::from_str(&samples["place-order"]).unwrap();
+    let request: OrderRequest = serde_json::from_str(event["body"].as_str().unwrap()).unwrap();
+    let (mut order, events) = Order::place(
+        Catalog::builtin(),
+        &tenant,
+        &request,
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
     order.id = OrderId::parse(SAMPLE_ORDER_ID).unwrap();
-    let idempotency = IdempotencyRecord { key: "fixture".into(), request_hash: "x".into(), response: StoredResponse { status: 201, body: serde_json::json!({}) } };
-    store.place(NewOrder { order, events, idempotency }).await.unwrap();
+    let idempotency = IdempotencyRecord {
+        key: "fixture".into(),
+        request_hash: "x".into(),
+        response: StoredResponse {
+            status: 201,
+            body: "{}".into(),
+        },
+    };
+    store
+        .place(NewOrder {
+            order,
+            events,
+            idempotency,
+        })
+        .await
+        .unwrap();
 
     let blobs = Arc::new(
-        printworks::adapters::local::blobs::FsBlobStore::open(dir.path().join("blobs"), "http://127.0.0.1:3000", Arc::new(SystemClock)).unwrap(),
+        printworks::adapters::local::blobs::FsBlobStore::open(
+            dir.path().join("blobs"),
+            "http://127.0.0.1:3000",
+            Arc::new(SystemClock),
+        )
+        .unwrap(),
     );
-    let config = ApiConfig { env: "local".into(), upload_url_ttl: Duration::from_secs(900) };
-    let app = order_api::App::new(config, Arc::new(Catalog::builtin().clone()), store.clone(), store.clone(), blobs, Arc::new(SystemClock));
+    let config = ApiConfig {
+        env: "local".into(),
+        upload_url_ttl: Duration::from_secs(900),
+    };
+    let app = order_api::App::new(
+        config,
+        Arc::new(Catalog::builtin().clone()),
+        store.clone(),
+        store.clone(),
+        blobs,
+        Arc::new(SystemClock),
+    );
     let router = order_api::router(Arc::new(app));
 
     // get-order runs before cancel-order: BTreeMap order is alphabetical, so sort explicitly.
@@ -65,11 +118,13 @@ async fn every_order_api_sample_gets_its_expected_response() {
     let mut names: Vec<&String> = samples.keys().collect();
     names.sort_by_key(|n| order_of(n));
     for name in names {
-        let request = lambda_http::request::from_str(&samples[name]).unwrap_or_else(|e| panic!("{name}: not an API Gateway v2 event: {e}"));
+        let request = lambda_http::request::from_str(&samples[name])
+            .unwrap_or_else(|e| panic!("{name}: not an API Gateway v2 event: {e}"));
         let response = order_api::handle(&router, request).await;
         let status = response.status().as_u16();
         let body = body_bytes(response).await;
-        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|_| panic!("{name}: body is not JSON"));
+        let json: serde_json::Value =
+            serde_json::from_slice(&body).unwrap_or_else(|_| panic!("{name}: body is not JSON"));
         let (want_status, marker) = expected[name.as_str()];
         assert_eq!(status, want_status, "{name}: {json}");
         let text = json.to_string();
@@ -82,7 +137,10 @@ async fn every_order_api_sample_gets_its_expected_response() {
 }
 
 async fn body_bytes(response: axum::response::Response) -> Vec<u8> {
-    axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap().to_vec()
+    axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap()
+        .to_vec()
 }
 
 #[tokio::test]
@@ -90,25 +148,44 @@ async fn every_stream_batch_sample_is_relayed_to_the_bus() {
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(Db::open(dir.path().join("db.sqlite"), Durability::Normal).unwrap());
     let bus = LocalBus::new(db.clone(), Arc::new(SystemClock));
-    bus.declare_queue("notify", QueueConfig { visibility_timeout: Duration::from_secs(30), max_receive_count: 3, dead_letter: None }).await.unwrap();
-    bus.subscribe("notify", Some(&[EventType::OrderPlaced])).await.unwrap();
+    bus.declare_queue(
+        "notify",
+        QueueConfig {
+            visibility_timeout: Duration::from_secs(30),
+            max_receive_count: 3,
+            dead_letter: None,
+        },
+    )
+    .await
+    .unwrap();
+    bus.subscribe("notify", Some(&[EventType::OrderPlaced]))
+        .await
+        .unwrap();
     let samples = files("events-publisher");
     assert_eq!(samples.len(), 2);
 
-    let batch: aws_lambda_events::event::dynamodb::Event = serde_json::from_str(&samples["stream-batch"]).unwrap();
+    let batch: aws_lambda_events::event::dynamodb::Event =
+        serde_json::from_str(&samples["stream-batch"]).unwrap();
     let outcome = publish_batch(batch, &bus).await.unwrap();
-    assert_eq!((outcome.published, outcome.skipped, outcome.failed.len()), (1, 1, 0));
+    assert_eq!(
+        (outcome.published, outcome.skipped, outcome.failed.len()),
+        (1, 1, 0)
+    );
     let got = bus.receive("notify", 10).await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].event_type, "OrderPlaced");
     assert!(got[0].body.contains("evt_0192f1f0a0b07c3e9d2a4b5c6d7e8f91"));
 
     // A corrupt outbox record is reported by its sequence number, the good one still goes out.
-    let batch: aws_lambda_events::event::dynamodb::Event = serde_json::from_str(&samples["stream-batch-with-corrupt-record"]).unwrap();
+    let batch: aws_lambda_events::event::dynamodb::Event =
+        serde_json::from_str(&samples["stream-batch-with-corrupt-record"]).unwrap();
     let outcome = publish_batch(batch, &bus).await.unwrap();
     assert_eq!(outcome.published, 1);
     assert_eq!(outcome.failed, vec!["111100000000000000000003".to_string()]);
     let response = serde_json::to_value(outcome.response()).unwrap();
-    assert_eq!(response["batchItemFailures"][0]["itemIdentifier"], "111100000000000000000003");
+    assert_eq!(
+        response["batchItemFailures"][0]["itemIdentifier"],
+        "111100000000000000000003"
+    );
     db.close();
 }

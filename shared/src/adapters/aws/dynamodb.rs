@@ -57,7 +57,10 @@ fn idem_pk(tenant: &TenantId, key: &str) -> String {
 }
 
 fn doc_of(item: &Item) -> Result<&str, StoreError> {
-    item.get("doc").and_then(|v| v.as_s().ok()).map(String::as_str).ok_or_else(|| anyhow!("item without doc").into())
+    item.get("doc")
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+        .ok_or_else(|| anyhow!("item without doc").into())
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
@@ -69,15 +72,23 @@ fn parse<T: serde::de::DeserializeOwned>(raw: &str) -> Result<T, StoreError> {
 }
 
 fn put(table: &str, item: Item, condition: Option<&str>) -> Result<TransactWriteItem, StoreError> {
-    let put = Put::builder().table_name(table).set_item(Some(item)).set_condition_expression(condition.map(str::to_string));
-    Ok(TransactWriteItem::builder().put(put.build().context("building Put")?).build())
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .set_condition_expression(condition.map(str::to_string));
+    Ok(TransactWriteItem::builder()
+        .put(put.build().context("building Put")?)
+        .build())
 }
 
 fn outbox_item(event: &EventEnvelope) -> Result<Item, StoreError> {
     let mut item = key(format!("OUTBOX#{}", event.id), "OUTBOX");
     item.insert("type".into(), s(event.event_type.as_str()));
     item.insert("event".into(), s(json(event)?));
-    item.insert("expires_at".into(), n(event.occurred_at.unix_timestamp() + OUTBOX_TTL_SECS));
+    item.insert(
+        "expires_at".into(),
+        n(event.occurred_at.unix_timestamp() + OUTBOX_TTL_SECS),
+    );
     Ok(item)
 }
 
@@ -92,18 +103,25 @@ fn order_item(order: &Order) -> Result<Item, StoreError> {
 
 /// Whether a cancelled transaction failed a condition (rather than, say, a
 /// conflict with a concurrent transaction).
-fn condition_failed(err: &SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>) -> Option<bool> {
+fn condition_failed(
+    err: &SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> Option<bool> {
     match err.as_service_error() {
-        Some(TransactWriteItemsError::TransactionCanceledException(tc)) => {
-            Some(tc.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed")))
-        }
+        Some(TransactWriteItemsError::TransactionCanceledException(tc)) => Some(
+            tc.cancellation_reasons()
+                .iter()
+                .any(|r| r.code() == Some("ConditionalCheckFailed")),
+        ),
         _ => None,
     }
 }
 
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>) -> DynamoStore {
-        DynamoStore { client, table: table.into() }
+        DynamoStore {
+            client,
+            table: table.into(),
+        }
     }
 
     pub fn from_sdk(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> DynamoStore {
@@ -126,18 +144,44 @@ impl DynamoStore {
     async fn put_doc(&self, pk: String, sk: &str, doc: String) -> Result<(), StoreError> {
         let mut item = key(pk, sk);
         item.insert("doc".into(), s(doc));
-        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.context("DynamoDB PutItem")?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .context("DynamoDB PutItem")?;
         Ok(())
     }
 
-    async fn idempotent_outcome(&self, tenant: &TenantId, key: &str, hash: &str) -> Result<Option<PlaceOutcome>, StoreError> {
-        let Some(item) = self.get_item(idem_pk(tenant, key), "IDEM").await? else { return Ok(None) };
-        let stored_hash = item.get("request_hash").and_then(|v| v.as_s().ok()).ok_or_else(|| anyhow!("IDEM item without hash"))?;
+    async fn idempotent_outcome(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        hash: &str,
+    ) -> Result<Option<PlaceOutcome>, StoreError> {
+        let Some(item) = self.get_item(idem_pk(tenant, key), "IDEM").await? else {
+            return Ok(None);
+        };
+        let stored_hash = item
+            .get("request_hash")
+            .and_then(|v| v.as_s().ok())
+            .ok_or_else(|| anyhow!("IDEM item without hash"))?;
         if stored_hash != hash {
             return Ok(Some(PlaceOutcome::KeyReused));
         }
-        let response: StoredResponse = parse(doc_of(&item)?)?;
-        Ok(Some(PlaceOutcome::Replayed(response)))
+        let status = item
+            .get("status")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok());
+        let body = item.get("body").and_then(|v| v.as_s().ok());
+        let (Some(status), Some(body)) = (status, body) else {
+            return Err(anyhow!("IDEM item without status or body").into());
+        };
+        Ok(Some(PlaceOutcome::Replayed(StoredResponse {
+            status,
+            body: body.clone(),
+        })))
     }
 }
 
@@ -158,11 +202,13 @@ impl TenantStore for DynamoStore {
     }
 
     async fn put_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
-        self.put_doc(format!("TENANT#{}", tenant.id), "TENANT", json(tenant)?).await
+        self.put_doc(format!("TENANT#{}", tenant.id), "TENANT", json(tenant)?)
+            .await
     }
 
     async fn put_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
-        self.put_doc(format!("APIKEY#{}", key.key_id), "APIKEY", json(key)?).await
+        self.put_doc(format!("APIKEY#{}", key.key_id), "APIKEY", json(key)?)
+            .await
     }
 }
 
@@ -173,10 +219,15 @@ impl OrderStore for DynamoStore {
         let mut idem = key(idem_pk(tenant, &new.idempotency.key), "IDEM");
         idem.insert("request_hash".into(), s(&new.idempotency.request_hash));
         idem.insert("order_id".into(), s(new.order.id.as_str()));
-        idem.insert("doc".into(), s(json(&new.idempotency.response)?));
+        idem.insert("status".into(), n(new.idempotency.response.status));
+        idem.insert("body".into(), s(&new.idempotency.response.body));
         let mut items = vec![
             put(&self.table, idem, Some("attribute_not_exists(pk)"))?,
-            put(&self.table, order_item(&new.order)?, Some("attribute_not_exists(pk)"))?,
+            put(
+                &self.table,
+                order_item(&new.order)?,
+                Some("attribute_not_exists(pk)"),
+            )?,
         ];
         for event in &new.events {
             items.push(put(&self.table, outbox_item(event)?, None)?);
@@ -185,17 +236,34 @@ impl OrderStore for DynamoStore {
         // (we then read its record) or conflicts with our transaction (we try
         // again, and then find its record).
         for attempt in 0..3 {
-            match self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await {
+            match self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await
+            {
                 Ok(_) => return Ok(PlaceOutcome::Created),
                 Err(err) => {
                     let Some(conditional) = condition_failed(&err) else {
                         return Err(anyhow!(err).context("DynamoDB TransactWriteItems").into());
                     };
-                    if let Some(outcome) = self.idempotent_outcome(tenant, &new.idempotency.key, &new.idempotency.request_hash).await? {
+                    if let Some(outcome) = self
+                        .idempotent_outcome(
+                            tenant,
+                            &new.idempotency.key,
+                            &new.idempotency.request_hash,
+                        )
+                        .await?
+                    {
                         return Ok(outcome);
                     }
                     if conditional {
-                        return Err(anyhow!("order {} already exists without its idempotency record", new.order.id).into());
+                        return Err(anyhow!(
+                            "order {} already exists without its idempotency record",
+                            new.order.id
+                        )
+                        .into());
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(20 * (attempt + 1))).await;
                 }
@@ -211,7 +279,12 @@ impl OrderStore for DynamoStore {
         }
     }
 
-    async fn transition(&self, next: &Order, observed_rank: u32, events: Vec<EventEnvelope>) -> Result<(), StoreError> {
+    async fn transition(
+        &self,
+        next: &Order,
+        observed_rank: u32,
+        events: Vec<EventEnvelope>,
+    ) -> Result<(), StoreError> {
         let put_order = Put::builder()
             .table_name(&self.table)
             .set_item(Some(order_item(next)?))
@@ -224,7 +297,13 @@ impl OrderStore for DynamoStore {
         for event in &events {
             items.push(put(&self.table, outbox_item(event)?, None)?);
         }
-        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(err) if condition_failed(&err).is_some() => Err(StoreError::Conflict),
             Err(err) => Err(anyhow!(err).context("DynamoDB TransactWriteItems").into()),

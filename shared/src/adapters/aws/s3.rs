@@ -18,17 +18,26 @@ pub struct S3Blobs {
 
 impl S3Blobs {
     pub fn new(client: Client, bucket: impl Into<String>) -> S3Blobs {
-        S3Blobs { client, bucket: bucket.into() }
+        S3Blobs {
+            client,
+            bucket: bucket.into(),
+        }
     }
 
-    pub fn from_sdk(sdk: &aws_config::SdkConfig, bucket: impl Into<String>, endpoint_override: bool) -> S3Blobs {
+    pub fn from_sdk(
+        sdk: &aws_config::SdkConfig,
+        bucket: impl Into<String>,
+        endpoint_override: bool,
+    ) -> S3Blobs {
         S3Blobs::new(S3Blobs::client(sdk, endpoint_override), bucket)
     }
 
     /// The client for `sdk`; path-style addressing when an endpoint override
     /// (the emulator) is set, since `bucket.127.0.0.1` does not resolve.
     pub fn client(sdk: &aws_config::SdkConfig, endpoint_override: bool) -> Client {
-        let config = aws_sdk_s3::config::Builder::from(sdk).force_path_style(endpoint_override).build();
+        let config = aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(endpoint_override)
+            .build();
         Client::from_conf(config)
     }
 }
@@ -39,14 +48,21 @@ fn to_request(p: aws_sdk_s3::presigning::PresignedRequest, ttl: Duration) -> Pre
         .filter(|(name, _)| !name.eq_ignore_ascii_case("host"))
         .map(|(k, v)| (canonical_header(k), v.to_string()))
         .collect();
-    PresignedRequest { method: p.method().to_string(), url: p.uri().to_string(), headers, expires_at: OffsetDateTime::now_utc() + ttl }
+    PresignedRequest {
+        method: p.method().to_string(),
+        url: p.uri().to_string(),
+        headers,
+        expires_at: OffsetDateTime::now_utc() + ttl,
+    }
 }
 
 fn canonical_header(name: &str) -> String {
     name.split('-')
         .map(|part| {
             let mut c = part.chars();
-            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
         })
         .collect::<Vec<_>>()
         .join("-")
@@ -54,7 +70,13 @@ fn canonical_header(name: &str) -> String {
 
 #[async_trait]
 impl BlobStore for S3Blobs {
-    async fn presign_put(&self, key: &str, content_type: &str, content_length: u64, ttl: Duration) -> Result<PresignedRequest, StoreError> {
+    async fn presign_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        content_length: u64,
+        ttl: Duration,
+    ) -> Result<PresignedRequest, StoreError> {
         let config = PresigningConfig::expires_in(ttl).context("presigning config")?;
         let presigned = self
             .client
@@ -68,14 +90,23 @@ impl BlobStore for S3Blobs {
             .context("presigning PutObject")?;
         let mut request = to_request(presigned, ttl);
         // Content-Length is signed; clients must send exactly this many bytes.
-        request.headers.entry("Content-Type".into()).or_insert_with(|| content_type.to_string());
+        request
+            .headers
+            .entry("Content-Type".into())
+            .or_insert_with(|| content_type.to_string());
         Ok(request)
     }
 
     async fn presign_get(&self, key: &str, ttl: Duration) -> Result<PresignedRequest, StoreError> {
         let config = PresigningConfig::expires_in(ttl).context("presigning config")?;
-        let presigned =
-            self.client.get_object().bucket(&self.bucket).key(key).presigned(config).await.context("presigning GetObject")?;
+        let presigned = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(config)
+            .await
+            .context("presigning GetObject")?;
         Ok(to_request(presigned, ttl))
     }
 
@@ -93,8 +124,22 @@ impl BlobStore for S3Blobs {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.client.get_object().bucket(&self.bucket).key(key).send().await {
-            Ok(out) => Ok(Some(out.body.collect().await.context("reading S3 object")?.into_bytes().to_vec())),
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(
+                out.body
+                    .collect()
+                    .await
+                    .context("reading S3 object")?
+                    .into_bytes()
+                    .to_vec(),
+            )),
             Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
             Err(err) => Err(anyhow!(err).context("S3 GetObject").into()),
         }

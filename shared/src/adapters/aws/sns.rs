@@ -16,7 +16,10 @@ pub struct SnsPublisher {
 
 impl SnsPublisher {
     pub fn new(client: Client, topic_arn: impl Into<String>) -> SnsPublisher {
-        SnsPublisher { client, topic_arn: topic_arn.into() }
+        SnsPublisher {
+            client,
+            topic_arn: topic_arn.into(),
+        }
     }
 
     pub fn from_sdk(sdk: &aws_config::SdkConfig, topic_arn: impl Into<String>) -> SnsPublisher {
@@ -32,10 +35,19 @@ impl EventPublisher for SnsPublisher {
         for chunk in events.chunks(10) {
             let mut entries = Vec::with_capacity(chunk.len());
             for (i, event) in chunk.iter().enumerate() {
-                let built = serde_json::to_string(event).map_err(|e| anyhow!(e)).and_then(|message| {
-                    let attribute = MessageAttributeValue::builder().data_type("String").string_value(event.event_type.as_str()).build()?;
-                    Ok(PublishBatchRequestEntry::builder().id(i.to_string()).message(message).message_attributes("type", attribute).build()?)
-                });
+                let built = serde_json::to_string(event)
+                    .map_err(|e| anyhow!(e))
+                    .and_then(|message| {
+                        let attribute = MessageAttributeValue::builder()
+                            .data_type("String")
+                            .string_value(event.event_type.as_str())
+                            .build()?;
+                        Ok(PublishBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .message(message)
+                            .message_attributes("type", attribute)
+                            .build()?)
+                    });
                 match built {
                     Ok(entry) => entries.push(entry),
                     Err(e) => {
@@ -47,12 +59,25 @@ impl EventPublisher for SnsPublisher {
             if entries.is_empty() {
                 continue;
             }
-            match self.client.publish_batch().topic_arn(&self.topic_arn).set_publish_batch_request_entries(Some(entries)).send().await {
+            match self
+                .client
+                .publish_batch()
+                .topic_arn(&self.topic_arn)
+                .set_publish_batch_request_entries(Some(entries))
+                .send()
+                .await
+            {
                 Ok(out) => {
                     for f in out.failed() {
-                        if let Some(event) = f.id().parse::<usize>().ok().and_then(|i| chunk.get(i)) {
+                        if let Some(event) = f.id().parse::<usize>().ok().and_then(|i| chunk.get(i))
+                        {
                             failed.push(event.id.clone());
-                            cause = Some(anyhow!("SNS refused {}: {} {}", event.id, f.code(), f.message().unwrap_or("")));
+                            cause = Some(anyhow!(
+                                "SNS refused {}: {} {}",
+                                event.id,
+                                f.code(),
+                                f.message().unwrap_or("")
+                            ));
                         }
                     }
                 }
@@ -64,7 +89,11 @@ impl EventPublisher for SnsPublisher {
         }
         match cause {
             None => Ok(()),
-            Some(cause) => Err(PublishError { failed, total: events.len(), cause }),
+            Some(cause) => Err(PublishError {
+                failed,
+                total: events.len(),
+                cause,
+            }),
         }
     }
 }

@@ -19,7 +19,10 @@ pub struct SqsQueue {
 
 impl SqsQueue {
     pub fn new(client: Client, url: impl Into<String>) -> SqsQueue {
-        SqsQueue { client, url: url.into() }
+        SqsQueue {
+            client,
+            url: url.into(),
+        }
     }
 
     pub fn from_sdk(sdk: &aws_config::SdkConfig, url: impl Into<String>) -> SqsQueue {
@@ -51,7 +54,13 @@ impl SqsQueue {
     }
 
     pub async fn delete(&self, receipt_handle: &str) -> anyhow::Result<()> {
-        self.client.delete_message().queue_url(&self.url).receipt_handle(receipt_handle).send().await.context("SQS DeleteMessage")?;
+        self.client
+            .delete_message()
+            .queue_url(&self.url)
+            .receipt_handle(receipt_handle)
+            .send()
+            .await
+            .context("SQS DeleteMessage")?;
         Ok(())
     }
 }

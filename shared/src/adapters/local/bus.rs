@@ -42,7 +42,11 @@ fn now_ms(clock: &dyn Clock) -> i64 {
 }
 
 /// Copies each event to every queue whose subscription matches its type.
-pub(crate) fn fan_out(conn: &Connection, events: &[EventEnvelope], now_ms: i64) -> Result<usize, StoreError> {
+pub(crate) fn fan_out(
+    conn: &Connection,
+    events: &[EventEnvelope],
+    now_ms: i64,
+) -> Result<usize, StoreError> {
     let subs: Vec<(String, Option<String>)> = conn
         .prepare_cached("SELECT queue, types FROM subscriptions")
         .map_err(sql)?
@@ -52,7 +56,14 @@ pub(crate) fn fan_out(conn: &Connection, events: &[EventEnvelope], now_ms: i64) 
         .map_err(sql)?;
     let subs: Vec<(String, Option<Vec<String>>)> = subs
         .into_iter()
-        .map(|(q, t)| Ok((q, t.map(|t| serde_json::from_str(&t)).transpose().map_err(json_err)?)))
+        .map(|(q, t)| {
+            Ok((
+                q,
+                t.map(|t| serde_json::from_str(&t))
+                    .transpose()
+                    .map_err(json_err)?,
+            ))
+        })
         .collect::<Result<_, StoreError>>()?;
     let mut insert = conn
         .prepare_cached("INSERT INTO messages (queue, message_id, type, body, visible_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)")
@@ -64,7 +75,9 @@ pub(crate) fn fan_out(conn: &Connection, events: &[EventEnvelope], now_ms: i64) 
         for (queue, types) in &subs {
             if types.as_ref().is_none_or(|t| t.iter().any(|x| x == kind)) {
                 let id = uuid::Uuid::new_v4().to_string();
-                insert.execute(params![queue, id, kind, body, now_ms]).map_err(sql)?;
+                insert
+                    .execute(params![queue, id, kind, body, now_ms])
+                    .map_err(sql)?;
                 delivered += 1;
             }
         }
@@ -102,7 +115,11 @@ impl LocalBus {
     }
 
     /// Subscribes a queue to the topic; `None` takes every event type.
-    pub async fn subscribe(&self, queue: &str, types: Option<&[EventType]>) -> Result<(), StoreError> {
+    pub async fn subscribe(
+        &self,
+        queue: &str,
+        types: Option<&[EventType]>,
+    ) -> Result<(), StoreError> {
         let queue = queue.to_string();
         let types = types
             .map(|t| serde_json::to_string(&t.iter().map(|x| x.as_str()).collect::<Vec<_>>()))
@@ -134,11 +151,16 @@ impl LocalBus {
                     .map_err(sql)?
                     .collect::<Result<_, _>>()
                     .map_err(sql)?;
-                let Some(last) = rows.last().map(|r| r.0) else { return Ok(0) };
-                let events: Vec<EventEnvelope> =
-                    rows.iter().map(|(_, d)| serde_json::from_str(d).map_err(json_err)).collect::<Result<_, _>>()?;
+                let Some(last) = rows.last().map(|r| r.0) else {
+                    return Ok(0);
+                };
+                let events: Vec<EventEnvelope> = rows
+                    .iter()
+                    .map(|(_, d)| serde_json::from_str(d).map_err(json_err))
+                    .collect::<Result<_, _>>()?;
                 fan_out(c, &events, now)?;
-                c.execute("DELETE FROM outbox WHERE seq <= ?1", [last]).map_err(sql)?;
+                c.execute("DELETE FROM outbox WHERE seq <= ?1", [last])
+                    .map_err(sql)?;
                 Ok(rows.len())
             })
             .await
@@ -206,16 +228,33 @@ impl LocalBus {
     /// received again since) deletes nothing and returns false.
     pub async fn delete(&self, receipt: &str) -> Result<bool, StoreError> {
         let receipt = receipt.to_string();
-        self.db.write(move |c| Ok(c.execute("DELETE FROM messages WHERE receipt = ?1", [receipt]).map_err(sql)? == 1)).await
+        self.db
+            .write(move |c| {
+                Ok(
+                    c.execute("DELETE FROM messages WHERE receipt = ?1", [receipt])
+                        .map_err(sql)?
+                        == 1,
+                )
+            })
+            .await
     }
 
     /// Hides a received message for `timeout` from now (0 makes it visible).
-    pub async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<bool, StoreError> {
+    pub async fn change_visibility(
+        &self,
+        receipt: &str,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
         let until = now_ms(self.clock.as_ref()) + timeout.as_millis() as i64;
         let receipt = receipt.to_string();
         self.db
             .write(move |c| {
-                Ok(c.execute("UPDATE messages SET visible_at_ms = ?1 WHERE receipt = ?2", params![until, receipt]).map_err(sql)? == 1)
+                Ok(c.execute(
+                    "UPDATE messages SET visible_at_ms = ?1 WHERE receipt = ?2",
+                    params![until, receipt],
+                )
+                .map_err(sql)?
+                    == 1)
             })
             .await
     }
@@ -224,13 +263,27 @@ impl LocalBus {
     pub async fn depth(&self, queue: &str) -> Result<u64, StoreError> {
         let queue = queue.to_string();
         self.db
-            .read(move |c| c.query_row("SELECT COUNT(*) FROM messages WHERE queue = ?1", [queue], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(sql))
+            .read(move |c| {
+                c.query_row(
+                    "SELECT COUNT(*) FROM messages WHERE queue = ?1",
+                    [queue],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(|n| n as u64)
+                .map_err(sql)
+            })
             .await
     }
 
     /// Outbox records not yet relayed.
     pub async fn outbox_len(&self) -> Result<u64, StoreError> {
-        self.db.read(|c| c.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(sql)).await
+        self.db
+            .read(|c| {
+                c.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))
+                    .map(|n| n as u64)
+                    .map_err(sql)
+            })
+            .await
     }
 }
 
@@ -241,10 +294,14 @@ impl EventPublisher for LocalBus {
     async fn publish(&self, events: &[EventEnvelope]) -> Result<(), PublishError> {
         let now = now_ms(self.clock.as_ref());
         let batch = events.to_vec();
-        self.db.write(move |c| fan_out(c, &batch, now)).await.map(|_| ()).map_err(|e| PublishError {
-            failed: events.iter().map(|e| e.id.clone()).collect(),
-            total: events.len(),
-            cause: anyhow::anyhow!(e),
-        })
+        self.db
+            .write(move |c| fan_out(c, &batch, now))
+            .await
+            .map(|_| ())
+            .map_err(|e| PublishError {
+                failed: events.iter().map(|e| e.id.clone()).collect(),
+                total: events.len(),
+                cause: anyhow::anyhow!(e),
+            })
     }
 }

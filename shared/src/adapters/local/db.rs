@@ -31,6 +31,7 @@ pub struct Db {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Mutex<Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     readers: Mutex<Vec<Connection>>,
 }
 
@@ -71,7 +72,8 @@ CREATE TABLE IF NOT EXISTS idempotency (
     tenant_id TEXT NOT NULL,
     key TEXT NOT NULL,
     request_hash TEXT NOT NULL,
-    response TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    body TEXT NOT NULL,
     created_at TEXT NOT NULL,
     PRIMARY KEY (tenant_id, key)
 );
@@ -115,17 +117,37 @@ impl Db {
         let conn = open(&path, durability)?;
         let version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if version > SCHEMA_VERSION {
-            return Err(anyhow!("{} has schema version {version}, newer than this build's {SCHEMA_VERSION}", path.display()));
+            return Err(anyhow!(
+                "{} has schema version {version}, newer than this build's {SCHEMA_VERSION}",
+                path.display()
+            ));
         }
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+
+        // Checkpoints run on their own connection and thread, so the writer
+        // never stops to copy the WAL into the database (and fsync it) in
+        // the middle of a commit group.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+        let checkpoint_conn = open(&path, durability)?;
+        let (stop_checkpoints, stop_rx) = mpsc::channel::<()>();
+        let checkpointer = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpoint_conn, stop_rx))
+            .context("starting the SQLite checkpoint thread")?;
 
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .context("starting the SQLite writer thread")?;
-        Ok(Db { path, writer: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), readers: Mutex::new(Vec::new()) })
+        Ok(Db {
+            path,
+            writer: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            checkpointer: Mutex::new(Some((stop_checkpoints, checkpointer))),
+            readers: Mutex::new(Vec::new()),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -145,10 +167,16 @@ impl Db {
                 Err(e) => Err(StoreError::Unexpected(anyhow!(e).context("savepoint"))),
                 Ok(()) => {
                     let result = f(conn);
-                    let end = if result.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+                    let end = if result.is_ok() {
+                        "RELEASE job"
+                    } else {
+                        "ROLLBACK TO job; RELEASE job"
+                    };
                     match conn.execute_batch(end) {
                         Ok(()) => result,
-                        Err(e) => Err(StoreError::Unexpected(anyhow!(e).context("ending savepoint"))),
+                        Err(e) => Err(StoreError::Unexpected(
+                            anyhow!(e).context("ending savepoint"),
+                        )),
                     }
                 }
             };
@@ -160,12 +188,17 @@ impl Db {
                 let _ = tx.send(answer);
             })
         });
-        let sender = self.writer.lock().map_err(|_| anyhow!("writer lock poisoned"))?.clone();
+        let sender = self
+            .writer
+            .lock()
+            .map_err(|_| anyhow!("writer lock poisoned"))?
+            .clone();
         sender
             .ok_or_else(|| anyhow!("the database is closed"))?
             .send(job)
             .map_err(|_| anyhow!("the SQLite writer thread has stopped"))?;
-        rx.await.map_err(|_| StoreError::Unexpected(anyhow!("the SQLite writer dropped a job")))?
+        rx.await
+            .map_err(|_| StoreError::Unexpected(anyhow!("the SQLite writer dropped a job")))?
     }
 
     /// Runs `f` on a read connection in the blocking pool.
@@ -175,7 +208,10 @@ impl Db {
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
         let conn = {
-            let mut pool = self.readers.lock().map_err(|_| anyhow!("reader pool poisoned"))?;
+            let mut pool = self
+                .readers
+                .lock()
+                .map_err(|_| anyhow!("reader pool poisoned"))?;
             pool.pop()
         };
         let conn = match conn {
@@ -192,10 +228,10 @@ impl Db {
         })
         .await
         .map_err(|e| anyhow!("reader task failed: {e}"))?;
-        if let Ok(mut pool) = self.readers.lock() {
-            if pool.len() < 8 {
-                pool.push(conn);
-            }
+        if let Ok(mut pool) = self.readers.lock()
+            && pool.len() < 8
+        {
+            pool.push(conn);
         }
         result
     }
@@ -205,10 +241,16 @@ impl Db {
         if let Ok(mut w) = self.writer.lock() {
             w.take();
         }
-        if let Ok(mut t) = self.thread.lock() {
-            if let Some(handle) = t.take() {
-                let _ = handle.join();
-            }
+        if let Ok(mut t) = self.thread.lock()
+            && let Some(handle) = t.take()
+        {
+            let _ = handle.join();
+        }
+        if let Ok(mut c) = self.checkpointer.lock()
+            && let Some((stop, handle)) = c.take()
+        {
+            drop(stop);
+            let _ = handle.join();
         }
     }
 }
@@ -245,6 +287,22 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
         }
     }
     tracing::debug!("SQLite writer stopped");
+}
+
+/// Copies the WAL into the database every 100 ms (PASSIVE: never waits for
+/// the writer or readers), and once more, truncating, when the database closes.
+fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
+    let checkpoint = |mode: &str| {
+        if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint failed; retrying later");
+        }
+    };
+    while let Err(mpsc::RecvTimeoutError::Timeout) =
+        stop.recv_timeout(std::time::Duration::from_millis(100))
+    {
+        checkpoint("PASSIVE");
+    }
+    checkpoint("TRUNCATE");
 }
 
 pub(crate) fn sql(e: rusqlite::Error) -> StoreError {

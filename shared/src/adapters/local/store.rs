@@ -24,26 +24,41 @@ impl SqliteStore {
     /// Whether any tenant exists (the local runner seeds demo tenants once).
     pub async fn has_tenants(&self) -> Result<bool, StoreError> {
         self.db
-            .read(|c| c.query_row("SELECT EXISTS(SELECT 1 FROM tenants)", [], |r| r.get::<_, bool>(0)).map_err(sql))
+            .read(|c| {
+                c.query_row("SELECT EXISTS(SELECT 1 FROM tenants)", [], |r| {
+                    r.get::<_, bool>(0)
+                })
+                .map_err(sql)
+            })
             .await
     }
 
     /// Counts orders (all tenants); for the runner's start-up line.
     pub async fn count_orders(&self) -> Result<u64, StoreError> {
-        self.db.read(|c| c.query_row("SELECT COUNT(*) FROM orders", [], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(sql)).await
+        self.db
+            .read(|c| {
+                c.query_row("SELECT COUNT(*) FROM orders", [], |r| r.get::<_, i64>(0))
+                    .map(|n| n as u64)
+                    .map_err(sql)
+            })
+            .await
     }
 }
 
 fn ts(t: time::OffsetDateTime) -> Result<String, StoreError> {
-    t.format(&Rfc3339).map_err(|e| StoreError::Unexpected(e.into()))
+    t.format(&Rfc3339)
+        .map_err(|e| StoreError::Unexpected(e.into()))
 }
 
 /// Appends events to the outbox, inside the caller's transaction.
 pub(crate) fn append_outbox(conn: &Connection, events: &[EventEnvelope]) -> Result<(), StoreError> {
-    let mut stmt = conn.prepare_cached("INSERT INTO outbox (event_id, type, doc) VALUES (?1, ?2, ?3)").map_err(sql)?;
+    let mut stmt = conn
+        .prepare_cached("INSERT INTO outbox (event_id, type, doc) VALUES (?1, ?2, ?3)")
+        .map_err(sql)?;
     for event in events {
         let doc = serde_json::to_string(event).map_err(json_err)?;
-        stmt.execute(params![event.id, event.event_type.as_str(), doc]).map_err(sql)?;
+        stmt.execute(params![event.id, event.event_type.as_str(), doc])
+            .map_err(sql)?;
     }
     Ok(())
 }
@@ -55,19 +70,31 @@ impl TenantStore for SqliteStore {
         let doc: Option<String> = self
             .db
             .read(move |c| {
-                c.query_row("SELECT doc FROM api_keys WHERE key_id = ?1", [key_id], |r| r.get(0)).optional().map_err(sql)
+                c.query_row(
+                    "SELECT doc FROM api_keys WHERE key_id = ?1",
+                    [key_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql)
             })
             .await?;
-        doc.map(|d| serde_json::from_str(&d).map_err(json_err)).transpose()
+        doc.map(|d| serde_json::from_str(&d).map_err(json_err))
+            .transpose()
     }
 
     async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError> {
         let id = id.as_str().to_string();
         let doc: Option<String> = self
             .db
-            .read(move |c| c.query_row("SELECT doc FROM tenants WHERE id = ?1", [id], |r| r.get(0)).optional().map_err(sql))
+            .read(move |c| {
+                c.query_row("SELECT doc FROM tenants WHERE id = ?1", [id], |r| r.get(0))
+                    .optional()
+                    .map_err(sql)
+            })
             .await?;
-        doc.map(|d| serde_json::from_str(&d).map_err(json_err)).transpose()
+        doc.map(|d| serde_json::from_str(&d).map_err(json_err))
+            .transpose()
     }
 
     async fn put_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
@@ -102,29 +129,28 @@ impl TenantStore for SqliteStore {
 impl OrderStore for SqliteStore {
     async fn place(&self, new: NewOrder) -> Result<PlaceOutcome, StoreError> {
         let doc = serde_json::to_string(&new.order).map_err(json_err)?;
-        let response = serde_json::to_string(&new.idempotency.response).map_err(json_err)?;
         let created = ts(new.order.created_at)?;
         self.db
             .write(move |c| {
                 let tenant = new.order.tenant.as_str();
-                let existing: Option<(String, String)> = c
-                    .prepare_cached("SELECT request_hash, response FROM idempotency WHERE tenant_id = ?1 AND key = ?2")
+                let existing: Option<(String, u16, String)> = c
+                    .prepare_cached("SELECT request_hash, status, body FROM idempotency WHERE tenant_id = ?1 AND key = ?2")
                     .map_err(sql)?
-                    .query_row(params![tenant, new.idempotency.key], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .query_row(params![tenant, new.idempotency.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                     .optional()
                     .map_err(sql)?;
-                if let Some((hash, stored)) = existing {
+                if let Some((hash, status, body)) = existing {
                     if hash != new.idempotency.request_hash {
                         return Ok(PlaceOutcome::KeyReused);
                     }
-                    let stored: StoredResponse = serde_json::from_str(&stored).map_err(json_err)?;
-                    return Ok(PlaceOutcome::Replayed(stored));
+                    return Ok(PlaceOutcome::Replayed(StoredResponse { status, body }));
                 }
+                let response = &new.idempotency.response;
                 c.prepare_cached(
-                    "INSERT INTO idempotency (tenant_id, key, request_hash, response, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO idempotency (tenant_id, key, request_hash, status, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(sql)?
-                .execute(params![tenant, new.idempotency.key, new.idempotency.request_hash, response, created])
+                .execute(params![tenant, new.idempotency.key, new.idempotency.request_hash, response.status, response.body, created])
                 .map_err(sql)?;
                 c.prepare_cached(
                     "INSERT INTO orders (tenant_id, id, state, rank, doc, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
@@ -150,14 +176,24 @@ impl OrderStore for SqliteStore {
                     .map_err(sql)
             })
             .await?;
-        doc.map(|d| serde_json::from_str(&d).map_err(json_err)).transpose()
+        doc.map(|d| serde_json::from_str(&d).map_err(json_err))
+            .transpose()
     }
 
-    async fn transition(&self, next: &Order, observed_rank: u32, events: Vec<EventEnvelope>) -> Result<(), StoreError> {
+    async fn transition(
+        &self,
+        next: &Order,
+        observed_rank: u32,
+        events: Vec<EventEnvelope>,
+    ) -> Result<(), StoreError> {
         let doc = serde_json::to_string(next).map_err(json_err)?;
         let updated = ts(next.updated_at)?;
-        let (tenant, id, state, rank) =
-            (next.tenant.as_str().to_string(), next.id.as_str().to_string(), next.state.as_str(), next.rank());
+        let (tenant, id, state, rank) = (
+            next.tenant.as_str().to_string(),
+            next.id.as_str().to_string(),
+            next.state.as_str(),
+            next.rank(),
+        );
         self.db
             .write(move |c| {
                 let changed = c

@@ -8,7 +8,10 @@ use crate::domain::money::Currency;
 use crate::domain::order::{Order, OrderRequest};
 use crate::domain::state::OrderState;
 use crate::domain::tenant::{PaymentSetup, Tenant, TenantId, TenantKind};
-use crate::ports::{Clock, IdempotencyRecord, ManualClock, NewOrder, OrderStore, PlaceOutcome, StoreError, StoredResponse};
+use crate::ports::{
+    Clock, IdempotencyRecord, ManualClock, NewOrder, OrderStore, PlaceOutcome, StoreError,
+    StoredResponse,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,19 +36,31 @@ fn new_order(key: &str, hash: &str) -> NewOrder {
         "items": [{"sku": "photo-10x15", "quantity": 3, "images": [{"url": "https://example.com/a.jpg"}]}]
     }))
     .unwrap();
-    let (order, events) = Order::place(Catalog::builtin(), &tenant(), &request, time::OffsetDateTime::now_utc()).unwrap();
-    let body = serde_json::to_value(&order).unwrap();
+    let (order, events) = Order::place(
+        Catalog::builtin(),
+        &tenant(),
+        &request,
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    let body = serde_json::to_string(&order).unwrap();
     NewOrder {
         order,
         events,
-        idempotency: IdempotencyRecord { key: key.into(), request_hash: hash.into(), response: StoredResponse { status: 201, body } },
+        idempotency: IdempotencyRecord {
+            key: key.into(),
+            request_hash: hash.into(),
+            response: StoredResponse { status: 201, body },
+        },
     }
 }
 
 fn setup() -> (tempfile::TempDir, Arc<Db>, Arc<ManualClock>) {
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(Db::open(dir.path().join("pw.sqlite"), Durability::Normal).unwrap());
-    let clock = Arc::new(ManualClock::new(time::macros::datetime!(2026-11-22 10:00:00 UTC)));
+    let clock = Arc::new(ManualClock::new(
+        time::macros::datetime!(2026-11-22 10:00:00 UTC),
+    ));
     (dir, db, clock)
 }
 
@@ -56,22 +71,47 @@ async fn order_events_and_key_commit_together_and_replay() {
     let bus = LocalBus::new(db.clone(), clock);
     let first = new_order("k1", "h1");
     let id = first.order.id.clone();
-    assert_eq!(store.place(first.clone()).await.unwrap(), PlaceOutcome::Created);
-    assert_eq!(bus.outbox_len().await.unwrap(), 2, "OrderPlaced and OrderPaid in the outbox");
+    assert_eq!(
+        store.place(first.clone()).await.unwrap(),
+        PlaceOutcome::Created
+    );
+    assert_eq!(
+        bus.outbox_len().await.unwrap(),
+        2,
+        "OrderPlaced and OrderPaid in the outbox"
+    );
 
     // same key, same hash: the stored response, and nothing new written
     let again = new_order("k1", "h1");
     match store.place(again.clone()).await.unwrap() {
-        PlaceOutcome::Replayed(r) => assert_eq!(r.body["id"], id.as_str()),
+        PlaceOutcome::Replayed(r) => assert!(r.body.contains(id.as_str())),
         other => panic!("{other:?}"),
     }
-    assert!(store.get(&tenant().id, &again.order.id).await.unwrap().is_none());
+    assert!(
+        store
+            .get(&tenant().id, &again.order.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(bus.outbox_len().await.unwrap(), 2);
     // same key, other body
-    assert_eq!(store.place(new_order("k1", "h2")).await.unwrap(), PlaceOutcome::KeyReused);
+    assert_eq!(
+        store.place(new_order("k1", "h2")).await.unwrap(),
+        PlaceOutcome::KeyReused
+    );
     // another tenant never sees it
-    assert!(store.get(&TenantId::parse("other").unwrap(), &id).await.unwrap().is_none());
-    assert_eq!(store.get(&tenant().id, &id).await.unwrap().unwrap().state, OrderState::Paid);
+    assert!(
+        store
+            .get(&TenantId::parse("other").unwrap(), &id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store.get(&tenant().id, &id).await.unwrap().unwrap().state,
+        OrderState::Paid
+    );
 }
 
 #[tokio::test]
@@ -80,12 +120,28 @@ async fn transition_is_conditional_on_the_observed_rank() {
     let store = SqliteStore::new(db);
     let placed = new_order("k", "h");
     store.place(placed.clone()).await.unwrap();
-    let (cancelled, event) = placed.order.cancel("customer_request", time::OffsetDateTime::now_utc()).unwrap();
+    let (cancelled, event) = placed
+        .order
+        .cancel("customer_request", time::OffsetDateTime::now_utc())
+        .unwrap();
     // a stale observation loses
-    let stale = store.transition(&cancelled, OrderState::Placed.rank(), vec![event.clone()]).await;
+    let stale = store
+        .transition(&cancelled, OrderState::Placed.rank(), vec![event.clone()])
+        .await;
     assert!(matches!(stale, Err(StoreError::Conflict)), "{stale:?}");
-    store.transition(&cancelled, OrderState::Paid.rank(), vec![event]).await.unwrap();
-    assert_eq!(store.get(&tenant().id, &placed.order.id).await.unwrap().unwrap().state, OrderState::Cancelled);
+    store
+        .transition(&cancelled, OrderState::Paid.rank(), vec![event])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get(&tenant().id, &placed.order.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        OrderState::Cancelled
+    );
 }
 
 #[tokio::test]
@@ -95,7 +151,9 @@ async fn concurrent_writes_with_one_key_create_one_order() {
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move { store.place(new_order("same", "h")).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            store.place(new_order("same", "h")).await.unwrap()
+        }));
     }
     let mut created = 0;
     for t in tasks {
@@ -112,17 +170,40 @@ async fn relay_fans_out_by_type_and_queues_redeliver_then_dead_letter() {
     let (_dir, db, clock) = setup();
     let store = SqliteStore::new(db.clone());
     let bus = LocalBus::new(db.clone(), clock.clone());
-    let config = QueueConfig { visibility_timeout: Duration::from_secs(30), max_receive_count: 3, dead_letter: Some("render-dlq".into()) };
+    let config = QueueConfig {
+        visibility_timeout: Duration::from_secs(30),
+        max_receive_count: 3,
+        dead_letter: Some("render-dlq".into()),
+    };
     bus.declare_queue("render", config).await.unwrap();
-    bus.declare_queue("audit", QueueConfig { visibility_timeout: Duration::from_secs(30), max_receive_count: 5, dead_letter: None }).await.unwrap();
-    bus.subscribe("render", Some(&[EventType::OrderPaid])).await.unwrap();
+    bus.declare_queue(
+        "audit",
+        QueueConfig {
+            visibility_timeout: Duration::from_secs(30),
+            max_receive_count: 5,
+            dead_letter: None,
+        },
+    )
+    .await
+    .unwrap();
+    bus.subscribe("render", Some(&[EventType::OrderPaid]))
+        .await
+        .unwrap();
     bus.subscribe("audit", None).await.unwrap();
 
     store.place(new_order("k", "h")).await.unwrap();
     assert_eq!(bus.relay_outbox(100).await.unwrap(), 2);
     assert_eq!(bus.outbox_len().await.unwrap(), 0);
-    assert_eq!(bus.depth("audit").await.unwrap(), 2, "unfiltered queue gets both events");
-    assert_eq!(bus.depth("render").await.unwrap(), 1, "filtered queue gets OrderPaid only");
+    assert_eq!(
+        bus.depth("audit").await.unwrap(),
+        2,
+        "unfiltered queue gets both events"
+    );
+    assert_eq!(
+        bus.depth("render").await.unwrap(),
+        1,
+        "filtered queue gets OrderPaid only"
+    );
 
     let got = bus.receive("render", 10).await.unwrap();
     assert_eq!(got.len(), 1);
@@ -137,7 +218,10 @@ async fn relay_fans_out_by_type_and_queues_redeliver_then_dead_letter() {
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].message_id, got[0].message_id);
     assert_eq!(again[0].receive_count, 2);
-    assert!(!bus.delete(&got[0].receipt).await.unwrap(), "a stale receipt deletes nothing");
+    assert!(
+        !bus.delete(&got[0].receipt).await.unwrap(),
+        "a stale receipt deletes nothing"
+    );
     // third receive, then it is dead-lettered instead of a fourth delivery
     clock.advance(Duration::from_secs(31));
     assert_eq!(bus.receive("render", 10).await.unwrap()[0].receive_count, 3);
@@ -162,12 +246,27 @@ async fn a_message_made_visible_again_is_redelivered_at_once() {
     let (_dir, db, clock) = setup();
     let store = SqliteStore::new(db.clone());
     let bus = LocalBus::new(db.clone(), clock.clone());
-    bus.declare_queue("q", QueueConfig { visibility_timeout: Duration::from_secs(300), max_receive_count: 5, dead_letter: None }).await.unwrap();
-    bus.subscribe("q", Some(&[EventType::OrderPlaced])).await.unwrap();
+    bus.declare_queue(
+        "q",
+        QueueConfig {
+            visibility_timeout: Duration::from_secs(300),
+            max_receive_count: 5,
+            dead_letter: None,
+        },
+    )
+    .await
+    .unwrap();
+    bus.subscribe("q", Some(&[EventType::OrderPlaced]))
+        .await
+        .unwrap();
     store.place(new_order("k", "h")).await.unwrap();
     bus.relay_outbox(10).await.unwrap();
     let m = bus.receive("q", 1).await.unwrap().remove(0);
-    assert!(bus.change_visibility(&m.receipt, Duration::ZERO).await.unwrap());
+    assert!(
+        bus.change_visibility(&m.receipt, Duration::ZERO)
+            .await
+            .unwrap()
+    );
     assert_eq!(bus.receive("q", 1).await.unwrap().len(), 1);
 }
 
@@ -182,7 +281,13 @@ async fn committed_orders_survive_reopening_the_file() {
     drop(db);
     let db = Arc::new(Db::open(dir.path().join("pw.sqlite"), Durability::Full).unwrap());
     let store = SqliteStore::new(db);
-    assert!(store.get(&tenant().id, &placed.order.id).await.unwrap().is_some());
+    assert!(
+        store
+            .get(&tenant().id, &placed.order.id)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[tokio::test]
@@ -190,31 +295,86 @@ async fn presigned_blob_urls_check_signature_expiry_type_and_length() {
     use super::blobs::{BlobAccessError, FsBlobStore};
     use crate::ports::BlobStore;
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(time::macros::datetime!(2026-11-22 10:00:00 UTC)));
+    let clock = Arc::new(ManualClock::new(
+        time::macros::datetime!(2026-11-22 10:00:00 UTC),
+    ));
     let blobs = FsBlobStore::open(dir.path(), "http://127.0.0.1:9", clock.clone()).unwrap();
-    let put = blobs.presign_put("uploads/acme/upl_1", "image/jpeg", 5, Duration::from_secs(60)).await.unwrap();
+    let put = blobs
+        .presign_put(
+            "uploads/acme/upl_1",
+            "image/jpeg",
+            5,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
     let query = |url: &str| -> std::collections::BTreeMap<String, String> {
-        url.split_once('?').unwrap().1.split('&').map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap();
-            (k.to_string(), v.replace("%2F", "/"))
-        }).collect()
+        url.split_once('?')
+            .unwrap()
+            .1
+            .split('&')
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap();
+                (k.to_string(), v.replace("%2F", "/"))
+            })
+            .collect()
     };
     let q = query(&put.url);
-    assert!(blobs.authorize_put("uploads/acme/upl_1", &q, Some("image/jpeg"), Some(5)).is_ok());
-    assert_eq!(blobs.authorize_put("uploads/acme/upl_1", &q, Some("image/png"), Some(5)), Err(BlobAccessError::Mismatch("Content-Type")));
-    assert_eq!(blobs.authorize_put("uploads/acme/upl_1", &q, Some("image/jpeg"), Some(6)), Err(BlobAccessError::Mismatch("Content-Length")));
-    assert_eq!(blobs.authorize_put("uploads/other/upl_1", &q, Some("image/jpeg"), Some(5)), Err(BlobAccessError::BadSignature));
+    assert!(
+        blobs
+            .authorize_put("uploads/acme/upl_1", &q, Some("image/jpeg"), Some(5))
+            .is_ok()
+    );
+    assert_eq!(
+        blobs.authorize_put("uploads/acme/upl_1", &q, Some("image/png"), Some(5)),
+        Err(BlobAccessError::Mismatch("Content-Type"))
+    );
+    assert_eq!(
+        blobs.authorize_put("uploads/acme/upl_1", &q, Some("image/jpeg"), Some(6)),
+        Err(BlobAccessError::Mismatch("Content-Length"))
+    );
+    assert_eq!(
+        blobs.authorize_put("uploads/other/upl_1", &q, Some("image/jpeg"), Some(5)),
+        Err(BlobAccessError::BadSignature)
+    );
     let mut forged = q.clone();
     forged.insert("len".into(), "50000000".into());
-    assert_eq!(blobs.authorize_put("uploads/acme/upl_1", &forged, Some("image/jpeg"), Some(50000000)), Err(BlobAccessError::BadSignature));
-    assert_eq!(blobs.authorize_put("../etc/passwd", &q, Some("image/jpeg"), Some(5)), Err(BlobAccessError::BadKey));
+    assert_eq!(
+        blobs.authorize_put(
+            "uploads/acme/upl_1",
+            &forged,
+            Some("image/jpeg"),
+            Some(50000000)
+        ),
+        Err(BlobAccessError::BadSignature)
+    );
+    assert_eq!(
+        blobs.authorize_put("../etc/passwd", &q, Some("image/jpeg"), Some(5)),
+        Err(BlobAccessError::BadKey)
+    );
     clock.advance(Duration::from_secs(61));
-    assert_eq!(blobs.authorize_put("uploads/acme/upl_1", &q, Some("image/jpeg"), Some(5)), Err(BlobAccessError::Expired));
+    assert_eq!(
+        blobs.authorize_put("uploads/acme/upl_1", &q, Some("image/jpeg"), Some(5)),
+        Err(BlobAccessError::Expired)
+    );
 
-    blobs.put("prints/acme/x.jpg", b"hello".to_vec(), "image/jpeg").await.unwrap();
-    assert_eq!(blobs.get("prints/acme/x.jpg").await.unwrap().unwrap(), b"hello");
-    let get = blobs.presign_get("prints/acme/x.jpg", Duration::from_secs(60)).await.unwrap();
-    assert!(blobs.authorize_get("prints/acme/x.jpg", &query(&get.url)).is_ok());
+    blobs
+        .put("prints/acme/x.jpg", b"hello".to_vec(), "image/jpeg")
+        .await
+        .unwrap();
+    assert_eq!(
+        blobs.get("prints/acme/x.jpg").await.unwrap().unwrap(),
+        b"hello"
+    );
+    let get = blobs
+        .presign_get("prints/acme/x.jpg", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        blobs
+            .authorize_get("prints/acme/x.jpg", &query(&get.url))
+            .is_ok()
+    );
     assert!(blobs.get("prints/acme/missing").await.unwrap().is_none());
     let _ = clock.now();
 }
