@@ -7,6 +7,7 @@ use printworks::adapters::local::store::SqliteStore;
 use printworks::domain::locale::{CountryCode, Locale};
 use printworks::domain::money::Currency;
 use printworks::domain::tenant::{PaymentSetup, Tenant, TenantId, TenantKind};
+use printworks::ports::TenantStore;
 use printworks_local::platform::{self, Options};
 use printworks_local::seed;
 use std::path::PathBuf;
@@ -44,7 +45,7 @@ enum Command {
     /// Manage tenants.
     Tenant {
         #[command(subcommand)]
-        command: TenantCommand,
+        command: Box<TenantCommand>,
     },
 }
 
@@ -77,6 +78,14 @@ enum TenantCommand {
         brand: Option<String>,
         #[arg(long, default_value = "./var")]
         data_dir: PathBuf,
+        /// The environment in the key (`pw_<env>_...`): `local` for
+        /// `printworks up`, the stack's Stage (e.g. `prod`) on AWS.
+        #[arg(long, default_value = "local")]
+        env: String,
+        /// Write to this DynamoDB table (a deployed stack's OrdersTable)
+        /// instead of the local data directory. Needs the `aws` feature.
+        #[arg(long)]
+        aws_table: Option<String>,
     },
 }
 
@@ -90,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
             sync,
             catalog,
         } => up(port, data_dir, sync, catalog).await,
-        Command::Tenant { command } => tenant(command).await,
+        Command::Tenant { command } => tenant(*command).await,
     }
 }
 
@@ -187,6 +196,8 @@ async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
         provider,
         brand,
         data_dir,
+        env,
+        aws_table,
     } = command;
     let id = TenantId::parse(&id)?;
     let countries = countries
@@ -214,18 +225,49 @@ async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
         default_locale,
         payment,
     };
-    let db = Arc::new(Db::open(platform::db_path(&data_dir), Durability::Normal)?);
-    let store = SqliteStore::new(db.clone());
-    use printworks::ports::TenantStore;
-    if store.tenant(&tenant.id).await?.is_some() {
-        bail!("tenant {} already exists", tenant.id);
-    }
-    let created = seed::add_tenant(&store, "local", tenant).await?;
-    db.close();
+    let created = match aws_table {
+        Some(table) => add_to_aws(&table, &env, tenant).await?,
+        None => {
+            let db = Arc::new(Db::open(platform::db_path(&data_dir), Durability::Normal)?);
+            let store = SqliteStore::new(db.clone());
+            let created = add_new_tenant(&store, &env, tenant).await;
+            db.close();
+            created?
+        }
+    };
     println!(
         "tenant {} created; its API key (shown once):",
         created.tenant.id
     );
     println!("{}", created.api_key);
     Ok(())
+}
+
+async fn add_new_tenant(
+    store: &dyn TenantStore,
+    env: &str,
+    tenant: Tenant,
+) -> anyhow::Result<seed::CreatedTenant> {
+    if store.tenant(&tenant.id).await?.is_some() {
+        bail!("tenant {} already exists", tenant.id);
+    }
+    Ok(seed::add_tenant(store, env, tenant).await?)
+}
+
+#[cfg(feature = "aws")]
+async fn add_to_aws(table: &str, env: &str, tenant: Tenant) -> anyhow::Result<seed::CreatedTenant> {
+    use printworks::adapters::aws::{dynamodb::DynamoStore, load_sdk_config};
+    let store = DynamoStore::from_sdk(&load_sdk_config().await, table);
+    add_new_tenant(&store, env, tenant).await
+}
+
+#[cfg(not(feature = "aws"))]
+async fn add_to_aws(
+    _table: &str,
+    _env: &str,
+    _tenant: Tenant,
+) -> anyhow::Result<seed::CreatedTenant> {
+    bail!(
+        "this build has no AWS support: cargo run -p printworks-local --features aws -- tenant add ..."
+    )
 }

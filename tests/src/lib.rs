@@ -5,9 +5,14 @@
 //! - [`openapi`]: `infra/openapi.yaml` as JSON
 //! - [`sample_key`]: the API key the sample events in `events/` carry
 
+use printworks::config::ApiConfig;
+use printworks::domain::catalog::Catalog;
 use printworks::domain::tenant::{ApiKeyRecord, TenantId};
+use printworks::ports::{BlobStore, OrderStore, SystemClock, TenantStore};
 use printworks_local::platform::{self, Options, Running};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -23,6 +28,30 @@ pub async fn spawn_app(data_dir: &Path) -> Running {
         ..Options::new(data_dir)
     };
     platform::start(options).await.expect("the platform starts")
+}
+
+/// The order API router on the given stores, as `main.rs` and the local
+/// runner build it, with the system clock and the built-in catalog.
+pub fn api_router(
+    env: &str,
+    tenants: Arc<dyn TenantStore>,
+    orders: Arc<dyn OrderStore>,
+    blobs: Arc<dyn BlobStore>,
+) -> axum::Router {
+    let config = ApiConfig {
+        env: env.into(),
+        upload_url_ttl: Duration::from_secs(300),
+    };
+    let catalog = Arc::new(Catalog::builtin().clone());
+    let app = order_api::App::new(
+        config,
+        catalog,
+        tenants,
+        orders,
+        blobs,
+        Arc::new(SystemClock),
+    );
+    order_api::router(Arc::new(app))
 }
 
 /// The API key of a tenant seeded by this start.

@@ -1,6 +1,11 @@
 //! The two adapter families. Only [`aws`] imports `aws_sdk_*`.
 
-#[cfg(feature = "aws")]
+#[cfg(any(
+    feature = "aws-dynamodb",
+    feature = "aws-s3",
+    feature = "aws-sns",
+    feature = "aws-sqs"
+))]
 pub mod aws;
 #[cfg(feature = "local")]
 pub mod local;

@@ -10,12 +10,10 @@ use printworks::adapters::aws::load_sdk_config;
 use printworks::adapters::aws::s3::S3Blobs;
 use printworks::adapters::aws::sns::SnsPublisher;
 use printworks::adapters::aws::sqs::SqsQueue;
-use printworks::config::ApiConfig;
-use printworks::domain::catalog::Catalog;
 use printworks::domain::events::EventEnvelope;
 use printworks::domain::tenant::mint_api_key;
-use printworks::ports::{BlobStore, SystemClock, TenantStore};
-use printworks_tests::{emulator, openapi, request_example};
+use printworks::ports::{BlobStore, TenantStore};
+use printworks_tests::{api_router, emulator, openapi, request_example};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -224,19 +222,7 @@ async fn emulator_order_through_dynamodb_stream_sns_and_sqs() {
         keys.push(key.full);
     }
     let (brand_key, b2b_key) = (keys[0].clone(), keys[1].clone());
-    let config = ApiConfig {
-        env: "test".into(),
-        upload_url_ttl: Duration::from_secs(300),
-    };
-    let app = order_api::App::new(
-        config,
-        Arc::new(Catalog::builtin().clone()),
-        store.clone(),
-        store.clone(),
-        blobs,
-        Arc::new(SystemClock),
-    );
-    let router = order_api::router(Arc::new(app));
+    let router = api_router("test", store.clone(), store.clone(), blobs);
 
     let request = |method: &str, path: &str, key: &str, idem: Option<&str>, body: Option<Value>| {
         let mut b = http::Request::builder()

@@ -5,14 +5,13 @@ use events_publisher::handle as publish_batch;
 use printworks::adapters::local::bus::{LocalBus, QueueConfig};
 use printworks::adapters::local::db::{Db, Durability};
 use printworks::adapters::local::store::SqliteStore;
-use printworks::config::ApiConfig;
 use printworks::domain::catalog::Catalog;
 use printworks::domain::events::EventType;
 use printworks::domain::order::{Order, OrderId, OrderRequest};
 use printworks::ports::{
     IdempotencyRecord, NewOrder, OrderStore, StoredResponse, SystemClock, TenantStore,
 };
-use printworks_tests::{SAMPLE_ORDER_ID, repo_root, sample_key};
+use printworks_tests::{SAMPLE_ORDER_ID, api_router, repo_root, sample_key};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,19 +98,7 @@ async fn every_order_api_sample_gets_its_expected_response() {
         )
         .unwrap(),
     );
-    let config = ApiConfig {
-        env: "local".into(),
-        upload_url_ttl: Duration::from_secs(900),
-    };
-    let app = order_api::App::new(
-        config,
-        Arc::new(Catalog::builtin().clone()),
-        store.clone(),
-        store.clone(),
-        blobs,
-        Arc::new(SystemClock),
-    );
-    let router = order_api::router(Arc::new(app));
+    let router = api_router("local", store.clone(), store.clone(), blobs);
 
     // get-order runs before cancel-order: BTreeMap order is alphabetical, so sort explicitly.
     let order_of = |name: &str| if name == "cancel-order" { 1 } else { 0 };

@@ -8,9 +8,13 @@
 //! - [`sns`]: the event topic publisher
 //! - [`sqs`]: queue receive and delete
 
+#[cfg(feature = "aws-dynamodb")]
 pub mod dynamodb;
+#[cfg(feature = "aws-s3")]
 pub mod s3;
+#[cfg(feature = "aws-sns")]
 pub mod sns;
+#[cfg(feature = "aws-sqs")]
 pub mod sqs;
 
 /// The shared SDK configuration: region, credentials, endpoint override.
