@@ -37,7 +37,7 @@ impl Options {
         Options {
             data_dir: data_dir.into(),
             port: 3000,
-            durability: Durability::Normal,
+            durability: Durability::Full,
             env: "local".into(),
             upload_url_ttl: Duration::from_secs(900),
             catalog: None,

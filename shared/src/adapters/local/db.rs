@@ -125,10 +125,18 @@ impl Db {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
 
-        // Checkpoints run on their own connection and thread, so the writer
-        // never stops to copy the WAL into the database (and fsync it) in
-        // the middle of a commit group.
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+        // Checkpoints: a thread with its own connection copies the WAL into
+        // the database every 25 ms (PASSIVE, never blocking the writer), so
+        // the writer seldom stalls on it. A PASSIVE checkpoint cannot finish
+        // while the writer keeps appending, though, and only a finished one
+        // lets the WAL start over: so the writer also checkpoints itself once
+        // the WAL passes 16000 pages (64 MB). By then the thread has copied
+        // nearly everything, the writer's checkpoint is short, it finishes
+        // (no write runs beside it), and the WAL restarts; the size limit
+        // truncates the file afterwards. The WAL stays bounded under load.
+        conn.execute_batch(
+            "PRAGMA wal_autocheckpoint = 16000; PRAGMA journal_size_limit = 134217728;",
+        )?;
         let checkpoint_conn = open(&path, durability)?;
         let (stop_checkpoints, stop_rx) = mpsc::channel::<()>();
         let checkpointer = std::thread::Builder::new()
@@ -289,7 +297,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
     tracing::debug!("SQLite writer stopped");
 }
 
-/// Copies the WAL into the database every 100 ms (PASSIVE: never waits for
+/// Copies the WAL into the database every 25 ms (PASSIVE: never waits for
 /// the writer or readers), and once more, truncating, when the database closes.
 fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
     let checkpoint = |mode: &str| {
@@ -298,7 +306,7 @@ fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
         }
     };
     while let Err(mpsc::RecvTimeoutError::Timeout) =
-        stop.recv_timeout(std::time::Duration::from_millis(100))
+        stop.recv_timeout(std::time::Duration::from_millis(25))
     {
         checkpoint("PASSIVE");
     }
