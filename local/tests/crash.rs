@@ -1,5 +1,5 @@
 //! An order accepted before a `kill -9` of `printworks up` is there after
-//! a restart: the real binary, killed for real.
+//! a restart, and Ctrl-C stops it cleanly: the real binary, signalled for real.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -92,6 +92,25 @@ async fn an_order_accepted_before_kill_9_is_there_after_restart() {
         let order: serde_json::Value = res.json().await.unwrap();
         assert_eq!(order["totals"]["vat_rate_bp"], 810);
     }
-    up.child.kill().unwrap();
-    up.child.wait().unwrap();
+    // Ctrl-C (SIGINT) stops it cleanly: exit status 0, promptly.
+    let pid = up.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = up.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "printworks did not stop on SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
 }
