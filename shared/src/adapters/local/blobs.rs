@@ -45,13 +45,15 @@ pub struct FsBlobStore {
     clock: Arc<dyn Clock>,
 }
 
-/// Keys are relative paths of safe characters, no `..`, no empty segments.
+/// Keys are relative paths of safe characters: no empty segments, and no
+/// segment starting with a dot (so no `..`, and never the store's own
+/// `.signing-key` or `.tmp-*` files).
 pub fn key_valid(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= 512
         && key
             .split('/')
-            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+            .all(|seg| !seg.is_empty() && !seg.starts_with('.'))
         && key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.'))

@@ -352,6 +352,18 @@ async fn presigned_blob_urls_check_signature_expiry_type_and_length() {
         blobs.authorize_put("../etc/passwd", &q, Some("image/jpeg"), Some(5)),
         Err(BlobAccessError::BadKey)
     );
+    // the signing key beside the blobs is never a blob
+    assert!(
+        blobs
+            .presign_get(".signing-key", Duration::from_secs(60))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        blobs.authorize_get(".signing-key", &q),
+        Err(BlobAccessError::BadKey)
+    );
+    assert!(blobs.get("uploads/.tmp-x").await.is_err());
     clock.advance(Duration::from_secs(61));
     assert_eq!(
         blobs.authorize_put("uploads/acme/upl_1", &q, Some("image/jpeg"), Some(5)),
