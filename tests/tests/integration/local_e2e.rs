@@ -1,9 +1,13 @@
 //! The real local platform, started on port 0, driven over HTTP as a
 //! storefront would, then restarted.
 
+use printworks::adapters::local::blobs::FsBlobStore;
+use printworks::ports::{BlobStore, SystemClock};
 use printworks_tests::{openapi, request_example, seeded_key, spawn_app};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
 
 fn order_body(sku: &str, image: Value) -> Value {
     json!({
@@ -133,6 +137,23 @@ async fn storefront_flow_over_http_survives_a_restart() {
     )
     .unwrap();
     assert_eq!(stored, photo);
+    // and it comes back through a presigned GET (the signing key is kept in the data dir)
+    let signer = FsBlobStore::open(dir.path().join("blobs"), &base, Arc::new(SystemClock)).unwrap();
+    let get_url = signer
+        .presign_get(upload["key"].as_str().unwrap(), Duration::from_secs(60))
+        .await
+        .unwrap()
+        .url;
+    let res = client.get(&get_url).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "image/jpeg");
+    assert_eq!(res.bytes().await.unwrap().to_vec(), photo);
+    let res = client
+        .get(get_url.replace("sig=", "sig=00"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
     // bad upload requests
     let (status, err) = post(
         &client,
