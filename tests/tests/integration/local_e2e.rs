@@ -279,6 +279,12 @@ async fn storefront_flow_over_http_survives_a_restart() {
 
     // Bad requests: 4xx with a JSON error, nothing stored.
     let url = format!("{base}/v1/orders");
+    // The order body with one change, as bytes.
+    let with = |change: &dyn Fn(&mut Value)| {
+        let mut b = body.clone();
+        change(&mut b);
+        serde_json::to_vec(&b).unwrap()
+    };
     let cases: Vec<(Vec<u8>, &str, u16, &str)> = vec![
         (
             b"{not json".to_vec(),
@@ -293,56 +299,31 @@ async fn storefront_flow_over_http_survives_a_restart() {
             "invalid_body",
         ),
         (
-            serde_json::to_vec(&{
-                let mut b = body.clone();
-                b["items"][0]["unit_price"] = json!(1);
-                b
-            })
-            .unwrap(),
+            with(&|b| b["items"][0]["unit_price"] = json!(1)),
             "application/json",
             422,
             "server_computed_field",
         ),
         (
-            serde_json::to_vec(&{
-                let mut b = body.clone();
-                b["status"] = json!("shipped");
-                b
-            })
-            .unwrap(),
+            with(&|b| b["status"] = json!("shipped")),
             "application/json",
             422,
             "server_computed_field",
         ),
         (
-            serde_json::to_vec(&{
-                let mut b = body.clone();
-                b["gift_wrap"] = json!(true);
-                b
-            })
-            .unwrap(),
+            with(&|b| b["gift_wrap"] = json!(true)),
             "application/json",
             422,
             "invalid_body",
         ),
         (
-            serde_json::to_vec(&{
-                let mut b = body.clone();
-                b["items"][0]["quantity"] = json!(0);
-                b
-            })
-            .unwrap(),
+            with(&|b| b["items"][0]["quantity"] = json!(0)),
             "application/json",
             422,
             "validation_failed",
         ),
         (
-            serde_json::to_vec(&{
-                let mut b = body.clone();
-                b["items"][0]["quantity"] = json!("two");
-                b
-            })
-            .unwrap(),
+            with(&|b| b["items"][0]["quantity"] = json!("two")),
             "application/json",
             422,
             "invalid_body",
