@@ -29,7 +29,6 @@ async fn tenant_of(app: &App, headers: &HeaderMap) -> Result<Tenant, ApiError> {
     authenticate(headers, &app.config.env, app.tenants.as_ref(), &app.keys).await
 }
 
-/// The body as JSON: size, content type and syntax checked, with JSON errors.
 /// The body's bytes, or why they could not be read (too large, cut off).
 fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| {
@@ -49,6 +48,7 @@ fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
+/// The body as JSON: size, content type and syntax checked, with JSON errors.
 fn json_body(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -58,20 +58,7 @@ fn json_body(
     if allow_empty && bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(serde_json::json!({}));
     }
-    if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("");
-        if !ct
-            .trim_start()
-            .to_ascii_lowercase()
-            .starts_with("application/json")
-        {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the body as application/json",
-            ));
-        }
-    }
+    check_content_type(headers)?;
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -44,6 +44,22 @@ async fn get(client: &Client, url: &str, key: &str) -> (StatusCode, Value) {
     (status, res.json().await.unwrap())
 }
 
+/// A PUT to a presigned upload URL.
+async fn put_blob(
+    client: &Client,
+    url: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    client
+        .put(url)
+        .header("Content-Type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn raw_post(
     client: &Client,
     url: &str,
@@ -97,38 +113,14 @@ async fn storefront_flow_over_http_survives_a_restart() {
             .starts_with("uploads/demo-brand/upl_")
     );
     // the wrong length or type is refused, the signed ones accepted
-    let res = client
-        .put(put_url)
-        .header("Content-Type", "image/jpeg")
-        .body(b"short".to_vec())
-        .send()
-        .await
-        .unwrap();
+    let res = put_blob(&client, put_url, "image/jpeg", b"short".to_vec()).await;
     assert_eq!(res.status(), 400);
-    let res = client
-        .put(put_url)
-        .header("Content-Type", "image/png")
-        .body(photo.clone())
-        .send()
-        .await
-        .unwrap();
+    let res = put_blob(&client, put_url, "image/png", photo.clone()).await;
     assert_eq!(res.status(), 400);
-    let res = client
-        .put(put_url)
-        .header("Content-Type", "image/jpeg")
-        .body(photo.clone())
-        .send()
-        .await
-        .unwrap();
+    let res = put_blob(&client, put_url, "image/jpeg", photo.clone()).await;
     assert_eq!(res.status(), 200);
     let tampered = put_url.replace("/uploads/demo-brand/", "/uploads/demo-b2b/");
-    let res = client
-        .put(&tampered)
-        .header("Content-Type", "image/jpeg")
-        .body(photo.clone())
-        .send()
-        .await
-        .unwrap();
+    let res = put_blob(&client, &tampered, "image/jpeg", photo.clone()).await;
     assert_eq!(res.status(), 403);
     let stored = std::fs::read(
         dir.path()
