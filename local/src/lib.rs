@@ -8,7 +8,9 @@
 //!   stops it cleanly. Tests start the real platform through it.
 //! - [`blob_routes`]: `PUT`/`GET /blobs/...` for presigned URLs.
 //! - [`seed`]: the demo tenants and `printworks tenant add`.
+//! - [`workers`]: the queue consumers (render) around the functions' handlers.
 
 pub mod blob_routes;
 pub mod platform;
 pub mod seed;
+pub mod workers;

@@ -1,8 +1,10 @@
 //! The platform on one machine: the order API and the blob server on one
-//! loopback port, the SQLite store, the outbox relay and the local bus.
+//! loopback port, the SQLite store, the outbox relay, the local bus and the
+//! queue consumers (render).
 
 use crate::blob_routes;
 use crate::seed::{self, CreatedTenant};
+use crate::workers;
 use anyhow::Context;
 use printworks::adapters::local::blobs::FsBlobStore;
 use printworks::adapters::local::bus::{LocalBus, QueueConfig};
@@ -11,7 +13,9 @@ use printworks::adapters::local::store::SqliteStore;
 use printworks::config::ApiConfig;
 use printworks::domain::catalog::Catalog;
 use printworks::domain::events::EventType;
+use printworks::fetch::{FetchPolicy, UrlFetcher};
 use printworks::ports::{Clock, SystemClock};
+use printworks::render::Limits;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,6 +84,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     relay: JoinHandle<()>,
+    workers: Vec<JoinHandle<()>>,
 }
 
 impl Running {
@@ -95,6 +100,9 @@ impl Running {
             .await
             .context("server task")?
             .context("server")?;
+        for worker in self.workers {
+            worker.await.context("worker task")?;
+        }
         self.relay.await.context("relay task")?;
         self.db.close();
         Ok(())
@@ -147,15 +155,32 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         env: options.env.clone(),
         upload_url_ttl: options.upload_url_ttl,
     };
+    let catalog = Arc::new(catalog);
     let store_arc = Arc::new(store.clone());
     let app = order_api::App::new(
         config,
-        Arc::new(catalog),
+        catalog.clone(),
         store_arc.clone(),
-        store_arc,
+        store_arc.clone(),
         blobs.clone(),
-        clock,
+        clock.clone(),
     );
+    // Print files and previews go to their own store, as to their own bucket.
+    let prints = Arc::new(FsBlobStore::open(
+        options.data_dir.join("prints"),
+        &format!("http://{addr}"),
+        clock.clone(),
+    )?);
+    let renderer = render::Renderer {
+        catalog,
+        orders: store_arc,
+        uploads: blobs.clone(),
+        prints,
+        urls: Arc::new(UrlFetcher::new(FetchPolicy::default())?),
+        clock,
+        limits: Limits::default(),
+        max_attempts: 4,
+    };
     let router = order_api::router(Arc::new(app)).merge(blob_routes::router(blobs));
 
     let (shutdown, mut stop_server) = watch::channel(false);
@@ -167,6 +192,11 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
             .await
     });
     let relay = tokio::spawn(relay_loop(bus.clone(), shutdown.subscribe()));
+    let workers = vec![tokio::spawn(workers::render_loop(
+        bus.clone(),
+        renderer,
+        shutdown.subscribe(),
+    ))];
     Ok(Running {
         addr,
         data_dir: options.data_dir,
@@ -177,6 +207,7 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         shutdown,
         server,
         relay,
+        workers,
     })
 }
 

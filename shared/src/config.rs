@@ -89,6 +89,7 @@ pub struct AwsResources {
     pub orders_table: Option<String>,
     pub uploads_bucket: Option<String>,
     pub events_topic_arn: Option<String>,
+    pub prints_bucket: Option<String>,
     /// `AWS_ENDPOINT_URL`, set for the emulator: S3 then uses path-style URLs.
     pub endpoint_url: Option<String>,
 }
@@ -101,6 +102,19 @@ impl AwsResources {
             orders_table: Some(vars.required("ORDERS_TABLE")?),
             uploads_bucket: Some(vars.required("UPLOADS_BUCKET")?),
             events_topic_arn: None,
+            prints_bucket: None,
+            endpoint_url: vars.optional("AWS_ENDPOINT_URL"),
+        })
+    }
+
+    pub fn for_render<F: Fn(&str) -> Option<String>>(
+        vars: &Vars<F>,
+    ) -> Result<AwsResources, ConfigError> {
+        Ok(AwsResources {
+            orders_table: Some(vars.required("ORDERS_TABLE")?),
+            uploads_bucket: Some(vars.required("UPLOADS_BUCKET")?),
+            events_topic_arn: None,
+            prints_bucket: Some(vars.required("PRINTS_BUCKET")?),
             endpoint_url: vars.optional("AWS_ENDPOINT_URL"),
         })
     }
@@ -112,6 +126,7 @@ impl AwsResources {
             orders_table: None,
             uploads_bucket: None,
             events_topic_arn: Some(vars.required("EVENTS_TOPIC_ARN")?),
+            prints_bucket: None,
             endpoint_url: vars.optional("AWS_ENDPOINT_URL"),
         })
     }

@@ -9,11 +9,16 @@
 //!   `BlobStore`, `EventPublisher`, `Clock`).
 //! - [`adapters`]: `aws` (DynamoDB, S3, SNS, SQS; feature `aws`) and `local`
 //!   (SQLite, file system; feature `local`).
+//! - `render` (feature `render`): the print-file pipeline, bytes in, bytes out.
 //! - [`config`]: typed configuration from the environment.
 //! - [`telemetry`]: the one tracing init.
 
 pub mod adapters;
 pub mod config;
 pub mod domain;
+#[cfg(feature = "fetch")]
+pub mod fetch;
 pub mod ports;
+#[cfg(feature = "render")]
+pub mod render;
 pub mod telemetry;

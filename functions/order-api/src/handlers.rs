@@ -347,7 +347,7 @@ pub async fn cancel_order(
             .ok_or_else(|| ApiError::not_found("order"))?;
         match order.cancel(reason, app.clock.now()) {
             Err(TransitionError::AlreadyCancelled) => return Ok(Json(order).into_response()),
-            Err(e @ TransitionError::NotCancellable(_)) => {
+            Err(e @ (TransitionError::NotCancellable(_) | TransitionError::NotAllowed(..))) => {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     "not_cancellable",

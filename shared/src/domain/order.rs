@@ -66,6 +66,17 @@ impl std::fmt::Display for OrderId {
 }
 
 /// An upload id handed out by `POST /v1/uploads`: `upl_` and 32 hex digits.
+/// The longest photo side a crop rectangle may reach.
+pub const MAX_PHOTO_SIDE: u32 = 65_535;
+
+fn err_none<T>(errors: &mut Vec<FieldError>, field: &str, message: &str) -> Option<T> {
+    errors.push(FieldError {
+        field: field.to_string(),
+        message: message.to_string(),
+    });
+    None
+}
+
 pub fn upload_id_valid(raw: &str) -> bool {
     raw.strip_prefix("upl_").is_some_and(|hex| {
         hex.len() == 32
@@ -138,13 +149,43 @@ pub struct ItemRequest {
     pub images: Vec<ImageRequest>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageRequest {
     #[serde(default)]
     pub upload_id: Option<String>,
     #[serde(default)]
     pub url: Option<String>,
+    /// `fill` (default) or `fit`.
+    #[serde(default)]
+    pub fit: Option<String>,
+    /// The part of the photo to print, in pixels of the photo as shown.
+    #[serde(default)]
+    pub crop: Option<Crop>,
+    /// The background of `fit`, `#rrggbb` (default white).
+    #[serde(default)]
+    pub background: Option<String>,
+}
+
+/// A rectangle of the photo as the customer saw it (EXIF orientation applied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Crop {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// How a photo meets the print's shape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fit {
+    /// Cover the print, cutting the excess (centred, or the crop).
+    #[default]
+    Fill,
+    /// The whole photo on the background colour.
+    Fit,
 }
 
 /// Field names a client might send to set what only the server decides.
@@ -290,6 +331,42 @@ pub enum ImageSource {
     Url { url: String },
 }
 
+/// One image of an item: where it comes from and how it is placed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemImage {
+    #[serde(flatten)]
+    pub source: ImageSource,
+    #[serde(default)]
+    pub fit: Fit,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crop: Option<Crop>,
+    /// `#rrggbb`; white when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background: Option<String>,
+}
+
+/// A file the render step stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenderedFile {
+    pub key: String,
+    pub sha256: String,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: u64,
+}
+
+/// What rendering one image of an item produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenderedImage {
+    /// Index into the item's `images`.
+    pub image: u32,
+    pub print: RenderedFile,
+    pub preview: RenderedFile,
+    pub effective_dpi: u32,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderItem {
     /// 1-based position in the order.
@@ -299,9 +376,12 @@ pub struct OrderItem {
     pub quantity: u32,
     /// Every option of the product, defaults filled in.
     pub options: BTreeMap<String, String>,
-    pub images: Vec<ImageSource>,
+    pub images: Vec<ItemImage>,
     pub unit_price: super::money::Money,
     pub line_total: super::money::Money,
+    /// Filled in by the render step, one entry per image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub renders: Vec<RenderedImage>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -341,6 +421,8 @@ pub enum TransitionError {
     NotCancellable(OrderState),
     #[error("the order is already cancelled")]
     AlreadyCancelled,
+    #[error("the order cannot move from {} to {}", .0.as_str(), .1.as_str())]
+    NotAllowed(OrderState, OrderState),
 }
 
 impl Order {
@@ -520,29 +602,65 @@ impl Order {
             let mut images = Vec::with_capacity(item.images.len());
             for (j, image) in item.images.iter().enumerate() {
                 let field = at(&format!("images[{j}]"));
-                match (&image.upload_id, &image.url) {
-                    (Some(id), None) if upload_id_valid(id) => images.push(ImageSource::Upload {
+                let source = match (&image.upload_id, &image.url) {
+                    (Some(id), None) if upload_id_valid(id) => Some(ImageSource::Upload {
                         upload_id: id.clone(),
                         key: upload_key(&tenant.id, id),
                     }),
-                    (Some(_), None) => err(
+                    (Some(_), None) => err_none(
                         &mut errors,
                         &format!("{field}.upload_id"),
-                        "is not an upload id from POST /v1/uploads".into(),
+                        "is not an upload id from POST /v1/uploads",
                     ),
                     (None, Some(url)) if url_acceptable(url) => {
-                        images.push(ImageSource::Url { url: url.clone() })
+                        Some(ImageSource::Url { url: url.clone() })
                     }
-                    (None, Some(_)) => err(
+                    (None, Some(_)) => err_none(
                         &mut errors,
                         &format!("{field}.url"),
-                        "must be an https URL of at most 2048 characters".into(),
+                        "must be an https URL of at most 2048 characters",
                     ),
-                    _ => err(
-                        &mut errors,
-                        &field,
-                        "needs exactly one of upload_id or url".into(),
-                    ),
+                    _ => err_none(&mut errors, &field, "needs exactly one of upload_id or url"),
+                };
+                let fit = match image.fit.as_deref() {
+                    None | Some("fill") => Some(Fit::Fill),
+                    Some("fit") => Some(Fit::Fit),
+                    Some(_) => {
+                        err_none(&mut errors, &format!("{field}.fit"), "must be fill or fit")
+                    }
+                };
+                if let Some(c) = image.crop {
+                    let fits = c.width > 0
+                        && c.height > 0
+                        && u64::from(c.x) + u64::from(c.width) <= u64::from(MAX_PHOTO_SIDE)
+                        && u64::from(c.y) + u64::from(c.height) <= u64::from(MAX_PHOTO_SIDE);
+                    if !fits {
+                        err(
+                            &mut errors,
+                            &format!("{field}.crop"),
+                            format!(
+                                "needs a width and height above 0, inside {MAX_PHOTO_SIDE} pixels"
+                            ),
+                        );
+                    }
+                }
+                if let Some(bg) = &image.background {
+                    let hex = bg.strip_prefix('#').unwrap_or("");
+                    if hex.len() != 6 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        err(
+                            &mut errors,
+                            &format!("{field}.background"),
+                            "must be a colour like #ffffff".into(),
+                        );
+                    }
+                }
+                if let (Some(source), Some(fit)) = (source, fit) {
+                    images.push(ItemImage {
+                        source,
+                        fit,
+                        crop: image.crop,
+                        background: image.background.clone(),
+                    });
                 }
             }
             let quantity = u32::try_from(item.quantity.clamp(1, MAX_QUANTITY)).unwrap_or(1);
@@ -559,6 +677,7 @@ impl Order {
                     images,
                     unit_price,
                     line_total,
+                    renders: Vec::new(),
                 });
             }
             lines.push((product, quantity));
@@ -677,6 +796,69 @@ impl Order {
     }
 }
 
+impl Order {
+    /// Paid -> Rendered, with every item's render records; `OrderRendered`.
+    pub fn rendered(
+        &self,
+        renders: Vec<Vec<RenderedImage>>,
+        now: OffsetDateTime,
+    ) -> Result<(Order, EventEnvelope), TransitionError> {
+        if self.state != OrderState::Paid || renders.len() != self.items.len() {
+            return Err(TransitionError::NotAllowed(
+                self.state,
+                OrderState::Rendered,
+            ));
+        }
+        let mut next = self.clone();
+        for (item, r) in next.items.iter_mut().zip(renders) {
+            item.renders = r;
+        }
+        next.state = OrderState::Rendered;
+        next.updated_at = now;
+        let items: Vec<_> = next
+            .items
+            .iter()
+            .map(|i| serde_json::json!({ "line": i.line, "sku": i.sku, "renders": i.renders }))
+            .collect();
+        let event = EventEnvelope::new(
+            EventType::OrderRendered,
+            &self.id,
+            &self.tenant,
+            now,
+            serde_json::json!({ "items": items }),
+        );
+        Ok((next, event))
+    }
+
+    /// Puts the order on hold with a reason the customer can be told;
+    /// `OrderOnHold` carries the reason and `details` (e.g. which image).
+    pub fn hold(
+        &self,
+        reason: &str,
+        details: serde_json::Value,
+        now: OffsetDateTime,
+    ) -> Result<(Order, EventEnvelope), TransitionError> {
+        if !self.state.can_move_to(OrderState::OnHold) {
+            return Err(TransitionError::NotAllowed(self.state, OrderState::OnHold));
+        }
+        let mut next = self.clone();
+        next.hold = Some(Hold {
+            reason: reason.to_string(),
+            from: self.state,
+        });
+        next.state = OrderState::OnHold;
+        next.updated_at = now;
+        let event = EventEnvelope::new(
+            EventType::OrderOnHold,
+            &self.id,
+            &self.tenant,
+            now,
+            serde_json::json!({ "reason": reason, "from": self.state, "details": details }),
+        );
+        Ok((next, event))
+    }
+}
+
 fn url_acceptable(url: &str) -> bool {
     url.len() <= 2048
         && url.strip_prefix("https://").is_some_and(|rest| {
@@ -744,12 +926,13 @@ mod tests {
         assert_eq!(item.line_total.amount, 2980);
         assert_eq!(item.options["finish"], "glossy");
         assert_eq!(
-            item.images[0],
+            item.images[0].source,
             ImageSource::Upload {
                 upload_id: "upl_0123456789abcdef0123456789abcdef".into(),
                 key: "uploads/demo-brand/upl_0123456789abcdef0123456789abcdef".into()
             }
         );
+        assert_eq!(item.images[0].fit, Fit::Fill);
         assert_eq!(
             order.totals.total.amount,
             order.totals.subtotal.amount + order.totals.shipping.amount + order.totals.vat.amount
@@ -876,8 +1059,8 @@ mod tests {
         assert!(Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &r, now()).is_ok());
         let mut r = request();
         r.items[0].images[0] = ImageRequest {
-            upload_id: None,
             url: Some("https://photos.example.com/p/1.jpg".into()),
+            ..Default::default()
         };
         assert!(Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &r, now()).is_ok());
         r.items[0].images[0].url = Some("http://photos.example.com/p/1.jpg".into());
@@ -898,6 +1081,76 @@ mod tests {
     }
 
     #[test]
+    fn placement_is_validated_and_kept() {
+        let mut r = request();
+        r.items[0].images[0].fit = Some("fit".into());
+        r.items[0].images[0].background = Some("#102030".into());
+        r.items[0].images[0].crop = Some(Crop {
+            x: 10,
+            y: 20,
+            width: 300,
+            height: 400,
+        });
+        let (order, _) =
+            Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &r, now()).unwrap();
+        let image = &order.items[0].images[0];
+        assert_eq!(
+            (image.fit, image.background.as_deref()),
+            (Fit::Fit, Some("#102030"))
+        );
+        assert_eq!(image.crop.map(|c| (c.x, c.width)), Some((10, 300)));
+        // The order's JSON round-trips (the source is flattened into the image).
+        let json = serde_json::to_value(&order).unwrap();
+        assert_eq!(json["items"][0]["images"][0]["source"], "upload");
+        assert_eq!(json["items"][0]["images"][0]["fit"], "fit");
+        assert_eq!(serde_json::from_value::<Order>(json).unwrap(), order);
+
+        for (field, change) in [
+            (
+                "fit",
+                Box::new(|i: &mut ImageRequest| i.fit = Some("stretch".into()))
+                    as Box<dyn Fn(&mut ImageRequest)>,
+            ),
+            (
+                "background",
+                Box::new(|i: &mut ImageRequest| i.background = Some("red".into())),
+            ),
+            (
+                "crop",
+                Box::new(|i: &mut ImageRequest| {
+                    i.crop = Some(Crop {
+                        x: 0,
+                        y: 0,
+                        width: 0,
+                        height: 10,
+                    })
+                }),
+            ),
+            (
+                "crop",
+                Box::new(|i: &mut ImageRequest| {
+                    i.crop = Some(Crop {
+                        x: u32::MAX,
+                        y: 0,
+                        width: 10,
+                        height: 10,
+                    })
+                }),
+            ),
+        ] {
+            let mut r = request();
+            change(&mut r.items[0].images[0]);
+            let errors =
+                Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &r, now()).unwrap_err();
+            assert_eq!(
+                errors[0].field,
+                format!("items[0].images[0].{field}"),
+                "{errors:?}"
+            );
+        }
+    }
+
+    #[test]
     fn photo_box_takes_exactly_its_number_of_images() {
         let mut r = request();
         r.items[0].sku = "photobox-10x15".into();
@@ -908,7 +1161,7 @@ mod tests {
         r.items[0].images = (0..10)
             .map(|i| ImageRequest {
                 upload_id: Some(format!("upl_{i:032x}")),
-                url: None,
+                ..Default::default()
             })
             .collect();
         assert!(Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &r, now()).is_ok());

@@ -1,11 +1,13 @@
 //! One integration-test binary for the workspace.
 //!
 //! - `local_e2e`: the real local platform over HTTP
+//! - `local_render`: `printworks up` renders paid orders, or holds them
 //! - `aws_emulator`: the AWS adapters against moto server (`emulator_*`)
 //! - `openapi`: the spec against the router, and its examples
 //! - `sample_events`: every file in `events/` through its handler
 
 mod aws_emulator;
 mod local_e2e;
+mod local_render;
 mod openapi;
 mod sample_events;

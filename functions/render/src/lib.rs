@@ -1,0 +1,370 @@
+//! The render function: `OrderPaid` in; print files and previews stored,
+//! recorded on the order's items, and `OrderRendered` (or `OrderOnHold`)
+//! written through the outbox.
+//!
+//! Idempotent by the order's state: only a `paid` order is rendered, and the
+//! final write is conditional on the order still being `paid`, so a
+//! redelivered or concurrent message neither records nor emits twice. The
+//! stored keys are a function of the order, item and image, so a retry
+//! after a crash overwrites the same objects.
+
+use anyhow::Context;
+use async_trait::async_trait;
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use printworks::domain::catalog::Catalog;
+use printworks::domain::events::{EventEnvelope, EventType};
+use printworks::domain::order::{
+    Fit, ImageSource, ItemImage, Order, OrderItem, RenderedFile, RenderedImage,
+};
+use printworks::domain::state::OrderState;
+use printworks::ports::{BlobStore, Clock, OrderStore, StoreError};
+use printworks::render::{self, Limits, Rect, Request, Rgb, Sheet};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// Why a source could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SourceError {
+    /// Retrying cannot help (refused address, 404, too large, ...).
+    pub permanent: bool,
+    pub message: String,
+}
+
+/// Photos given as `https` URLs.
+#[async_trait]
+pub trait UrlSource: Send + Sync {
+    async fn fetch(&self, url: &str) -> Result<Vec<u8>, SourceError>;
+}
+
+#[async_trait]
+impl UrlSource for printworks::fetch::UrlFetcher {
+    async fn fetch(&self, url: &str) -> Result<Vec<u8>, SourceError> {
+        printworks::fetch::UrlFetcher::fetch(self, url)
+            .await
+            .map_err(|e| SourceError {
+                permanent: e.is_permanent(),
+                message: e.to_string(),
+            })
+    }
+}
+
+/// What handling one message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Rendered {
+        images: usize,
+    },
+    /// The order went on hold; the reason is the customer's.
+    Held {
+        reason: String,
+    },
+    /// Nothing to do (not paid any more, unknown order, other event type).
+    Skipped(String),
+}
+
+/// A failure worth retrying (storage or network trouble).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct Retry(#[from] pub anyhow::Error);
+
+pub struct Renderer {
+    pub catalog: Arc<Catalog>,
+    pub orders: Arc<dyn OrderStore>,
+    pub uploads: Arc<dyn BlobStore>,
+    pub prints: Arc<dyn BlobStore>,
+    pub urls: Arc<dyn UrlSource>,
+    pub clock: Arc<dyn Clock>,
+    pub limits: Limits,
+    /// After this many deliveries a source that keeps failing transiently
+    /// puts the order on hold instead of being retried again.
+    pub max_attempts: u32,
+}
+
+/// A permanent problem with one image: the order goes on hold.
+struct Unprintable {
+    reason: String,
+    code: &'static str,
+}
+
+enum ImageFailure {
+    Unprintable(Unprintable),
+    Transient(anyhow::Error),
+}
+
+/// Where an image's files go in the prints bucket.
+pub fn print_keys(order: &Order, line: u32, image: usize) -> (String, String) {
+    let base = format!("{}/{}/{}-{}", order.tenant, order.id, line, image + 1);
+    (format!("{base}/print.jpg"), format!("{base}/preview.jpg"))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Renderer {
+    /// Handles one `OrderPaid` delivery; `attempt` counts deliveries from 1.
+    pub async fn handle(&self, event: &EventEnvelope, attempt: u32) -> Result<Outcome, Retry> {
+        if event.event_type != EventType::OrderPaid {
+            return Ok(Outcome::Skipped(format!(
+                "{} is not rendered",
+                event.event_type.as_str()
+            )));
+        }
+        let Some(order) = self
+            .orders
+            .get(&event.tenant, &event.order_id)
+            .await
+            .map_err(store)?
+        else {
+            tracing::warn!(order = %event.order_id, "OrderPaid for an unknown order");
+            return Ok(Outcome::Skipped("unknown order".into()));
+        };
+        if order.state != OrderState::Paid {
+            return Ok(Outcome::Skipped(format!(
+                "the order is {}",
+                order.state.as_str()
+            )));
+        }
+        let mut renders = Vec::with_capacity(order.items.len());
+        for item in &order.items {
+            let mut item_renders = Vec::with_capacity(item.images.len());
+            for (j, image) in item.images.iter().enumerate() {
+                match self.render_image(&order, item, j, image).await {
+                    Ok(r) => item_renders.push(r),
+                    Err(ImageFailure::Unprintable(u)) => {
+                        return self.hold(&order, item, j, u).await;
+                    }
+                    Err(ImageFailure::Transient(e)) if attempt >= self.max_attempts => {
+                        tracing::warn!(order = %order.id, error = %e, attempt, "giving up on a source");
+                        let u = Unprintable {
+                            reason: format!("we could not read the photo after {attempt} attempts"),
+                            code: "source_unavailable",
+                        };
+                        return self.hold(&order, item, j, u).await;
+                    }
+                    Err(ImageFailure::Transient(e)) => return Err(Retry(e)),
+                }
+            }
+            renders.push(item_renders);
+        }
+        let images = renders.iter().map(Vec::len).sum();
+        let (next, event) = order
+            .rendered(renders, self.clock.now())
+            .context("recording the renders")?;
+        match self
+            .orders
+            .transition(&next, order.rank(), vec![event])
+            .await
+        {
+            Ok(()) => Ok(Outcome::Rendered { images }),
+            Err(StoreError::Conflict) => {
+                Ok(Outcome::Skipped("the order changed while rendering".into()))
+            }
+            Err(StoreError::Unexpected(e)) => Err(Retry(e)),
+        }
+    }
+
+    async fn hold(
+        &self,
+        order: &Order,
+        item: &OrderItem,
+        image: usize,
+        u: Unprintable,
+    ) -> Result<Outcome, Retry> {
+        let reason = if item.images.len() > 1 {
+            format!(
+                "Item {} ({}), photo {}: {}",
+                item.line,
+                item.name,
+                image + 1,
+                u.reason
+            )
+        } else {
+            format!("Item {} ({}): {}", item.line, item.name, u.reason)
+        };
+        let details = serde_json::json!({ "code": u.code, "line": item.line, "image": image });
+        let (next, event) = order
+            .hold(&reason, details, self.clock.now())
+            .context("putting the order on hold")?;
+        match self
+            .orders
+            .transition(&next, order.rank(), vec![event])
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(order = %order.id, code = u.code, "order on hold");
+                Ok(Outcome::Held { reason })
+            }
+            Err(StoreError::Conflict) => {
+                Ok(Outcome::Skipped("the order changed while rendering".into()))
+            }
+            Err(StoreError::Unexpected(e)) => Err(Retry(e)),
+        }
+    }
+
+    async fn read_source(&self, order: &Order, image: &ItemImage) -> Result<Vec<u8>, ImageFailure> {
+        let unprintable =
+            |reason: String, code| ImageFailure::Unprintable(Unprintable { reason, code });
+        match &image.source {
+            ImageSource::Upload { key, .. } => {
+                // Only the order's own tenant's uploads.
+                if !key.starts_with(&format!("uploads/{}/", order.tenant)) {
+                    return Err(unprintable(
+                        "the photo belongs to another account".into(),
+                        "foreign_upload",
+                    ));
+                }
+                match self.uploads.get(key).await {
+                    Ok(Some(bytes)) => Ok(bytes),
+                    Ok(None) => Err(unprintable(
+                        "the photo upload was never completed".into(),
+                        "upload_missing",
+                    )),
+                    Err(e) => Err(ImageFailure::Transient(anyhow::anyhow!(
+                        "reading {key}: {e}"
+                    ))),
+                }
+            }
+            ImageSource::Url { url } => match self.urls.fetch(url).await {
+                Ok(bytes) => Ok(bytes),
+                Err(e) if e.permanent => Err(unprintable(
+                    format!("the photo URL cannot be used ({e})"),
+                    "url_refused",
+                )),
+                Err(e) => Err(ImageFailure::Transient(anyhow::anyhow!(
+                    "fetching {url}: {e}"
+                ))),
+            },
+        }
+    }
+
+    async fn render_image(
+        &self,
+        order: &Order,
+        item: &OrderItem,
+        j: usize,
+        image: &ItemImage,
+    ) -> Result<RenderedImage, ImageFailure> {
+        let product = self.catalog.product(&item.sku).ok_or_else(|| {
+            ImageFailure::Unprintable(Unprintable {
+                reason: format!("the product {} is no longer offered", item.sku),
+                code: "unknown_product",
+            })
+        })?;
+        // A photo box prints its photos as the product it contains.
+        let product = match &product.contains {
+            Some(c) => self.catalog.product(c.sku.as_str()).unwrap_or(product),
+            None => product,
+        };
+        let bytes = self.read_source(order, image).await?;
+        let request = Request {
+            sheet: Sheet::for_product(product, &item.options),
+            fit: match image.fit {
+                Fit::Fill => render::Fit::Fill,
+                Fit::Fit => render::Fit::Fit,
+            },
+            crop: image.crop.map(|c| Rect {
+                x: c.x,
+                y: c.y,
+                w: c.width,
+                h: c.height,
+            }),
+            background: image
+                .background
+                .as_deref()
+                .and_then(Rgb::parse)
+                .unwrap_or(Rgb::WHITE),
+            limits: self.limits,
+        };
+        // Decoding and resampling are CPU work: off the async threads.
+        let output = tokio::task::spawn_blocking(move || render::render(&bytes, &request))
+            .await
+            .map_err(|e| ImageFailure::Transient(anyhow::anyhow!("render task: {e}")))?
+            .map_err(|e| {
+                if e.is_permanent() {
+                    ImageFailure::Unprintable(Unprintable {
+                        reason: e.to_string(),
+                        code: e.code(),
+                    })
+                } else {
+                    ImageFailure::Transient(e.into())
+                }
+            })?;
+        let (print_key, preview_key) = print_keys(order, item.line, j);
+        let record = RenderedImage {
+            image: j as u32,
+            print: RenderedFile {
+                key: print_key.clone(),
+                sha256: sha256_hex(&output.print),
+                width: output.print_size.0,
+                height: output.print_size.1,
+                bytes: output.print.len() as u64,
+            },
+            preview: RenderedFile {
+                key: preview_key.clone(),
+                sha256: sha256_hex(&output.preview),
+                width: output.preview_size.0,
+                height: output.preview_size.1,
+                bytes: output.preview.len() as u64,
+            },
+            effective_dpi: output.effective_dpi,
+            warnings: output.warnings,
+        };
+        let stages: Vec<String> = output
+            .timings
+            .iter()
+            .map(|(s, d)| format!("{s}={}ms", d.as_millis()))
+            .collect();
+        tracing::info!(order = %order.id, line = item.line, image = j, timings = %stages.join(" "), "rendered");
+        let put = |key: String, bytes: Vec<u8>| async move {
+            self.prints
+                .put(&key, bytes, "image/jpeg")
+                .await
+                .map_err(|e| ImageFailure::Transient(anyhow::anyhow!("storing {key}: {e}")))
+        };
+        put(print_key, output.print).await?;
+        put(preview_key, output.preview).await?;
+        Ok(record)
+    }
+
+    /// The Lambda's SQS batch: each record's body is an `OrderPaid` envelope
+    /// (raw SNS delivery). Failed records are reported so only they return.
+    pub async fn handle_sqs(&self, event: SqsEvent) -> SqsBatchResponse {
+        let mut failures = Vec::new();
+        for record in event.records {
+            let id = record.message_id.clone().unwrap_or_default();
+            let attempt = record
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
+            let result = match record
+                .body
+                .as_deref()
+                .map(serde_json::from_str::<EventEnvelope>)
+            {
+                Some(Ok(envelope)) => self.handle(&envelope, attempt).await.map_err(|e| e.0),
+                Some(Err(e)) => Err(anyhow::anyhow!("not an event envelope: {e}")),
+                None => Err(anyhow::anyhow!("empty message")),
+            };
+            match result {
+                Ok(outcome) => tracing::info!(message = %id, ?outcome, "handled"),
+                Err(e) => {
+                    // Retried by SQS, and dead-lettered after the queue's limit.
+                    tracing::error!(message = %id, error = %e, attempt, "render failed");
+                    let mut failure = BatchItemFailure::default();
+                    failure.item_identifier = id;
+                    failures.push(failure);
+                }
+            }
+        }
+        let mut response = SqsBatchResponse::default();
+        response.batch_item_failures = failures;
+        response
+    }
+}
+
+fn store(e: StoreError) -> Retry {
+    Retry(anyhow::anyhow!("order store: {e}"))
+}

@@ -1,0 +1,226 @@
+//! `printworks up` renders paid orders: a B2B order placed over HTTP with an
+//! uploaded photo ends `rendered` with its files under the data directory;
+//! sources that cannot be printed put the order on hold with a reason.
+
+use printworks::domain::events::{EventEnvelope, EventType};
+use printworks::domain::order::OrderId;
+use printworks::domain::tenant::TenantId;
+use printworks::ports::{OrderStore, SystemClock};
+use printworks::render::{JpegOut, Raster, encode_jpeg, probe::probe};
+use printworks_tests::{seeded_key, spawn_app};
+use reqwest::Client;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+fn photo(w: u32, h: u32) -> Vec<u8> {
+    let mut data = Vec::with_capacity((w * h * 3) as usize);
+    for y in 0..h {
+        for x in 0..w {
+            data.extend_from_slice(&[(x * 255 / w) as u8, (y * 255 / h) as u8, 100]);
+        }
+    }
+    let raster = Raster {
+        width: w,
+        height: h,
+        channels: 3,
+        data,
+    };
+    encode_jpeg(
+        &raster,
+        JpegOut {
+            quality: 90,
+            full_chroma: false,
+            dpi: 72,
+        },
+        &[],
+    )
+    .unwrap()
+}
+
+/// Uploads `bytes` through the API's presigned URL; returns the upload id.
+async fn upload(client: &Client, base: &str, key: &str, bytes: Vec<u8>, complete: bool) -> String {
+    let res: Value = client
+        .post(format!("{base}/v1/uploads"))
+        .bearer_auth(key)
+        .json(&json!({"content_type": "image/jpeg", "size_bytes": bytes.len()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    if complete {
+        let put = client
+            .put(res["upload"]["url"].as_str().unwrap())
+            .header("Content-Type", "image/jpeg")
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 200);
+    }
+    res["upload_id"].as_str().unwrap().to_string()
+}
+
+async fn place(client: &Client, base: &str, key: &str, sku: &str, image: Value) -> String {
+    let body = json!({
+        "locale": "de", "currency": "EUR",
+        "customer": {"name": "Print GmbH", "email": "ops@print.example"},
+        "shipping": {"method": "standard", "address": {"name": "Print GmbH", "line1": "Hafenstr. 1", "postal_code": "20457", "city": "Hamburg", "country": "DE"}},
+        "items": [{"sku": sku, "quantity": 1, "images": [image]}]
+    });
+    let res = client
+        .post(format!("{base}/v1/orders"))
+        .bearer_auth(key)
+        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let order: Value = res.json().await.unwrap();
+    assert_eq!(order["state"], "paid", "a B2B order is paid on placement");
+    order["id"].as_str().unwrap().to_string()
+}
+
+/// Polls the order until it leaves `paid`.
+async fn settled(client: &Client, base: &str, key: &str, id: &str) -> Value {
+    for _ in 0..300 {
+        let order: Value = client
+            .get(format!("{base}/v1/orders/{id}"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if order["state"] != "paid" {
+            return order;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("order {id} was not rendered in 30 s");
+}
+
+#[tokio::test]
+async fn printworks_up_renders_a_b2b_order_into_files_and_holds_unprintable_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(dir.path()).await;
+    let base = app.base_url();
+    let key = seeded_key(&app, "demo-b2b");
+    let client = Client::new();
+
+    // A landscape photo on a portrait poster: turned, cropped, rendered.
+    let upload_id = upload(&client, &base, &key, photo(2400, 1600), true).await;
+    let id = place(
+        &client,
+        &base,
+        &key,
+        "poster-20x30",
+        json!({"upload_id": upload_id}),
+    )
+    .await;
+    let order = settled(&client, &base, &key, &id).await;
+    assert_eq!(order["state"], "rendered", "{order}");
+    let render = &order["items"][0]["renders"][0];
+    assert_eq!(
+        (
+            render["print"]["width"].as_u64(),
+            render["print"]["height"].as_u64()
+        ),
+        (Some(2433), Some(3614))
+    );
+    assert_eq!(render["preview"]["height"], 800);
+    for file in ["print", "preview"] {
+        let key = render[file]["key"].as_str().unwrap();
+        assert!(key.starts_with(&format!("demo-b2b/{id}/1-1/")), "{key}");
+        let bytes = std::fs::read(dir.path().join("prints").join(key)).unwrap();
+        assert_eq!(
+            hex::encode(Sha256::digest(&bytes)),
+            render[file]["sha256"].as_str().unwrap()
+        );
+        let head = probe(&bytes, u64::MAX).unwrap();
+        assert_eq!(
+            u64::from(head.width),
+            render[file]["width"].as_u64().unwrap()
+        );
+    }
+    // OrderRendered went out once, to the dispatch queue.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(app.bus.depth("dispatch").await.unwrap(), 1);
+
+    // A redelivered OrderPaid renders and emits nothing.
+    let renderer = render::Renderer {
+        catalog: std::sync::Arc::new(printworks::domain::catalog::Catalog::builtin().clone()),
+        orders: std::sync::Arc::new(app.store.clone()),
+        uploads: std::sync::Arc::new(
+            printworks::adapters::local::blobs::FsBlobStore::open(
+                dir.path().join("blobs"),
+                &base,
+                std::sync::Arc::new(SystemClock),
+            )
+            .unwrap(),
+        ),
+        prints: std::sync::Arc::new(
+            printworks::adapters::local::blobs::FsBlobStore::open(
+                dir.path().join("prints"),
+                &base,
+                std::sync::Arc::new(SystemClock),
+            )
+            .unwrap(),
+        ),
+        urls: std::sync::Arc::new(printworks::fetch::UrlFetcher::new(Default::default()).unwrap()),
+        clock: std::sync::Arc::new(SystemClock),
+        limits: Default::default(),
+        max_attempts: 4,
+    };
+    let tenant = TenantId::parse("demo-b2b").unwrap();
+    let order_id = OrderId::parse(&id).unwrap();
+    let paid = EventEnvelope::new(
+        EventType::OrderPaid,
+        &order_id,
+        &tenant,
+        time::OffsetDateTime::now_utc(),
+        json!({}),
+    );
+    let outcome = renderer.handle(&paid, 2).await.unwrap();
+    assert!(
+        matches!(outcome, render::Outcome::Skipped(_)),
+        "{outcome:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(app.bus.depth("dispatch").await.unwrap(), 1);
+    let stored = app.store.get(&tenant, &order_id).await.unwrap().unwrap();
+    assert_eq!(stored.items[0].renders.len(), 1);
+
+    // Unprintable sources: on hold, with a reason the customer can read.
+    let never_uploaded = upload(&client, &base, &key, photo(10, 10), false).await;
+    let svg = br#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>"#.to_vec();
+    let svg_upload = upload(&client, &base, &key, svg, true).await;
+    let tiny = upload(&client, &base, &key, photo(300, 200), true).await;
+    let cases = [
+        (json!({"upload_id": never_uploaded}), "never completed"),
+        (json!({"upload_id": svg_upload}), "SVG"),
+        (json!({"upload_id": tiny}), "resolution is too low"),
+        (
+            json!({"url": "https://169.254.169.254/latest/meta-data/photo.jpg"}),
+            "cannot be used",
+        ),
+    ];
+    for (image, reason) in cases {
+        let id = place(&client, &base, &key, "poster-60x90", image.clone()).await;
+        let order = settled(&client, &base, &key, &id).await;
+        assert_eq!(order["state"], "on_hold", "{image}: {order}");
+        let held = order["hold"]["reason"].as_str().unwrap();
+        assert!(held.contains(reason), "{image}: {held}");
+        assert_eq!(order["hold"]["from"], "paid");
+    }
+    assert_eq!(
+        app.bus.depth("render-dlq").await.unwrap(),
+        0,
+        "nothing was retried to death"
+    );
+    app.stop().await.unwrap();
+}
