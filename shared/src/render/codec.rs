@@ -85,7 +85,7 @@ impl Drop for Handle {
 
 fn imcu_width(subsamp: i32) -> Option<u32> {
     match subsamp {
-        x if x == tj::TJSAMP_TJSAMP_444 as i32 => Some(8),
+        0 => Some(8), // 4:4:4
         1 | 2 => Some(16),    // 4:2:2, 4:2:0
         3 | 4 | 6 => Some(8), // gray, 4:4:0, 4:4:1
         5 => Some(32),        // 4:1:1
@@ -219,7 +219,7 @@ pub fn decode_png(bytes: &[u8], max_pixels: u64) -> Result<(Raster, Option<Vec<u
     let srgb_chunk = reader.info().srgb.is_some();
     let size = reader
         .output_buffer_size()
-        .ok_or_else(|| RenderError::TooManyPixels {
+        .ok_or(RenderError::TooManyPixels {
             width: 0,
             height: 0,
             limit: max_pixels,
@@ -295,7 +295,7 @@ pub fn encode_jpeg_with(
         (4, _) | (_, true) => tj::TJSAMP_TJSAMP_444,
         _ => tj::TJSAMP_TJSAMP_420,
     };
-    h.set(tj::TJPARAM_TJPARAM_SUBSAMP, subsamp as i32)?;
+    h.set(tj::TJPARAM_TJPARAM_SUBSAMP, subsamp)?;
     h.set(tj::TJPARAM_TJPARAM_PROGRESSIVE, i32::from(progressive))?;
     h.set(tj::TJPARAM_TJPARAM_DENSITYUNITS, 1)?;
     h.set(tj::TJPARAM_TJPARAM_XDENSITY, out.dpi as i32)?;

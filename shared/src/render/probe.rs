@@ -163,7 +163,7 @@ fn jpeg(bytes: &[u8], max_pixels: u64) -> Result<Probe, RenderError> {
         let seg = bytes.get(at + 2..at + len).ok_or_else(truncated)?;
         match marker {
             0xC0..=0xCF if marker != 0xC4 && marker != 0xC8 && marker != 0xCC => {
-                if !matches!(marker, 0xC0 | 0xC1 | 0xC2) {
+                if !matches!(marker, 0xC0..=0xC2) {
                     return Err(RenderError::Unsupported {
                         detected: "a JPEG with an unusual coding (lossless, hierarchical or arithmetic)",
                     });

@@ -422,3 +422,165 @@ async fn emulator_presigned_upload_and_download_over_http() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn emulator_render_from_s3_through_the_topic() {
+    use printworks::domain::order::OrderId;
+    use printworks::ports::OrderStore;
+    use sha2::Digest;
+
+    let Some(endpoint) = emulator() else { return };
+    let f = fixture(endpoint).await;
+    let store = Arc::new(DynamoStore::from_sdk(&f.sdk, &f.table));
+    let uploads = Arc::new(S3Blobs::from_sdk(&f.sdk, &f.bucket, true));
+    let prints_bucket = format!("{}-prints", f.bucket);
+    S3Blobs::client(&f.sdk, true)
+        .create_bucket()
+        .bucket(&prints_bucket)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
+                    f.sdk.region().unwrap().as_ref(),
+                ))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let prints = Arc::new(S3Blobs::from_sdk(&f.sdk, &prints_bucket, true));
+    let b2b = printworks_local::seed::demo_tenants().remove(1);
+    store.put_tenant(&b2b).await.unwrap();
+    let key = mint_api_key("test", &b2b.id);
+    store.put_api_key(&key.record).await.unwrap();
+
+    // The photo, in the uploads bucket under the tenant.
+    let raster = printworks::render::Raster {
+        width: 1800,
+        height: 1200,
+        channels: 3,
+        data: (0..1800 * 1200)
+            .flat_map(|i| [(i % 1800 / 8) as u8, (i / 1800 / 5) as u8, 90])
+            .collect(),
+    };
+    let photo = printworks::render::encode_jpeg(
+        &raster,
+        printworks::render::JpegOut {
+            quality: 90,
+            full_chroma: false,
+            dpi: 72,
+        },
+        &[],
+    )
+    .unwrap();
+    let upload_id = format!("upl_{}", uuid::Uuid::new_v4().simple());
+    uploads
+        .put(
+            &format!("uploads/demo-b2b/{upload_id}"),
+            photo,
+            "image/jpeg",
+        )
+        .await
+        .unwrap();
+
+    // A B2B order for it, placed through the API handler on DynamoDB.
+    let router = api_router("test", store.clone(), store.clone(), uploads.clone());
+    let mut body = request_example(&openapi(), "/v1/orders");
+    body["items"] =
+        json!([{"sku": "photo-13x18", "quantity": 3, "images": [{"upload_id": upload_id}]}]);
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/v1/orders")
+        .header("authorization", format!("Bearer {}", key.full))
+        .header("idempotency-key", "render-1")
+        .header("content-type", "application/json")
+        .body(lambda_http::Body::Text(body.to_string()))
+        .unwrap();
+    let res = order_api::handle(&router, req).await;
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let order: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(order["state"], "paid", "{order}");
+    let order_id = OrderId::parse(order["id"].as_str().unwrap()).unwrap();
+
+    // Stream -> events-publisher -> SNS -> the OrderPaid-filtered queue.
+    let batch: aws_lambda_events::event::dynamodb::Event =
+        serde_json::from_value(stream_batch(&f).await).unwrap();
+    events_publisher::handle(batch, &SnsPublisher::from_sdk(&f.sdk, &f.topic_arn))
+        .await
+        .unwrap();
+    let sqs = aws_sdk_sqs::Client::new(&f.sdk);
+    let received = sqs
+        .receive_message()
+        .queue_url(&f.paid_queue)
+        .max_number_of_messages(10)
+        .wait_time_seconds(2)
+        .message_system_attribute_names(
+            aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+        )
+        .send()
+        .await
+        .unwrap();
+    let messages = received.messages.unwrap_or_default();
+    assert_eq!(messages.len(), 1, "only OrderPaid passes the filter");
+    // The batch exactly as Lambda's SQS event source hands it over.
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let count = m
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount))
+                .cloned()
+                .unwrap_or_else(|| "1".into());
+            json!({"messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body,
+                   "attributes": {"ApproximateReceiveCount": count}, "messageAttributes": {},
+                   "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:eu-central-1:123456789012:render", "awsRegion": "eu-central-1"})
+        })
+        .collect();
+    let event: aws_lambda_events::event::sqs::SqsEvent =
+        serde_json::from_value(json!({ "Records": records })).unwrap();
+
+    let renderer = render::Renderer {
+        catalog: Arc::new(printworks::domain::catalog::Catalog::builtin().clone()),
+        orders: store.clone(),
+        uploads,
+        prints: prints.clone(),
+        urls: Arc::new(printworks::fetch::UrlFetcher::new(Default::default()).unwrap()),
+        clock: Arc::new(printworks::ports::SystemClock),
+        limits: Default::default(),
+        max_attempts: 4,
+    };
+    let response = renderer.handle_sqs(event.clone()).await;
+    assert!(response.batch_item_failures.is_empty());
+
+    let rendered = store.get(&b2b.id, &order_id).await.unwrap().unwrap();
+    assert_eq!(rendered.state.as_str(), "rendered");
+    let record = &rendered.items[0].renders[0];
+    // 13x18 cm with 2 mm bleed at 300 dpi, turned to portrait.
+    assert_eq!((record.print.width, record.print.height), (1583, 2173));
+    for file in [&record.print, &record.preview] {
+        let bytes = prints
+            .get(&file.key)
+            .await
+            .unwrap()
+            .expect("stored in the prints bucket");
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&bytes)),
+            file.sha256,
+            "{}",
+            file.key
+        );
+        assert_eq!(bytes.len() as u64, file.bytes);
+    }
+
+    // Redelivered: nothing rendered or emitted again.
+    let again = renderer.handle_sqs(event).await;
+    assert!(again.batch_item_failures.is_empty());
+    let stream = stream_batch(&f).await.to_string();
+    assert_eq!(
+        stream.matches(r#""type":{"S":"OrderRendered"}"#).count(),
+        1,
+        "one OrderRendered in the outbox"
+    );
+}
