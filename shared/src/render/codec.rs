@@ -85,7 +85,7 @@ impl Drop for Handle {
 
 fn imcu_width(subsamp: i32) -> Option<u32> {
     match subsamp {
-        0 => Some(8), // 4:4:4
+        0 => Some(8),         // 4:4:4
         1 | 2 => Some(16),    // 4:2:2, 4:2:0
         3 | 4 | 6 => Some(8), // gray, 4:4:0, 4:4:1
         5 => Some(32),        // 4:1:1
