@@ -14,7 +14,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use printworks::domain::catalog::Catalog;
 use printworks::domain::events::{EventEnvelope, EventType};
 use printworks::domain::order::{
-    Fit, ImageSource, ItemImage, Order, OrderItem, RenderedFile, RenderedImage,
+    ImageSource, ItemImage, Order, OrderItem, RenderedFile, RenderedImage,
 };
 use printworks::domain::state::OrderState;
 use printworks::ports::{BlobStore, Clock, OrderStore, StoreError};
@@ -152,17 +152,8 @@ impl Renderer {
         let (next, event) = order
             .rendered(renders, self.clock.now())
             .context("recording the renders")?;
-        match self
-            .orders
-            .transition(&next, order.rank(), vec![event])
+        self.commit(&order, next, event, Outcome::Rendered { images })
             .await
-        {
-            Ok(()) => Ok(Outcome::Rendered { images }),
-            Err(StoreError::Conflict) => {
-                Ok(Outcome::Skipped("the order changed while rendering".into()))
-            }
-            Err(StoreError::Unexpected(e)) => Err(Retry(e)),
-        }
     }
 
     async fn hold(
@@ -187,15 +178,26 @@ impl Renderer {
         let (next, event) = order
             .hold(&reason, details, self.clock.now())
             .context("putting the order on hold")?;
+        tracing::info!(order = %order.id, code = u.code, "putting the order on hold");
+        self.commit(order, next, event, Outcome::Held { reason })
+            .await
+    }
+
+    /// Writes `next` and its event if the order is still as read; a lost
+    /// race means another delivery or a cancellation got there first.
+    async fn commit(
+        &self,
+        order: &Order,
+        next: Order,
+        event: EventEnvelope,
+        done: Outcome,
+    ) -> Result<Outcome, Retry> {
         match self
             .orders
             .transition(&next, order.rank(), vec![event])
             .await
         {
-            Ok(()) => {
-                tracing::info!(order = %order.id, code = u.code, "order on hold");
-                Ok(Outcome::Held { reason })
-            }
+            Ok(()) => Ok(done),
             Err(StoreError::Conflict) => {
                 Ok(Outcome::Skipped("the order changed while rendering".into()))
             }
@@ -260,10 +262,7 @@ impl Renderer {
         let bytes = self.read_source(order, image).await?;
         let request = Request {
             sheet: Sheet::for_product(product, &item.options),
-            fit: match image.fit {
-                Fit::Fill => render::Fit::Fill,
-                Fit::Fit => render::Fit::Fit,
-            },
+            fit: image.fit,
             crop: image.crop.map(|c| Rect {
                 x: c.x,
                 y: c.y,

@@ -20,16 +20,8 @@ pub use geometry::{Rect, Rgb, Sheet, Wrap};
 use geometry::Plan;
 use std::time::{Duration, Instant};
 
-/// How the photo meets the print's shape.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Fit {
-    /// Cover the print; cut the excess (centred, or the customer's crop).
-    #[default]
-    Fill,
-    /// Show the whole photo; the rest is the background colour.
-    Fit,
-}
+/// How the photo meets the print's shape: the order's own `Fit`.
+pub use crate::domain::order::Fit;
 
 /// Why a photo cannot be printed. Every variant but `Internal` is final:
 /// retrying will not help, the customer must be told.
@@ -270,7 +262,15 @@ fn decode(
             Ok((decoded.raster, decoded.origin, head.icc.clone()))
         }
         probe::Format::Png => {
-            let (raster, icc) = codec::decode_png(bytes, max_pixels)?;
+            // The decoder's own limit names no size: give it the header's.
+            let (raster, icc) = codec::decode_png(bytes, max_pixels).map_err(|e| match e {
+                RenderError::TooManyPixels { limit, .. } => RenderError::TooManyPixels {
+                    width: head.width,
+                    height: head.height,
+                    limit,
+                },
+                other => other,
+            })?;
             if (raster.width, raster.height) != (head.width, head.height) {
                 return Err(RenderError::Corrupt(
                     "the PNG header is inconsistent".into(),
@@ -311,19 +311,15 @@ fn wrap_edges(img: &mut Raster, edge: usize, wrap: Wrap) {
         let row = &mut data[y * stride..(y + 1) * stride];
         for k in 0..edge {
             let (l, r) = (edge - 1 - k, w - edge + k);
-            let (from_l, from_r) = match wrap {
-                Wrap::Mirror => (edge + k, w - edge - 1 - k),
-                Wrap::Colour(_) => (l, r),
-            };
-            for c in 0..3 {
-                row[l * 3 + c] = match wrap {
-                    Wrap::Mirror => row[from_l * 3 + c],
-                    Wrap::Colour(rgb) => rgb.0[c],
-                };
-                row[r * 3 + c] = match wrap {
-                    Wrap::Mirror => row[from_r * 3 + c],
-                    Wrap::Colour(rgb) => rgb.0[c],
-                };
+            match wrap {
+                Wrap::Mirror => {
+                    row.copy_within((edge + k) * 3..(edge + k + 1) * 3, l * 3);
+                    row.copy_within((w - edge - 1 - k) * 3..(w - edge - k) * 3, r * 3);
+                }
+                Wrap::Colour(rgb) => {
+                    row[l * 3..l * 3 + 3].copy_from_slice(&rgb.0);
+                    row[r * 3..r * 3 + 3].copy_from_slice(&rgb.0);
+                }
             }
         }
     }

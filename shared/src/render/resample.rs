@@ -1,18 +1,19 @@
 //! Resampling with orientation folded in, at low peak memory.
 //!
 //! Lanczos3 is separable, and a 90-degree turn or a mirror commutes with
-//! it, so the work is done as two horizontal passes (fast_image_resize,
-//! SIMD) with one transpose between them when the output is turned:
+//! it, so the work is done as two passes of fast_image_resize (SIMD), with
+//! one transpose between them when the output is turned:
 //!
-//! 1. each stored row of the region is resampled to its output length, in
-//!    bands of rows, and each band is written transposed (and mirrored as
-//!    the orientation says) into `T`;
-//! 2. each row of `T` (a stored column) is resampled to its output length
-//!    and is then a row of the print.
+//! 1. vertical: the stored columns of the region (plus the kernel's margin)
+//!    are resampled to the output's length along the stored y axis;
+//! 2. turned: that result is transposed (and mirrored as the orientation
+//!    says) into the memory of the decoded source, and resampled vertically
+//!    again, so each stored column becomes a row of the print;
+//!    not turned: a horizontal pass, then mirrors in place.
 //!
-//! Without a turn the second pass is the vertical pass. Only the decoded
-//! source and `T`, then `T` and the print, are alive at once; no separate
-//! rotated copy of the print is ever made.
+//! Vertical passes are fir's fastest for 8-bit pixels. Only two whole-image
+//! buffers are ever alive, and each is reused once; no separate rotated copy
+//! of the print is made.
 
 use super::RenderError;
 use super::codec::Raster;

@@ -2,6 +2,7 @@
 //! uploaded photo ends `rendered` with its files under the data directory;
 //! sources that cannot be printed put the order on hold with a reason.
 
+use printworks::adapters::local::blobs::FsBlobStore;
 use printworks::domain::events::{EventEnvelope, EventType};
 use printworks::domain::order::OrderId;
 use printworks::domain::tenant::TenantId;
@@ -11,6 +12,7 @@ use printworks_tests::{seeded_key, spawn_app};
 use reqwest::Client;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use std::time::Duration;
 
 fn photo(w: u32, h: u32) -> Vec<u8> {
@@ -152,27 +154,16 @@ async fn printworks_up_renders_a_b2b_order_into_files_and_holds_unprintable_ones
     assert_eq!(app.bus.depth("dispatch").await.unwrap(), 1);
 
     // A redelivered OrderPaid renders and emits nothing.
+    let blobs = |dir_name: &str| {
+        FsBlobStore::open(dir.path().join(dir_name), &base, Arc::new(SystemClock)).unwrap()
+    };
     let renderer = render::Renderer {
-        catalog: std::sync::Arc::new(printworks::domain::catalog::Catalog::builtin().clone()),
-        orders: std::sync::Arc::new(app.store.clone()),
-        uploads: std::sync::Arc::new(
-            printworks::adapters::local::blobs::FsBlobStore::open(
-                dir.path().join("blobs"),
-                &base,
-                std::sync::Arc::new(SystemClock),
-            )
-            .unwrap(),
-        ),
-        prints: std::sync::Arc::new(
-            printworks::adapters::local::blobs::FsBlobStore::open(
-                dir.path().join("prints"),
-                &base,
-                std::sync::Arc::new(SystemClock),
-            )
-            .unwrap(),
-        ),
-        urls: std::sync::Arc::new(printworks::fetch::UrlFetcher::new(Default::default()).unwrap()),
-        clock: std::sync::Arc::new(SystemClock),
+        catalog: Arc::new(printworks::domain::catalog::Catalog::builtin().clone()),
+        orders: Arc::new(app.store.clone()),
+        uploads: Arc::new(blobs("blobs")),
+        prints: Arc::new(blobs("prints")),
+        urls: Arc::new(printworks::fetch::UrlFetcher::new(Default::default()).unwrap()),
+        clock: Arc::new(SystemClock),
         limits: Default::default(),
         max_attempts: 4,
     };
