@@ -7,10 +7,12 @@
 //!   API on 127.0.0.1 and runs the outbox relay; [`platform::Running::stop`]
 //!   stops it cleanly. Tests start the real platform through it.
 //! - [`blob_routes`]: `PUT`/`GET /blobs/...` for presigned URLs.
+//! - [`payments`]: the local webhook secrets and `printworks pay`.
 //! - [`seed`]: the demo tenants and `printworks tenant add`.
 //! - [`workers`]: the queue consumers (render) around the functions' handlers.
 
 pub mod blob_routes;
+pub mod payments;
 pub mod platform;
 pub mod seed;
 pub mod workers;

@@ -45,6 +45,20 @@ enum FitArg {
     Fit,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum PayEventArg {
+    /// The payment went through.
+    Succeeded,
+    /// The card was declined.
+    Failed,
+    /// The customer must complete 3-D Secure (Stripe).
+    RequiresAction,
+    /// A refund (of --amount, by default all of it).
+    Refund,
+    /// A chargeback.
+    Dispute,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve the API on 127.0.0.1 with everything stored under the data directory.
@@ -80,6 +94,23 @@ enum Command {
         catalog: Option<PathBuf>,
         input: PathBuf,
         out_dir: PathBuf,
+    },
+    /// Send a correctly signed payment provider event for ORDER_ID to the
+    /// local server (`printworks up`), as the provider would.
+    Pay {
+        order_id: String,
+        /// The provider; by default the order's own.
+        #[arg(long)]
+        provider: Option<String>,
+        #[arg(long, value_enum, default_value = "succeeded")]
+        event: PayEventArg,
+        /// Minor units (a partial refund); by default the order's total.
+        #[arg(long)]
+        amount: Option<i64>,
+        #[arg(long, default_value = "http://127.0.0.1:3000")]
+        url: String,
+        #[arg(long, default_value = "./var")]
+        data_dir: PathBuf,
     },
     /// Manage tenants.
     Tenant {
@@ -183,7 +214,75 @@ async fn run(command: Command) -> anyhow::Result<()> {
             catalog,
         } => up(port, data_dir, sync, catalog).await,
         Command::Tenant { command } => tenant(*command).await,
+        Command::Pay {
+            order_id,
+            provider,
+            event,
+            amount,
+            url,
+            data_dir,
+        } => pay(&order_id, provider, event, amount, &url, &data_dir).await,
     }
+}
+
+async fn pay(
+    order_id: &str,
+    provider: Option<String>,
+    event: PayEventArg,
+    amount: Option<i64>,
+    url: &str,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    use printworks::domain::order::OrderId;
+    use printworks_local::payments::{self, PayEvent};
+    let id =
+        OrderId::parse(order_id).with_context(|| format!("{order_id:?} is not an order id"))?;
+    let db = Arc::new(Db::open(platform::db_path(data_dir), Durability::Normal)?);
+    let store = SqliteStore::new(db.clone());
+    let outcome = async {
+        let order = store
+            .find_order(&id)
+            .await?
+            .with_context(|| format!("no order {id} in {}", data_dir.display()))?;
+        let provider = match (provider, &order.payment) {
+            (Some(p), _) => p,
+            (None, PaymentSetup::Provider { provider }) => provider.clone(),
+            (None, PaymentSetup::Invoice) => {
+                bail!("order {id} is paid by invoice; pass --provider to send an event anyway")
+            }
+        };
+        let secrets = payments::load_or_create_secrets(data_dir)?;
+        let event = match event {
+            PayEventArg::Succeeded => PayEvent::Succeeded,
+            PayEventArg::Failed => PayEvent::Failed,
+            PayEventArg::RequiresAction => PayEvent::RequiresAction,
+            PayEventArg::Refund => PayEvent::Refund,
+            PayEventArg::Dispute => PayEvent::Dispute,
+        };
+        let webhook = payments::signed_event(
+            &secrets,
+            &order,
+            &provider,
+            event,
+            amount,
+            time::OffsetDateTime::now_utc(),
+        )?;
+        let (status, body) = payments::send(url, &webhook).await?;
+        println!(
+            "POST {}{} -> {status} {body}",
+            url.trim_end_matches('/'),
+            webhook.path
+        );
+        let after = store.find_order(&id).await?.context("the order vanished")?;
+        println!("order {id} is now {}", after.state.as_str());
+        if !(200..300).contains(&status) {
+            bail!("the webhook was refused");
+        }
+        Ok(())
+    }
+    .await;
+    db.close();
+    outcome
 }
 
 async fn up(
@@ -226,6 +325,10 @@ async fn up(
             println!("\ntry it (a B2B order is paid on placement):\n");
             println!("{}", curl_example(&running.base_url(), &b2b.api_key));
         }
+        println!(
+            "\na demo-brand (B2C) order waits for its payment; its `checkout` says what to pay, and\n  printworks pay ORDER_ID [--event succeeded|failed|requires-action|refund|dispute]\nsends the provider's signed webhook (secrets in {}).",
+            printworks_local::payments::secrets_path(&data_dir).display()
+        );
     }
     println!("Ctrl-C stops.");
     shutdown_signal().await;

@@ -1,8 +1,9 @@
 //! The platform on one machine: the order API and the blob server on one
-//! loopback port, the SQLite store, the outbox relay, the local bus and the
-//! queue consumers (render).
+//! loopback port with the payment webhooks, the SQLite store, the outbox
+//! relay, the local bus and the queue consumers (render).
 
 use crate::blob_routes;
+use crate::payments;
 use crate::seed::{self, CreatedTenant};
 use crate::workers;
 use anyhow::Context;
@@ -14,7 +15,7 @@ use printworks::config::ApiConfig;
 use printworks::domain::catalog::Catalog;
 use printworks::domain::events::EventType;
 use printworks::fetch::{FetchPolicy, UrlFetcher};
-use printworks::ports::{Clock, SystemClock};
+use printworks::ports::{Clock, FixedSecrets, SystemClock};
 use printworks::render::Limits;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,6 +65,8 @@ pub const QUEUES: &[(&str, &[EventType])] = &[
             EventType::OrderDispatched,
             EventType::OrderShipped,
             EventType::PaymentFailed,
+            EventType::PaymentActionRequired,
+            EventType::PaymentRefunded,
         ],
     ),
 ];
@@ -173,15 +176,25 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
     )?);
     let renderer = render::Renderer {
         catalog,
-        orders: store_arc,
+        orders: store_arc.clone(),
         uploads: blobs.clone(),
         prints,
         urls: Arc::new(UrlFetcher::new(FetchPolicy::default())?),
-        clock,
+        clock: clock.clone(),
         limits: Limits::default(),
         max_attempts: 4,
     };
-    let router = order_api::router(Arc::new(app)).merge(blob_routes::router(blobs));
+    let webhooks = payment_webhook::Webhooks::new(
+        store_arc.clone(),
+        store_arc.clone(),
+        Arc::new(FixedSecrets(payments::load_or_create_secrets(
+            &options.data_dir,
+        )?)),
+        clock.clone(),
+    );
+    let router = order_api::router(Arc::new(app))
+        .merge(payment_webhook::router(Arc::new(webhooks)))
+        .merge(blob_routes::router(blobs));
 
     let (shutdown, mut stop_server) = watch::channel(false);
     let server = tokio::spawn(async move {

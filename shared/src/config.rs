@@ -90,6 +90,8 @@ pub struct AwsResources {
     pub uploads_bucket: Option<String>,
     pub events_topic_arn: Option<String>,
     pub prints_bucket: Option<String>,
+    /// The Secrets Manager secret with the payment webhook secrets.
+    pub payment_secrets_arn: Option<String>,
     /// `AWS_ENDPOINT_URL`, set for the emulator: S3 then uses path-style URLs.
     pub endpoint_url: Option<String>,
 }
@@ -103,6 +105,7 @@ impl AwsResources {
             uploads_bucket: Some(vars.required("UPLOADS_BUCKET")?),
             events_topic_arn: None,
             prints_bucket: None,
+            payment_secrets_arn: None,
             endpoint_url: vars.optional("AWS_ENDPOINT_URL"),
         })
     }
@@ -115,6 +118,20 @@ impl AwsResources {
             uploads_bucket: Some(vars.required("UPLOADS_BUCKET")?),
             events_topic_arn: None,
             prints_bucket: Some(vars.required("PRINTS_BUCKET")?),
+            payment_secrets_arn: None,
+            endpoint_url: vars.optional("AWS_ENDPOINT_URL"),
+        })
+    }
+
+    pub fn for_payment_webhook<F: Fn(&str) -> Option<String>>(
+        vars: &Vars<F>,
+    ) -> Result<AwsResources, ConfigError> {
+        Ok(AwsResources {
+            orders_table: Some(vars.required("ORDERS_TABLE")?),
+            uploads_bucket: None,
+            events_topic_arn: None,
+            prints_bucket: None,
+            payment_secrets_arn: Some(vars.required("PAYMENT_SECRETS_ARN")?),
             endpoint_url: vars.optional("AWS_ENDPOINT_URL"),
         })
     }
@@ -127,6 +144,7 @@ impl AwsResources {
             uploads_bucket: None,
             events_topic_arn: Some(vars.required("EVENTS_TOPIC_ARN")?),
             prints_bucket: None,
+            payment_secrets_arn: None,
             endpoint_url: vars.optional("AWS_ENDPOINT_URL"),
         })
     }

@@ -10,6 +10,8 @@
 //! - [`adapters`]: `aws` (DynamoDB, S3, SNS, SQS; feature `aws`) and `local`
 //!   (SQLite, file system; feature `local`).
 //! - `render` (feature `render`): the print-file pipeline, bytes in, bytes out.
+//! - [`webhooks`]: payment providers' webhook signatures (Stripe, Adyen) and
+//!   their events in our terms.
 //! - [`config`]: typed configuration from the environment.
 //! - [`telemetry`]: the one tracing init.
 
@@ -22,3 +24,4 @@ pub mod ports;
 #[cfg(feature = "render")]
 pub mod render;
 pub mod telemetry;
+pub mod webhooks;

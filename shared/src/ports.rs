@@ -80,15 +80,86 @@ pub trait OrderStore: Send + Sync {
     /// Creates the order with its events (outbox) and idempotency record.
     async fn place(&self, new: NewOrder) -> Result<PlaceOutcome, StoreError>;
     async fn get(&self, tenant: &TenantId, id: &OrderId) -> Result<Option<Order>, StoreError>;
-    /// Replaces the order if its stored rank is still `observed_rank`, and
-    /// writes `events` to the outbox in the same transaction; otherwise
-    /// [`StoreError::Conflict`].
+    /// Replaces the order if its stored rank and version are still those of
+    /// `observed` (what the caller read), and writes `events` to the outbox
+    /// in the same transaction; otherwise [`StoreError::Conflict`]. `next`
+    /// must be `observed`'s successor (version + 1).
     async fn transition(
         &self,
         next: &Order,
-        observed_rank: u32,
+        observed: &Order,
         events: Vec<EventEnvelope>,
     ) -> Result<(), StoreError>;
+}
+
+/// Checks the one rule every store's `transition` relies on.
+pub fn check_successor(next: &Order, observed: &Order) -> Result<(), StoreError> {
+    if next.version != observed.version + 1 || next.id != observed.id {
+        return Err(StoreError::Unexpected(anyhow::anyhow!(
+            "order {} written as version {} over version {}: use Order::successor",
+            next.id,
+            next.version,
+            observed.version
+        )));
+    }
+    Ok(())
+}
+
+/// A provider event as received, kept once per (provider, event id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRecord {
+    pub provider: String,
+    pub event_id: String,
+    pub event_type: String,
+    /// `applied`, `no_change`, `ignored`, `unmatched` or a flag code.
+    pub outcome: String,
+    /// `{tenant}:{order}` when the event was matched to an order.
+    pub order: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    /// The event in our terms (never the raw body: no card or customer data).
+    pub notification: crate::domain::payment::PaymentNotification,
+}
+
+/// Everything one provider event does, written in one transaction: the
+/// record (only if no record of this event exists), the order (only if it
+/// is still as read), its outbox events, and the provider's payment id ->
+/// order index.
+#[derive(Debug, Clone)]
+pub struct PaymentWrite {
+    pub record: PaymentRecord,
+    /// The new order and the order as it was read.
+    pub order: Option<(Order, Order)>,
+    pub events: Vec<EventEnvelope>,
+    /// (payment id, tenant, order): later events that carry only the
+    /// provider's payment id (a Stripe dispute) find the order by it.
+    pub payment_index: Option<(String, TenantId, OrderId)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentWriteOutcome {
+    Recorded,
+    /// This provider event was recorded before: nothing was written.
+    Duplicate,
+}
+
+#[async_trait]
+pub trait PaymentStore: Send + Sync {
+    async fn payment_record(
+        &self,
+        provider: &str,
+        event_id: &str,
+    ) -> Result<Option<PaymentRecord>, StoreError>;
+    /// Writes `write` atomically. A record of the same event wins over
+    /// everything ([`PaymentWriteOutcome::Duplicate`]); an order changed
+    /// since it was read is [`StoreError::Conflict`].
+    async fn record_payment(&self, write: PaymentWrite) -> Result<PaymentWriteOutcome, StoreError>;
+    /// The order a provider's payment id was seen with.
+    async fn order_for_payment(
+        &self,
+        provider: &str,
+        payment_id: &str,
+    ) -> Result<Option<(TenantId, OrderId)>, StoreError>;
 }
 
 /// A request a client makes directly to the blob store.
@@ -131,6 +202,24 @@ pub trait EventPublisher: Send + Sync {
     /// Publishes to the topic with the event type as an attribute, so queues
     /// can filter on it.
     async fn publish(&self, events: &[EventEnvelope]) -> Result<(), PublishError>;
+}
+
+/// Where the payment providers' webhook secrets come from (Secrets Manager
+/// on AWS, a file locally). Read at start and again after a while, so a
+/// rotated secret is picked up without a deployment.
+#[async_trait]
+pub trait SecretSource: Send + Sync {
+    async fn webhook_secrets(&self) -> Result<crate::webhooks::WebhookSecrets, StoreError>;
+}
+
+/// Secrets known up front (the local runner reads its file once).
+pub struct FixedSecrets(pub crate::webhooks::WebhookSecrets);
+
+#[async_trait]
+impl SecretSource for FixedSecrets {
+    async fn webhook_secrets(&self) -> Result<crate::webhooks::WebhookSecrets, StoreError> {
+        Ok(self.0.clone())
+    }
 }
 
 /// A clock tests move by hand (SQS visibility, URL expiry) instead of sleeping.

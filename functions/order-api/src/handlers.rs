@@ -262,7 +262,8 @@ pub async fn place_order(
         })?;
     let response = StoredResponse {
         status: 201,
-        body: serde_json::to_string(&order).map_err(|e| StoreError::Unexpected(e.into()))?,
+        body: serde_json::to_string(&order_body(&order)?)
+            .map_err(|e| StoreError::Unexpected(e.into()))?,
     };
     let order_id = order.id.clone();
     let new = NewOrder {
@@ -303,7 +304,20 @@ pub async fn get_order(
         .get(&tenant.id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("order"))?;
-    Ok(Json(order).into_response())
+    Ok(Json(order_body(&order)?).into_response())
+}
+
+/// The order as the API shows it: with `checkout` while a provider-paid
+/// order waits for its payment (what the storefront passes to the provider).
+fn order_body(order: &Order) -> Result<serde_json::Value, ApiError> {
+    let mut body = serde_json::to_value(order).map_err(|e| StoreError::Unexpected(e.into()))?;
+    if let (Some(checkout), Some(fields)) = (order.checkout(), body.as_object_mut()) {
+        fields.insert(
+            "checkout".into(),
+            serde_json::to_value(checkout).map_err(|e| StoreError::Unexpected(e.into()))?,
+        );
+    }
+    Ok(body)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -354,11 +368,7 @@ pub async fn cancel_order(
                     e.to_string(),
                 ));
             }
-            Ok((next, event)) => match app
-                .orders
-                .transition(&next, order.rank(), vec![event])
-                .await
-            {
+            Ok((next, event)) => match app.orders.transition(&next, &order, vec![event]).await {
                 Ok(()) => {
                     tracing::info!("order cancelled");
                     return Ok(Json(next).into_response());

@@ -192,11 +192,7 @@ impl Renderer {
         event: EventEnvelope,
         done: Outcome,
     ) -> Result<Outcome, Retry> {
-        match self
-            .orders
-            .transition(&next, order.rank(), vec![event])
-            .await
-        {
+        match self.orders.transition(&next, order, vec![event]).await {
             Ok(()) => Ok(done),
             Err(StoreError::Conflict) => {
                 Ok(Outcome::Skipped("the order changed while rendering".into()))

@@ -4,7 +4,8 @@
     feature = "aws-dynamodb",
     feature = "aws-s3",
     feature = "aws-sns",
-    feature = "aws-sqs"
+    feature = "aws-sqs",
+    feature = "aws-secretsmanager"
 ))]
 pub mod aws;
 #[cfg(feature = "local")]

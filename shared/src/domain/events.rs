@@ -16,10 +16,14 @@ pub enum EventType {
     OrderDispatched,
     OrderShipped,
     PaymentFailed,
+    /// The customer must complete 3-D Secure (or another step) to pay.
+    PaymentActionRequired,
+    /// Money went back to the customer (any refund, partial or full).
+    PaymentRefunded,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 8] = [
+    pub const ALL: [EventType; 10] = [
         EventType::OrderPlaced,
         EventType::OrderPaid,
         EventType::OrderCancelled,
@@ -28,6 +32,8 @@ impl EventType {
         EventType::OrderDispatched,
         EventType::OrderShipped,
         EventType::PaymentFailed,
+        EventType::PaymentActionRequired,
+        EventType::PaymentRefunded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +46,8 @@ impl EventType {
             EventType::OrderDispatched => "OrderDispatched",
             EventType::OrderShipped => "OrderShipped",
             EventType::PaymentFailed => "PaymentFailed",
+            EventType::PaymentActionRequired => "PaymentActionRequired",
+            EventType::PaymentRefunded => "PaymentRefunded",
         }
     }
 

@@ -7,6 +7,7 @@
 //! - [`state`]: the order state machine and its monotonic rank
 //! - [`order`]: the order request, its validation, the stored order, transitions
 //! - [`events`]: the event envelope
+//! - [`payment`]: the checkout, provider events and what they do to an order
 //! - [`tenant`]: tenants and API keys
 
 pub mod catalog;
@@ -14,6 +15,7 @@ pub mod events;
 pub mod locale;
 pub mod money;
 pub mod order;
+pub mod payment;
 pub mod pricing;
 pub mod state;
 pub mod tenant;

@@ -411,8 +411,16 @@ pub struct Order {
     pub items: Vec<OrderItem>,
     pub totals: Totals,
     pub payment: PaymentSetup,
+    /// Where the money stands (provider-paid orders, once the provider
+    /// said something).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_status: Option<super::payment::PaymentLedger>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
+    /// Bumped by every write; stores write conditionally on it, so two
+    /// writers that read the same order cannot both win.
+    #[serde(default)]
+    pub version: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -428,6 +436,14 @@ pub enum TransitionError {
 impl Order {
     pub fn rank(&self) -> u32 {
         self.state.rank()
+    }
+
+    /// The copy every change starts from: the next version, updated now.
+    pub fn successor(&self, now: OffsetDateTime) -> Order {
+        let mut next = self.clone();
+        next.version = self.version + 1;
+        next.updated_at = now;
+        next
     }
 
     /// Validates a request for `tenant` against `catalog` and builds the
@@ -726,7 +742,9 @@ impl Order {
             items,
             totals,
             payment: tenant.payment.clone(),
+            payment_status: None,
             reference,
+            version: 0,
         };
         let payment_method = match &order.payment {
             PaymentSetup::Invoice => "invoice",
@@ -781,10 +799,9 @@ impl Order {
         {
             return Err(TransitionError::NotCancellable(self.state));
         }
-        let mut next = self.clone();
+        let mut next = self.successor(now);
         next.state = OrderState::Cancelled;
         next.cancel_reason = Some(reason.to_string());
-        next.updated_at = now;
         let event = EventEnvelope::new(
             EventType::OrderCancelled,
             &self.id,
@@ -809,12 +826,11 @@ impl Order {
                 OrderState::Rendered,
             ));
         }
-        let mut next = self.clone();
+        let mut next = self.successor(now);
         for (item, r) in next.items.iter_mut().zip(renders) {
             item.renders = r;
         }
         next.state = OrderState::Rendered;
-        next.updated_at = now;
         let items: Vec<_> = next
             .items
             .iter()
@@ -841,13 +857,12 @@ impl Order {
         if !self.state.can_move_to(OrderState::OnHold) {
             return Err(TransitionError::NotAllowed(self.state, OrderState::OnHold));
         }
-        let mut next = self.clone();
+        let mut next = self.successor(now);
         next.hold = Some(Hold {
             reason: reason.to_string(),
             from: self.state,
         });
         next.state = OrderState::OnHold;
-        next.updated_at = now;
         let event = EventEnvelope::new(
             EventType::OrderOnHold,
             &self.id,

@@ -83,6 +83,8 @@ pub enum TenantError {
     Empty,
     #[error("a B2B tenant pays by invoice, a B2C tenant through a payment provider")]
     PaymentMismatch,
+    #[error("unknown payment provider {0:?}: stripe or adyen")]
+    UnknownProvider(String),
 }
 
 impl Tenant {
@@ -91,6 +93,11 @@ impl Tenant {
             return Err(TenantError::Empty);
         }
         match (&self.kind, &self.payment) {
+            (TenantKind::B2c, PaymentSetup::Provider { provider })
+                if !super::payment::provider_known(provider) =>
+            {
+                Err(TenantError::UnknownProvider(provider.clone()))
+            }
             (TenantKind::B2b, PaymentSetup::Invoice)
             | (TenantKind::B2c, PaymentSetup::Provider { .. }) => Ok(()),
             _ => Err(TenantError::PaymentMismatch),

@@ -584,3 +584,148 @@ async fn emulator_render_from_s3_through_the_topic() {
         "one OrderRendered in the outbox"
     );
 }
+
+#[tokio::test]
+async fn emulator_signed_webhooks_pay_the_order_and_reach_the_topic() {
+    use printworks::adapters::aws::secrets::SecretsManagerSource;
+    use printworks::domain::order::OrderId;
+    use printworks::ports::{OrderStore, PaymentStore};
+    use printworks::webhooks::stripe;
+
+    let Some(endpoint) = emulator() else { return };
+    let f = fixture(endpoint).await;
+    let store = Arc::new(DynamoStore::from_sdk(&f.sdk, &f.table));
+    let uploads = Arc::new(S3Blobs::from_sdk(&f.sdk, &f.bucket, true));
+    let brand = printworks_local::seed::demo_tenants().remove(0);
+    assert_eq!(brand.id.as_str(), "demo-brand");
+    store.put_tenant(&brand).await.unwrap();
+    let key = mint_api_key("test", &brand.id);
+    store.put_api_key(&key.record).await.unwrap();
+
+    // The secret as the template's PaymentWebhookSecrets holds it, mid-rotation.
+    let secret_arn = aws_sdk_secretsmanager::Client::new(&f.sdk)
+        .create_secret()
+        .name(format!("payment-webhooks-{}", f.table))
+        .secret_string(r#"{"stripe": ["whsec_emulator_old", "whsec_emulator_new"], "adyen": []}"#)
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap();
+    let webhooks = payment_webhook::Webhooks::new(
+        store.clone(),
+        store.clone(),
+        Arc::new(SecretsManagerSource::from_sdk(&f.sdk, &secret_arn)),
+        Arc::new(printworks::ports::SystemClock),
+    );
+    let webhook_router = payment_webhook::router(Arc::new(webhooks));
+
+    // A B2C order: placed, with what the storefront needs to start the payment.
+    let router = api_router("test", store.clone(), store.clone(), uploads);
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/v1/orders")
+        .header("authorization", format!("Bearer {}", key.full))
+        .header("idempotency-key", "pay-1")
+        .header("content-type", "application/json")
+        .body(lambda_http::Body::Text(
+            request_example(&openapi(), "/v1/orders").to_string(),
+        ))
+        .unwrap();
+    let res = order_api::handle(&router, req).await;
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let order: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(order["state"], "placed", "{order}");
+    let checkout = &order["checkout"];
+    assert_eq!(checkout["provider"], "stripe");
+    assert_eq!(checkout["amount"], order["totals"]["total"]["amount"]);
+    assert_eq!(checkout["currency"], "EUR");
+    let order_id = OrderId::parse(order["id"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        checkout["reference"],
+        format!("demo-brand:{order_id}"),
+        "{checkout}"
+    );
+
+    let body = serde_json::to_vec(&json!({
+        "id": "evt_emulator_1", "object": "event", "type": "payment_intent.succeeded",
+        "data": {"object": {"id": "pi_emulator", "object": "payment_intent",
+            "amount_received": checkout["amount"], "currency": "eur",
+            "metadata": {"order_reference": checkout["reference"]}}}
+    }))
+    .unwrap();
+    let send = |header: String| {
+        let router = webhook_router.clone();
+        let body = body.clone();
+        async move {
+            let req = http::Request::builder()
+                .method("POST")
+                .uri("/v1/payments/stripe/webhook")
+                .header("stripe-signature", header)
+                .header("content-type", "application/json")
+                .body(lambda_http::Body::Binary(body))
+                .unwrap();
+            let res = payment_webhook::handle(&router, req).await;
+            let status = res.status().as_u16();
+            let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (status, String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+
+    // Signed with a secret the stack does not hold: refused, nothing stored.
+    let (status, text) = send(stripe::signature_header(&[b"whsec_other"], now, &body)).await;
+    assert_eq!(status, 401, "{text}");
+    assert_eq!(
+        store
+            .get(&brand.id, &order_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .as_str(),
+        "placed"
+    );
+
+    // Stripe signs with old and new during the rotation; three deliveries at once.
+    let header =
+        stripe::signature_header(&[b"whsec_emulator_old", b"whsec_emulator_new"], now, &body);
+    let deliveries: Vec<_> = (0..3).map(|_| tokio::spawn(send(header.clone()))).collect();
+    for d in deliveries {
+        let (status, text) = d.await.unwrap();
+        assert_eq!((status, text.as_str()), (200, r#"{"received":true}"#));
+    }
+    let paid = store.get(&brand.id, &order_id).await.unwrap().unwrap();
+    assert_eq!(paid.state.as_str(), "paid");
+    assert_eq!(paid.version, 1, "one write of the order");
+    let record = store
+        .payment_record("stripe", "evt_emulator_1")
+        .await
+        .unwrap()
+        .expect("the event is recorded");
+    assert_eq!(record.outcome, "applied");
+
+    // Stream -> events-publisher -> SNS -> the OrderPaid-filtered queue.
+    let stream = stream_batch(&f).await;
+    assert_eq!(
+        stream
+            .to_string()
+            .matches(r#""type":{"S":"OrderPaid"}"#)
+            .count(),
+        1,
+        "one OrderPaid in the outbox"
+    );
+    let batch: aws_lambda_events::event::dynamodb::Event = serde_json::from_value(stream).unwrap();
+    events_publisher::handle(batch, &SnsPublisher::from_sdk(&f.sdk, &f.topic_arn))
+        .await
+        .unwrap();
+    let paid_events = drain(&SqsQueue::from_sdk(&f.sdk, &f.paid_queue), 1).await;
+    assert_eq!(paid_events.len(), 1, "{paid_events:?}");
+    assert_eq!(paid_events[0].event_type.as_str(), "OrderPaid");
+    assert_eq!(paid_events[0].order_id, order_id);
+    assert_eq!(paid_events[0].data["provider"], "stripe");
+}

@@ -7,6 +7,14 @@
 //! | outbox event | `OUTBOX#<event id>` | `OUTBOX` |
 //! | tenant | `TENANT#<tenant>` | `TENANT` |
 //! | API key | `APIKEY#<key id>` | `APIKEY` |
+//! | payment provider event | `PAYEVT#<provider>#<event id>` | `PAYEVT` |
+//! | provider payment id -> order | `PAYREF#<provider>#<payment id>` | `PAYREF` |
+//!
+//! Order writes are conditional on the stored `rank` and `version` being
+//! those the writer read. A provider event's record, the order it changes
+//! and the outbox events are one `TransactWriteItems`, the record
+//! conditional on not existing: a duplicate delivery, even a concurrent
+//! one, writes nothing.
 //!
 //! The order, its idempotency record and its outbox events are one
 //! `TransactWriteItems`; the table's stream (filtered to `OUTBOX#` inserts)
@@ -16,7 +24,10 @@
 use crate::domain::events::EventEnvelope;
 use crate::domain::order::{Order, OrderId};
 use crate::domain::tenant::{ApiKeyRecord, Tenant, TenantId};
-use crate::ports::{NewOrder, OrderStore, PlaceOutcome, StoreError, StoredResponse, TenantStore};
+use crate::ports::{
+    NewOrder, OrderStore, PaymentRecord, PaymentStore, PaymentWrite, PaymentWriteOutcome,
+    PlaceOutcome, StoreError, StoredResponse, TenantStore, check_successor,
+};
 use anyhow::{Context, anyhow};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -97,8 +108,53 @@ fn order_item(order: &Order) -> Result<Item, StoreError> {
     item.insert("tenant".into(), s(order.tenant.as_str()));
     item.insert("state".into(), s(order.state.as_str()));
     item.insert("rank".into(), n(order.rank()));
+    item.insert("version".into(), n(order.version));
     item.insert("doc".into(), s(json(order)?));
     Ok(item)
+}
+
+/// The order put, conditional on the stored rank and version being those
+/// of `observed`. An order stored before versions existed has none: that
+/// is version 0.
+fn conditional_order_put(
+    table: &str,
+    next: &Order,
+    observed: &Order,
+) -> Result<TransactWriteItem, StoreError> {
+    check_successor(next, observed)?;
+    let version_condition = if observed.version == 0 {
+        "(attribute_not_exists(#version) OR #version = :version)"
+    } else {
+        "#version = :version"
+    };
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(order_item(next)?))
+        .condition_expression(format!(
+            "attribute_exists(pk) AND #rank = :rank AND {version_condition}"
+        ))
+        .expression_attribute_names("#rank", "rank")
+        .expression_attribute_names("#version", "version")
+        .expression_attribute_values(":rank", n(observed.rank()))
+        .expression_attribute_values(":version", n(observed.version))
+        .build()
+        .context("building Put")?;
+    Ok(TransactWriteItem::builder().put(put).build())
+}
+
+/// Which items of a cancelled transaction failed their condition.
+fn failed_conditions(
+    err: &SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> Option<Vec<bool>> {
+    match err.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(tc)) => Some(
+            tc.cancellation_reasons()
+                .iter()
+                .map(|r| r.code() == Some("ConditionalCheckFailed"))
+                .collect(),
+        ),
+        _ => None,
+    }
 }
 
 /// Whether a cancelled transaction failed a condition (rather than, say, a
@@ -282,18 +338,10 @@ impl OrderStore for DynamoStore {
     async fn transition(
         &self,
         next: &Order,
-        observed_rank: u32,
+        observed: &Order,
         events: Vec<EventEnvelope>,
     ) -> Result<(), StoreError> {
-        let put_order = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(order_item(next)?))
-            .condition_expression("attribute_exists(pk) AND #rank = :observed")
-            .expression_attribute_names("#rank", "rank")
-            .expression_attribute_values(":observed", n(observed_rank))
-            .build()
-            .context("building Put")?;
-        let mut items = vec![TransactWriteItem::builder().put(put_order).build()];
+        let mut items = vec![conditional_order_put(&self.table, next, observed)?];
         for event in &events {
             items.push(put(&self.table, outbox_item(event)?, None)?);
         }
@@ -308,5 +356,85 @@ impl OrderStore for DynamoStore {
             Err(err) if condition_failed(&err).is_some() => Err(StoreError::Conflict),
             Err(err) => Err(anyhow!(err).context("DynamoDB TransactWriteItems").into()),
         }
+    }
+}
+
+fn payevt_pk(provider: &str, event_id: &str) -> String {
+    format!("PAYEVT#{provider}#{event_id}")
+}
+
+fn payref_pk(provider: &str, payment_id: &str) -> String {
+    format!("PAYREF#{provider}#{payment_id}")
+}
+
+#[async_trait]
+impl PaymentStore for DynamoStore {
+    async fn payment_record(
+        &self,
+        provider: &str,
+        event_id: &str,
+    ) -> Result<Option<PaymentRecord>, StoreError> {
+        match self
+            .get_item(payevt_pk(provider, event_id), "PAYEVT")
+            .await?
+        {
+            Some(item) => Ok(Some(parse(doc_of(&item)?)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn record_payment(&self, write: PaymentWrite) -> Result<PaymentWriteOutcome, StoreError> {
+        let record = &write.record;
+        let mut item = key(payevt_pk(&record.provider, &record.event_id), "PAYEVT");
+        item.insert("outcome".into(), s(&record.outcome));
+        item.insert("doc".into(), s(json(record)?));
+        let mut items = vec![put(&self.table, item, Some("attribute_not_exists(pk)"))?];
+        if let Some((next, observed)) = &write.order {
+            items.push(conditional_order_put(&self.table, next, observed)?);
+        }
+        if let Some((payment_id, tenant, order)) = &write.payment_index {
+            let mut item = key(payref_pk(&record.provider, payment_id), "PAYREF");
+            item.insert("tenant".into(), s(tenant.as_str()));
+            item.insert("order_id".into(), s(order.as_str()));
+            items.push(put(&self.table, item, None)?);
+        }
+        for event in &write.events {
+            items.push(put(&self.table, outbox_item(event)?, None)?);
+        }
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(PaymentWriteOutcome::Recorded),
+            Err(err) => match failed_conditions(&err) {
+                Some(failed) if failed.first() == Some(&true) => Ok(PaymentWriteOutcome::Duplicate),
+                // The order changed, or a concurrent transaction touched the
+                // same items (perhaps a second delivery of this very event):
+                // the caller reads again and decides again.
+                Some(_) => Err(StoreError::Conflict),
+                None => Err(anyhow!(err).context("DynamoDB TransactWriteItems").into()),
+            },
+        }
+    }
+
+    async fn order_for_payment(
+        &self,
+        provider: &str,
+        payment_id: &str,
+    ) -> Result<Option<(TenantId, OrderId)>, StoreError> {
+        let Some(item) = self
+            .get_item(payref_pk(provider, payment_id), "PAYREF")
+            .await?
+        else {
+            return Ok(None);
+        };
+        let field = |name: &str| item.get(name).and_then(|v| v.as_s().ok());
+        Ok(match (field("tenant"), field("order_id")) {
+            (Some(tenant), Some(order)) => TenantId::parse(tenant).ok().zip(OrderId::parse(order)),
+            _ => None,
+        })
     }
 }

@@ -7,11 +7,14 @@
 //! - [`s3`]: blobs and presigned URLs
 //! - [`sns`]: the event topic publisher
 //! - [`sqs`]: queue receive and delete
+//! - [`secrets`]: the payment webhook secrets from Secrets Manager
 
 #[cfg(feature = "aws-dynamodb")]
 pub mod dynamodb;
 #[cfg(feature = "aws-s3")]
 pub mod s3;
+#[cfg(feature = "aws-secretsmanager")]
+pub mod secrets;
 #[cfg(feature = "aws-sns")]
 pub mod sns;
 #[cfg(feature = "aws-sqs")]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
 
 const MAX_GROUP: usize = 256;
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 
 /// `synchronous` in WAL mode: `Normal` survives a crash of the process
 /// (`kill -9`); `Full` also survives a power cut, at one fsync per group.
@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS orders (
     doc TEXT NOT NULL,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
+    version INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant_id, id)
 );
 CREATE TABLE IF NOT EXISTS idempotency (
@@ -76,6 +77,22 @@ CREATE TABLE IF NOT EXISTS idempotency (
     body TEXT NOT NULL,
     created_at TEXT NOT NULL,
     PRIMARY KEY (tenant_id, key)
+);
+CREATE TABLE IF NOT EXISTS payment_events (
+    provider TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    order_ref TEXT,
+    doc TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    PRIMARY KEY (provider, event_id)
+);
+CREATE TABLE IF NOT EXISTS payment_index (
+    provider TEXT NOT NULL,
+    payment_id TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    order_id TEXT NOT NULL,
+    PRIMARY KEY (provider, payment_id)
 );
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -121,6 +138,10 @@ impl Db {
                 "{} has schema version {version}, newer than this build's {SCHEMA_VERSION}",
                 path.display()
             ));
+        }
+        if version == 1 {
+            // Version 2: orders carry the version their writes are conditional on.
+            conn.execute_batch("ALTER TABLE orders ADD COLUMN version INTEGER NOT NULL DEFAULT 0")?;
         }
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;

@@ -5,7 +5,10 @@ use super::db::{Db, json_err, sql};
 use crate::domain::events::EventEnvelope;
 use crate::domain::order::{Order, OrderId};
 use crate::domain::tenant::{ApiKeyRecord, Tenant, TenantId};
-use crate::ports::{NewOrder, OrderStore, PlaceOutcome, StoreError, StoredResponse, TenantStore};
+use crate::ports::{
+    NewOrder, OrderStore, PaymentRecord, PaymentStore, PaymentWrite, PaymentWriteOutcome,
+    PlaceOutcome, StoreError, StoredResponse, TenantStore, check_successor,
+};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::sync::Arc;
@@ -183,31 +186,174 @@ impl OrderStore for SqliteStore {
     async fn transition(
         &self,
         next: &Order,
-        observed_rank: u32,
+        observed: &Order,
         events: Vec<EventEnvelope>,
     ) -> Result<(), StoreError> {
-        let doc = serde_json::to_string(next).map_err(json_err)?;
-        let updated = ts(next.updated_at)?;
-        let (tenant, id, state, rank) = (
-            next.tenant.as_str().to_string(),
-            next.id.as_str().to_string(),
-            next.state.as_str(),
-            next.rank(),
-        );
+        let update = OrderUpdate::new(next, observed)?;
         self.db
             .write(move |c| {
-                let changed = c
-                    .prepare_cached(
-                        "UPDATE orders SET state = ?1, rank = ?2, doc = ?3, updated_at = ?4 WHERE tenant_id = ?5 AND id = ?6 AND rank = ?7",
-                    )
-                    .map_err(sql)?
-                    .execute(params![state, rank, doc, updated, tenant, id, observed_rank])
-                    .map_err(sql)?;
-                if changed != 1 {
-                    return Err(StoreError::Conflict);
-                }
+                update.apply(c)?;
                 append_outbox(c, &events)
             })
             .await
+    }
+}
+
+/// A conditional order update, ready to run inside a write job.
+struct OrderUpdate {
+    doc: String,
+    updated: String,
+    tenant: String,
+    id: String,
+    state: &'static str,
+    rank: u32,
+    version: u64,
+    observed_rank: u32,
+    observed_version: u64,
+}
+
+impl OrderUpdate {
+    fn new(next: &Order, observed: &Order) -> Result<OrderUpdate, StoreError> {
+        check_successor(next, observed)?;
+        Ok(OrderUpdate {
+            doc: serde_json::to_string(next).map_err(json_err)?,
+            updated: ts(next.updated_at)?,
+            tenant: next.tenant.as_str().to_string(),
+            id: next.id.as_str().to_string(),
+            state: next.state.as_str(),
+            rank: next.rank(),
+            version: next.version,
+            observed_rank: observed.rank(),
+            observed_version: observed.version,
+        })
+    }
+
+    /// Writes the order if its rank and version are still as observed.
+    fn apply(&self, c: &Connection) -> Result<(), StoreError> {
+        let changed = c
+            .prepare_cached(
+                "UPDATE orders SET state = ?1, rank = ?2, doc = ?3, updated_at = ?4, version = ?5 \
+                 WHERE tenant_id = ?6 AND id = ?7 AND rank = ?8 AND version = ?9",
+            )
+            .map_err(sql)?
+            .execute(params![
+                self.state,
+                self.rank,
+                self.doc,
+                self.updated,
+                self.version as i64,
+                self.tenant,
+                self.id,
+                self.observed_rank,
+                self.observed_version as i64
+            ])
+            .map_err(sql)?;
+        if changed != 1 {
+            return Err(StoreError::Conflict);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl PaymentStore for SqliteStore {
+    async fn payment_record(
+        &self,
+        provider: &str,
+        event_id: &str,
+    ) -> Result<Option<PaymentRecord>, StoreError> {
+        let (provider, event_id) = (provider.to_string(), event_id.to_string());
+        let doc: Option<String> = self
+            .db
+            .read(move |c| {
+                c.prepare_cached(
+                    "SELECT doc FROM payment_events WHERE provider = ?1 AND event_id = ?2",
+                )
+                .map_err(sql)?
+                .query_row(params![provider, event_id], |r| r.get(0))
+                .optional()
+                .map_err(sql)
+            })
+            .await?;
+        doc.map(|d| serde_json::from_str(&d).map_err(json_err))
+            .transpose()
+    }
+
+    async fn record_payment(&self, write: PaymentWrite) -> Result<PaymentWriteOutcome, StoreError> {
+        let update = match &write.order {
+            Some((next, observed)) => Some(OrderUpdate::new(next, observed)?),
+            None => None,
+        };
+        let doc = serde_json::to_string(&write.record).map_err(json_err)?;
+        let received = ts(write.record.received_at)?;
+        self.db
+            .write(move |c| {
+                let record = &write.record;
+                let inserted = c
+                    .prepare_cached(
+                        "INSERT INTO payment_events (provider, event_id, outcome, order_ref, doc, received_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (provider, event_id) DO NOTHING",
+                    )
+                    .map_err(sql)?
+                    .execute(params![record.provider, record.event_id, record.outcome, record.order, doc, received])
+                    .map_err(sql)?;
+                if inserted == 0 {
+                    return Ok(PaymentWriteOutcome::Duplicate);
+                }
+                if let Some(update) = &update {
+                    update.apply(c)?;
+                }
+                if let Some((payment_id, tenant, order)) = &write.payment_index {
+                    c.prepare_cached(
+                        "INSERT INTO payment_index (provider, payment_id, tenant_id, order_id) VALUES (?1, ?2, ?3, ?4) \
+                         ON CONFLICT (provider, payment_id) DO NOTHING",
+                    )
+                    .map_err(sql)?
+                    .execute(params![record.provider, payment_id, tenant.as_str(), order.as_str()])
+                    .map_err(sql)?;
+                }
+                append_outbox(c, &write.events)?;
+                Ok(PaymentWriteOutcome::Recorded)
+            })
+            .await
+    }
+
+    async fn order_for_payment(
+        &self,
+        provider: &str,
+        payment_id: &str,
+    ) -> Result<Option<(TenantId, OrderId)>, StoreError> {
+        let (provider, payment_id) = (provider.to_string(), payment_id.to_string());
+        let row: Option<(String, String)> = self
+            .db
+            .read(move |c| {
+                c.prepare_cached("SELECT tenant_id, order_id FROM payment_index WHERE provider = ?1 AND payment_id = ?2")
+                    .map_err(sql)?
+                    .query_row(params![provider, payment_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+                    .map_err(sql)
+            })
+            .await?;
+        Ok(row.and_then(|(tenant, order)| {
+            Some((TenantId::parse(&tenant).ok()?, OrderId::parse(&order)?))
+        }))
+    }
+}
+
+impl SqliteStore {
+    /// An order by id alone, whatever its tenant (`printworks pay`, on one
+    /// machine the operator sees every tenant).
+    pub async fn find_order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
+        let id = id.as_str().to_string();
+        let doc: Option<String> = self
+            .db
+            .read(move |c| {
+                c.query_row("SELECT doc FROM orders WHERE id = ?1", [id], |r| r.get(0))
+                    .optional()
+                    .map_err(sql)
+            })
+            .await?;
+        doc.map(|d| serde_json::from_str(&d).map_err(json_err))
+            .transpose()
     }
 }

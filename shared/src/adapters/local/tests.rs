@@ -115,33 +115,44 @@ async fn order_events_and_key_commit_together_and_replay() {
 }
 
 #[tokio::test]
-async fn transition_is_conditional_on_the_observed_rank() {
+async fn transition_is_conditional_on_the_observed_rank_and_version() {
     let (_dir, db, _clock) = setup();
     let store = SqliteStore::new(db);
     let placed = new_order("k", "h");
     store.place(placed.clone()).await.unwrap();
-    let (cancelled, event) = placed
-        .order
-        .cancel("customer_request", time::OffsetDateTime::now_utc())
-        .unwrap();
-    // a stale observation loses
+    let now = time::OffsetDateTime::now_utc();
+    let (cancelled, event) = placed.order.cancel("customer_request", now).unwrap();
+    // An observation of another rank loses.
+    let mut other_rank = placed.order.clone();
+    other_rank.state = OrderState::Placed;
+    let mut next = other_rank.successor(now);
+    next.state = OrderState::Cancelled;
     let stale = store
-        .transition(&cancelled, OrderState::Placed.rank(), vec![event.clone()])
+        .transition(&next, &other_rank, vec![event.clone()])
         .await;
     assert!(matches!(stale, Err(StoreError::Conflict)), "{stale:?}");
+    // A write that is not the successor of what it read is refused outright.
+    let skipped = store.transition(&placed.order, &placed.order, vec![]).await;
+    assert!(
+        matches!(skipped, Err(StoreError::Unexpected(_))),
+        "{skipped:?}"
+    );
     store
-        .transition(&cancelled, OrderState::Paid.rank(), vec![event])
+        .transition(&cancelled, &placed.order, vec![event])
         .await
         .unwrap();
-    assert_eq!(
-        store
-            .get(&tenant().id, &placed.order.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .state,
-        OrderState::Cancelled
-    );
+    // A second writer that read the same version loses, even where the rank
+    // would not tell (the same state, another change).
+    let mut late = placed.order.successor(now);
+    late.reference = Some("late".into());
+    let lost = store.transition(&late, &placed.order, vec![]).await;
+    assert!(matches!(lost, Err(StoreError::Conflict)), "{lost:?}");
+    let stored = store
+        .get(&tenant().id, &placed.order.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((stored.state, stored.version), (OrderState::Cancelled, 1));
 }
 
 #[tokio::test]

@@ -1,0 +1,680 @@
+//! The webhook through its router, on the real SQLite store and bus.
+
+use super::*;
+use http_body_util::BodyExt;
+use printworks::adapters::local::bus::{LocalBus, QueueConfig};
+use printworks::adapters::local::db::{Db, Durability};
+use printworks::adapters::local::store::SqliteStore;
+use printworks::domain::catalog::Catalog;
+use printworks::domain::locale::{CountryCode, Locale};
+use printworks::domain::money::Currency;
+use printworks::domain::order::{Order, OrderRequest};
+use printworks::domain::payment::PaymentStatus;
+use printworks::domain::state::OrderState;
+use printworks::domain::tenant::{PaymentSetup, Tenant, TenantId, TenantKind};
+use printworks::ports::{FixedSecrets, IdempotencyRecord, ManualClock, NewOrder, StoredResponse};
+use printworks::webhooks::{Secret, adyen, stripe};
+
+const STRIPE_SECRET: &str = "whsec_test_printworks";
+const ADYEN_KEY: &str = "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056";
+
+struct Env {
+    _dir: tempfile::TempDir,
+    store: SqliteStore,
+    bus: LocalBus,
+    clock: Arc<ManualClock>,
+    router: Router,
+    app: Arc<Webhooks>,
+}
+
+fn tenant(provider: &str) -> Tenant {
+    Tenant {
+        id: TenantId::parse("demo-brand").unwrap(),
+        name: "Demo".into(),
+        kind: TenantKind::B2c,
+        brand: "demo".into(),
+        countries: CountryCode::ALL.to_vec(),
+        currencies: vec![Currency::Eur, Currency::Chf],
+        default_locale: Locale::De,
+        payment: PaymentSetup::Provider {
+            provider: provider.into(),
+        },
+    }
+}
+
+async fn setup() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Db::open(dir.path().join("pw.sqlite"), Durability::Normal).unwrap());
+    let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+    let store = SqliteStore::new(db.clone());
+    let bus = LocalBus::new(db, clock.clone());
+    bus.declare_queue(
+        "all",
+        QueueConfig {
+            visibility_timeout: Duration::from_secs(30),
+            max_receive_count: 5,
+            dead_letter: None,
+        },
+    )
+    .await
+    .unwrap();
+    bus.subscribe("all", None).await.unwrap();
+    let secrets = WebhookSecrets {
+        stripe: vec![Secret::new(STRIPE_SECRET.as_bytes())],
+        adyen: vec![Secret::new(hex_decode(ADYEN_KEY))],
+    };
+    let app = Arc::new(Webhooks::new(
+        Arc::new(store.clone()),
+        Arc::new(store.clone()),
+        Arc::new(FixedSecrets(secrets)),
+        clock.clone(),
+    ));
+    Env {
+        _dir: dir,
+        store,
+        bus,
+        clock,
+        router: router(app.clone()),
+        app,
+    }
+}
+
+fn hex_decode(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+impl Env {
+    async fn order(&self, provider: &str) -> Order {
+        let request: OrderRequest = serde_json::from_value(serde_json::json!({
+            "locale": "de", "currency": "EUR",
+            "customer": {"name": "Erika", "email": "erika@example.com"},
+            "shipping": {"method": "standard", "address": {"name": "Erika", "line1": "Heidestr. 17", "postal_code": "51147", "city": "Köln", "country": "DE"}},
+            "items": [{"sku": "poster-30x40", "quantity": 1, "images": [{"url": "https://example.com/a.jpg"}]}]
+        }))
+        .unwrap();
+        let (order, events) = Order::place(
+            Catalog::builtin(),
+            &tenant(provider),
+            &request,
+            self.clock.now(),
+        )
+        .unwrap();
+        let new = NewOrder {
+            order: order.clone(),
+            events,
+            idempotency: IdempotencyRecord {
+                key: order.id.to_string(),
+                request_hash: "h".into(),
+                response: StoredResponse {
+                    status: 201,
+                    body: "{}".into(),
+                },
+            },
+        };
+        self.store.place(new).await.unwrap();
+        assert_eq!(order.state, OrderState::Placed);
+        order
+    }
+
+    async fn reload(&self, order: &Order) -> Order {
+        self.store
+            .get(&order.tenant, &order.id)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn post(&self, path: &str, headers: &[(&str, String)], body: Vec<u8>) -> (u16, String) {
+        let mut request = http::Request::post(path).header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(request.body(axum::body::Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    async fn stripe(&self, body: &serde_json::Value) -> (u16, String) {
+        let body = serde_json::to_vec(body).unwrap();
+        let header = stripe::signature_header(
+            &[STRIPE_SECRET.as_bytes()],
+            self.clock.now().unix_timestamp(),
+            &body,
+        );
+        self.post(
+            "/v1/payments/stripe/webhook",
+            &[("stripe-signature", header)],
+            body,
+        )
+        .await
+    }
+
+    /// The types of the events published since the last call, in order.
+    async fn published(&self) -> Vec<String> {
+        self.bus.relay_outbox(1000).await.unwrap();
+        let mut types = Vec::new();
+        loop {
+            let batch = self.bus.receive("all", 10).await.unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            for m in batch {
+                self.bus.delete(&m.receipt).await.unwrap();
+                types.push(m.event_type);
+            }
+        }
+        types
+    }
+}
+
+fn reference(order: &Order) -> String {
+    format!("{}:{}", order.tenant, order.id)
+}
+
+fn pi_event(id: &str, kind: &str, order: &Order, amount: i64) -> serde_json::Value {
+    serde_json::json!({
+        "id": id, "object": "event", "type": kind,
+        "data": {"object": {
+            "id": format!("pi_{}", order.id), "object": "payment_intent",
+            "amount": amount, "amount_capturable": amount, "amount_received": amount, "currency": "eur",
+            "metadata": {"order_reference": reference(order)},
+            "last_payment_error": {"code": "card_declined", "message": "Your card was declined."}
+        }}
+    })
+}
+
+fn refund_event(id: &str, order: &Order, refunded_total: i64) -> serde_json::Value {
+    serde_json::json!({
+        "id": id, "type": "charge.refunded",
+        "data": {"object": {"id": "ch_1", "object": "charge", "amount_refunded": refunded_total,
+            "currency": "eur", "payment_intent": format!("pi_{}", order.id),
+            "metadata": {"order_reference": reference(order)}}}
+    })
+}
+
+fn dispute_event(id: &str, order: &Order) -> serde_json::Value {
+    // A dispute carries no metadata: the order is found by its PaymentIntent.
+    serde_json::json!({
+        "id": id, "type": "charge.dispute.created",
+        "data": {"object": {"id": "dp_1", "object": "dispute", "amount": order.totals.total.amount,
+            "currency": "eur", "charge": "ch_1", "payment_intent": format!("pi_{}", order.id), "metadata": {}}}
+    })
+}
+
+#[tokio::test]
+async fn a_capture_pays_the_order_once() {
+    let env = setup().await;
+    let order = env.order("stripe").await;
+    let total = order.totals.total.amount;
+    assert_eq!(env.published().await, ["OrderPlaced"]);
+    let (status, body) = env
+        .stripe(&pi_event(
+            "evt_1",
+            "payment_intent.succeeded",
+            &order,
+            total,
+        ))
+        .await;
+    assert_eq!((status, body.as_str()), (200, r#"{"received":true}"#));
+    let paid = env.reload(&order).await;
+    assert_eq!(paid.state, OrderState::Paid);
+    let ledger = paid.payment_status.unwrap();
+    assert_eq!(
+        (ledger.status, ledger.captured),
+        (PaymentStatus::Captured, total)
+    );
+    assert_eq!(env.published().await, ["OrderPaid"]);
+    // The same event again: 2xx, nothing changes.
+    let (status, _) = env
+        .stripe(&pi_event(
+            "evt_1",
+            "payment_intent.succeeded",
+            &order,
+            total,
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(env.reload(&order).await.version, paid.version);
+    assert!(env.published().await.is_empty());
+    let record = env
+        .store
+        .payment_record("stripe", "evt_1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.outcome, "applied");
+    assert_eq!(record.order.as_deref(), Some(reference(&order).as_str()));
+}
+
+#[tokio::test]
+async fn a_capture_before_its_authorization_ends_paid() {
+    let env = setup().await;
+    let order = env.order("stripe").await;
+    let total = order.totals.total.amount;
+    env.published().await;
+    env.stripe(&pi_event(
+        "evt_cap",
+        "payment_intent.succeeded",
+        &order,
+        total,
+    ))
+    .await;
+    let (status, _) = env
+        .stripe(&pi_event(
+            "evt_auth",
+            "payment_intent.amount_capturable_updated",
+            &order,
+            total,
+        ))
+        .await;
+    assert_eq!(status, 200);
+    // A failure of an earlier attempt arriving last changes nothing either.
+    env.stripe(&pi_event(
+        "evt_fail",
+        "payment_intent.payment_failed",
+        &order,
+        total,
+    ))
+    .await;
+    let order = env.reload(&order).await;
+    assert_eq!(order.state, OrderState::Paid);
+    assert_eq!(
+        order.payment_status.unwrap().status,
+        PaymentStatus::Captured
+    );
+    assert_eq!(env.published().await, ["OrderPaid"]);
+    let late = env
+        .store
+        .payment_record("stripe", "evt_auth")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(late.outcome, "no_change");
+}
+
+#[tokio::test]
+async fn failures_and_3ds_tell_the_customer_and_a_later_capture_still_pays() {
+    let env = setup().await;
+    let order = env.order("stripe").await;
+    env.published().await;
+    env.stripe(&pi_event(
+        "evt_3ds",
+        "payment_intent.requires_action",
+        &order,
+        0,
+    ))
+    .await;
+    env.stripe(&pi_event(
+        "evt_f",
+        "payment_intent.payment_failed",
+        &order,
+        0,
+    ))
+    .await;
+    let placed = env.reload(&order).await;
+    assert_eq!(placed.state, OrderState::Placed);
+    let ledger = placed.payment_status.unwrap();
+    assert_eq!(ledger.status, PaymentStatus::Failed);
+    assert_eq!(
+        ledger.last_failure.as_deref(),
+        Some("Your card was declined.")
+    );
+    assert_eq!(
+        env.published().await,
+        ["PaymentActionRequired", "PaymentFailed"]
+    );
+    env.stripe(&pi_event(
+        "evt_ok",
+        "payment_intent.succeeded",
+        &order,
+        order.totals.total.amount,
+    ))
+    .await;
+    assert_eq!(env.reload(&order).await.state, OrderState::Paid);
+    assert_eq!(env.published().await, ["OrderPaid"]);
+}
+
+#[tokio::test]
+async fn a_wrong_amount_or_currency_is_flagged_not_paid() {
+    let env = setup().await;
+    let order = env.order("stripe").await;
+    let total = order.totals.total.amount;
+    env.published().await;
+    env.stripe(&pi_event(
+        "evt_low",
+        "payment_intent.succeeded",
+        &order,
+        total - 1,
+    ))
+    .await;
+    let mut chf = pi_event("evt_chf", "payment_intent.succeeded", &order, total);
+    chf["data"]["object"]["currency"] = serde_json::json!("chf");
+    env.stripe(&chf).await;
+    let order = env.reload(&order).await;
+    assert_eq!(order.state, OrderState::Placed);
+    let ledger = order.payment_status.unwrap();
+    let codes: Vec<&str> = ledger.flags.iter().map(|f| f.code.as_str()).collect();
+    assert_eq!(codes, ["amount_mismatch", "currency_mismatch"]);
+    assert_eq!(ledger.captured, 0);
+    assert!(env.published().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_partial_refund_is_announced_and_the_rest_cancels() {
+    let env = setup().await;
+    let order = env.order("stripe").await;
+    let total = order.totals.total.amount;
+    env.stripe(&pi_event(
+        "evt_cap",
+        "payment_intent.succeeded",
+        &order,
+        total,
+    ))
+    .await;
+    env.published().await;
+    env.stripe(&refund_event("evt_r1", &order, 500)).await;
+    let partly = env.reload(&order).await;
+    assert_eq!(
+        partly.state,
+        OrderState::Paid,
+        "a partial refund does not stop the order"
+    );
+    let ledger = partly.payment_status.clone().unwrap();
+    assert_eq!(
+        (ledger.status, ledger.refunded),
+        (PaymentStatus::PartiallyRefunded, 500)
+    );
+    assert_eq!(env.published().await, ["PaymentRefunded"]);
+    // Stripe's charge.refunded carries the total refunded so far.
+    env.stripe(&refund_event("evt_r2", &order, total)).await;
+    let refunded = env.reload(&order).await;
+    assert_eq!(refunded.state, OrderState::Cancelled);
+    assert_eq!(
+        refunded.payment_status.unwrap().status,
+        PaymentStatus::Refunded
+    );
+    assert_eq!(env.published().await, ["PaymentRefunded", "OrderCancelled"]);
+}
+
+/// Moves a paid order along as render, dispatch and the plant would.
+async fn into_production(env: &Env, order: &Order) -> Order {
+    let mut current = env.reload(order).await;
+    for state in [
+        OrderState::Rendered,
+        OrderState::Dispatched,
+        OrderState::InProduction,
+    ] {
+        let mut next = current.successor(env.clock.now());
+        next.state = state;
+        env.store.transition(&next, &current, vec![]).await.unwrap();
+        current = next;
+    }
+    current
+}
+
+#[tokio::test]
+async fn a_chargeback_after_production_started_holds_the_order() {
+    let env = setup().await;
+    let order = env.order("stripe").await;
+    env.stripe(&pi_event(
+        "evt_cap",
+        "payment_intent.succeeded",
+        &order,
+        order.totals.total.amount,
+    ))
+    .await;
+    into_production(&env, &order).await;
+    env.published().await;
+    let (status, _) = env.stripe(&dispute_event("evt_dp", &order)).await;
+    assert_eq!(status, 200);
+    let held = env.reload(&order).await;
+    assert_eq!(held.state, OrderState::OnHold);
+    let hold = held.hold.unwrap();
+    assert_eq!(hold.from, OrderState::InProduction);
+    assert!(hold.reason.contains("chargeback"), "{}", hold.reason);
+    assert_eq!(
+        held.payment_status.unwrap().status,
+        PaymentStatus::ChargedBack
+    );
+    assert_eq!(env.published().await, ["OrderOnHold"]);
+}
+
+#[tokio::test]
+async fn a_chargeback_before_production_cancels() {
+    let env = setup().await;
+    let order = env.order("stripe").await;
+    env.stripe(&pi_event(
+        "evt_cap",
+        "payment_intent.succeeded",
+        &order,
+        order.totals.total.amount,
+    ))
+    .await;
+    env.published().await;
+    env.stripe(&dispute_event("evt_dp", &order)).await;
+    assert_eq!(env.reload(&order).await.state, OrderState::Cancelled);
+    assert_eq!(env.published().await, ["OrderCancelled"]);
+}
+
+#[tokio::test]
+async fn concurrent_deliveries_of_one_event_have_one_effect() {
+    let env = setup().await;
+    for round in 0..10 {
+        let order = env.order("stripe").await;
+        env.published().await;
+        let event = pi_event(
+            &format!("evt_race_{round}"),
+            "payment_intent.succeeded",
+            &order,
+            order.totals.total.amount,
+        );
+        let body = serde_json::to_vec(&event).unwrap();
+        let header = stripe::signature_header(
+            &[STRIPE_SECRET.as_bytes()],
+            env.clock.now().unix_timestamp(),
+            &body,
+        );
+        let mut deliveries = Vec::new();
+        for _ in 0..4 {
+            let (router, body, header) = (env.router.clone(), body.clone(), header.clone());
+            deliveries.push(tokio::spawn(async move {
+                let request = http::Request::post("/v1/payments/stripe/webhook")
+                    .header("stripe-signature", header)
+                    .body(axum::body::Body::from(body))
+                    .unwrap();
+                router.oneshot(request).await.unwrap().status().as_u16()
+            }));
+        }
+        for d in deliveries {
+            assert_eq!(d.await.unwrap(), 200);
+        }
+        let paid = env.reload(&order).await;
+        assert_eq!(paid.state, OrderState::Paid);
+        assert_eq!(paid.version, 1, "exactly one write");
+        assert_eq!(env.published().await, ["OrderPaid"], "round {round}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_distinct_refunds_both_count() {
+    // Two different Adyen refunds at once: each is a delta, both must land.
+    let env = setup().await;
+    let order = env.order("adyen").await;
+    let total = order.totals.total.amount;
+    let item = |psp: &str, code: &str, value: i64| {
+        let mut item = serde_json::json!({
+            "amount": {"currency": "EUR", "value": value}, "pspReference": psp, "originalReference": "PAY1",
+            "eventCode": code, "merchantAccountCode": "Demo", "merchantReference": reference(&order), "success": "true"
+        });
+        if code == "AUTHORISATION" {
+            item["originalReference"] = serde_json::json!("");
+        }
+        let signature = adyen::sign_item(&hex_decode(ADYEN_KEY), &item);
+        item["additionalData"] = serde_json::json!({"hmacSignature": signature});
+        serde_json::json!({"live": "false", "notificationItems": [{"NotificationRequestItem": item}]})
+    };
+    for body in [
+        item("PAY1", "AUTHORISATION", total),
+        item("CAP1", "CAPTURE", total),
+    ] {
+        let (status, text) = env
+            .post(
+                "/v1/payments/adyen/webhook",
+                &[],
+                serde_json::to_vec(&body).unwrap(),
+            )
+            .await;
+        assert_eq!((status, text.as_str()), (200, "[accepted]"));
+    }
+    assert_eq!(env.reload(&order).await.state, OrderState::Paid);
+    let mut tasks = Vec::new();
+    for (psp, value) in [("REF1", 300), ("REF2", 200)] {
+        let app = env.app.clone();
+        let body = serde_json::to_vec(&item(psp, "REFUND", value)).unwrap();
+        tasks.push(tokio::spawn(async move {
+            app.receive("adyen", &|_| None, &body).await.is_ok()
+        }));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap());
+    }
+    let ledger = env.reload(&order).await.payment_status.unwrap();
+    assert_eq!(ledger.refunded, 500);
+    // Adyen sends a refund again: a delta, so only its event id keeps it
+    // from counting twice.
+    let again = serde_json::to_vec(&item("REF1", "REFUND", 300)).unwrap();
+    assert!(env.app.receive("adyen", &|_| None, &again).await.is_ok());
+    assert_eq!(
+        env.reload(&order).await.payment_status.unwrap().refunded,
+        500
+    );
+}
+
+#[tokio::test]
+async fn refused_requests_change_nothing() {
+    let env = setup().await;
+    let order = env.order("stripe").await;
+    let total = order.totals.total.amount;
+    let body = serde_json::to_vec(&pi_event(
+        "evt_x",
+        "payment_intent.succeeded",
+        &order,
+        total,
+    ))
+    .unwrap();
+    let now = env.clock.now().unix_timestamp();
+    let sign = |t: i64, secret: &str| stripe::signature_header(&[secret.as_bytes()], t, &body);
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "/v1/payments/stripe/webhook",
+            vec![],
+            401,
+            "signature_missing",
+        ),
+        (
+            "/v1/payments/stripe/webhook",
+            vec![("stripe-signature", sign(now, "whsec_wrong"))],
+            401,
+            "signature_mismatch",
+        ),
+        (
+            "/v1/payments/stripe/webhook",
+            vec![("stripe-signature", sign(now - 301, STRIPE_SECRET))],
+            401,
+            "signature_expired",
+        ),
+        (
+            "/v1/payments/stripe/webhook",
+            vec![("stripe-signature", "v1=00".into())],
+            401,
+            "signature_malformed",
+        ),
+        (
+            "/v1/payments/paypal/webhook",
+            vec![("stripe-signature", sign(now, STRIPE_SECRET))],
+            404,
+            "unknown_provider",
+        ),
+        (
+            "/v1/payments/adyen/webhook",
+            vec![],
+            401,
+            "signature_mismatch",
+        ),
+    ];
+    for (path, headers, status, code) in cases {
+        let mut body = body.clone();
+        if path.contains("adyen") {
+            let signed_by_nobody = serde_json::json!({"notificationItems": [{"NotificationRequestItem": {
+                "pspReference": "X", "eventCode": "CAPTURE", "success": "true", "merchantReference": reference(&order),
+                "amount": {"value": total, "currency": "EUR"}, "additionalData": {"hmacSignature": "AAAA"}}}]});
+            body = serde_json::to_vec(&signed_by_nobody).unwrap();
+        }
+        let (got, text) = env.post(path, &headers, body).await;
+        assert_eq!(got, status, "{path} {headers:?}: {text}");
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["error"]["code"], code, "{text}");
+        assert!(!text.contains(STRIPE_SECRET));
+    }
+    let unchanged = env.reload(&order).await;
+    assert_eq!(
+        (unchanged.state, unchanged.version),
+        (OrderState::Placed, 0)
+    );
+    assert!(
+        env.store
+            .payment_record("stripe", "evt_x")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn unknown_types_are_acknowledged_and_unknown_orders_kept() {
+    let env = setup().await;
+    let order = env.order("stripe").await;
+    env.published().await;
+    let (status, _) = env
+        .stripe(&serde_json::json!({"id": "evt_c", "type": "customer.created", "data": {"object": {"id": "cus_1"}}}))
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        env.store
+            .payment_record("stripe", "evt_c")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A capture for an order we do not have (another environment's).
+    let mut stranger = order.clone();
+    stranger.id = printworks::domain::order::OrderId::new();
+    let (status, _) = env
+        .stripe(&pi_event(
+            "evt_s",
+            "payment_intent.succeeded",
+            &stranger,
+            100,
+        ))
+        .await;
+    assert_eq!(status, 200);
+    let kept = env
+        .store
+        .payment_record("stripe", "evt_s")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.outcome, "unmatched");
+    assert_eq!(env.reload(&order).await.version, 0);
+    assert!(env.published().await.is_empty());
+}

@@ -1,0 +1,527 @@
+//! Payments of B2C orders: the checkout a storefront starts, and what a
+//! payment provider's notification does to an order.
+//!
+//! A notification is applied to the order's [`PaymentLedger`]: amounts
+//! authorized, captured, refunded and charged back. The ledger only grows
+//! (amounts are maxima or sums of distinct events), so the end state does not
+//! depend on the order in which a provider delivers its events: a capture
+//! that arrives before its authorization pays the order, and the late
+//! authorization changes nothing. Which events were already applied is kept
+//! by the store (one record per provider event id, written in the same
+//! transaction as the order), not here.
+
+use super::events::{EventEnvelope, EventType};
+use super::money::Money;
+use super::order::{Order, OrderId};
+use super::state::OrderState;
+use super::tenant::{PaymentSetup, TenantId};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// The payment providers printworks can take webhooks from.
+pub const PROVIDERS: &[&str] = &["stripe", "adyen"];
+
+pub fn provider_known(name: &str) -> bool {
+    PROVIDERS.contains(&name)
+}
+
+/// Our reference for an order at the provider: `{tenant}:{order id}`
+/// (Stripe `metadata.order_reference`, Adyen `merchantReference`; at most
+/// 77 characters, inside Adyen's 80).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PaymentReference {
+    pub tenant: TenantId,
+    pub order: OrderId,
+}
+
+impl PaymentReference {
+    pub fn of(order: &Order) -> PaymentReference {
+        PaymentReference {
+            tenant: order.tenant.clone(),
+            order: order.id.clone(),
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<PaymentReference> {
+        let (tenant, order) = raw.split_once(':')?;
+        Some(PaymentReference {
+            tenant: TenantId::parse(tenant).ok()?,
+            order: OrderId::parse(order)?,
+        })
+    }
+}
+
+impl std::fmt::Display for PaymentReference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.tenant, self.order)
+    }
+}
+
+/// What a storefront needs to start the provider's payment for an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkout {
+    pub provider: String,
+    /// Minor units, as both providers take it.
+    pub amount: i64,
+    pub currency: String,
+    /// Our order reference, to be passed to the provider as `field`.
+    pub reference: String,
+    /// Where the provider must carry `reference` so its webhooks find the order.
+    pub field: String,
+}
+
+impl Order {
+    /// The checkout of an unpaid order of a provider-paying tenant.
+    pub fn checkout(&self) -> Option<Checkout> {
+        let PaymentSetup::Provider { provider } = &self.payment else {
+            return None;
+        };
+        if self.state != OrderState::Placed {
+            return None;
+        }
+        let field = match provider.as_str() {
+            "stripe" => "payment_intent.metadata.order_reference",
+            "adyen" => "merchantReference",
+            _ => "reference",
+        };
+        Some(Checkout {
+            provider: provider.clone(),
+            amount: self.totals.total.amount,
+            currency: self.totals.total.currency.code().to_string(),
+            reference: PaymentReference::of(self).to_string(),
+            field: field.to_string(),
+        })
+    }
+}
+
+/// What a provider's event means for us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentEventKind {
+    Authorized,
+    Captured,
+    Failed,
+    /// The customer must complete 3-D Secure (or another action).
+    ActionRequired,
+    /// `amount` is this refund alone.
+    Refunded,
+    /// `amount` is everything refunded on the payment so far (Stripe's
+    /// `charge.refunded` carries `amount_refunded`).
+    RefundedTotal,
+    Chargeback,
+    /// A type we do not act on; acknowledged and logged.
+    Unknown,
+}
+
+/// An amount as the provider sent it: the currency is not ours to parse yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderAmount {
+    pub value: i64,
+    /// ISO 4217, upper case.
+    pub currency: String,
+}
+
+/// One verified provider event, in our terms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentNotification {
+    pub provider: String,
+    /// Unique per provider event; duplicates carry the same id.
+    pub event_id: String,
+    /// The provider's own name for it (`payment_intent.succeeded`, `CAPTURE`).
+    pub event_type: String,
+    pub kind: PaymentEventKind,
+    /// Our reference as the provider echoed it, if the event carries one.
+    pub reference: Option<String>,
+    /// The provider's id of the payment (PaymentIntent, pspReference).
+    pub payment_id: Option<String>,
+    pub amount: Option<ProviderAmount>,
+    /// Why a payment failed, as the provider said it.
+    pub reason: Option<String>,
+}
+
+/// Where the money of an order stands. Amounts are minor units of the
+/// order's currency.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentLedger {
+    pub status: PaymentStatus,
+    #[serde(default)]
+    pub authorized: i64,
+    #[serde(default)]
+    pub captured: i64,
+    #[serde(default)]
+    pub refunded: i64,
+    #[serde(default)]
+    pub charged_back: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<String>,
+    /// The last failed or pending attempt's reason, while nothing is authorized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
+    /// Events that did not fit the order (wrong amount, money for a
+    /// cancelled order): for a person to look at.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<PaymentFlag>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    #[default]
+    Pending,
+    ActionRequired,
+    Failed,
+    Authorized,
+    Captured,
+    PartiallyRefunded,
+    Refunded,
+    ChargedBack,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentFlag {
+    pub event_id: String,
+    pub code: String,
+    pub message: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+impl PaymentLedger {
+    /// The status the amounts (and the last attempt) say.
+    fn derive_status(&self, total: i64, attempt: Option<PaymentStatus>) -> PaymentStatus {
+        if self.charged_back > 0 {
+            PaymentStatus::ChargedBack
+        } else if self.refunded > 0 && self.refunded >= total {
+            PaymentStatus::Refunded
+        } else if self.refunded > 0 {
+            PaymentStatus::PartiallyRefunded
+        } else if self.captured > 0 {
+            PaymentStatus::Captured
+        } else if self.authorized > 0 {
+            PaymentStatus::Authorized
+        } else {
+            attempt.unwrap_or(self.status)
+        }
+    }
+
+    fn money_moved(&self) -> bool {
+        self.authorized > 0 || self.captured > 0
+    }
+}
+
+/// What applying a notification did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentOutcome {
+    /// The order (or its ledger) changed.
+    Applied,
+    /// Nothing to change: e.g. an authorization after the capture.
+    NoChange,
+    /// Recorded on the order for a person, not applied (amount mismatch, ...).
+    Flagged(&'static str),
+    /// A type we do not act on.
+    Ignored,
+}
+
+impl PaymentOutcome {
+    pub fn code(&self) -> &'static str {
+        match self {
+            PaymentOutcome::Applied => "applied",
+            PaymentOutcome::NoChange => "no_change",
+            PaymentOutcome::Flagged(code) => code,
+            PaymentOutcome::Ignored => "ignored",
+        }
+    }
+}
+
+/// The order to write (if anything changed), the events that announce it,
+/// and the outcome to record with the provider event.
+#[derive(Debug, Clone)]
+pub struct PaymentDecision {
+    pub next: Option<Order>,
+    pub events: Vec<EventEnvelope>,
+    pub outcome: PaymentOutcome,
+}
+
+impl PaymentDecision {
+    fn unchanged(outcome: PaymentOutcome) -> PaymentDecision {
+        PaymentDecision {
+            next: None,
+            events: Vec::new(),
+            outcome,
+        }
+    }
+}
+
+impl Order {
+    /// Applies one provider event to this order.
+    ///
+    /// - a capture of exactly the order's total pays a placed order
+    ///   (`OrderPaid`); any other amount or currency is flagged, not paid;
+    /// - a failure or a 3-D Secure request, while nothing is authorized,
+    ///   tells the customer (`PaymentFailed`, `PaymentActionRequired`);
+    /// - every refund is announced (`PaymentRefunded`); once the refunds
+    ///   reach the total, or on a chargeback, the order is cancelled
+    ///   (`OrderCancelled`) if production has not started, and put on hold
+    ///   (`OrderOnHold`) if it has; a shipped order only gets a flag.
+    pub fn apply_payment(
+        &self,
+        event: &PaymentNotification,
+        now: OffsetDateTime,
+    ) -> PaymentDecision {
+        if event.kind == PaymentEventKind::Unknown {
+            return PaymentDecision::unchanged(PaymentOutcome::Ignored);
+        }
+        let mut next = self.successor(now);
+        let ledger = next
+            .payment_status
+            .get_or_insert_with(PaymentLedger::default);
+        if ledger.payment_id.is_none() {
+            ledger.payment_id.clone_from(&event.payment_id);
+        }
+        let total = self.totals.total;
+        let flagged = |mut next: Order, code: &'static str, message: String| {
+            push_flag(&mut next, event, code, message, now);
+            PaymentDecision {
+                next: Some(next),
+                events: Vec::new(),
+                outcome: PaymentOutcome::Flagged(code),
+            }
+        };
+
+        match &self.payment {
+            PaymentSetup::Provider { provider } if *provider == event.provider => {}
+            PaymentSetup::Provider { provider } => {
+                let message = format!(
+                    "a {} event for an order paid through {provider}",
+                    event.provider
+                );
+                return flagged(next, "provider_mismatch", message);
+            }
+            PaymentSetup::Invoice => {
+                let message = format!("a {} event for an invoice order", event.provider);
+                return flagged(next, "not_provider_paid", message);
+            }
+        }
+
+        // Every kind that moves money must carry our currency.
+        let amount = match (&event.amount, event.kind) {
+            (_, PaymentEventKind::Failed | PaymentEventKind::ActionRequired) => 0,
+            (Some(a), _) if a.currency == total.currency.code() && a.value >= 0 => a.value,
+            (Some(a), _) => {
+                let message = format!(
+                    "{} {} does not match the order's {}",
+                    a.value, a.currency, total.currency
+                );
+                return flagged(next, "currency_mismatch", message);
+            }
+            (None, _) => {
+                return flagged(next, "amount_missing", "the event carries no amount".into());
+            }
+        };
+
+        let before = self.payment_status.clone().unwrap_or_default();
+        let mut events = Vec::new();
+        let mut attempt = None;
+        let mut outcome = PaymentOutcome::Applied;
+        match event.kind {
+            PaymentEventKind::Unknown => unreachable!("returned above"),
+            PaymentEventKind::Authorized | PaymentEventKind::Captured if amount != total.amount => {
+                let message = format!(
+                    "{} of {} {} does not match the order total {}",
+                    event.event_type, amount, total.currency, total.amount
+                );
+                return flagged(next, "amount_mismatch", message);
+            }
+            PaymentEventKind::Authorized => {
+                let ledger = next.payment_status.get_or_insert_with(Default::default);
+                ledger.authorized = ledger.authorized.max(amount);
+            }
+            PaymentEventKind::Captured => {
+                let ledger = next.payment_status.get_or_insert_with(Default::default);
+                ledger.captured = ledger.captured.max(amount);
+                ledger.authorized = ledger.authorized.max(amount);
+                match self.state {
+                    OrderState::Placed => {
+                        next.state = OrderState::Paid;
+                        events.push(self.event(
+                            EventType::OrderPaid,
+                            now,
+                            serde_json::json!({
+                                "amount": total,
+                                "method": "provider",
+                                "provider": event.provider,
+                                "payment_id": event.payment_id,
+                            }),
+                        ));
+                    }
+                    OrderState::Cancelled if before.refunded < amount => {
+                        return flagged(
+                            next,
+                            "captured_after_cancel",
+                            "money was captured for a cancelled order; refund it".into(),
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            PaymentEventKind::Failed | PaymentEventKind::ActionRequired => {
+                if !before.money_moved() && self.state == OrderState::Placed {
+                    let (status, event_type) = if event.kind == PaymentEventKind::Failed {
+                        (PaymentStatus::Failed, EventType::PaymentFailed)
+                    } else {
+                        (
+                            PaymentStatus::ActionRequired,
+                            EventType::PaymentActionRequired,
+                        )
+                    };
+                    attempt = Some(status);
+                    let ledger = next.payment_status.get_or_insert_with(Default::default);
+                    ledger.last_failure.clone_from(&event.reason);
+                    events.push(self.event(
+                        event_type,
+                        now,
+                        serde_json::json!({
+                            "provider": event.provider,
+                            "reason": event.reason,
+                            "checkout": self.checkout(),
+                        }),
+                    ));
+                }
+            }
+            PaymentEventKind::Refunded | PaymentEventKind::RefundedTotal => {
+                let ledger = next.payment_status.get_or_insert_with(Default::default);
+                ledger.refunded = if event.kind == PaymentEventKind::Refunded {
+                    ledger.refunded.saturating_add(amount)
+                } else {
+                    ledger.refunded.max(amount)
+                };
+                let refunded = ledger.refunded;
+                if refunded > before.refunded {
+                    events.push(self.event(
+                        EventType::PaymentRefunded,
+                        now,
+                        serde_json::json!({
+                            "amount": Money::new(refunded - before.refunded, total.currency),
+                            "refunded": Money::new(refunded, total.currency),
+                            "full": refunded >= total.amount,
+                        }),
+                    ));
+                }
+                if refunded >= total.amount && before.refunded < total.amount {
+                    if let Some(decision) =
+                        self.stop_for_money_back(next.clone(), events.clone(), "refunded", now)
+                    {
+                        return decision;
+                    }
+                    push_flag(
+                        &mut next,
+                        event,
+                        "refunded_after_shipment",
+                        "the payment was refunded after the order shipped".into(),
+                        now,
+                    );
+                    outcome = PaymentOutcome::Flagged("refunded_after_shipment");
+                }
+            }
+            PaymentEventKind::Chargeback => {
+                let ledger = next.payment_status.get_or_insert_with(Default::default);
+                ledger.charged_back = ledger.charged_back.max(amount.max(1));
+                if before.charged_back == 0 {
+                    if let Some(decision) =
+                        self.stop_for_money_back(next.clone(), events.clone(), "chargeback", now)
+                    {
+                        return decision;
+                    }
+                    push_flag(
+                        &mut next,
+                        event,
+                        "chargeback_after_shipment",
+                        "the customer disputed the payment of a shipped order".into(),
+                        now,
+                    );
+                    outcome = PaymentOutcome::Flagged("chargeback_after_shipment");
+                }
+            }
+        }
+        let ledger = next.payment_status.get_or_insert_with(Default::default);
+        ledger.status = ledger.derive_status(total.amount, attempt);
+        if next.payment_status.as_ref() == Some(&before) && next.state == self.state {
+            return PaymentDecision::unchanged(PaymentOutcome::NoChange);
+        }
+        PaymentDecision {
+            next: Some(next),
+            events,
+            outcome,
+        }
+    }
+
+    /// The money went back (full refund, chargeback): cancel the order if
+    /// production has not started, hold it if it has. `None` when neither is
+    /// possible any more (shipped; already cancelled is `NoChange`).
+    fn stop_for_money_back(
+        &self,
+        mut next: Order,
+        mut events: Vec<EventEnvelope>,
+        why: &str,
+        now: OffsetDateTime,
+    ) -> Option<PaymentDecision> {
+        let total = self.totals.total.amount;
+        let ledger = next.payment_status.get_or_insert_with(Default::default);
+        ledger.status = ledger.derive_status(total, None);
+        let ledger = ledger.clone();
+        if self.state == OrderState::Cancelled {
+            next.state = OrderState::Cancelled;
+            return Some(PaymentDecision {
+                next: Some(next),
+                events,
+                outcome: PaymentOutcome::Applied,
+            });
+        }
+        let reason = match why {
+            "chargeback" => "The customer disputed the payment (chargeback).",
+            _ => "The payment was refunded.",
+        };
+        let moved = match self.cancel(why, now) {
+            Ok(moved) => Some(moved),
+            Err(_) => self
+                .hold(reason, serde_json::json!({ "code": why }), now)
+                .ok(),
+        }?;
+        let (mut stopped, event) = moved;
+        stopped.payment_status = Some(ledger);
+        events.push(event);
+        Some(PaymentDecision {
+            next: Some(stopped),
+            events,
+            outcome: PaymentOutcome::Applied,
+        })
+    }
+
+    fn event(
+        &self,
+        kind: EventType,
+        now: OffsetDateTime,
+        data: serde_json::Value,
+    ) -> EventEnvelope {
+        EventEnvelope::new(kind, &self.id, &self.tenant, now, data)
+    }
+}
+
+fn push_flag(
+    next: &mut Order,
+    event: &PaymentNotification,
+    code: &'static str,
+    message: String,
+    now: OffsetDateTime,
+) {
+    tracing::warn!(order = %next.id, event_id = %event.event_id, code, "payment flagged");
+    next.payment_status
+        .get_or_insert_with(PaymentLedger::default)
+        .flags
+        .push(PaymentFlag {
+            event_id: event.event_id.clone(),
+            code: code.to_string(),
+            message,
+            at: now,
+        });
+}
