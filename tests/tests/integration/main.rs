@@ -1,6 +1,7 @@
 //! One integration-test binary for the workspace.
 //!
 //! - `local_e2e`: the real local platform over HTTP
+//! - `local_payments`: `printworks up` takes signed provider webhooks
 //! - `local_render`: `printworks up` renders paid orders, or holds them
 //! - `aws_emulator`: the AWS adapters against moto server (`emulator_*`)
 //! - `openapi`: the spec against the router, and its examples
@@ -8,6 +9,7 @@
 
 mod aws_emulator;
 mod local_e2e;
+mod local_payments;
 mod local_render;
 mod openapi;
 mod sample_events;

@@ -176,3 +176,99 @@ async fn every_stream_batch_sample_is_relayed_to_the_bus() {
     );
     db.close();
 }
+
+#[tokio::test]
+async fn every_payment_webhook_sample_gets_its_expected_response() {
+    use printworks::domain::payment::PaymentStatus;
+    use printworks::domain::tenant::{PaymentSetup, TenantId};
+    use printworks::ports::{FixedSecrets, ManualClock};
+    use printworks::webhooks::WebhookSecrets;
+
+    let expected: BTreeMap<&str, (u16, &str)> = BTreeMap::from([
+        ("adyen-authorisation-and-capture", (200, "[accepted]")),
+        ("stripe-payment-succeeded", (200, r#"{"received":true}"#)),
+        ("stripe-wrong-secret", (401, "signature_mismatch")),
+        ("unknown-provider", (404, "unknown_provider")),
+    ]);
+    let samples = files("payment-webhook");
+    assert_eq!(
+        samples.keys().map(String::as_str).collect::<Vec<_>>(),
+        expected.keys().copied().collect::<Vec<_>>()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Db::open(dir.path().join("db.sqlite"), Durability::Normal).unwrap());
+    let store = Arc::new(SqliteStore::new(db.clone()));
+    // The orders the samples name: the place-order sample's request, for a
+    // Stripe brand and for an Adyen one.
+    let place: serde_json::Value =
+        serde_json::from_str(&files("order-api")["place-order"]).unwrap();
+    let request: OrderRequest = serde_json::from_str(place["body"].as_str().unwrap()).unwrap();
+    let signed_at = time::OffsetDateTime::from_unix_timestamp(1_795_341_600).unwrap();
+    let mut orders = Vec::new();
+    for (tenant, provider, id) in [
+        ("demo-brand", "stripe", SAMPLE_ORDER_ID),
+        (
+            "demo-cards",
+            "adyen",
+            "ord_0192f1f0a0b07c3e9d2a4b5c6d7e8f91",
+        ),
+    ] {
+        let mut brand = printworks_local::seed::demo_tenants().remove(0);
+        brand.id = TenantId::parse(tenant).unwrap();
+        brand.payment = PaymentSetup::Provider {
+            provider: provider.into(),
+        };
+        let (mut order, events) =
+            Order::place(Catalog::builtin(), &brand, &request, signed_at).unwrap();
+        order.id = OrderId::parse(id).unwrap();
+        assert_eq!(
+            order.totals.total.amount, 2356,
+            "the samples' amount: run python3 events/payment-webhook/generate.py {}",
+            order.totals.total.amount
+        );
+        let idempotency = IdempotencyRecord {
+            key: id.into(),
+            request_hash: "x".into(),
+            response: StoredResponse {
+                status: 201,
+                body: "{}".into(),
+            },
+        };
+        store
+            .place(NewOrder {
+                order: order.clone(),
+                events,
+                idempotency,
+            })
+            .await
+            .unwrap();
+        orders.push(order);
+    }
+    let secrets = WebhookSecrets::from_json(
+        r#"{"stripe": ["whsec_sample_events"], "adyen": ["44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056"]}"#,
+    )
+    .unwrap();
+    let webhooks = payment_webhook::Webhooks::new(
+        store.clone(),
+        store.clone(),
+        Arc::new(FixedSecrets(secrets)),
+        Arc::new(ManualClock::new(signed_at + Duration::from_secs(5))),
+    );
+    let router = payment_webhook::router(Arc::new(webhooks));
+    for (name, raw) in &samples {
+        let request = lambda_http::request::from_str(raw)
+            .unwrap_or_else(|e| panic!("{name}: not an API Gateway v2 event: {e}"));
+        let response = payment_webhook::handle(&router, request).await;
+        let status = response.status().as_u16();
+        let body = String::from_utf8(body_bytes(response).await).unwrap();
+        let (want_status, marker) = expected[name.as_str()];
+        assert_eq!(status, want_status, "{name}: {body}");
+        assert!(body.contains(marker), "{name}: {marker} not in {body}");
+    }
+    for order in &orders {
+        let paid = store.get(&order.tenant, &order.id).await.unwrap().unwrap();
+        assert_eq!(paid.state.as_str(), "paid", "{}", order.tenant);
+        assert_eq!(paid.payment_status.unwrap().status, PaymentStatus::Captured);
+    }
+    db.close();
+}

@@ -401,3 +401,51 @@ async fn presigned_blob_urls_check_signature_expiry_type_and_length() {
     assert!(blobs.get("prints/acme/missing").await.unwrap().is_none());
     let _ = clock.now();
 }
+
+#[tokio::test]
+async fn a_version_1_database_gains_order_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sqlite");
+    let placed = new_order("k", "h");
+    {
+        // The orders table as schema version 1 made it, with one order.
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE orders (tenant_id TEXT NOT NULL, id TEXT NOT NULL, state TEXT NOT NULL, rank INTEGER NOT NULL,
+               doc TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (tenant_id, id));
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        let mut doc = serde_json::to_value(&placed.order).unwrap();
+        doc.as_object_mut().unwrap().remove("version");
+        c.execute(
+            "INSERT INTO orders VALUES (?1, ?2, ?3, ?4, ?5, 't', 't')",
+            rusqlite::params![
+                placed.order.tenant.as_str(),
+                placed.order.id.as_str(),
+                placed.order.state.as_str(),
+                placed.order.rank(),
+                doc.to_string()
+            ],
+        )
+        .unwrap();
+    }
+    let db = Arc::new(Db::open(&path, Durability::Normal).unwrap());
+    let store = SqliteStore::new(db.clone());
+    let old = store
+        .get(&tenant().id, &placed.order.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(old.version, 0);
+    let (cancelled, event) = old
+        .cancel("customer_request", time::OffsetDateTime::now_utc())
+        .unwrap();
+    store
+        .transition(&cancelled, &old, vec![event])
+        .await
+        .unwrap();
+    let now = store.get(&tenant().id, &old.id).await.unwrap().unwrap();
+    assert_eq!((now.state, now.version), (OrderState::Cancelled, 1));
+    db.close();
+}
