@@ -678,3 +678,40 @@ async fn unknown_types_are_acknowledged_and_unknown_orders_kept() {
     assert_eq!(env.reload(&order).await.version, 0);
     assert!(env.published().await.is_empty());
 }
+
+#[tokio::test]
+async fn a_refund_after_shipment_is_announced_and_flagged() {
+    let env = setup().await;
+    let order = env.order("stripe").await;
+    let total = order.totals.total.amount;
+    env.stripe(&pi_event(
+        "evt_cap",
+        "payment_intent.succeeded",
+        &order,
+        total,
+    ))
+    .await;
+    let mut current = into_production(&env, &order).await;
+    for state in [OrderState::Packed, OrderState::Shipped] {
+        let mut next = current.successor(env.clock.now());
+        next.state = state;
+        env.store.transition(&next, &current, vec![]).await.unwrap();
+        current = next;
+    }
+    env.published().await;
+    let (status, _) = env.stripe(&refund_event("evt_r", &order, total)).await;
+    assert_eq!(status, 200);
+    let shipped = env.reload(&order).await;
+    assert_eq!(shipped.state, OrderState::Shipped, "shipped is final");
+    let ledger = shipped.payment_status.unwrap();
+    assert_eq!(ledger.status, PaymentStatus::Refunded);
+    assert_eq!(ledger.flags.last().unwrap().code, "refund_needs_review");
+    assert_eq!(env.published().await, ["PaymentRefunded"]);
+    let record = env
+        .store
+        .payment_record("stripe", "evt_r")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.outcome, "refund_needs_review");
+}

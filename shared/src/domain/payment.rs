@@ -262,7 +262,8 @@ impl Order {
     /// - every refund is announced (`PaymentRefunded`); once the refunds
     ///   reach the total, or on a chargeback, the order is cancelled
     ///   (`OrderCancelled`) if production has not started, and put on hold
-    ///   (`OrderOnHold`) if it has; a shipped order only gets a flag.
+    ///   (`OrderOnHold`) if it has; a shipped (or already held) order only
+    ///   gets a flag for a person.
     pub fn apply_payment(
         &self,
         event: &PaymentNotification,
@@ -306,7 +307,11 @@ impl Order {
         // Every kind that moves money must carry our currency.
         let amount = match (&event.amount, event.kind) {
             (_, PaymentEventKind::Failed | PaymentEventKind::ActionRequired) => 0,
-            (Some(a), _) if a.currency == total.currency.code() && a.value >= 0 => a.value,
+            (Some(a), _) if a.value < 0 => {
+                let message = format!("a negative amount ({})", a.value);
+                return flagged(next, "amount_invalid", message);
+            }
+            (Some(a), _) if a.currency == total.currency.code() => a.value,
             (Some(a), _) => {
                 let message = format!(
                     "{} {} does not match the order's {}",
@@ -325,6 +330,8 @@ impl Order {
         let mut outcome = PaymentOutcome::Applied;
         match event.kind {
             PaymentEventKind::Unknown => unreachable!("returned above"),
+            // Nothing (more) capturable: no news for the order.
+            PaymentEventKind::Authorized if amount == 0 => {}
             PaymentEventKind::Authorized | PaymentEventKind::Captured if amount != total.amount => {
                 let message = format!(
                     "{} of {} {} does not match the order total {}",
@@ -416,11 +423,14 @@ impl Order {
                     push_flag(
                         &mut next,
                         event,
-                        "refunded_after_shipment",
-                        "the payment was refunded after the order shipped".into(),
+                        "refund_needs_review",
+                        format!(
+                            "the payment was refunded while the order is {}",
+                            self.state.as_str()
+                        ),
                         now,
                     );
-                    outcome = PaymentOutcome::Flagged("refunded_after_shipment");
+                    outcome = PaymentOutcome::Flagged("refund_needs_review");
                 }
             }
             PaymentEventKind::Chargeback => {
@@ -435,11 +445,14 @@ impl Order {
                     push_flag(
                         &mut next,
                         event,
-                        "chargeback_after_shipment",
-                        "the customer disputed the payment of a shipped order".into(),
+                        "chargeback_needs_review",
+                        format!(
+                            "the customer disputed the payment while the order is {}",
+                            self.state.as_str()
+                        ),
                         now,
                     );
-                    outcome = PaymentOutcome::Flagged("chargeback_after_shipment");
+                    outcome = PaymentOutcome::Flagged("chargeback_needs_review");
                 }
             }
         }
@@ -457,7 +470,8 @@ impl Order {
 
     /// The money went back (full refund, chargeback): cancel the order if
     /// production has not started, hold it if it has. `None` when neither is
-    /// possible any more (shipped; already cancelled is `NoChange`).
+    /// possible any more (shipped, or already on hold after production
+    /// started); an already cancelled order only records the money.
     fn stop_for_money_back(
         &self,
         mut next: Order,

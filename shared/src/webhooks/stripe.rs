@@ -108,7 +108,7 @@ impl PaymentProvider for Stripe {
             header(SIGNATURE_HEADER).ok_or(WebhookError::MissingSignature("Stripe-Signature"))?;
         let (timestamp, signatures) = parse_header(&raw)?;
         let age = now.unix_timestamp().saturating_sub(timestamp);
-        if age.abs() > TOLERANCE_SECS {
+        if age.unsigned_abs() > TOLERANCE_SECS.unsigned_abs() {
             return Err(WebhookError::StaleTimestamp(age));
         }
         let t = timestamp.to_string();
