@@ -4,11 +4,11 @@
 //! # Layout
 //!
 //! - [`domain`]: catalog, money, pricing, the order state machine, events,
-//!   tenants and API keys. No I/O, no AWS crate.
+//!   tenants and API keys, payments. No I/O, no AWS crate.
 //! - [`ports`]: the traits the handlers take (`OrderStore`, `TenantStore`,
-//!   `BlobStore`, `EventPublisher`, `Clock`).
-//! - [`adapters`]: `aws` (DynamoDB, S3, SNS, SQS; feature `aws`) and `local`
-//!   (SQLite, file system; feature `local`).
+//!   `PaymentStore`, `SecretSource`, `BlobStore`, `EventPublisher`, `Clock`).
+//! - [`adapters`]: `aws` (DynamoDB, S3, SNS, SQS, Secrets Manager; feature
+//!   `aws`) and `local` (SQLite, file system; feature `local`).
 //! - `render` (feature `render`): the print-file pipeline, bytes in, bytes out.
 //! - [`webhooks`]: payment providers' webhook signatures (Stripe, Adyen) and
 //!   their events in our terms.

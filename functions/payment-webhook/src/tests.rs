@@ -158,6 +158,18 @@ impl Env {
         .await
     }
 
+    /// Stripe's capture of the order's whole total.
+    async fn capture(&self, order: &Order, event_id: &str) -> (u16, String) {
+        let total = order.totals.total.amount;
+        self.stripe(&pi_event(
+            event_id,
+            "payment_intent.succeeded",
+            order,
+            total,
+        ))
+        .await
+    }
+
     /// The types of the events published since the last call, in order.
     async fn published(&self) -> Vec<String> {
         self.bus.relay_outbox(1000).await.unwrap();
@@ -261,13 +273,7 @@ async fn a_capture_before_its_authorization_ends_paid() {
     let order = env.order("stripe").await;
     let total = order.totals.total.amount;
     env.published().await;
-    env.stripe(&pi_event(
-        "evt_cap",
-        "payment_intent.succeeded",
-        &order,
-        total,
-    ))
-    .await;
+    env.capture(&order, "evt_cap").await;
     let (status, _) = env
         .stripe(&pi_event(
             "evt_auth",
@@ -332,13 +338,7 @@ async fn failures_and_3ds_tell_the_customer_and_a_later_capture_still_pays() {
         env.published().await,
         ["PaymentActionRequired", "PaymentFailed"]
     );
-    env.stripe(&pi_event(
-        "evt_ok",
-        "payment_intent.succeeded",
-        &order,
-        order.totals.total.amount,
-    ))
-    .await;
+    env.capture(&order, "evt_ok").await;
     assert_eq!(env.reload(&order).await.state, OrderState::Paid);
     assert_eq!(env.published().await, ["OrderPaid"]);
 }
@@ -373,13 +373,7 @@ async fn a_partial_refund_is_announced_and_the_rest_cancels() {
     let env = setup().await;
     let order = env.order("stripe").await;
     let total = order.totals.total.amount;
-    env.stripe(&pi_event(
-        "evt_cap",
-        "payment_intent.succeeded",
-        &order,
-        total,
-    ))
-    .await;
+    env.capture(&order, "evt_cap").await;
     env.published().await;
     env.stripe(&refund_event("evt_r1", &order, 500)).await;
     let partly = env.reload(&order).await;
@@ -425,13 +419,7 @@ async fn into_production(env: &Env, order: &Order) -> Order {
 async fn a_chargeback_after_production_started_holds_the_order() {
     let env = setup().await;
     let order = env.order("stripe").await;
-    env.stripe(&pi_event(
-        "evt_cap",
-        "payment_intent.succeeded",
-        &order,
-        order.totals.total.amount,
-    ))
-    .await;
+    env.capture(&order, "evt_cap").await;
     into_production(&env, &order).await;
     env.published().await;
     let (status, _) = env.stripe(&dispute_event("evt_dp", &order)).await;
@@ -452,13 +440,7 @@ async fn a_chargeback_after_production_started_holds_the_order() {
 async fn a_chargeback_before_production_cancels() {
     let env = setup().await;
     let order = env.order("stripe").await;
-    env.stripe(&pi_event(
-        "evt_cap",
-        "payment_intent.succeeded",
-        &order,
-        order.totals.total.amount,
-    ))
-    .await;
+    env.capture(&order, "evt_cap").await;
     env.published().await;
     env.stripe(&dispute_event("evt_dp", &order)).await;
     assert_eq!(env.reload(&order).await.state, OrderState::Cancelled);
@@ -684,13 +666,7 @@ async fn a_refund_after_shipment_is_announced_and_flagged() {
     let env = setup().await;
     let order = env.order("stripe").await;
     let total = order.totals.total.amount;
-    env.stripe(&pi_event(
-        "evt_cap",
-        "payment_intent.succeeded",
-        &order,
-        total,
-    ))
-    .await;
+    env.capture(&order, "evt_cap").await;
     let mut current = into_production(&env, &order).await;
     for state in [OrderState::Packed, OrderState::Shipped] {
         let mut next = current.successor(env.clock.now());

@@ -484,7 +484,6 @@ impl Order {
         ledger.status = ledger.derive_status(total, None);
         let ledger = ledger.clone();
         if self.state == OrderState::Cancelled {
-            next.state = OrderState::Cancelled;
             return Some(PaymentDecision {
                 next: Some(next),
                 events,
