@@ -15,4 +15,5 @@ pub mod blob_routes;
 pub mod payments;
 pub mod platform;
 pub mod seed;
+pub mod sqs_api;
 pub mod workers;

@@ -1,6 +1,9 @@
-//! The platform on one machine: the order API and the blob server on one
-//! loopback port with the payment webhooks, the SQLite store, the outbox
-//! relay, the local bus and the queue consumers (render).
+//! The platform on one machine: the order API, the payment webhooks, the
+//! blob server (uploads, and print files under `/prints`) and the SQS
+//! endpoint on one loopback port; the SQLite store, the outbox relay, the
+//! local bus and the queue consumers (render, dispatch, production-events);
+//! and one edge agent per plant with a simulated machine behind its hot
+//! folder under `<data dir>/plants/<id>/`.
 
 use crate::blob_routes;
 use crate::payments;
@@ -35,6 +38,32 @@ pub struct Options {
     pub upload_url_ttl: Duration,
     /// A catalog file to use instead of the built-in one.
     pub catalog: Option<PathBuf>,
+    pub plants: PlantOptions,
+}
+
+/// The plants of `printworks up`: an edge agent per plant of the catalog,
+/// and a simulated machine behind its hot folder.
+#[derive(Debug, Clone)]
+pub struct PlantOptions {
+    /// Run the agents and machines (tests of earlier stages turn it off).
+    pub run: bool,
+    /// How long the simulated machine takes to print a job.
+    pub print_delay: Duration,
+    /// The share of jobs the simulated machine fails.
+    pub failure_rate: f64,
+    /// How long after packing a package ships.
+    pub ship_delay: Duration,
+}
+
+impl Default for PlantOptions {
+    fn default() -> PlantOptions {
+        PlantOptions {
+            run: true,
+            print_delay: Duration::from_millis(300),
+            failure_rate: 0.0,
+            ship_delay: Duration::from_millis(500),
+        }
+    }
 }
 
 impl Options {
@@ -46,6 +75,7 @@ impl Options {
             env: "local".into(),
             upload_url_ttl: Duration::from_secs(900),
             catalog: None,
+            plants: PlantOptions::default(),
         }
     }
 }
@@ -71,8 +101,56 @@ pub const QUEUES: &[(&str, &[EventType])] = &[
     ),
 ];
 
+/// Where the plants' status reports arrive.
+pub const PLANT_EVENTS: &str = "plant-events";
+
+/// A plant's job queue.
+pub fn jobs_queue(plant: &str) -> String {
+    format!("plant-{plant}-jobs")
+}
+
 pub fn db_path(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("printworks.sqlite")
+}
+
+/// A plant's directory: `hot`, `done`, `error`, the machine's
+/// `printed.log`, and the agent's journal and spool under `agent`.
+pub fn plant_dir(data_dir: &std::path::Path, plant: &str) -> PathBuf {
+    data_dir.join("plants").join(plant)
+}
+
+/// The configuration of the local edge agent of `plant`, talking to the
+/// platform at `base_url` as a plant talks to SQS.
+pub fn agent_config(
+    data_dir: &std::path::Path,
+    base_url: &str,
+    plant: &str,
+    plants: &PlantOptions,
+) -> edge_agent::Config {
+    use edge_agent::config::{AfterPrint, AwsOverride, Config, DriverConfig, Folders};
+    let dir = plant_dir(data_dir, plant);
+    let Folders { hot, done, error } = Folders::under(&dir);
+    Config {
+        plant: plant.to_string(),
+        jobs_queue_url: format!("{base_url}/queues/{}", jobs_queue(plant)),
+        events_queue_url: format!("{base_url}/queues/{PLANT_EVENTS}"),
+        region: "eu-central-1".into(),
+        endpoint_url: Some(base_url.to_string()),
+        state_dir: dir.join("agent"),
+        concurrency: 8,
+        wait_secs: 5,
+        visibility_secs: 60,
+        report_backoff_max_secs: 5,
+        driver: DriverConfig::Hotfolder { hot, done, error },
+        after_print: AfterPrint::Simulate {
+            ship_delay_ms: plants.ship_delay.as_millis() as u64,
+            carrier: "SIM-POST".into(),
+        },
+        aws: AwsOverride {
+            access_key_id: Some("local".into()),
+            secret_access_key: Some("local".into()),
+        },
+    }
 }
 
 /// A running platform; [`Running::stop`] shuts it down cleanly.
@@ -128,15 +206,25 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
     let db = Arc::new(Db::open(db_path(&options.data_dir), options.durability)?);
     let store = SqliteStore::new(db.clone());
     let bus = LocalBus::new(db.clone(), clock.clone());
+    let queue_config = |queue: &str| QueueConfig {
+        visibility_timeout: Duration::from_secs(30),
+        max_receive_count: 5,
+        dead_letter: Some(format!("{queue}-dlq")),
+    };
     for (queue, types) in QUEUES {
-        let dlq = format!("{queue}-dlq");
-        let config = QueueConfig {
-            visibility_timeout: Duration::from_secs(30),
-            max_receive_count: 5,
-            dead_letter: Some(dlq),
-        };
-        bus.declare_queue(queue, config).await?;
+        bus.declare_queue(queue, queue_config(queue)).await?;
         bus.subscribe(queue, Some(types)).await?;
+    }
+    // Point-to-point queues, as the plant stacks and the main template make them.
+    bus.declare_queue(PLANT_EVENTS, queue_config(PLANT_EVENTS))
+        .await?;
+    for plant in catalog.plants.keys() {
+        let queue = jobs_queue(plant);
+        let config = QueueConfig {
+            visibility_timeout: Duration::from_secs(120),
+            ..queue_config(&queue)
+        };
+        bus.declare_queue(&queue, config).await?;
     }
     let mut seeded = Vec::new();
     if !store.has_tenants().await? {
@@ -168,17 +256,18 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         blobs.clone(),
         clock.clone(),
     );
-    // Print files and previews go to their own store, as to their own bucket.
+    // Print files and previews go to their own store, as to their own
+    // bucket, served under /prints (the agents fetch them by presigned URL).
     let prints = Arc::new(FsBlobStore::open(
         options.data_dir.join("prints"),
-        &format!("http://{addr}"),
+        &format!("http://{addr}/prints"),
         clock.clone(),
     )?);
     let renderer = render::Renderer {
-        catalog,
+        catalog: catalog.clone(),
         orders: store_arc.clone(),
         uploads: blobs.clone(),
-        prints,
+        prints: prints.clone(),
         urls: Arc::new(UrlFetcher::new(FetchPolicy::default())?),
         clock: clock.clone(),
         limits: Limits::default(),
@@ -192,11 +281,34 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         )?)),
         clock.clone(),
     );
+    let dispatcher = dispatch::Dispatcher {
+        plants: dispatch::PlantQueues::for_plants(catalog.plants.keys(), |plant| {
+            Arc::new(bus.queue(&jobs_queue(plant)))
+        }),
+        catalog: catalog.clone(),
+        orders: store_arc.clone(),
+        production: store_arc.clone(),
+        prints: prints.clone(),
+        clock: clock.clone(),
+        url_ttl: Duration::from_secs(12 * 3600),
+    };
+    let production = production_events::ProductionEvents {
+        orders: store_arc.clone(),
+        production: store_arc.clone(),
+        clock: clock.clone(),
+    };
+    let (shutdown, mut stop_server) = watch::channel(false);
+    let base_url = format!("http://{addr}");
     let router = order_api::router(Arc::new(app))
         .merge(payment_webhook::router(Arc::new(webhooks)))
-        .merge(blob_routes::router(blobs));
+        .merge(blob_routes::router(blobs))
+        .nest("/prints", blob_routes::router(prints))
+        .merge(crate::sqs_api::router_with_shutdown(
+            bus.clone(),
+            base_url.clone(),
+            shutdown.subscribe(),
+        ));
 
-    let (shutdown, mut stop_server) = watch::channel(false);
     let server = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
@@ -205,11 +317,74 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
             .await
     });
     let relay = tokio::spawn(relay_loop(bus.clone(), shutdown.subscribe()));
-    let workers = vec![tokio::spawn(workers::render_loop(
-        bus.clone(),
-        renderer,
-        shutdown.subscribe(),
-    ))];
+    let renderer = Arc::new(renderer);
+    let dispatcher = Arc::new(dispatcher);
+    let production = Arc::new(production);
+    let mut workers = vec![
+        tokio::spawn(workers::consume(
+            bus.clone(),
+            "render",
+            shutdown.subscribe(),
+            move |m| {
+                let renderer = renderer.clone();
+                async move {
+                    let event = workers::envelope(&m)?;
+                    let outcome = renderer
+                        .handle(&event, m.receive_count)
+                        .await
+                        .map_err(|e| e.0)?;
+                    Ok(format!("{outcome:?}"))
+                }
+            },
+        )),
+        tokio::spawn(workers::consume(
+            bus.clone(),
+            "dispatch",
+            shutdown.subscribe(),
+            move |m| {
+                let dispatcher = dispatcher.clone();
+                async move {
+                    let event = workers::envelope(&m)?;
+                    let outcome = dispatcher.handle(&event).await.map_err(|e| e.0)?;
+                    Ok(format!("{outcome:?}"))
+                }
+            },
+        )),
+        tokio::spawn(workers::consume(
+            bus.clone(),
+            PLANT_EVENTS,
+            shutdown.subscribe(),
+            move |m| {
+                let production = production.clone();
+                async move {
+                    let outcome = production.handle(&m.body).await?;
+                    Ok(format!("{outcome:?}"))
+                }
+            },
+        )),
+    ];
+    if options.plants.run {
+        for plant in catalog.plants.keys() {
+            let config = agent_config(&options.data_dir, &base_url, plant, &options.plants);
+            let dir = plant_dir(&options.data_dir, plant);
+            let machine = edge_agent::driver::SimulatedMachine::new(
+                edge_agent::config::Folders::under(&dir),
+                dir.join("printed.log"),
+                options.plants.print_delay,
+                options.plants.failure_rate,
+            )?;
+            workers.push(tokio::spawn(machine.run(shutdown.subscribe())));
+            let (jobs, events) = edge_agent::queues(&config).await;
+            let agent =
+                edge_agent::Agent::new(config, jobs, events, edge_agent::faults::Faults::none())?;
+            let stop = shutdown.subscribe();
+            workers.push(tokio::spawn(async move {
+                if let Err(e) = agent.run(stop).await {
+                    tracing::error!(error = %format!("{e:#}"), "edge agent failed");
+                }
+            }));
+        }
+    }
     Ok(Running {
         addr,
         data_dir: options.data_dir,

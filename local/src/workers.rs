@@ -1,59 +1,69 @@
 //! The consumers of the local queues: the same handlers as the Lambdas,
 //! fed by the local bus instead of SQS.
 
-use printworks::adapters::local::bus::LocalBus;
+use printworks::adapters::local::bus::{LocalBus, Message};
 use printworks::domain::events::EventEnvelope;
+use std::future::Future;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Renders paid orders from the `render` queue until told to stop. A
-/// message is deleted once handled; a failed one comes back after the
-/// visibility timeout and is dead-lettered after the queue's limit.
-pub async fn render_loop(
+/// Handles `queue`'s messages with `handle` until told to stop, up to 10 at
+/// a time, one after the other. A handled message is deleted; a failed one
+/// comes back after the visibility timeout and is dead-lettered after the
+/// queue's limit, as with SQS and a Lambda reporting batch item failures.
+pub async fn consume<F, Fut>(
     bus: LocalBus,
-    renderer: render::Renderer,
+    queue: &'static str,
     mut stop: watch::Receiver<bool>,
-) {
+    handle: F,
+) where
+    F: Fn(Message) -> Fut,
+    Fut: Future<Output = anyhow::Result<String>>,
+{
     loop {
         if *stop.borrow() {
             return;
         }
-        let messages = match bus.receive("render", 1).await {
+        let messages = match bus.receive(queue, 10).await {
             Ok(m) => m,
             Err(e) => {
-                tracing::error!(error = %e, "render queue unavailable; retrying");
+                tracing::error!(queue, error = %e, "queue unavailable; retrying");
                 Vec::new()
             }
         };
         if messages.is_empty() {
             tokio::select! {
                 _ = stop.changed() => {}
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
             continue;
         }
         for message in messages {
-            let result = match serde_json::from_str::<EventEnvelope>(&message.body) {
-                Ok(event) => renderer
-                    .handle(&event, message.receive_count)
-                    .await
-                    .map_err(|e| e.0),
-                Err(e) => Err(anyhow::anyhow!("not an event envelope: {e}")),
-            };
-            match result {
+            let (id, receipt, attempt) = (
+                message.message_id.clone(),
+                message.receipt.clone(),
+                message.receive_count,
+            );
+            match handle(message).await {
                 Ok(outcome) => {
-                    tracing::info!(message = %message.message_id, ?outcome, "render handled");
-                    if let Err(e) = bus.delete(&message.receipt).await {
-                        tracing::error!(error = %e, "deleting a handled render message failed");
+                    tracing::info!(queue, message = %id, outcome, "handled");
+                    if let Err(e) = bus.delete(&receipt).await {
+                        tracing::error!(queue, error = %e, "deleting a handled message failed");
                     }
                 }
                 Err(e) => tracing::error!(
-                    message = %message.message_id,
-                    attempt = message.receive_count,
-                    error = %e,
-                    "render failed; the message will be retried"
+                    queue,
+                    message = %id,
+                    attempt,
+                    error = %format!("{e:#}"),
+                    "failed; the message will be retried"
                 ),
             }
         }
     }
+}
+
+/// A message body as an event envelope.
+pub fn envelope(message: &Message) -> anyhow::Result<EventEnvelope> {
+    serde_json::from_str(&message.body).map_err(|e| anyhow::anyhow!("not an event envelope: {e}"))
 }

@@ -83,6 +83,39 @@ impl ApiConfig {
     }
 }
 
+/// What dispatch needs besides the table and the prints bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchConfig {
+    /// A plant's job queue URL with `{plant}` for the plant id.
+    pub plant_queue_url_template: String,
+    /// How long the print files' presigned GET URLs in a job are valid.
+    pub job_url_ttl: Duration,
+}
+
+impl DispatchConfig {
+    pub fn from_vars<F: Fn(&str) -> Option<String>>(
+        vars: &Vars<F>,
+    ) -> Result<DispatchConfig, ConfigError> {
+        let template = vars.required("PLANT_QUEUE_URL_TEMPLATE")?;
+        if !template.contains("{plant}") {
+            return Err(ConfigError::Invalid {
+                name: "PLANT_QUEUE_URL_TEMPLATE",
+                reason: "must contain {plant}".into(),
+            });
+        }
+        // SigV4 presigned URLs live at most 7 days.
+        let job_url_ttl = vars.seconds("JOB_URL_TTL_SECS", 43_200, 300..=604_800)?;
+        Ok(DispatchConfig {
+            plant_queue_url_template: template,
+            job_url_ttl,
+        })
+    }
+
+    pub fn plant_queue_url(&self, plant: &str) -> String {
+        self.plant_queue_url_template.replace("{plant}", plant)
+    }
+}
+
 /// The AWS resources the functions use; each reads only what it needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsResources {
@@ -136,6 +169,28 @@ impl AwsResources {
         })
     }
 
+    pub fn for_dispatch<F: Fn(&str) -> Option<String>>(
+        vars: &Vars<F>,
+    ) -> Result<AwsResources, ConfigError> {
+        Ok(AwsResources {
+            prints_bucket: Some(vars.required("PRINTS_BUCKET")?),
+            ..AwsResources::for_production_events(vars)?
+        })
+    }
+
+    pub fn for_production_events<F: Fn(&str) -> Option<String>>(
+        vars: &Vars<F>,
+    ) -> Result<AwsResources, ConfigError> {
+        Ok(AwsResources {
+            orders_table: Some(vars.required("ORDERS_TABLE")?),
+            uploads_bucket: None,
+            events_topic_arn: None,
+            prints_bucket: None,
+            payment_secrets_arn: None,
+            endpoint_url: vars.optional("AWS_ENDPOINT_URL"),
+        })
+    }
+
     pub fn for_publisher<F: Fn(&str) -> Option<String>>(
         vars: &Vars<F>,
     ) -> Result<AwsResources, ConfigError> {
@@ -184,6 +239,30 @@ mod tests {
         assert_eq!(
             AwsResources::for_order_api(&vars(&[("ORDERS_TABLE", "t")])),
             Err(ConfigError::Missing("UPLOADS_BUCKET"))
+        );
+    }
+
+    #[test]
+    fn dispatch_needs_a_plant_placeholder() {
+        let err = DispatchConfig::from_vars(&vars(&[(
+            "PLANT_QUEUE_URL_TEMPLATE",
+            "https://sqs/plant-jobs",
+        )]))
+        .unwrap_err();
+        assert!(err.to_string().contains("{plant}"), "{err}");
+        let c = DispatchConfig::from_vars(&vars(&[(
+            "PLANT_QUEUE_URL_TEMPLATE",
+            "https://sqs.eu-central-1.amazonaws.com/1/plant-{plant}-jobs",
+        )]))
+        .unwrap();
+        assert_eq!(
+            c.plant_queue_url("muc"),
+            "https://sqs.eu-central-1.amazonaws.com/1/plant-muc-jobs"
+        );
+        assert_eq!(c.job_url_ttl, Duration::from_secs(43_200));
+        assert_eq!(
+            AwsResources::for_dispatch(&vars(&[("ORDERS_TABLE", "t")])),
+            Err(ConfigError::Missing("PRINTS_BUCKET"))
         );
     }
 

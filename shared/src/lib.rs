@@ -12,7 +12,9 @@
 //! - `render` (feature `render`): the print-file pipeline, bytes in, bytes out.
 //! - [`webhooks`]: payment providers' webhook signatures (Stripe, Adyen) and
 //!   their events in our terms.
+//! - `sqs_batch` (feature `lambda`): SQS batches with partial failures.
 //! - [`config`]: typed configuration from the environment.
+//! - `testing` (feature `testing`): fixtures for other crates' tests.
 //! - [`telemetry`]: the one tracing init.
 
 pub mod adapters;
@@ -23,5 +25,9 @@ pub mod fetch;
 pub mod ports;
 #[cfg(feature = "render")]
 pub mod render;
+#[cfg(feature = "lambda")]
+pub mod sqs_batch;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod webhooks;

@@ -105,6 +105,24 @@ pub fn check_successor(next: &Order, observed: &Order) -> Result<(), StoreError>
     Ok(())
 }
 
+/// The orders' production side: the plants' open-job counts, kept in the
+/// same transactions as the orders that change them.
+#[async_trait]
+pub trait ProductionStore: Send + Sync {
+    /// Jobs dispatched to each of `plants` and not yet shipped or failed.
+    async fn open_jobs(&self, plants: &[String]) -> Result<BTreeMap<String, i64>, StoreError>;
+    /// [`OrderStore::transition`], adding `delta` to `plant`'s open jobs in
+    /// the same transaction.
+    async fn transition_counted(
+        &self,
+        next: &Order,
+        observed: &Order,
+        events: Vec<EventEnvelope>,
+        plant: &str,
+        delta: i64,
+    ) -> Result<(), StoreError>;
+}
+
 /// A provider event as received, kept once per (provider, event id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentRecord {
@@ -220,6 +238,49 @@ impl SecretSource for FixedSecrets {
     async fn webhook_secrets(&self) -> Result<crate::webhooks::WebhookSecrets, StoreError> {
         Ok(self.0.clone())
     }
+}
+
+/// A message received from a queue; delete it by its receipt when done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    pub message_id: String,
+    /// Valid until the message is received again.
+    pub receipt: String,
+    pub body: String,
+    /// Deliveries so far, this one included (SQS `ApproximateReceiveCount`).
+    pub receive_count: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The queue could not be reached or refused the call; try again later.
+    #[error("queue unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
+    /// The receipt is no longer valid (the message was received again or
+    /// deleted): the caller's hold on the message is gone.
+    #[error("stale receipt")]
+    StaleReceipt,
+    /// Some messages of a batch were not sent: their indexes in the batch.
+    #[error("{} of the batch not sent: {cause:#}", failed.len())]
+    NotSent {
+        failed: Vec<usize>,
+        cause: anyhow::Error,
+    },
+}
+
+/// A point-to-point queue (SQS, or the local bus): plant job queues and the
+/// `plant-events` queue. Messages are delivered at least once.
+#[async_trait]
+pub trait MessageQueue: Send + Sync {
+    /// Waits up to `wait` for up to `max` (1..=10) messages, hiding each for
+    /// the queue's visibility timeout.
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<QueueMessage>, QueueError>;
+    async fn delete(&self, receipt: &str) -> Result<(), QueueError>;
+    /// Hides a received message for `timeout` from now.
+    async fn change_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), QueueError>;
+    /// Sends every body, in batches of at most 10; reports the ones that
+    /// were not sent.
+    async fn send_batch(&self, bodies: &[String]) -> Result<(), QueueError>;
 }
 
 /// A clock tests move by hand (SQS visibility, URL expiry) instead of sleeping.

@@ -4,12 +4,16 @@
 //! - [`emulator`]: the AWS emulator's endpoint, when the test script set it
 //! - [`openapi`]: `infra/openapi.yaml` as JSON
 //! - [`sample_key`]: the API key the sample events in `events/` carry
+//! - [`photo`], [`upload`]: a generated JPEG, uploaded through the API
 
 use printworks::config::ApiConfig;
 use printworks::domain::catalog::Catalog;
 use printworks::domain::tenant::{ApiKeyRecord, TenantId};
 use printworks::ports::{BlobStore, OrderStore, SystemClock, TenantStore};
+use printworks::render::{JpegOut, Raster, encode_jpeg};
 use printworks_local::platform::{self, Options, Running};
+use reqwest::Client;
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,4 +119,61 @@ pub fn sample_key(tenant: &TenantId) -> ApiKeyRecord {
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(bytes))
+}
+
+/// A gradient JPEG of `w` x `h` pixels.
+pub fn photo(w: u32, h: u32) -> Vec<u8> {
+    let mut data = Vec::with_capacity((w * h * 3) as usize);
+    for y in 0..h {
+        for x in 0..w {
+            data.extend_from_slice(&[(x * 255 / w) as u8, (y * 255 / h) as u8, 100]);
+        }
+    }
+    let raster = Raster {
+        width: w,
+        height: h,
+        channels: 3,
+        data,
+    };
+    encode_jpeg(
+        &raster,
+        JpegOut {
+            quality: 90,
+            full_chroma: false,
+            dpi: 72,
+        },
+        &[],
+    )
+    .unwrap()
+}
+
+/// Uploads `bytes` through the API's presigned URL; returns the upload id.
+pub async fn upload(
+    client: &Client,
+    base: &str,
+    key: &str,
+    bytes: Vec<u8>,
+    complete: bool,
+) -> String {
+    let res: Value = client
+        .post(format!("{base}/v1/uploads"))
+        .bearer_auth(key)
+        .json(&json!({"content_type": "image/jpeg", "size_bytes": bytes.len()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    if complete {
+        let put = client
+            .put(res["upload"]["url"].as_str().unwrap())
+            .header("Content-Type", "image/jpeg")
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 200);
+    }
+    res["upload_id"].as_str().unwrap().to_string()
 }

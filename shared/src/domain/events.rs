@@ -14,7 +14,11 @@ pub enum EventType {
     OrderOnHold,
     OrderRendered,
     OrderDispatched,
+    /// A plant accepted the first job of the order.
+    OrderInProduction,
     OrderShipped,
+    /// A plant could not make a job (the order goes on hold).
+    ProductionFailed,
     PaymentFailed,
     /// The customer must complete 3-D Secure (or another step) to pay.
     PaymentActionRequired,
@@ -23,14 +27,16 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 10] = [
+    pub const ALL: [EventType; 12] = [
         EventType::OrderPlaced,
         EventType::OrderPaid,
         EventType::OrderCancelled,
         EventType::OrderOnHold,
         EventType::OrderRendered,
         EventType::OrderDispatched,
+        EventType::OrderInProduction,
         EventType::OrderShipped,
+        EventType::ProductionFailed,
         EventType::PaymentFailed,
         EventType::PaymentActionRequired,
         EventType::PaymentRefunded,
@@ -44,7 +50,9 @@ impl EventType {
             EventType::OrderOnHold => "OrderOnHold",
             EventType::OrderRendered => "OrderRendered",
             EventType::OrderDispatched => "OrderDispatched",
+            EventType::OrderInProduction => "OrderInProduction",
             EventType::OrderShipped => "OrderShipped",
+            EventType::ProductionFailed => "ProductionFailed",
             EventType::PaymentFailed => "PaymentFailed",
             EventType::PaymentActionRequired => "PaymentActionRequired",
             EventType::PaymentRefunded => "PaymentRefunded",

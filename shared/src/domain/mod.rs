@@ -8,6 +8,7 @@
 //! - [`order`]: the order request, its validation, the stored order, transitions
 //! - [`events`]: the event envelope
 //! - [`payment`]: the checkout, provider events and what they do to an order
+//! - [`production`]: the plant choice, print jobs and plant status reports
 //! - [`tenant`]: tenants and API keys
 
 pub mod catalog;
@@ -17,5 +18,6 @@ pub mod money;
 pub mod order;
 pub mod payment;
 pub mod pricing;
+pub mod production;
 pub mod state;
 pub mod tenant;

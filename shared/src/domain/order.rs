@@ -417,6 +417,9 @@ pub struct Order {
     pub payment_status: Option<super::payment::PaymentLedger>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
+    /// The plant and the jobs, once dispatched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub production: Option<super::production::Production>,
     /// Bumped by every write; stores write conditionally on it, so two
     /// writers that read the same order cannot both win.
     #[serde(default)]
@@ -743,6 +746,7 @@ impl Order {
             totals,
             payment: tenant.payment.clone(),
             payment_status: None,
+            production: None,
             reference,
             version: 0,
         };

@@ -81,8 +81,10 @@ impl OrderState {
     }
 
     /// Whether the state machine allows `self -> to`. Always a strictly
-    /// higher rank; `Shipped` and `Cancelled` are final; shipping only
-    /// follows packing; anything not final may be put on hold.
+    /// higher rank; `Shipped` and `Cancelled` are final; anything not final
+    /// may be put on hold. Once dispatched, the order follows the plant's
+    /// reports, which may skip a step (a queue does not keep their order),
+    /// so any later production state may follow.
     pub fn can_move_to(self, to: OrderState) -> bool {
         if self.is_terminal() || to.rank() <= self.rank() {
             return false;
@@ -93,16 +95,18 @@ impl OrderState {
             OrderState::Rendered => self == OrderState::Paid,
             OrderState::Dispatched => self == OrderState::Rendered,
             OrderState::InProduction => self == OrderState::Dispatched,
-            OrderState::Printed => matches!(self, OrderState::InProduction),
-            OrderState::Packed => matches!(self, OrderState::InProduction | OrderState::Printed),
-            OrderState::Shipped => self == OrderState::Packed,
+            OrderState::Printed | OrderState::Packed | OrderState::Shipped => {
+                self.rank() >= OrderState::Dispatched.rank()
+            }
             OrderState::OnHold | OrderState::Cancelled => true,
         }
     }
 
-    /// Production has started once a plant accepted a job.
+    /// Production has started once the jobs left for a plant: from then on
+    /// the order can no longer simply be cancelled (the plant may already be
+    /// printing), only held.
     pub fn production_started(self) -> bool {
-        self.rank() >= OrderState::InProduction.rank()
+        self.rank() >= OrderState::Dispatched.rank()
             && self != OrderState::OnHold
             && self != OrderState::Cancelled
     }
@@ -162,7 +166,13 @@ mod tests {
         assert!(OnHold.can_move_to(Cancelled));
         assert!(!OnHold.can_move_to(Paid));
         assert!(InProduction.production_started());
-        assert!(!Dispatched.production_started());
+        assert!(Dispatched.production_started());
+        assert!(!Rendered.production_started());
+        assert!(
+            Dispatched.can_move_to(Shipped),
+            "plant reports may skip steps"
+        );
+        assert!(!Rendered.can_move_to(Printed));
     }
 
     #[test]

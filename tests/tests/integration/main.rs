@@ -10,6 +10,7 @@
 mod aws_emulator;
 mod local_e2e;
 mod local_payments;
+mod local_plants;
 mod local_render;
 mod openapi;
 mod sample_events;

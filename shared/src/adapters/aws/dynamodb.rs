@@ -9,6 +9,7 @@
 //! | API key | `APIKEY#<key id>` | `APIKEY` |
 //! | payment provider event | `PAYEVT#<provider>#<event id>` | `PAYEVT` |
 //! | provider payment id -> order | `PAYREF#<provider>#<payment id>` | `PAYREF` |
+//! | a plant's open-job count | `PLANT#<plant id>` | `PLANT` |
 //!
 //! Order writes are conditional on the stored `rank` and `version` being
 //! those the writer read. A provider event's record, the order it changes
@@ -26,14 +27,15 @@ use crate::domain::order::{Order, OrderId};
 use crate::domain::tenant::{ApiKeyRecord, Tenant, TenantId};
 use crate::ports::{
     NewOrder, OrderStore, PaymentRecord, PaymentStore, PaymentWrite, PaymentWriteOutcome,
-    PlaceOutcome, StoreError, StoredResponse, TenantStore, check_successor,
+    PlaceOutcome, ProductionStore, StoreError, StoredResponse, TenantStore, check_successor,
 };
 use anyhow::{Context, anyhow};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 
 /// How long an outbox item stays after it was written (the stream keeps 24 h).
@@ -345,6 +347,14 @@ impl OrderStore for DynamoStore {
         for event in &events {
             items.push(put(&self.table, outbox_item(event)?, None)?);
         }
+        self.transact(items).await
+    }
+}
+
+impl DynamoStore {
+    /// One `TransactWriteItems`; a failed condition (or a conflict with a
+    /// concurrent transaction) is [`StoreError::Conflict`].
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), StoreError> {
         match self
             .client
             .transact_write_items()
@@ -356,6 +366,52 @@ impl OrderStore for DynamoStore {
             Err(err) if condition_failed(&err).is_some() => Err(StoreError::Conflict),
             Err(err) => Err(anyhow!(err).context("DynamoDB TransactWriteItems").into()),
         }
+    }
+}
+
+fn plant_pk(plant: &str) -> String {
+    format!("PLANT#{plant}")
+}
+
+#[async_trait]
+impl ProductionStore for DynamoStore {
+    async fn open_jobs(&self, plants: &[String]) -> Result<BTreeMap<String, i64>, StoreError> {
+        let mut out = BTreeMap::new();
+        for plant in plants {
+            let open = match self.get_item(plant_pk(plant), "PLANT").await? {
+                Some(item) => item
+                    .get("open_jobs")
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+                None => 0,
+            };
+            out.insert(plant.clone(), open);
+        }
+        Ok(out)
+    }
+
+    async fn transition_counted(
+        &self,
+        next: &Order,
+        observed: &Order,
+        events: Vec<EventEnvelope>,
+        plant: &str,
+        delta: i64,
+    ) -> Result<(), StoreError> {
+        let mut items = vec![conditional_order_put(&self.table, next, observed)?];
+        let counter = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(plant_pk(plant), "PLANT")))
+            .update_expression("ADD open_jobs :delta")
+            .expression_attribute_values(":delta", n(delta))
+            .build()
+            .context("building Update")?;
+        items.push(TransactWriteItem::builder().update(counter).build());
+        for event in &events {
+            items.push(put(&self.table, outbox_item(event)?, None)?);
+        }
+        self.transact(items).await
     }
 }
 

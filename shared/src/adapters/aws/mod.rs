@@ -24,3 +24,25 @@ pub mod sqs;
 pub async fn load_sdk_config() -> aws_config::SdkConfig {
     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
 }
+
+/// An SDK configuration with an explicit region, optionally another
+/// endpoint (the local platform, the emulator) and static keys (only for
+/// those); otherwise the standard credential chain.
+#[cfg(feature = "aws-sqs")]
+pub async fn sdk_config_for(
+    region: &str,
+    endpoint: Option<&str>,
+    static_keys: Option<(&str, &str)>,
+) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_string()));
+    if let Some(endpoint) = endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    if let Some((id, secret)) = static_keys {
+        loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            id, secret, None, None, "static",
+        ));
+    }
+    loader.load().await
+}

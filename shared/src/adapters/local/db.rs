@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
 
 const MAX_GROUP: usize = 256;
-const SCHEMA_VERSION: i32 = 2;
+const SCHEMA_VERSION: i32 = 3;
 
 /// `synchronous` in WAL mode: `Normal` survives a crash of the process
 /// (`kill -9`); `Full` also survives a power cut, at one fsync per group.
@@ -120,31 +120,79 @@ CREATE TABLE IF NOT EXISTS messages (
     receive_count INTEGER NOT NULL DEFAULT 0,
     receipt TEXT
 );
+CREATE TABLE IF NOT EXISTS event_log (
+    event_id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    order_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    occurred_at TEXT NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS event_log_order ON event_log (tenant_id, order_id, occurred_at);
+CREATE TABLE IF NOT EXISTS plant_load (
+    plant TEXT PRIMARY KEY,
+    open_jobs INTEGER NOT NULL
+);
 CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, visible_at_ms, seq);
 CREATE UNIQUE INDEX IF NOT EXISTS messages_receipt ON messages (receipt) WHERE receipt IS NOT NULL;
 ";
 
+/// A database's own tables: its DDL (idempotent, `IF NOT EXISTS`), its
+/// version, and the steps that bring an older file up to it.
+pub struct Schema {
+    pub name: &'static str,
+    pub version: i32,
+    pub ddl: &'static str,
+    /// Runs before `ddl` on a file of an older version (given as argument).
+    pub migrate: fn(&Connection, i32) -> rusqlite::Result<()>,
+}
+
+/// The platform's tables: orders, tenants, payments, outbox and bus.
+pub const PLATFORM: Schema = Schema {
+    name: "printworks",
+    version: SCHEMA_VERSION,
+    ddl: SCHEMA,
+    migrate: |conn, version| {
+        if version == 1 {
+            // Version 2: orders carry the version their writes are conditional on.
+            conn.execute_batch("ALTER TABLE orders ADD COLUMN version INTEGER NOT NULL DEFAULT 0")?;
+        }
+        // Version 3 only adds tables (event_log, plant_load).
+        Ok(())
+    },
+};
+
 impl Db {
-    /// Opens (creating if needed) the database at `path` and starts the writer.
+    /// Opens (creating if needed) the platform database at `path` and starts the writer.
     pub fn open(path: impl Into<PathBuf>, durability: Durability) -> anyhow::Result<Db> {
+        Db::open_schema(path, durability, &PLATFORM)
+    }
+
+    /// Opens a database with its own `schema` (the edge agent's journal).
+    pub fn open_schema(
+        path: impl Into<PathBuf>,
+        durability: Durability,
+        schema: &Schema,
+    ) -> anyhow::Result<Db> {
         let path = path.into();
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let conn = open(&path, durability)?;
         let version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version > SCHEMA_VERSION {
+        if version > schema.version {
             return Err(anyhow!(
-                "{} has schema version {version}, newer than this build's {SCHEMA_VERSION}",
-                path.display()
+                "{} has {} schema version {version}, newer than this build's {}",
+                path.display(),
+                schema.name,
+                schema.version
             ));
         }
-        if version == 1 {
-            // Version 2: orders carry the version their writes are conditional on.
-            conn.execute_batch("ALTER TABLE orders ADD COLUMN version INTEGER NOT NULL DEFAULT 0")?;
+        if version > 0 && version < schema.version {
+            (schema.migrate)(&conn, version)?;
         }
-        conn.execute_batch(SCHEMA)?;
-        conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+        conn.execute_batch(schema.ddl)?;
+        conn.execute_batch(&format!("PRAGMA user_version = {}", schema.version))?;
 
         // Checkpoints: a thread with its own connection copies the WAL into
         // the database every 25 ms (PASSIVE, never blocking the writer), so

@@ -7,10 +7,11 @@ use crate::domain::order::{Order, OrderId};
 use crate::domain::tenant::{ApiKeyRecord, Tenant, TenantId};
 use crate::ports::{
     NewOrder, OrderStore, PaymentRecord, PaymentStore, PaymentWrite, PaymentWriteOutcome,
-    PlaceOutcome, StoreError, StoredResponse, TenantStore, check_successor,
+    PlaceOutcome, ProductionStore, StoreError, StoredResponse, TenantStore, check_successor,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use time::format_description::well_known::Rfc3339;
 
@@ -193,6 +194,54 @@ impl OrderStore for SqliteStore {
         self.db
             .write(move |c| {
                 update.apply(c)?;
+                append_outbox(c, &events)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl ProductionStore for SqliteStore {
+    async fn open_jobs(&self, plants: &[String]) -> Result<BTreeMap<String, i64>, StoreError> {
+        let plants = plants.to_vec();
+        self.db
+            .read(move |c| {
+                let mut out = BTreeMap::new();
+                let mut stmt = c
+                    .prepare_cached("SELECT open_jobs FROM plant_load WHERE plant = ?1")
+                    .map_err(sql)?;
+                for plant in plants {
+                    let n: Option<i64> = stmt
+                        .query_row([&plant], |r| r.get(0))
+                        .optional()
+                        .map_err(sql)?;
+                    out.insert(plant, n.unwrap_or(0));
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn transition_counted(
+        &self,
+        next: &Order,
+        observed: &Order,
+        events: Vec<EventEnvelope>,
+        plant: &str,
+        delta: i64,
+    ) -> Result<(), StoreError> {
+        let update = OrderUpdate::new(next, observed)?;
+        let plant = plant.to_string();
+        self.db
+            .write(move |c| {
+                update.apply(c)?;
+                c.prepare_cached(
+                    "INSERT INTO plant_load (plant, open_jobs) VALUES (?1, ?2) \
+                     ON CONFLICT(plant) DO UPDATE SET open_jobs = open_jobs + excluded.open_jobs",
+                )
+                .map_err(sql)?
+                .execute(params![plant, delta])
+                .map_err(sql)?;
                 append_outbox(c, &events)
             })
             .await

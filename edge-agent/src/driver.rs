@@ -1,0 +1,315 @@
+//! Handing jobs to machines through hot folders, and the simulated machine.
+//!
+//! A job reaches the machine as its print files `<job id>.<file name>` and
+//! a job ticket `<job id>.ticket.json` (job id, product, size, copies,
+//! barcode value, files). Each is written under a temporary name (a dot
+//! file) in the hot folder, fsynced and renamed into place, the ticket
+//! last, and the folder is fsynced: the machine, which takes a job by its
+//! ticket, never sees half a job. A print file is hard-linked from the
+//! spool when the folders share a file system (the spool copy is already
+//! on disk), copied and fsynced otherwise.
+//!
+//! The machine moves the ticket (and the files) to its `done` or `error`
+//! folder: that is the result, an `<job id>.error.txt` beside a failed
+//! ticket says why. A ticket found in any of the three folders means the
+//! job was handed over already, so a hand-off repeated after a crash
+//! writes nothing: the machine gets every job once.
+
+use crate::config::Folders;
+use printworks::domain::production::Job;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The sidecar a machine reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    pub job_id: String,
+    pub order_id: String,
+    pub sku: String,
+    pub product: String,
+    pub width_mm: u32,
+    pub height_mm: u32,
+    pub options: BTreeMap<String, String>,
+    /// This copy and how many of the item were ordered.
+    pub copy: u32,
+    pub copies: u32,
+    pub barcode: String,
+    pub packing_ref: String,
+    /// The print files beside the ticket, in order.
+    pub files: Vec<String>,
+}
+
+impl Ticket {
+    pub fn of(job: &Job) -> Ticket {
+        Ticket {
+            job_id: job.job_id.clone(),
+            order_id: job.order_id.to_string(),
+            sku: job.product.sku.clone(),
+            product: job.product.name.clone(),
+            width_mm: job.product.width_mm,
+            height_mm: job.product.height_mm,
+            options: job.product.options.clone(),
+            copy: job.copy,
+            copies: job.copies,
+            barcode: job.barcode.clone(),
+            packing_ref: job.packing_ref.clone(),
+            files: job
+                .files
+                .iter()
+                .map(|f| file_name(&job.job_id, &f.name))
+                .collect(),
+        }
+    }
+}
+
+pub fn ticket_name(job_id: &str) -> String {
+    format!("{job_id}.ticket.json")
+}
+
+pub fn file_name(job_id: &str, name: &str) -> String {
+    format!("{job_id}.{name}")
+}
+
+fn error_note(job_id: &str) -> String {
+    format!("{job_id}.error.txt")
+}
+
+/// What the machine made of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MachineResult {
+    Printing,
+    Printed,
+    Failed(String),
+}
+
+/// Fsyncs a directory, so the renames in it survive a power cut.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to `path` durably: temporary name, fsync, rename (the
+/// caller fsyncs the directory).
+pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = temp_name(path);
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)
+}
+
+fn temp_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp"))
+}
+
+/// A machine behind a hot folder.
+#[derive(Debug, Clone)]
+pub struct HotFolder {
+    pub folders: Folders,
+}
+
+impl HotFolder {
+    pub fn new(folders: Folders) -> io::Result<HotFolder> {
+        for dir in [&folders.hot, &folders.done, &folders.error] {
+            fs::create_dir_all(dir)?;
+        }
+        Ok(HotFolder { folders })
+    }
+
+    /// Whether the job's ticket is in the hot, done or error folder.
+    pub fn handed_over(&self, job_id: &str) -> bool {
+        let ticket = ticket_name(job_id);
+        [&self.folders.hot, &self.folders.done, &self.folders.error]
+            .iter()
+            .any(|d| d.join(&ticket).exists())
+    }
+
+    /// Puts a job with its files from `spool` into the hot folder, unless
+    /// it is there (or done) already; returns whether it wrote. The caller
+    /// fsyncs the hot folder ([`HotFolder::sync`]) before it records the
+    /// hand-off.
+    pub fn submit(&self, job: &Job, spool: &Path) -> io::Result<bool> {
+        if self.handed_over(&job.job_id) {
+            return Ok(false);
+        }
+        let ticket = Ticket::of(job);
+        for (file, target) in job.files.iter().zip(&ticket.files) {
+            let from = spool.join(&file.name);
+            let to = self.folders.hot.join(target);
+            let tmp = temp_name(&to);
+            let _ = fs::remove_file(&tmp);
+            if fs::hard_link(&from, &tmp).is_err() {
+                fs::copy(&from, &tmp)?;
+                File::open(&tmp)?.sync_all()?;
+            }
+            fs::rename(&tmp, &to)?;
+        }
+        let bytes = serde_json::to_vec_pretty(&ticket).map_err(io::Error::other)?;
+        write_durably(&self.folders.hot.join(ticket_name(&job.job_id)), &bytes)?;
+        Ok(true)
+    }
+
+    pub fn sync(&self) -> io::Result<()> {
+        sync_dir(&self.folders.hot)
+    }
+
+    /// Where the machine is with a handed-over job.
+    pub fn result(&self, job_id: &str) -> MachineResult {
+        let ticket = ticket_name(job_id);
+        if self.folders.done.join(&ticket).exists() {
+            return MachineResult::Printed;
+        }
+        if self.folders.error.join(&ticket).exists() {
+            let note = fs::read_to_string(self.folders.error.join(error_note(job_id)))
+                .ok()
+                .map(|s| s.trim().chars().take(500).collect::<String>())
+                .filter(|s| !s.is_empty());
+            return MachineResult::Failed(
+                note.unwrap_or_else(|| "the machine rejected the job".into()),
+            );
+        }
+        MachineResult::Printing
+    }
+}
+
+/// A machine for demos and tests: takes each ticket from the hot folder,
+/// "prints" it after `delay` (appending the job id to `printed.log`, with
+/// an fsync), fails `failure_rate` of them, and moves the job to `done` or
+/// `error`. Its log is the record of what was printed: a job printed twice
+/// shows twice.
+pub struct SimulatedMachine {
+    folders: Folders,
+    log: PathBuf,
+    delay: Duration,
+    failure_rate: f64,
+    seen: BTreeMap<String, Instant>,
+    printed: HashSet<String>,
+}
+
+impl SimulatedMachine {
+    /// `log` is where printed job ids are appended.
+    pub fn new(
+        folders: Folders,
+        log: PathBuf,
+        delay: Duration,
+        failure_rate: f64,
+    ) -> io::Result<SimulatedMachine> {
+        HotFolder::new(folders.clone())?;
+        // A job printed before a restart, whose ticket had not moved yet, is
+        // only moved now, not printed again.
+        let printed = SimulatedMachine::printed(&log)?.into_iter().collect();
+        Ok(SimulatedMachine {
+            folders,
+            log,
+            delay,
+            failure_rate,
+            seen: BTreeMap::new(),
+            printed,
+        })
+    }
+
+    /// The job ids in a machine's log, in print order.
+    pub fn printed(log: &Path) -> io::Result<Vec<String>> {
+        match fs::read_to_string(log) {
+            Ok(s) => Ok(s.lines().map(str::to_string).collect()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Looks at the hot folder once; returns how many jobs it finished.
+    pub fn step(&mut self) -> io::Result<usize> {
+        let now = Instant::now();
+        let mut ready = Vec::new();
+        for entry in fs::read_dir(&self.folders.hot)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            if let Some(job_id) = name.strip_suffix(".ticket.json") {
+                let first = *self.seen.entry(job_id.to_string()).or_insert(now);
+                if now.duration_since(first) >= self.delay {
+                    ready.push(job_id.to_string());
+                }
+            }
+        }
+        ready.sort();
+        let mut finished = 0;
+        for job_id in ready {
+            let raw = fs::read(self.folders.hot.join(ticket_name(&job_id)))?;
+            let ticket: Option<Ticket> = serde_json::from_slice(&raw).ok();
+            let failed = rand::random::<f64>() < self.failure_rate;
+            let target = if failed {
+                &self.folders.error
+            } else {
+                &self.folders.done
+            };
+            if failed {
+                write_durably(
+                    &target.join(error_note(&job_id)),
+                    b"simulated machine fault: paper jam",
+                )?;
+            } else if self.printed.insert(job_id.clone()) {
+                let mut log = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log)?;
+                writeln!(log, "{job_id}")?;
+                log.sync_all()?;
+            }
+            for file in ticket.map(|t| t.files).unwrap_or_default() {
+                let from = self.folders.hot.join(&file);
+                if from.exists() {
+                    fs::rename(&from, target.join(&file))?;
+                }
+            }
+            fs::rename(
+                self.folders.hot.join(ticket_name(&job_id)),
+                target.join(ticket_name(&job_id)),
+            )?;
+            sync_dir(target)?;
+            self.seen.remove(&job_id);
+            finished += 1;
+        }
+        Ok(finished)
+    }
+
+    /// Runs until `stop` says so, looking every 50 ms.
+    pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut machine = self;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let (back, result) = match tokio::task::spawn_blocking(move || {
+                let result = machine.step();
+                (machine, result)
+            })
+            .await
+            {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::error!(error = %e, "simulated machine stopped");
+                    return;
+                }
+            };
+            machine = back;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "simulated machine");
+            }
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    }
+}

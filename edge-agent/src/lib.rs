@@ -1,0 +1,50 @@
+//! The edge agent: runs at a plant, long-polls the plant's job queue,
+//! relays each job to a machine exactly once, and reports what happens to
+//! it back to `plant-events`, through outages and crashes.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML file and its environment overrides.
+//! - [`journal`]: the durable record (SQLite, fsync per commit) of the jobs
+//!   taken, their state, and the outbox of status reports.
+//! - [`agent`]: the loops: intake (download, verify, journal, delete), the
+//!   floor (hand-off, machine results, packing and shipping), the reporter
+//!   (outbox to the queue with back-off).
+//! - [`driver`]: hot folders (atomic hand-off with a job ticket) and the
+//!   simulated machine.
+//! - [`faults`]: pause points for the crash tests.
+//!
+//! The agent talks SQS through `printworks::adapters::aws::sqs` (the
+//! plant's own credentials); against `printworks up` it talks to the local
+//! platform's SQS-compatible endpoint the same way.
+
+pub mod agent;
+pub mod config;
+pub mod driver;
+pub mod faults;
+pub mod journal;
+
+pub use agent::Agent;
+pub use config::Config;
+
+use printworks::adapters::aws::sqs::SqsQueue;
+use printworks::ports::MessageQueue;
+use std::sync::Arc;
+
+/// The plant's two queues, reached as `config` says.
+pub async fn queues(config: &Config) -> (Arc<dyn MessageQueue>, Arc<dyn MessageQueue>) {
+    let keys = match (&config.aws.access_key_id, &config.aws.secret_access_key) {
+        (Some(id), Some(secret)) => Some((id.as_str(), secret.as_str())),
+        _ => None,
+    };
+    let sdk = printworks::adapters::aws::sdk_config_for(
+        &config.region,
+        config.endpoint_url.as_deref(),
+        keys,
+    )
+    .await;
+    (
+        Arc::new(SqsQueue::from_sdk(&sdk, config.jobs_queue_url.clone())),
+        Arc::new(SqsQueue::from_sdk(&sdk, config.events_queue_url.clone())),
+    )
+}

@@ -1,0 +1,258 @@
+//! The dispatch function: `OrderRendered` in; the order assigned to a plant
+//! (`OrderDispatched` through the outbox, the plant's open-job count in the
+//! same transaction) and one job message per item copy on the plant's
+//! queue, `plant-<id>-jobs`.
+//!
+//! The assignment is written before the jobs are sent. A delivery that
+//! finds the order already `dispatched` sends the same jobs again (the ids
+//! are stored on the order and are a function of order, line and copy; only
+//! the presigned URLs are fresh), so a crash between the write and the send
+//! loses nothing and the agent's journal drops the duplicates.
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use printworks::domain::catalog::Catalog;
+use printworks::domain::events::{EventEnvelope, EventType};
+use printworks::domain::order::Order;
+use printworks::domain::production::{Dispatch, Job, JobFile, JobProduct};
+use printworks::domain::state::OrderState;
+use printworks::ports::{
+    BlobStore, Clock, MessageQueue, OrderStore, ProductionStore, QueueError, StoreError,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The job queue of each plant of the catalog, `plant-<id>-jobs`.
+#[derive(Clone, Default)]
+pub struct PlantQueues(pub BTreeMap<String, Arc<dyn MessageQueue>>);
+
+impl PlantQueues {
+    /// One queue per plant, made by `queue(plant id)`.
+    pub fn for_plants<'a>(
+        plants: impl IntoIterator<Item = &'a String>,
+        queue: impl Fn(&str) -> Arc<dyn MessageQueue>,
+    ) -> PlantQueues {
+        PlantQueues(plants.into_iter().map(|p| (p.clone(), queue(p))).collect())
+    }
+}
+
+/// What handling one message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Assigned now; `jobs` messages sent.
+    Dispatched {
+        plant: String,
+        jobs: usize,
+    },
+    /// Was already assigned: the same jobs sent again.
+    Resent {
+        plant: String,
+        jobs: usize,
+    },
+    /// No plant can make the order.
+    Held {
+        reason: String,
+    },
+    Skipped(String),
+}
+
+/// A failure worth retrying (store or queue trouble).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct Retry(#[from] pub anyhow::Error);
+
+pub struct Dispatcher {
+    pub catalog: Arc<Catalog>,
+    pub orders: Arc<dyn OrderStore>,
+    pub production: Arc<dyn ProductionStore>,
+    pub prints: Arc<dyn BlobStore>,
+    pub plants: PlantQueues,
+    pub clock: Arc<dyn Clock>,
+    /// How long the files' presigned URLs are valid.
+    pub url_ttl: Duration,
+}
+
+/// Lost races with another writer before giving up (the message returns).
+const MAX_CONFLICTS: usize = 5;
+
+impl Dispatcher {
+    #[tracing::instrument(skip_all, fields(order_id = %event.order_id, tenant = %event.tenant))]
+    pub async fn handle(&self, event: &EventEnvelope) -> Result<Outcome, Retry> {
+        if event.event_type != EventType::OrderRendered {
+            return Ok(Outcome::Skipped(format!(
+                "{} is not dispatched",
+                event.event_type.as_str()
+            )));
+        }
+        for _ in 0..MAX_CONFLICTS {
+            let Some(order) = self
+                .orders
+                .get(&event.tenant, &event.order_id)
+                .await
+                .map_err(store)?
+            else {
+                tracing::warn!("OrderRendered for an unknown order");
+                return Ok(Outcome::Skipped("unknown order".into()));
+            };
+            match order.state {
+                OrderState::Rendered => {}
+                OrderState::Dispatched => {
+                    let (plant, jobs) = self.send_jobs(&order).await?;
+                    return Ok(Outcome::Resent { plant, jobs });
+                }
+                other => return Ok(Outcome::Skipped(format!("the order is {}", other.as_str()))),
+            }
+            let plants: Vec<String> = self.catalog.plants.keys().cloned().collect();
+            let open = self.production.open_jobs(&plants).await.map_err(store)?;
+            let decision = order
+                .dispatch(&self.catalog, &open, self.clock.now())
+                .map_err(|e| Retry(anyhow::anyhow!(e)))?;
+            let written = match &decision {
+                Dispatch::ToPlant { next, event } => {
+                    let production = next.production.as_ref().ok_or_else(|| {
+                        Retry(anyhow::anyhow!("a dispatched order without production"))
+                    })?;
+                    self.production
+                        .transition_counted(
+                            next,
+                            &order,
+                            vec![event.clone()],
+                            &production.plant,
+                            production.open_jobs(),
+                        )
+                        .await
+                }
+                Dispatch::Hold { next, event } => {
+                    self.orders
+                        .transition(next, &order, vec![event.clone()])
+                        .await
+                }
+            };
+            match written {
+                Ok(()) => {}
+                Err(StoreError::Conflict) => continue,
+                Err(StoreError::Unexpected(e)) => return Err(Retry(e)),
+            }
+            return match decision {
+                Dispatch::ToPlant { next, .. } => {
+                    let (plant, jobs) = self.send_jobs(&next).await?;
+                    tracing::info!(plant, jobs, "dispatched");
+                    Ok(Outcome::Dispatched { plant, jobs })
+                }
+                Dispatch::Hold { next, .. } => {
+                    let reason = next.hold.map(|h| h.reason).unwrap_or_default();
+                    tracing::warn!(reason, "no plant can make the order");
+                    Ok(Outcome::Held { reason })
+                }
+            };
+        }
+        Err(Retry(anyhow::anyhow!(
+            "the order kept changing while being dispatched"
+        )))
+    }
+
+    /// Builds the job messages of a dispatched order and sends them.
+    async fn send_jobs(&self, order: &Order) -> Result<(String, usize), Retry> {
+        let jobs = self.jobs(order).await?;
+        let plant = order
+            .production
+            .as_ref()
+            .map(|p| p.plant.clone())
+            .unwrap_or_default();
+        let bodies = jobs
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Retry(e.into()))?;
+        let queue = self
+            .plants
+            .0
+            .get(&plant)
+            .ok_or_else(|| Retry(anyhow::anyhow!("no job queue for plant {plant}")))?;
+        match queue.send_batch(&bodies).await {
+            Ok(()) => Ok((plant, bodies.len())),
+            Err(QueueError::NotSent { failed, cause }) => Err(Retry(anyhow::anyhow!(
+                "{} of {} jobs not sent to plant {plant}: {cause:#}",
+                failed.len(),
+                bodies.len()
+            ))),
+            Err(e) => Err(Retry(anyhow::anyhow!("plant {plant} job queue: {e}"))),
+        }
+    }
+
+    /// The job messages of a dispatched order, with fresh presigned URLs.
+    pub async fn jobs(&self, order: &Order) -> Result<Vec<Job>, Retry> {
+        let production = order
+            .production
+            .as_ref()
+            .ok_or_else(|| Retry(anyhow::anyhow!("the order has no production record")))?;
+        let now = self.clock.now();
+        let mut jobs = Vec::with_capacity(production.jobs.len());
+        for record in &production.jobs {
+            let item = order
+                .items
+                .iter()
+                .find(|i| i.line == record.line)
+                .ok_or_else(|| Retry(anyhow::anyhow!("job {} has no item", record.job_id)))?;
+            let mut files = Vec::with_capacity(item.renders.len());
+            for render in &item.renders {
+                let signed = self
+                    .prints
+                    .presign_get(&render.print.key, self.url_ttl)
+                    .await
+                    .map_err(store)?;
+                files.push(JobFile {
+                    name: format!("{}.jpg", render.image + 1),
+                    url: signed.url,
+                    sha256: render.print.sha256.clone(),
+                    bytes: render.print.bytes,
+                    width: render.print.width,
+                    height: render.print.height,
+                });
+            }
+            let product = self.catalog.product(&item.sku);
+            let size = product.map(|p| (p.trim_mm.width, p.trim_mm.height));
+            jobs.push(Job {
+                job_id: record.job_id.clone(),
+                plant: production.plant.clone(),
+                tenant: order.tenant.clone(),
+                order_id: order.id.clone(),
+                line: record.line,
+                copy: record.copy,
+                copies: item.quantity,
+                product: JobProduct {
+                    sku: item.sku.clone(),
+                    name: item.name.clone(),
+                    width_mm: size.map_or(0, |s| s.0),
+                    height_mm: size.map_or(0, |s| s.1),
+                    options: item.options.clone(),
+                },
+                files,
+                files_expire_at: now + self.url_ttl,
+                shipping_method: order.shipping.method,
+                ship_to: order.shipping.address.clone(),
+                packing_ref: production.packing_ref.clone(),
+                jobs_in_package: production.jobs.len() as u32,
+                barcode: format!("{}-{}-{}", production.packing_ref, record.line, record.copy),
+            });
+        }
+        Ok(jobs)
+    }
+
+    /// The Lambda's SQS batch of `OrderRendered` envelopes (raw SNS delivery).
+    pub async fn handle_sqs(&self, event: SqsEvent) -> SqsBatchResponse {
+        printworks::sqs_batch::each_record("dispatch", event, |body, _| async move {
+            let envelope: EventEnvelope = serde_json::from_str(&body)
+                .map_err(|e| anyhow::anyhow!("not an event envelope: {e}"))?;
+            self.handle(&envelope).await.map_err(|e| e.0)
+        })
+        .await
+    }
+}
+
+fn store(e: StoreError) -> Retry {
+    Retry(anyhow::anyhow!("store: {e}"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,362 @@
+//! Dispatch on the real SQLite store, local bus and file blob store.
+
+use super::*;
+use printworks::adapters::local::blobs::FsBlobStore;
+use printworks::adapters::local::bus::{LocalBus, QueueConfig};
+use printworks::adapters::local::db::{Db, Durability};
+use printworks::adapters::local::store::SqliteStore;
+use printworks::domain::production::Job;
+use printworks::ports::ManualClock;
+use printworks::testing::{paid_order, published, rendered};
+use std::collections::{BTreeMap, BTreeSet};
+
+struct Env {
+    _dir: tempfile::TempDir,
+    store: SqliteStore,
+    bus: LocalBus,
+    prints: Arc<FsBlobStore>,
+    clock: Arc<ManualClock>,
+    dispatcher: Dispatcher,
+}
+
+fn queue_config() -> QueueConfig {
+    QueueConfig {
+        visibility_timeout: Duration::from_secs(30),
+        max_receive_count: 5,
+        dead_letter: None,
+    }
+}
+
+async fn setup(plant_queues: &[&str]) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Db::open(dir.path().join("pw.sqlite"), Durability::Normal).unwrap());
+    let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+    let store = SqliteStore::new(db.clone());
+    let bus = LocalBus::new(db, clock.clone());
+    bus.declare_queue("all", queue_config()).await.unwrap();
+    bus.subscribe("all", None).await.unwrap();
+    for plant in plant_queues {
+        bus.declare_queue(&format!("plant-{plant}-jobs"), queue_config())
+            .await
+            .unwrap();
+    }
+    let prints = Arc::new(
+        FsBlobStore::open(
+            dir.path().join("prints"),
+            "http://127.0.0.1:9",
+            clock.clone(),
+        )
+        .unwrap(),
+    );
+    let catalog = Arc::new(Catalog::builtin().clone());
+    let dispatcher = Dispatcher {
+        plants: PlantQueues::for_plants(catalog.plants.keys(), |plant| {
+            Arc::new(bus.queue(&format!("plant-{plant}-jobs")))
+        }),
+        catalog,
+        orders: Arc::new(store.clone()),
+        production: Arc::new(store.clone()),
+        prints: prints.clone(),
+        clock: clock.clone(),
+        url_ttl: Duration::from_secs(3600),
+    };
+    Env {
+        _dir: dir,
+        store,
+        bus,
+        prints,
+        clock,
+        dispatcher,
+    }
+}
+
+impl Env {
+    /// A rendered order with its print files in the prints store; returns
+    /// its `OrderRendered` event.
+    async fn rendered(&self, items: &[(&str, u32)], country: &str) -> EventEnvelope {
+        let new = paid_order(items, country, self.clock.now());
+        let paid = new.order.clone();
+        self.store.place(new).await.unwrap();
+        let (next, event, files) = rendered(&paid, self.clock.now());
+        for (key, bytes) in files {
+            self.prints.put(&key, bytes, "image/jpeg").await.unwrap();
+        }
+        self.store
+            .transition(&next, &paid, vec![event.clone()])
+            .await
+            .unwrap();
+        published(&self.bus, "all").await;
+        event
+    }
+
+    async fn order(&self, event: &EventEnvelope) -> Order {
+        self.store
+            .get(&event.tenant, &event.order_id)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Every job on a plant's queue (taken off it).
+    async fn jobs(&self, plant: &str) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        loop {
+            let batch = self
+                .bus
+                .receive(&format!("plant-{plant}-jobs"), 10)
+                .await
+                .unwrap();
+            if batch.is_empty() {
+                return jobs;
+            }
+            for m in batch {
+                self.bus.delete(&m.receipt).await.unwrap();
+                jobs.push(Job::parse(&m.body).unwrap());
+            }
+        }
+    }
+
+    async fn open_jobs(&self) -> BTreeMap<String, i64> {
+        self.store
+            .open_jobs(&["muc".into(), "btf".into()])
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_rendered_order_goes_to_its_plant_as_one_job_per_copy() {
+    let env = setup(&["muc", "btf"]).await;
+    let event = env
+        .rendered(&[("poster-30x40", 2), ("photobox-10x15", 1)], "AT")
+        .await;
+    let outcome = env.dispatcher.handle(&event).await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Dispatched {
+            plant: "muc".into(),
+            jobs: 3
+        }
+    );
+    let order = env.order(&event).await;
+    assert_eq!(order.state, OrderState::Dispatched);
+    let production = order.production.clone().unwrap();
+    assert_eq!(env.open_jobs().await["muc"], 3);
+    assert_eq!(published(&env.bus, "all").await, ["OrderDispatched"]);
+
+    let jobs = env.jobs("muc").await;
+    assert!(env.jobs("btf").await.is_empty());
+    let ids: Vec<&str> = jobs.iter().map(|j| j.job_id.as_str()).collect();
+    let expected: Vec<&str> = production.jobs.iter().map(|j| j.job_id.as_str()).collect();
+    assert_eq!(ids, expected);
+    let box_job = jobs.iter().find(|j| j.line == 2).unwrap();
+    assert_eq!(box_job.files.len(), order.items[1].images.len());
+    for job in &jobs {
+        let item = &order.items[job.line as usize - 1];
+        assert_eq!(job.copies, item.quantity);
+        assert_eq!(job.product.sku, item.sku);
+        assert_eq!(job.ship_to, order.shipping.address);
+        assert_eq!(job.packing_ref, production.packing_ref);
+        assert_eq!(job.jobs_in_package, 3);
+        assert_eq!(
+            job.barcode,
+            format!("{}-{}-{}", production.packing_ref, job.line, job.copy)
+        );
+        assert_eq!(
+            job.files_expire_at,
+            env.clock.now() + Duration::from_secs(3600)
+        );
+        for (file, render) in job.files.iter().zip(&item.renders) {
+            assert_eq!(file.sha256, render.print.sha256);
+            // The URL is a valid presigned GET of the print file.
+            let url = url_parts(&file.url);
+            let key = url.0.strip_prefix("http://127.0.0.1:9/blobs/").unwrap();
+            assert_eq!(key, render.print.key);
+            env.prints.authorize_get(key, &url.1).unwrap();
+        }
+    }
+    let (first, second) = (&jobs[0].product, &jobs[2].product);
+    assert_eq!((first.width_mm, first.height_mm), (300, 400));
+    assert_eq!(second.sku, "photobox-10x15");
+}
+
+fn url_parts(url: &str) -> (String, BTreeMap<String, String>) {
+    let (path, query) = url.split_once('?').unwrap();
+    let query = query
+        .split('&')
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    (path.to_string(), query)
+}
+
+#[tokio::test]
+async fn a_redelivery_sends_the_same_job_ids_and_counts_once() {
+    let env = setup(&["muc", "btf"]).await;
+    let event = env.rendered(&[("poster-30x40", 2)], "CH").await;
+    env.dispatcher.handle(&event).await.unwrap();
+    let first: Vec<String> = env
+        .jobs("muc")
+        .await
+        .into_iter()
+        .map(|j| j.job_id)
+        .collect();
+    env.clock.advance(Duration::from_secs(60));
+    let again = env.dispatcher.handle(&event).await.unwrap();
+    assert_eq!(
+        again,
+        Outcome::Resent {
+            plant: "muc".into(),
+            jobs: 2
+        }
+    );
+    let second: Vec<String> = env
+        .jobs("muc")
+        .await
+        .into_iter()
+        .map(|j| j.job_id)
+        .collect();
+    assert_eq!(first, second);
+    assert_eq!(env.open_jobs().await["muc"], 2);
+    assert_eq!(published(&env.bus, "all").await, ["OrderDispatched"]);
+}
+
+#[tokio::test]
+async fn concurrent_deliveries_dispatch_once() {
+    let env = setup(&["muc", "btf"]).await;
+    for round in 0..5 {
+        let event = env.rendered(&[("poster-30x40", 3)], "IT").await;
+        let (a, b) = tokio::join!(env.dispatcher.handle(&event), env.dispatcher.handle(&event));
+        let outcomes = [a.unwrap(), b.unwrap()];
+        let dispatched = outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Dispatched { .. }))
+            .count();
+        assert_eq!(dispatched, 1, "round {round}: {outcomes:?}");
+        assert_eq!(published(&env.bus, "all").await, ["OrderDispatched"]);
+        let ids: BTreeSet<String> = env
+            .jobs("muc")
+            .await
+            .into_iter()
+            .map(|j| j.job_id)
+            .collect();
+        assert_eq!(ids.len(), 3);
+    }
+    assert_eq!(env.open_jobs().await["muc"], 15);
+}
+
+#[tokio::test]
+async fn the_plant_with_fewer_open_jobs_gets_the_next_order() {
+    let env = setup(&["muc", "btf"]).await;
+    // Both plants serve Germany.
+    let mut plants = Vec::new();
+    for quantity in [2, 1, 1] {
+        let event = env.rendered(&[("poster-30x40", quantity)], "DE").await;
+        match env.dispatcher.handle(&event).await.unwrap() {
+            Outcome::Dispatched { plant, .. } => plants.push(plant),
+            other => panic!("{other:?}"),
+        }
+    }
+    // A tie goes to btf (first by id); then muc has fewer; then 2 against 1.
+    assert_eq!(plants, ["btf", "muc", "muc"]);
+    assert_eq!(
+        env.open_jobs().await,
+        BTreeMap::from([("btf".into(), 2), ("muc".into(), 2)])
+    );
+}
+
+#[tokio::test]
+async fn an_order_no_plant_can_make_goes_on_hold() {
+    let env = setup(&["muc", "btf"]).await;
+    let event = env
+        .rendered(&[("canvas-30x40", 1), ("card-a6-folded", 1)], "DE")
+        .await;
+    let Outcome::Held { reason } = env.dispatcher.handle(&event).await.unwrap() else {
+        panic!("not held");
+    };
+    assert!(reason.contains("no plant"), "{reason}");
+    let order = env.order(&event).await;
+    assert_eq!(order.state, OrderState::OnHold);
+    assert_eq!(published(&env.bus, "all").await, ["OrderOnHold"]);
+    assert!(env.jobs("muc").await.is_empty() && env.jobs("btf").await.is_empty());
+    assert_eq!(
+        env.open_jobs().await,
+        BTreeMap::from([("btf".into(), 0), ("muc".into(), 0)])
+    );
+}
+
+#[tokio::test]
+async fn jobs_that_could_not_be_sent_are_sent_with_the_same_ids_on_the_next_delivery() {
+    // The plant's queue does not exist yet: the send fails after the write.
+    let env = setup(&["btf"]).await;
+    let event = env.rendered(&[("poster-30x40", 2)], "AT").await;
+    let err = env.dispatcher.handle(&event).await.unwrap_err();
+    assert!(format!("{err:#}").contains("muc"), "{err:#}");
+    let order = env.order(&event).await;
+    assert_eq!(order.state, OrderState::Dispatched);
+    env.bus
+        .declare_queue("plant-muc-jobs", queue_config())
+        .await
+        .unwrap();
+    let outcome = env.dispatcher.handle(&event).await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Resent {
+            plant: "muc".into(),
+            jobs: 2
+        }
+    );
+    let ids: Vec<String> = env
+        .jobs("muc")
+        .await
+        .into_iter()
+        .map(|j| j.job_id)
+        .collect();
+    let stored: Vec<String> = order
+        .production
+        .unwrap()
+        .jobs
+        .into_iter()
+        .map(|j| j.job_id)
+        .collect();
+    assert_eq!(ids, stored);
+}
+
+#[tokio::test]
+async fn other_events_and_unknown_orders_are_skipped_and_bad_messages_fail() {
+    let env = setup(&["muc", "btf"]).await;
+    let event = env.rendered(&[("poster-30x40", 1)], "AT").await;
+    let mut other = event.clone();
+    other.event_type = EventType::OrderPaid;
+    assert!(matches!(
+        env.dispatcher.handle(&other).await.unwrap(),
+        Outcome::Skipped(_)
+    ));
+    let mut unknown = event.clone();
+    unknown.order_id = printworks::domain::order::OrderId::new();
+    assert!(matches!(
+        env.dispatcher.handle(&unknown).await.unwrap(),
+        Outcome::Skipped(_)
+    ));
+
+    let mut batch = SqsEvent::default();
+    for (id, body) in [
+        ("good", serde_json::to_string(&event).unwrap()),
+        ("bad", "{\"type\": 1}".into()),
+    ] {
+        let mut m = aws_lambda_events::event::sqs::SqsMessage::default();
+        m.message_id = Some(id.into());
+        m.body = Some(body);
+        batch.records.push(m);
+    }
+    let response = env.dispatcher.handle_sqs(batch).await;
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, ["bad"]);
+    assert_eq!(env.order(&event).await.state, OrderState::Dispatched);
+}

@@ -1,0 +1,100 @@
+//! The production-events function: the plants' job statuses (the
+//! `plant-events` queue, sent by the edge agents) applied to their orders.
+//!
+//! Forward only: a job's status replaces only a lower one, so a stale or
+//! duplicate report changes nothing; the order follows its slowest job and
+//! `OrderInProduction`, `OrderShipped` and `ProductionFailed` go through the
+//! outbox with the change. The plant's open-job count drops in the same
+//! transaction when a job ships or fails. Reports for many jobs of one
+//! order race each other; a lost race is re-read and applied again.
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use printworks::domain::production::{JobStatusReport, StatusOutcome};
+use printworks::ports::{Clock, OrderStore, ProductionStore, StoreError};
+use std::sync::Arc;
+
+/// What handling one report did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The job moved forward; the events written with it.
+    Applied { events: Vec<String> },
+    /// Stale or duplicate.
+    NoChange,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The message is not a report of a job we know: retrying cannot help,
+    /// so it is left to reach the dead-letter queue, where a person looks.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// Store trouble, or too many lost races: retried.
+    #[error(transparent)]
+    Retry(#[from] anyhow::Error),
+}
+
+pub struct ProductionEvents {
+    pub orders: Arc<dyn OrderStore>,
+    pub production: Arc<dyn ProductionStore>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Lost races before the message is handed back to the queue.
+const MAX_CONFLICTS: usize = 20;
+
+impl ProductionEvents {
+    /// Handles one message body.
+    pub async fn handle(&self, body: &str) -> Result<Outcome, Failure> {
+        let report = JobStatusReport::parse(body).map_err(|e| Failure::Rejected(e.to_string()))?;
+        self.apply(&report).await
+    }
+
+    #[tracing::instrument(skip_all, fields(order_id = %report.order_id, tenant = %report.tenant, job = %report.job_id, status = report.status.as_str()))]
+    pub async fn apply(&self, report: &JobStatusReport) -> Result<Outcome, Failure> {
+        for _ in 0..MAX_CONFLICTS {
+            let order = self
+                .orders
+                .get(&report.tenant, &report.order_id)
+                .await
+                .map_err(|e| Failure::Retry(anyhow::anyhow!("order store: {e}")))?
+                .ok_or_else(|| Failure::Rejected(format!("no order {}", report.order_id)))?;
+            match order.apply_job_status(report, self.clock.now()) {
+                StatusOutcome::NoChange => return Ok(Outcome::NoChange),
+                StatusOutcome::Unknown(why) => return Err(Failure::Rejected(why)),
+                StatusOutcome::Changed {
+                    next,
+                    events,
+                    closed,
+                } => {
+                    let names = events
+                        .iter()
+                        .map(|e| e.event_type.as_str().to_string())
+                        .collect();
+                    match self
+                        .production
+                        .transition_counted(&next, &order, events, &report.plant, -closed)
+                        .await
+                    {
+                        Ok(()) => return Ok(Outcome::Applied { events: names }),
+                        Err(StoreError::Conflict) => continue,
+                        Err(StoreError::Unexpected(e)) => return Err(Failure::Retry(e)),
+                    }
+                }
+            }
+        }
+        Err(Failure::Retry(anyhow::anyhow!(
+            "the order kept changing; the report will come back"
+        )))
+    }
+
+    /// The Lambda's SQS batch of job status reports.
+    pub async fn handle_sqs(&self, event: SqsEvent) -> SqsBatchResponse {
+        printworks::sqs_batch::each_record("production-events", event, |body, _| async move {
+            self.handle(&body).await.map_err(anyhow::Error::from)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests;
