@@ -4,16 +4,18 @@
 //!
 //! - [`platform`]: [`platform::start`] wires the local adapters (SQLite,
 //!   file-system blobs, local bus) to the functions' handlers, serves the
-//!   API on 127.0.0.1 and runs the outbox relay; [`platform::Running::stop`]
-//!   stops it cleanly. Tests start the real platform through it.
-//! - [`blob_routes`]: `PUT`/`GET /blobs/...` for presigned URLs.
+//!   API and the SQS endpoint on 127.0.0.1, runs the outbox relay, and one
+//!   edge agent with a simulated machine per plant;
+//!   [`platform::Running::stop`] stops it cleanly. Tests start the real
+//!   platform through it.
+//! - [`blob_routes`]: `PUT`/`GET /blobs/...` (and `/prints/blobs/...`) for presigned URLs.
 //! - [`payments`]: the local webhook secrets and `printworks pay`.
 //! - [`seed`]: the demo tenants and `printworks tenant add`.
-//! - [`workers`]: the queue consumers (render) around the functions' handlers.
+//! - [`workers`]: the queue consumers (render, dispatch, production-events)
+//!   around the functions' handlers.
 
 pub mod blob_routes;
 pub mod payments;
 pub mod platform;
 pub mod seed;
-pub mod sqs_api;
 pub mod workers;

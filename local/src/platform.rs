@@ -303,7 +303,7 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         .merge(payment_webhook::router(Arc::new(webhooks)))
         .merge(blob_routes::router(blobs))
         .nest("/prints", blob_routes::router(prints))
-        .merge(crate::sqs_api::router_with_shutdown(
+        .merge(printworks::adapters::local::sqs_api::router_with_shutdown(
             bus.clone(),
             base_url.clone(),
             shutdown.subscribe(),

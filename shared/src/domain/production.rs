@@ -629,9 +629,10 @@ mod tests {
 
     fn apply(order: &Order, r: &JobStatusReport) -> (Order, Vec<&'static str>) {
         match order.apply_job_status(r, at()) {
-            StatusOutcome::Changed { next, events, .. } => {
-                (*next, events.iter().map(|e| e.event_type.as_str()).collect())
-            }
+            StatusOutcome::Changed { next, events, .. } => (
+                *next,
+                events.iter().map(|e| e.event_type.as_str()).collect(),
+            ),
             other => panic!("{other:?}"),
         }
     }

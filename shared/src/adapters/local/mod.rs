@@ -5,10 +5,14 @@
 //! - [`bus`]: topic fan-out filtered by event type, queues with visibility
 //!   timeout, redelivery and dead-lettering, the outbox relay
 //! - [`blobs`]: the file-system blob store and its HMAC-presigned URLs
+//! - `sqs_api` (feature `sqs-api`): the bus's queues behind the SQS JSON
+//!   protocol, for edge agents (separate processes) and the SQS SDK
 
 pub mod blobs;
 pub mod bus;
 pub mod db;
+#[cfg(feature = "sqs-api")]
+pub mod sqs_api;
 pub mod store;
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! A local SQS endpoint: the queues of the [`LocalBus`] behind the SQS
 //! JSON protocol (`awsJson1_0`), so the real `aws-sdk-sqs` client (and so
-//! [`SqsQueue`](printworks::adapters::aws::sqs::SqsQueue)) works against
+//! `SqsQueue` (`adapters::aws::sqs`)) works against
 //! `printworks up`.
 //!
 //! Why: the edge agents at a plant are separate processes that talk SQS
@@ -45,6 +45,8 @@
 //! - Messages sent here have the bus `event_type`
 //!   [`QUEUE_MESSAGE_KIND`].
 
+use super::bus::{LocalBus, Message, QUEUE_MESSAGE_KIND};
+use crate::ports::StoreError;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -53,8 +55,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use md5::{Digest, Md5};
-use printworks::adapters::local::bus::{LocalBus, Message, QUEUE_MESSAGE_KIND};
-use printworks::ports::StoreError;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
