@@ -18,7 +18,7 @@
 use crate::config::Folders;
 use printworks::domain::production::Job;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -184,15 +184,14 @@ impl HotFolder {
 /// A machine for demos and tests: takes each ticket from the hot folder,
 /// "prints" it after `delay` (appending the job id to `printed.log`, with
 /// an fsync), fails `failure_rate` of them, and moves the job to `done` or
-/// `error`. Its log is the record of what was printed: a job printed twice
-/// shows twice.
+/// `error`. Its log is the record of every job it took and printed: a job
+/// handed to it twice shows twice, which is what the agent's tests count.
 pub struct SimulatedMachine {
     folders: Folders,
     log: PathBuf,
     delay: Duration,
     failure_rate: f64,
     seen: BTreeMap<String, Instant>,
-    printed: HashSet<String>,
 }
 
 impl SimulatedMachine {
@@ -204,16 +203,12 @@ impl SimulatedMachine {
         failure_rate: f64,
     ) -> io::Result<SimulatedMachine> {
         HotFolder::new(folders.clone())?;
-        // A job printed before a restart, whose ticket had not moved yet, is
-        // only moved now, not printed again.
-        let printed = SimulatedMachine::printed(&log)?.into_iter().collect();
         Ok(SimulatedMachine {
             folders,
             log,
             delay,
             failure_rate,
             seen: BTreeMap::new(),
-            printed,
         })
     }
 
@@ -258,7 +253,7 @@ impl SimulatedMachine {
                     &target.join(error_note(&job_id)),
                     b"simulated machine fault: paper jam",
                 )?;
-            } else if self.printed.insert(job_id.clone()) {
+            } else {
                 let mut log = OpenOptions::new()
                     .create(true)
                     .append(true)
