@@ -347,7 +347,7 @@ impl Agent {
                 file.name,
                 uuid::Uuid::new_v4().simple()
             ));
-            let result = self.fetch_to(file, &part).await;
+            let result = self.fetch_to(file, job.files_expire_at, &part).await;
             if result.is_err() {
                 let _ = tokio::fs::remove_file(&part).await;
             }
@@ -369,6 +369,7 @@ impl Agent {
     async fn fetch_to(
         &self,
         file: &printworks::domain::production::JobFile,
+        expires_at: OffsetDateTime,
         part: &Path,
     ) -> Result<(), DownloadError> {
         let transient = |e: anyhow::Error| DownloadError::Transient(e);
@@ -376,7 +377,11 @@ impl Agent {
             transient(anyhow::anyhow!(e).context(format!("fetching {}", file.name)))
         })?;
         let status = response.status();
-        if matches!(status.as_u16(), 400 | 403 | 404 | 410) {
+        // Gone for good: a missing file, or a link past its expiry. A 403
+        // before the expiry (a skewed clock, a permission being fixed) is
+        // retried: the message comes back, and dead-letters after its limit.
+        let expired = OffsetDateTime::now_utc() >= expires_at;
+        if matches!(status.as_u16(), 404 | 410) || (status.as_u16() == 403 && expired) {
             return Err(DownloadError::Permanent(format!(
                 "file {}: HTTP {} from the print store (the link expired or the file is gone)",
                 file.name,

@@ -73,12 +73,13 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    // First, so a SIGTERM during start-up is a clean stop too.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let faults = Faults::from_env()?;
     let (jobs, events) = edge_agent::queues(&config).await;
     let agent = Agent::new(config, jobs, events, faults)?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let running = tokio::spawn(agent.run(stopped));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: finishing the current step"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: finishing the current step"),

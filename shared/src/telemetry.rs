@@ -9,7 +9,9 @@ pub fn init() {
     let on_lambda = std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        // Colours only on a terminal, not in redirected logs.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     // try_init: a second init (tests, the local runner embedding functions) is a no-op.
     let _ = if on_lambda {
         builder

@@ -6,7 +6,8 @@
 //!   outbox in one table, written with `TransactWriteItems`
 //! - [`s3`]: blobs and presigned URLs
 //! - [`sns`]: the event topic publisher
-//! - [`sqs`]: queue receive and delete
+//! - [`sqs`]: `SqsQueue`, the `MessageQueue` port on SQS (receive, delete,
+//!   visibility, batched send)
 //! - [`secrets`]: the payment webhook secrets from Secrets Manager
 
 #[cfg(feature = "aws-dynamodb")]
