@@ -13,8 +13,10 @@
 //! - [`seed`]: the demo tenants and `printworks tenant add`.
 //! - [`workers`]: the queue consumers (render, dispatch, production-events)
 //!   around the functions' handlers.
+//! - [`demo`]: `printworks demo`: sample orders through both plants, and what became of them.
 
 pub mod blob_routes;
+pub mod demo;
 pub mod payments;
 pub mod platform;
 pub mod seed;

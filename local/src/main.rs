@@ -112,6 +112,18 @@ enum Command {
         #[arg(long, default_value = "./var")]
         data_dir: PathBuf,
     },
+    /// Start the platform in this process, place sample orders for both
+    /// plants over HTTP, wait until they ship, and show what happened to
+    /// each: its timeline, its jobs and where its files went.
+    Demo {
+        /// Reused if it exists (the orders then go to new demo tenants).
+        #[arg(long, default_value = "./var/demo")]
+        data_dir: PathBuf,
+        /// How many orders to place (posters, a canvas, cards, a photo box,
+        /// a B2C poster paid by webhook; repeated beyond five).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+        orders: u32,
+    },
     /// Manage tenants.
     Tenant {
         #[command(subcommand)]
@@ -204,7 +216,14 @@ fn load_catalog(path: Option<&std::path::Path>) -> anyhow::Result<Catalog> {
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
-    printworks::telemetry::init();
+    // The demo prints its own account: the platform logs only warnings
+    // unless RUST_LOG asks for more.
+    let default_level = if matches!(command, Command::Demo { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
+    printworks::telemetry::init_with_default(default_level);
     match command {
         Command::Render { .. } => unreachable!("handled before the runtime starts"),
         Command::Up {
@@ -213,6 +232,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             sync,
             catalog,
         } => up(port, data_dir, sync, catalog).await,
+        Command::Demo { data_dir, orders } => demo(data_dir, orders).await,
         Command::Tenant { command } => tenant(*command).await,
         Command::Pay {
             order_id,
@@ -283,6 +303,21 @@ async fn pay(
     .await;
     db.close();
     outcome
+}
+
+async fn demo(data_dir: PathBuf, orders: u32) -> anyhow::Result<()> {
+    use printworks_local::demo::{self, DemoOptions};
+    let options = DemoOptions {
+        orders: orders as usize,
+        progress: true,
+        ..DemoOptions::new(data_dir)
+    };
+    let summary = demo::run(options).await?;
+    println!("\n{summary}");
+    if !summary.all_finished() {
+        bail!("some orders did not finish in time");
+    }
+    Ok(())
 }
 
 async fn up(

@@ -177,15 +177,22 @@ impl Running {
     /// left in the outbox, and closes the database.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
-        self.server
-            .await
-            .context("server task")?
-            .context("server")?;
+        // Every task is joined and the database closed, even if one failed.
+        let server = match self.server.await {
+            Ok(served) => served.context("server"),
+            Err(e) => Err(anyhow::anyhow!(e).context("server task")),
+        };
+        let mut workers = Ok(());
         for worker in self.workers {
-            worker.await.context("worker task")?;
+            if let Err(e) = worker.await {
+                workers = Err(anyhow::anyhow!(e).context("worker task"));
+            }
         }
-        self.relay.await.context("relay task")?;
+        let relay = self.relay.await.context("relay task");
         self.db.close();
+        server?;
+        workers?;
+        relay?;
         Ok(())
     }
 }

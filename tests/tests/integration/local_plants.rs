@@ -121,6 +121,10 @@ async fn printworks_up_ships_orders_from_both_plants() {
                 .join(ticket["files"][0].as_str().unwrap());
             assert!(std::fs::metadata(file).unwrap().len() > 10_000);
         }
+        // The timeline is what the relay moved: let it catch up.
+        while app.bus.outbox_len().await.unwrap() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let events: Vec<EventType> = app
             .bus
             .events_of(

@@ -8,6 +8,7 @@ use printworks::adapters::local::store::SqliteStore;
 use printworks::domain::catalog::Catalog;
 use printworks::domain::events::EventType;
 use printworks::domain::order::{Order, OrderId, OrderRequest};
+use printworks::domain::tenant::TenantId;
 use printworks::ports::{
     IdempotencyRecord, NewOrder, OrderStore, StoredResponse, SystemClock, TenantStore,
 };
@@ -271,4 +272,345 @@ async fn every_payment_webhook_sample_gets_its_expected_response() {
         assert_eq!(paid.payment_status.unwrap().status, PaymentStatus::Captured);
     }
     db.close();
+}
+
+/// The local stores and bus of the SQS-triggered samples, with the plants'
+/// job queues and the prints store.
+struct Plants {
+    _dir: tempfile::TempDir,
+    db: Arc<Db>,
+    store: Arc<SqliteStore>,
+    bus: LocalBus,
+    prints: Arc<printworks::adapters::local::blobs::FsBlobStore>,
+}
+
+impl Plants {
+    async fn new() -> Plants {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(dir.path().join("db.sqlite"), Durability::Normal).unwrap());
+        let store = Arc::new(SqliteStore::new(db.clone()));
+        let bus = LocalBus::new(db.clone(), Arc::new(SystemClock));
+        let config = || QueueConfig {
+            visibility_timeout: Duration::from_secs(30),
+            max_receive_count: 3,
+            dead_letter: None,
+        };
+        for plant in Catalog::builtin().plants.keys() {
+            bus.declare_queue(&format!("plant-{plant}-jobs"), config())
+                .await
+                .unwrap();
+        }
+        let prints = Arc::new(
+            printworks::adapters::local::blobs::FsBlobStore::open(
+                dir.path().join("prints"),
+                "http://127.0.0.1:3000/prints",
+                Arc::new(SystemClock),
+            )
+            .unwrap(),
+        );
+        Plants {
+            _dir: dir,
+            db,
+            store,
+            bus,
+            prints,
+        }
+    }
+
+    /// The `paid_order` fixture with the id a sample names, rendered by the
+    /// `rendered` fixture (its stand-in print files stored); returns the
+    /// rendered order and its `OrderRendered` event.
+    async fn rendered(
+        &self,
+        id: &str,
+        items: &[(&str, u32)],
+        country: &str,
+    ) -> (Order, printworks::domain::events::EventEnvelope) {
+        use printworks::ports::BlobStore;
+        let at = time::macros::datetime!(2026-11-22 10:00:00 UTC);
+        let mut new = printworks::testing::paid_order(items, country, at);
+        new.order.id = OrderId::parse(id).unwrap();
+        for event in &mut new.events {
+            event.order_id = new.order.id.clone();
+        }
+        let paid = new.order.clone();
+        self.store.place(new).await.unwrap();
+        let (next, event, files) = printworks::testing::rendered(&paid, at);
+        for (key, bytes) in files {
+            self.prints.put(&key, bytes, "image/jpeg").await.unwrap();
+        }
+        self.store
+            .transition(&next, &paid, vec![event.clone()])
+            .await
+            .unwrap();
+        (next, event)
+    }
+
+    /// A rendered order dispatched to its plant, as dispatch writes it.
+    async fn dispatched(&self, id: &str, items: &[(&str, u32)], country: &str) -> Order {
+        use printworks::domain::production::Dispatch;
+        use printworks::ports::ProductionStore;
+        let (rendered, _) = self.rendered(id, items, country).await;
+        let Dispatch::ToPlant { next, event } = rendered
+            .dispatch(Catalog::builtin(), &BTreeMap::new(), rendered.updated_at)
+            .unwrap()
+        else {
+            panic!("{id}: held");
+        };
+        let production = next.production.clone().unwrap();
+        self.store
+            .transition_counted(
+                &next,
+                &rendered,
+                vec![event],
+                &production.plant,
+                production.open_jobs(),
+            )
+            .await
+            .unwrap();
+        next
+    }
+
+    async fn order(&self, tenant: &TenantId, id: &str) -> Order {
+        self.store
+            .get(tenant, &OrderId::parse(id).unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// The order's timeline (the outbox relayed first).
+    async fn events_of(&self, order: &Order) -> Vec<EventType> {
+        self.bus.relay_outbox(10_000).await.unwrap();
+        self.bus
+            .events_of(&order.tenant, &order.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.event_type)
+            .collect()
+    }
+
+    /// Every job on a plant's queue (taken off it).
+    async fn jobs(&self, plant: &str) -> Vec<printworks::domain::production::Job> {
+        let queue = format!("plant-{plant}-jobs");
+        let mut jobs = Vec::new();
+        loop {
+            let batch = self.bus.receive(&queue, 10).await.unwrap();
+            if batch.is_empty() {
+                return jobs;
+            }
+            for m in batch {
+                self.bus.delete(&m.receipt).await.unwrap();
+                jobs.push(printworks::domain::production::Job::parse(&m.body).unwrap());
+            }
+        }
+    }
+}
+
+fn sqs_event(name: &str, raw: &str) -> aws_lambda_events::event::sqs::SqsEvent {
+    serde_json::from_str(raw).unwrap_or_else(|e| panic!("{name}: not an SQS event: {e}"))
+}
+
+/// The record bodies of an SQS sample, parsed.
+fn bodies(event: &aws_lambda_events::event::sqs::SqsEvent) -> Vec<serde_json::Value> {
+    event
+        .records
+        .iter()
+        .map(|r| serde_json::from_str(r.body.as_deref().unwrap()).unwrap())
+        .collect()
+}
+
+const RENDERED_ORDER_ID: &str = "ord_0192f1f0a0b07c3e9d2a4b5c6d7e8f92";
+const SHIPPED_ORDER_ID: &str = "ord_0192f1f0a0b07c3e9d2a4b5c6d7e8f93";
+const FAILED_ORDER_ID: &str = "ord_0192f1f0a0b07c3e9d2a4b5c6d7e8f94";
+
+#[tokio::test]
+async fn every_dispatch_sample_sends_its_orders_jobs_to_the_plant() {
+    use printworks::domain::state::OrderState;
+    let samples = files("dispatch");
+    assert_eq!(
+        samples.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["order-rendered"]
+    );
+    let env = Plants::new().await;
+    // The order the sample names: posters and a card to AT, which only muc serves.
+    let items = [("poster-30x40", 2), ("card-a6-folded", 1)];
+    let (rendered, fixture_event) = env.rendered(RENDERED_ORDER_ID, &items, "AT").await;
+    let event = sqs_event("order-rendered", &samples["order-rendered"]);
+    let envelope = &bodies(&event)[0];
+    assert_eq!(
+        (
+            &envelope["type"],
+            &envelope["tenant"],
+            &envelope["order_id"]
+        ),
+        (
+            &"OrderRendered".into(),
+            &rendered.tenant.as_str().into(),
+            &RENDERED_ORDER_ID.into()
+        )
+    );
+    assert_eq!(
+        envelope["data"], fixture_event.data,
+        "the sample's renders are the fixture's: run python3 events/dispatch/generate.py"
+    );
+    assert_eq!(
+        event.records[0].message_attributes["type"]
+            .string_value
+            .as_deref(),
+        Some("OrderRendered"),
+        "raw SNS delivery carries the type attribute the subscription filters on"
+    );
+
+    let dispatcher = dispatch::Dispatcher {
+        catalog: Arc::new(Catalog::builtin().clone()),
+        orders: env.store.clone(),
+        production: env.store.clone(),
+        prints: env.prints.clone(),
+        plants: dispatch::PlantQueues::for_plants(Catalog::builtin().plants.keys(), |plant| {
+            Arc::new(env.bus.queue(&format!("plant-{plant}-jobs")))
+        }),
+        clock: Arc::new(SystemClock),
+        url_ttl: Duration::from_secs(3600),
+    };
+    let response = dispatcher.handle_sqs(event).await;
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "{:?}",
+        response.batch_item_failures
+    );
+
+    let order = env.order(&rendered.tenant, RENDERED_ORDER_ID).await;
+    assert_eq!(order.state, OrderState::Dispatched);
+    let production = order.production.clone().unwrap();
+    assert_eq!(production.plant, "muc");
+    let hex = RENDERED_ORDER_ID.trim_start_matches("ord_");
+    let stored: Vec<&str> = production.jobs.iter().map(|j| j.job_id.as_str()).collect();
+    assert_eq!(
+        stored,
+        [
+            format!("job_{hex}-1-1"),
+            format!("job_{hex}-1-2"),
+            format!("job_{hex}-2-1")
+        ]
+    );
+    let jobs = env.jobs("muc").await;
+    let sent: Vec<&str> = jobs.iter().map(|j| j.job_id.as_str()).collect();
+    assert_eq!(sent, stored);
+    assert!(env.jobs("btf").await.is_empty());
+    for job in &jobs {
+        let item = &order.items[job.line as usize - 1];
+        assert_eq!(job.order_id, order.id);
+        assert_eq!(job.packing_ref, production.packing_ref);
+        let file = &job.files[0];
+        assert_eq!(file.sha256, item.renders[0].print.sha256);
+        assert!(file.url.starts_with("http://127.0.0.1:3000/prints/blobs/"));
+    }
+    assert_eq!(
+        env.events_of(&order).await,
+        [
+            EventType::OrderPlaced,
+            EventType::OrderPaid,
+            EventType::OrderRendered,
+            EventType::OrderDispatched
+        ]
+    );
+    env.db.close();
+}
+
+#[tokio::test]
+async fn every_production_events_sample_moves_its_order() {
+    use printworks::domain::production::JobState;
+    use printworks::domain::state::OrderState;
+    use printworks::ports::ProductionStore;
+    let samples = files("production-events");
+    assert_eq!(
+        samples.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["job-accepted", "job-failed", "job-shipped"]
+    );
+    let env = Plants::new().await;
+    // The orders the samples name, one poster each to AT: dispatched to muc.
+    let shipped = env
+        .dispatched(SHIPPED_ORDER_ID, &[("poster-30x40", 1)], "AT")
+        .await;
+    let failed = env
+        .dispatched(FAILED_ORDER_ID, &[("poster-30x40", 1)], "AT")
+        .await;
+    for order in [&shipped, &failed] {
+        assert_eq!(order.production.as_ref().unwrap().plant, "muc");
+    }
+    let handler = production_events::ProductionEvents {
+        orders: env.store.clone(),
+        production: env.store.clone(),
+        clock: Arc::new(SystemClock),
+    };
+    let open = || async { env.store.open_jobs(&["muc".into()]).await.unwrap()["muc"] };
+    assert_eq!(open().await, 2);
+
+    // Accepted, then shipped, for one order; the other's job fails.
+    let steps = [
+        (
+            "job-accepted",
+            &shipped,
+            OrderState::InProduction,
+            JobState::Accepted,
+        ),
+        (
+            "job-shipped",
+            &shipped,
+            OrderState::Shipped,
+            JobState::Shipped,
+        ),
+        ("job-failed", &failed, OrderState::OnHold, JobState::Failed),
+    ];
+    for (name, order, state, status) in steps {
+        let event = sqs_event(name, &samples[name]);
+        let report = &bodies(&event)[0];
+        let job = &order.production.as_ref().unwrap().jobs[0];
+        assert_eq!(report["job_id"], job.job_id.as_str(), "{name}");
+        assert_eq!(report["order_id"], order.id.as_str(), "{name}");
+        assert_eq!(report["tenant"], order.tenant.as_str(), "{name}");
+        let response = handler.handle_sqs(event).await;
+        assert!(
+            response.batch_item_failures.is_empty(),
+            "{name}: {:?}",
+            response.batch_item_failures
+        );
+        let now = env.order(&order.tenant, order.id.as_str()).await;
+        assert_eq!(now.state, state, "{name}");
+        assert_eq!(
+            now.production.unwrap().jobs[0].status,
+            Some(status),
+            "{name}"
+        );
+    }
+    assert_eq!(open().await, 0, "shipped and failed jobs are closed");
+
+    let done = env.order(&shipped.tenant, SHIPPED_ORDER_ID).await;
+    let job = &done.production.as_ref().unwrap().jobs[0];
+    assert_eq!(
+        (job.carrier.as_deref(), job.tracking.as_deref()),
+        (Some("DHL"), Some("00340434161094042557"))
+    );
+    let timeline = env.events_of(&done).await;
+    assert_eq!(
+        timeline[timeline.len() - 2..],
+        [EventType::OrderInProduction, EventType::OrderShipped]
+    );
+    let held = env.order(&failed.tenant, FAILED_ORDER_ID).await;
+    assert!(
+        held.hold
+            .as_ref()
+            .unwrap()
+            .reason
+            .contains("print head 3 clogged"),
+        "the plant's reason reaches the hold"
+    );
+    let timeline = env.events_of(&held).await;
+    assert_eq!(
+        timeline[timeline.len() - 2..],
+        [EventType::ProductionFailed, EventType::OrderOnHold]
+    );
+    env.db.close();
 }

@@ -448,8 +448,9 @@ impl LocalBus {
         }
     }
 
-    /// Every event published for an order, oldest first: the order's
-    /// timeline (the local bus keeps what it relayed).
+    /// Every event published for an order, in the order the outbox
+    /// relayed them (commit order): the order's timeline (the local bus
+    /// keeps what it relayed).
     pub async fn events_of(
         &self,
         tenant: &crate::domain::tenant::TenantId,
@@ -460,7 +461,7 @@ impl LocalBus {
             .read(move |c| {
                 let docs: Vec<String> = c
                     .prepare_cached(
-                        "SELECT doc FROM event_log WHERE tenant_id = ?1 AND order_id = ?2 ORDER BY occurred_at, rowid",
+                        "SELECT doc FROM event_log WHERE tenant_id = ?1 AND order_id = ?2 ORDER BY rowid",
                     )
                     .map_err(sql)?
                     .query_map(params![tenant, order], |r| r.get(0))
