@@ -175,6 +175,7 @@ impl Agent {
         let permits = Arc::new(Semaphore::new(self.config.concurrency));
         let mut working = JoinSet::new();
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut busy = false;
         loop {
             while let Some(done) = working.try_join_next() {
                 log_taken(done);
@@ -194,7 +195,14 @@ impl Agent {
                 _ = stop.changed() => break,
             };
             match received {
+                Ok(messages) if messages.is_empty() => {
+                    backoff.reset();
+                    if working.is_empty() && std::mem::take(&mut busy) {
+                        release_freed_memory();
+                    }
+                }
                 Ok(messages) => {
+                    busy = true;
                     backoff.reset();
                     for message in messages {
                         let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -435,8 +443,15 @@ impl Agent {
     }
 
     async fn floor_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        // Hand-offs run as soon as intake wakes the floor; the machine's
+        // results are looked at about once a second (two stats per job).
+        let mut results_checked = std::time::Instant::now() - Duration::from_secs(1);
         loop {
-            match self.floor_step().await {
+            let check_results = results_checked.elapsed() >= Duration::from_secs(1);
+            if check_results {
+                results_checked = std::time::Instant::now();
+            }
+            match self.floor_pass(check_results).await {
                 Ok(moved) if moved > 0 => self.report_wake.notify_one(),
                 Ok(_) => {}
                 Err(e) => {
@@ -458,6 +473,10 @@ impl Agent {
     /// the machine's results, and packs and ships (when simulated).
     /// Returns how many jobs changed state.
     pub async fn floor_step(&self) -> anyhow::Result<usize> {
+        self.floor_pass(true).await
+    }
+
+    async fn floor_pass(&self, check_results: bool) -> anyhow::Result<usize> {
         let mut moved = 0;
         // Hand-off, in batches: one folder fsync, one journal commit.
         loop {
@@ -490,15 +509,19 @@ impl Agent {
                 .len();
         }
         // The machine's results.
-        let printing = self.journal.jobs_in(JobState::Printing, 10_000).await?;
+        let printing = if check_results {
+            self.journal.ids_in(JobState::Printing, 10_000).await?
+        } else {
+            Vec::new()
+        };
         if !printing.is_empty() {
             let machine = self.machine.clone();
             let results = tokio::task::spawn_blocking(move || {
                 printing
                     .into_iter()
-                    .map(|j| {
-                        let r = machine.result(&j.job_id);
-                        (j.job_id, r)
+                    .map(|id| {
+                        let r = machine.result(&id);
+                        (id, r)
                     })
                     .collect::<Vec<_>>()
             })
@@ -644,6 +667,16 @@ impl Agent {
             }
             Err(e) => Err(anyhow::anyhow!(e)),
         }
+    }
+}
+
+/// Gives the memory freed after a burst of jobs back to the system, so an
+/// idle agent stays small (glibc keeps freed heap in its arenas).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -251,6 +251,22 @@ impl Journal {
             .await
     }
 
+    /// The ids of jobs in `state`, oldest first, at most `limit`.
+    pub async fn ids_in(&self, state: JobState, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.db
+            .read(move |c| {
+                c.prepare_cached(
+                    "SELECT job_id FROM jobs WHERE state = ?1 ORDER BY received_at, job_id LIMIT ?2",
+                )
+                .map_err(sql)?
+                .query_map(params![state.as_str(), limit as i64], |r| r.get(0))
+                .map_err(sql)?
+                .collect::<Result<_, _>>()
+                .map_err(sql)
+            })
+            .await
+    }
+
     /// The packages whose jobs are all here and all in `state`, with the
     /// ids of their jobs and when the last of them got there.
     pub async fn complete_packages(

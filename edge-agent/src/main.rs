@@ -43,10 +43,18 @@ fn main() -> anyhow::Result<()> {
     printworks::telemetry::init();
     let cli = Cli::parse();
     let config = Config::load(&cli.config, |name| std::env::var(name).ok())?;
+    // Two malloc arenas: every blocking thread would otherwise get its own,
+    // and an idle agent would keep tens of MiB of freed heap.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     // Two threads: the agent waits on the network and the disk, and stays small.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .max_blocking_threads(16)
+        .max_blocking_threads(8)
+        .thread_keep_alive(std::time::Duration::from_secs(5))
         .enable_all()
         .build()?;
     runtime.block_on(async move {
