@@ -430,13 +430,20 @@ async fn storefront_flow_over_http_survives_a_restart() {
         .await
         .unwrap();
     let types: Vec<&str> = b2b_events.iter().map(|e| e.event_type.as_str()).collect();
-    assert_eq!(
-        types,
-        ["OrderPlaced", "OrderPaid", "OrderCancelled"],
-        "one B2B order paid"
+    // The render worker may have put it on hold (its photo URL cannot be
+    // fetched here) before the cancellation.
+    let expected: &[&[&str]] = &[
+        &["OrderPlaced", "OrderPaid", "OrderCancelled"],
+        &["OrderPlaced", "OrderPaid", "OrderOnHold", "OrderCancelled"],
+    ];
+    assert!(
+        expected.contains(&types.as_slice()),
+        "one B2B order paid: {types:?}"
     );
-    // notify: 2 OrderPlaced (B2C) + 1 example + B2B OrderPlaced, OrderPaid, OrderCancelled
-    assert_eq!(app.bus.depth("notify").await.unwrap(), 5);
+    // notify: 2 OrderPlaced (B2C) + 1 example + B2B OrderPlaced, OrderPaid,
+    // (OrderOnHold,) OrderCancelled
+    let held = usize::from(types.contains(&"OrderOnHold")) as u64;
+    assert_eq!(app.bus.depth("notify").await.unwrap(), 5 + held);
 
     // Restart: everything is still there, and no keys are printed again.
     let ex_id = ex_order["id"].as_str().unwrap().to_string();
