@@ -10,7 +10,7 @@
 
 use anyhow::Context;
 use async_trait::async_trait;
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use printworks::domain::catalog::Catalog;
 use printworks::domain::events::{EventEnvelope, EventType};
 use printworks::domain::order::{
@@ -326,37 +326,12 @@ impl Renderer {
     /// The Lambda's SQS batch: each record's body is an `OrderPaid` envelope
     /// (raw SNS delivery). Failed records are reported so only they return.
     pub async fn handle_sqs(&self, event: SqsEvent) -> SqsBatchResponse {
-        let mut failures = Vec::new();
-        for record in event.records {
-            let id = record.message_id.clone().unwrap_or_default();
-            let attempt = record
-                .attributes
-                .get("ApproximateReceiveCount")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1);
-            let result = match record
-                .body
-                .as_deref()
-                .map(serde_json::from_str::<EventEnvelope>)
-            {
-                Some(Ok(envelope)) => self.handle(&envelope, attempt).await.map_err(|e| e.0),
-                Some(Err(e)) => Err(anyhow::anyhow!("not an event envelope: {e}")),
-                None => Err(anyhow::anyhow!("empty message")),
-            };
-            match result {
-                Ok(outcome) => tracing::info!(message = %id, ?outcome, "handled"),
-                Err(e) => {
-                    // Retried by SQS, and dead-lettered after the queue's limit.
-                    tracing::error!(message = %id, error = %e, attempt, "render failed");
-                    let mut failure = BatchItemFailure::default();
-                    failure.item_identifier = id;
-                    failures.push(failure);
-                }
-            }
-        }
-        let mut response = SqsBatchResponse::default();
-        response.batch_item_failures = failures;
-        response
+        printworks::sqs_batch::each_record("render", event, |body, attempt| async move {
+            let envelope: EventEnvelope = serde_json::from_str(&body)
+                .map_err(|e| anyhow::anyhow!("not an event envelope: {e}"))?;
+            self.handle(&envelope, attempt).await.map_err(|e| e.0)
+        })
+        .await
     }
 }
 
