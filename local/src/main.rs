@@ -6,6 +6,7 @@ use printworks::adapters::local::db::{Db, Durability};
 use printworks::adapters::local::store::SqliteStore;
 use printworks::domain::locale::{CountryCode, Locale};
 use printworks::domain::money::Currency;
+use printworks::domain::notify::{DailyCaps, TenantWebhook, mint_webhook_secret};
 use printworks::domain::tenant::{PaymentSetup, Tenant, TenantId, TenantKind};
 use printworks::ports::TenantStore;
 use printworks_local::platform::{self, Options};
@@ -72,6 +73,18 @@ enum Command {
         /// A catalog JSON file to use instead of the built-in one.
         #[arg(long)]
         catalog: Option<PathBuf>,
+        /// Send e-mail through this SMTP server
+        /// (`smtp://[user:pass@]host[:port][?tls=none|starttls|tls]`)
+        /// instead of writing `.eml` files into <data dir>/outbox.
+        #[arg(long, env = "SMTP_URL")]
+        smtp: Option<String>,
+        /// Daily sending caps per tenant and channel, JSON:
+        /// '{"default": {"email": 5000}, "tenants": {"demo-brand": {"sms": 10}}}'.
+        #[arg(long, env = "NOTIFY_DAILY_CAPS")]
+        notify_caps: Option<String>,
+        /// Development only: tenant webhooks may go to http://127.0.0.1.
+        #[arg(long)]
+        allow_loopback_webhooks: bool,
     },
     /// Render one photo for a product: print file and preview into OUT_DIR.
     Render {
@@ -158,6 +171,10 @@ enum TenantCommand {
         provider: String,
         #[arg(long)]
         brand: Option<String>,
+        /// Signed event webhooks to this https URL; a signing secret is
+        /// made and shown once.
+        #[arg(long)]
+        webhook_url: Option<String>,
         #[arg(long, default_value = "./var")]
         data_dir: PathBuf,
         /// The environment in the key (`pw_<env>_...`): `local` for
@@ -231,7 +248,23 @@ async fn run(command: Command) -> anyhow::Result<()> {
             data_dir,
             sync,
             catalog,
-        } => up(port, data_dir, sync, catalog).await,
+            smtp,
+            notify_caps,
+            allow_loopback_webhooks,
+        } => {
+            let notify = platform::NotifyOptions {
+                smtp_url: smtp,
+                caps: match notify_caps {
+                    Some(raw) => {
+                        DailyCaps::parse(&raw).map_err(|e| anyhow::anyhow!("--notify-caps: {e}"))?
+                    }
+                    None => DailyCaps::default(),
+                },
+                allow_loopback_webhooks,
+                ..Default::default()
+            };
+            up(port, data_dir, sync, catalog, notify).await
+        }
         Command::Demo { data_dir, orders } => demo(data_dir, orders).await,
         Command::Tenant { command } => tenant(*command).await,
         Command::Pay {
@@ -325,15 +358,18 @@ async fn up(
     data_dir: PathBuf,
     sync: Sync,
     catalog: Option<PathBuf>,
+    notify: platform::NotifyOptions,
 ) -> anyhow::Result<()> {
     let durability = match sync {
         Sync::Normal => Durability::Normal,
         Sync::Full => Durability::Full,
     };
+    let smtp = notify.smtp_url.is_some();
     let options = Options {
         port,
         durability,
         catalog,
+        notify,
         ..Options::new(&data_dir)
     };
     let running = platform::start(options).await?;
@@ -363,6 +399,17 @@ async fn up(
         println!(
             "\na demo-brand (B2C) order waits for its payment; its `checkout` says what to pay, and\n  printworks pay ORDER_ID [--event succeeded|failed|requires-action|refund|dispute]\nsends the provider's signed webhook (secrets in {}).",
             printworks_local::payments::secrets_path(&data_dir).display()
+        );
+    }
+    if smtp {
+        println!(
+            "e-mail goes through the SMTP server; SMS into {}",
+            platform::outbox_dir(&data_dir).display()
+        );
+    } else {
+        println!(
+            "e-mail (.eml) and SMS go into {}",
+            platform::outbox_dir(&data_dir).display()
         );
     }
     println!("Ctrl-C stops.");
@@ -416,6 +463,7 @@ async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
         locale,
         provider,
         brand,
+        webhook_url,
         data_dir,
         env,
         aws_table,
@@ -445,7 +493,20 @@ async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
         currencies,
         default_locale,
         payment,
+        notifications: Default::default(),
     };
+    let mut tenant = tenant;
+    if let Some(url) = webhook_url {
+        // Plain http only to this machine, and only delivered by
+        // `up --allow-loopback-webhooks` (development).
+        if !(url.starts_with("https://") || url.starts_with("http://127.0.0.1:")) {
+            bail!("--webhook-url must be an https URL");
+        }
+        tenant.notifications.webhook = Some(TenantWebhook {
+            url,
+            secret: mint_webhook_secret(),
+        });
+    }
     let created = match aws_table {
         Some(table) => add_to_aws(&table, &env, tenant).await?,
         None => {
@@ -461,6 +522,12 @@ async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
         created.tenant.id
     );
     println!("{}", created.api_key);
+    if let Some(webhook) = &created.tenant.notifications.webhook {
+        println!(
+            "its webhook signing secret (shown once; header Printworks-Signature, Stripe's scheme):"
+        );
+        println!("{}", webhook.secret);
+    }
     Ok(())
 }
 

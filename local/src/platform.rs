@@ -1,7 +1,8 @@
 //! The platform on one machine: the order API, the payment webhooks, the
 //! blob server (uploads, and print files under `/prints`) and the SQS
 //! endpoint on one loopback port; the SQLite store, the outbox relay, the
-//! local bus and the queue consumers (render, dispatch, production-events);
+//! local bus and the queue consumers (render, dispatch, production-events,
+//! notify, and the sweep of deferred notifications);
 //! and one edge agent per plant with a simulated machine behind its hot
 //! folder under `<data dir>/plants/<id>/`.
 
@@ -13,13 +14,17 @@ use anyhow::Context;
 use printworks::adapters::local::blobs::FsBlobStore;
 use printworks::adapters::local::bus::{LocalBus, QueueConfig};
 use printworks::adapters::local::db::{Db, Durability};
+use printworks::adapters::local::outbox::OutboxFolder;
 use printworks::adapters::local::store::SqliteStore;
+use printworks::adapters::smtp::{SmtpConfig, SmtpMailer};
 use printworks::config::ApiConfig;
 use printworks::domain::catalog::Catalog;
 use printworks::domain::events::EventType;
+use printworks::domain::notify::{DailyCaps, NOTIFY_EVENTS};
 use printworks::fetch::{FetchPolicy, UrlFetcher};
-use printworks::ports::{Clock, FixedSecrets, SystemClock};
+use printworks::ports::{Clock, FixedSecrets, Mailer, SystemClock};
 use printworks::render::Limits;
+use printworks::webhook_out::HttpWebhooks;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,6 +44,36 @@ pub struct Options {
     /// A catalog file to use instead of the built-in one.
     pub catalog: Option<PathBuf>,
     pub plants: PlantOptions,
+    pub notify: NotifyOptions,
+}
+
+/// How `printworks up` notifies: e-mail and SMS into `<data dir>/outbox`
+/// (or e-mail through an SMTP server), tenant webhooks over HTTPS to
+/// public addresses.
+#[derive(Debug, Clone)]
+pub struct NotifyOptions {
+    /// `smtp://...`: send e-mail through this server instead of the outbox.
+    pub smtp_url: Option<String>,
+    pub caps: DailyCaps,
+    /// How often deferred messages are looked at.
+    pub sweep_every: Duration,
+    /// The first back-off of a failed message (doubled per delivery).
+    pub backoff: Duration,
+    /// Development only: let tenant webhooks reach plain-HTTP endpoints on
+    /// 127.0.0.1 (a receiver on this machine). Never on by default.
+    pub allow_loopback_webhooks: bool,
+}
+
+impl Default for NotifyOptions {
+    fn default() -> NotifyOptions {
+        NotifyOptions {
+            smtp_url: None,
+            caps: DailyCaps::default(),
+            sweep_every: Duration::from_secs(60),
+            backoff: Duration::from_secs(30),
+            allow_loopback_webhooks: false,
+        }
+    }
 }
 
 /// The plants of `printworks up`: an edge agent per plant of the catalog,
@@ -76,6 +111,7 @@ impl Options {
             upload_url_ttl: Duration::from_secs(900),
             catalog: None,
             plants: PlantOptions::default(),
+            notify: NotifyOptions::default(),
         }
     }
 }
@@ -85,20 +121,7 @@ impl Options {
 pub const QUEUES: &[(&str, &[EventType])] = &[
     ("render", &[EventType::OrderPaid]),
     ("dispatch", &[EventType::OrderRendered]),
-    (
-        "notify",
-        &[
-            EventType::OrderPlaced,
-            EventType::OrderPaid,
-            EventType::OrderCancelled,
-            EventType::OrderOnHold,
-            EventType::OrderDispatched,
-            EventType::OrderShipped,
-            EventType::PaymentFailed,
-            EventType::PaymentActionRequired,
-            EventType::PaymentRefunded,
-        ],
-    ),
+    ("notify", &NOTIFY_EVENTS),
 ];
 
 /// Where the plants' status reports arrive.
@@ -111,6 +134,11 @@ pub fn jobs_queue(plant: &str) -> String {
 
 pub fn db_path(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("printworks.sqlite")
+}
+
+/// Where `printworks up` puts e-mail (`.eml`) and SMS (`.sms.json`).
+pub fn outbox_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("outbox")
 }
 
 /// A plant's directory: `hot`, `done`, `error`, the machine's
@@ -304,6 +332,7 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         production: store_arc.clone(),
         clock: clock.clone(),
     };
+    let notifier = Arc::new(notifier(&options, store_arc.clone(), clock.clone())?);
     let (shutdown, mut stop_server) = watch::channel(false);
     let base_url = format!("http://{addr}");
     let router = order_api::router(Arc::new(app))
@@ -370,6 +399,29 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
             },
         )),
     ];
+    let backoff = options.notify.backoff;
+    workers.push(tokio::spawn(workers::consume_with_backoff(
+        bus.clone(),
+        "notify",
+        shutdown.subscribe(),
+        move |attempt| notify::backoff(backoff, attempt),
+        {
+            let notifier = notifier.clone();
+            move |m| {
+                let notifier = notifier.clone();
+                async move {
+                    let event = workers::envelope(&m)?;
+                    let outcome = notifier.handle(&event).await.map_err(|e| e.0)?;
+                    Ok(format!("{outcome:?}"))
+                }
+            }
+        },
+    )));
+    workers.push(tokio::spawn(sweep_loop(
+        notifier,
+        options.notify.sweep_every,
+        shutdown.subscribe(),
+    )));
     if options.plants.run {
         for plant in catalog.plants.keys() {
             let config = agent_config(&options.data_dir, &base_url, plant, &options.plants);
@@ -404,6 +456,71 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         relay,
         workers,
     })
+}
+
+/// The notifier of `printworks up`: the same handler as the Lambda, with
+/// the outbox folder (or SMTP) for e-mail, the outbox folder for SMS, and
+/// real HTTPS for tenant webhooks.
+fn notifier(
+    options: &Options,
+    store: Arc<SqliteStore>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<notify::Notifier> {
+    let outbox = Arc::new(OutboxFolder::open(
+        outbox_dir(&options.data_dir),
+        clock.clone(),
+    )?);
+    let mail: Arc<dyn Mailer> = match &options.notify.smtp_url {
+        Some(url) => {
+            let config = SmtpConfig::parse_url(url).map_err(|e| anyhow::anyhow!("--smtp: {e}"))?;
+            Arc::new(SmtpMailer::new(&config, clock.clone()).map_err(|e| anyhow::anyhow!(e))?)
+        }
+        None => outbox.clone(),
+    };
+    let mut policy = FetchPolicy {
+        total_timeout: Duration::from_secs(10),
+        ..FetchPolicy::default()
+    };
+    if options.notify.allow_loopback_webhooks {
+        policy.allow_http = true;
+        policy.allow_ips = vec![std::net::Ipv4Addr::LOCALHOST.into()];
+    }
+    Ok(notify::Notifier {
+        orders: store.clone(),
+        tenants: store.clone(),
+        ledger: store,
+        channels: notify::Channels {
+            mail,
+            sms: outbox,
+            webhooks: Arc::new(HttpWebhooks::new(UrlFetcher::new(policy)?)),
+        },
+        templates: Arc::new(notify::render::Templates::builtin()?),
+        caps: options.notify.caps.clone(),
+        clock,
+        lease: Duration::from_secs(120),
+        backoff: options.notify.backoff,
+    })
+}
+
+/// Sends deferred messages whose day has come, every `every`.
+async fn sweep_loop(
+    notifier: Arc<notify::Notifier>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        match notifier.sweep(500).await {
+            Ok(done) if !done.is_empty() => {
+                tracing::info!(messages = done.len(), "deferred messages handled")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %format!("{:#}", e.0), "sweep failed; retried"),
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 /// Moves the outbox to the queues until told to stop, then once more.

@@ -48,6 +48,7 @@ pub fn demo_tenants() -> Vec<Tenant> {
             payment: PaymentSetup::Provider {
                 provider: "stripe".into(),
             },
+            notifications: Default::default(),
         },
         Tenant {
             id: id("demo-b2b"),
@@ -58,6 +59,7 @@ pub fn demo_tenants() -> Vec<Tenant> {
             currencies: vec![Currency::Eur, Currency::Chf],
             default_locale: Locale::De,
             payment: PaymentSetup::Invoice,
+            notifications: Default::default(),
         },
     ]
 }

@@ -14,11 +14,29 @@ use tokio::sync::watch;
 pub async fn consume<F, Fut>(
     bus: LocalBus,
     queue: &'static str,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     handle: F,
 ) where
     F: Fn(Message) -> Fut,
     Fut: Future<Output = anyhow::Result<String>>,
+{
+    consume_with_backoff(bus, queue, stop, |_| None::<Duration>, handle).await
+}
+
+/// [`consume`], hiding a failed message for `backoff(receive count)` (when
+/// it says so) instead of the queue's visibility timeout, as a Lambda that
+/// changes a failed message's visibility before reporting it.
+pub async fn consume_with_backoff<F, Fut, B, D>(
+    bus: LocalBus,
+    queue: &'static str,
+    mut stop: watch::Receiver<bool>,
+    backoff: B,
+    handle: F,
+) where
+    F: Fn(Message) -> Fut,
+    Fut: Future<Output = anyhow::Result<String>>,
+    B: Fn(u32) -> D,
+    D: Into<Option<Duration>>,
 {
     loop {
         if *stop.borrow() {
@@ -51,13 +69,20 @@ pub async fn consume<F, Fut>(
                         tracing::error!(queue, error = %e, "deleting a handled message failed");
                     }
                 }
-                Err(e) => tracing::error!(
-                    queue,
-                    message = %id,
-                    attempt,
-                    error = %format!("{e:#}"),
-                    "failed; the message will be retried"
-                ),
+                Err(e) => {
+                    tracing::error!(
+                        queue,
+                        message = %id,
+                        attempt,
+                        error = %format!("{e:#}"),
+                        "failed; the message will be retried"
+                    );
+                    if let Some(delay) = backoff(attempt).into()
+                        && let Err(e) = bus.change_visibility(&receipt, delay).await
+                    {
+                        tracing::warn!(queue, error = %e, "could not set the back-off");
+                    }
+                }
             }
         }
     }

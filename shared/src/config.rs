@@ -116,6 +116,53 @@ impl DispatchConfig {
     }
 }
 
+/// What notify needs besides the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyConfig {
+    /// Per-tenant, per-channel daily limits (`NOTIFY_DAILY_CAPS`, JSON;
+    /// defaults when unset).
+    pub caps: crate::domain::notify::DailyCaps,
+    /// How long a claim keeps other senders off a message
+    /// (`NOTIFY_LEASE_SECS`, default 120).
+    pub lease: Duration,
+    /// The first back-off of a failed message (`NOTIFY_BACKOFF_SECS`,
+    /// default 30), doubled per delivery up to an hour.
+    pub backoff: Duration,
+    /// The notify queue (`NOTIFY_QUEUE_URL`): failed messages are hidden
+    /// there for a back-off before they come back. Unset: the queue's own
+    /// visibility timeout.
+    pub queue_url: Option<String>,
+    /// `SMTP_URL` (`smtp://user:pass@host:587`): send e-mail through the
+    /// shop's own mail server instead of SES.
+    pub smtp_url: Option<String>,
+    /// `SES_CONFIGURATION_SET`: the SES configuration set to send with.
+    pub ses_configuration_set: Option<String>,
+}
+
+impl NotifyConfig {
+    pub fn from_vars<F: Fn(&str) -> Option<String>>(
+        vars: &Vars<F>,
+    ) -> Result<NotifyConfig, ConfigError> {
+        let caps = match vars.optional("NOTIFY_DAILY_CAPS") {
+            Some(raw) => crate::domain::notify::DailyCaps::parse(&raw).map_err(|reason| {
+                ConfigError::Invalid {
+                    name: "NOTIFY_DAILY_CAPS",
+                    reason,
+                }
+            })?,
+            None => Default::default(),
+        };
+        Ok(NotifyConfig {
+            caps,
+            lease: vars.seconds("NOTIFY_LEASE_SECS", 120, 10..=900)?,
+            backoff: vars.seconds("NOTIFY_BACKOFF_SECS", 30, 1..=900)?,
+            queue_url: vars.optional("NOTIFY_QUEUE_URL"),
+            smtp_url: vars.optional("SMTP_URL"),
+            ses_configuration_set: vars.optional("SES_CONFIGURATION_SET"),
+        })
+    }
+}
+
 /// The AWS resources the functions use; each reads only what it needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsResources {
@@ -264,6 +311,23 @@ mod tests {
             AwsResources::for_dispatch(&vars(&[("ORDERS_TABLE", "t")])),
             Err(ConfigError::Missing("PRINTS_BUCKET"))
         );
+    }
+
+    #[test]
+    fn notify_caps_are_checked() {
+        let err = NotifyConfig::from_vars(&vars(&[("NOTIFY_DAILY_CAPS", "{\"default\": 5}")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("NOTIFY_DAILY_CAPS"), "{err}");
+        let c = NotifyConfig::from_vars(&vars(&[(
+            "NOTIFY_DAILY_CAPS",
+            r#"{"tenants": {"acme": {"email": 2}}}"#,
+        )]))
+        .unwrap();
+        let acme = crate::domain::tenant::TenantId::parse("acme").unwrap();
+        use crate::domain::notify::Channel;
+        assert_eq!(c.caps.limit(&acme, Channel::Email), 2);
+        assert_eq!(c.lease, Duration::from_secs(120));
+        assert_eq!(c.smtp_url, None);
     }
 
     #[test]

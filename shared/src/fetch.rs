@@ -167,6 +167,39 @@ impl UrlFetcher {
         }
     }
 
+    /// POSTs `body` as JSON with `headers` to `url` under the same checks
+    /// as a download (https only, public addresses only, checked at connect
+    /// time). A redirect is not followed: it is answered as its status. The
+    /// response body is read up to `max_bytes` and dropped; the answer is
+    /// the status.
+    pub async fn post_json(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Result<u16, FetchError> {
+        let url = Url::parse(url).map_err(|e| FetchError::BadUrl(format!("{}: {e}", clip(url))))?;
+        self.check_url(&url)?;
+        let mut request = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let send = async {
+            let response = request.send().await.map_err(map_reqwest_error)?;
+            let status = response.status().as_u16();
+            // Drain (bounded) so the connection can be reused.
+            let _ = self.read_body(response).await;
+            Ok(status)
+        };
+        tokio::time::timeout(self.policy.total_timeout, send)
+            .await
+            .unwrap_or(Err(FetchError::Timeout))
+    }
+
     /// Scheme, userinfo and (for IP literals) address checks; names are
     /// checked by [`CheckedResolver`] at connect time.
     fn check_url(&self, url: &Url) -> Result<(), FetchError> {

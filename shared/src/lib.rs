@@ -13,6 +13,8 @@
 //! - [`webhooks`]: payment providers' webhook signatures (Stripe, Adyen) and
 //!   their events in our terms.
 //! - `sqs_batch` (feature `lambda`): SQS batches with partial failures.
+//! - `webhook_out` (feature `fetch`): signed tenant webhooks over the SSRF-safe fetcher.
+//! - `adapters::smtp` (feature `smtp`): e-mail through a shop's own SMTP server.
 //! - [`config`]: typed configuration from the environment.
 //! - `testing` (feature `testing`): fixtures for other crates' tests.
 //! - [`telemetry`]: the one tracing init.
@@ -30,4 +32,6 @@ pub mod sqs_batch;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+#[cfg(feature = "fetch")]
+pub mod webhook_out;
 pub mod webhooks;

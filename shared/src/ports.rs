@@ -303,3 +303,289 @@ impl Clock for ManualClock {
         *self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+// ---------------------------------------------------------- notifications --
+
+/// An e-mail ready to send: every channel (SES, SMTP, the outbox folder)
+/// sends the same MIME message built from it ([`EmailMessage::to_mime`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailMessage {
+    /// `"Brand Name" <orders@brand.example>`'s parts.
+    pub from_name: String,
+    pub from_address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    pub to_name: String,
+    pub to_address: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    /// `Content-Language`.
+    pub language: String,
+    /// `Message-ID` without the angle brackets (`<notification id>@<domain>`):
+    /// the same for every attempt of one notification.
+    pub message_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the e-mail: {0}")]
+pub struct MimeError(String);
+
+impl EmailMessage {
+    /// The message as `multipart/alternative` MIME (plain text, then HTML),
+    /// UTF-8, with `Date` at `date`.
+    pub fn to_mime(&self, date: OffsetDateTime) -> Result<Vec<u8>, MimeError> {
+        use lettre::message::{Mailbox, MultiPart};
+        let bad = |what: &str, e: &dyn std::fmt::Display| MimeError(format!("{what}: {e}"));
+        let from = Mailbox::new(
+            Some(self.from_name.clone()),
+            self.from_address
+                .parse()
+                .map_err(|e| bad("from address", &e))?,
+        );
+        let to = Mailbox::new(
+            Some(self.to_name.clone()),
+            self.to_address.parse().map_err(|e| bad("to address", &e))?,
+        );
+        let mut builder = lettre::Message::builder()
+            .from(from)
+            .to(to)
+            .subject(self.subject.clone())
+            .message_id(Some(format!("<{}>", self.message_id)))
+            .date(date.into())
+            .header(ContentLanguage(self.language.clone()));
+        if let Some(reply_to) = &self.reply_to {
+            builder = builder.reply_to(Mailbox::new(
+                None,
+                reply_to.parse().map_err(|e| bad("reply-to address", &e))?,
+            ));
+        }
+        let message = builder
+            .multipart(MultiPart::alternative_plain_html(
+                self.text.clone(),
+                self.html.clone(),
+            ))
+            .map_err(|e| bad("message", &e))?;
+        Ok(message.formatted())
+    }
+
+    /// The recipient's address, for the SMTP envelope.
+    pub fn envelope(&self) -> Result<lettre::address::Envelope, MimeError> {
+        let parse = |raw: &str| {
+            raw.parse::<lettre::Address>()
+                .map_err(|e| MimeError(format!("address: {e}")))
+        };
+        lettre::address::Envelope::new(
+            Some(parse(&self.from_address)?),
+            vec![parse(&self.to_address)?],
+        )
+        .map_err(|e| MimeError(format!("envelope: {e}")))
+    }
+}
+
+/// The `Content-Language` header.
+#[derive(Debug, Clone)]
+struct ContentLanguage(String);
+
+impl lettre::message::header::Header for ContentLanguage {
+    fn name() -> lettre::message::header::HeaderName {
+        lettre::message::header::HeaderName::new_from_ascii_str("Content-Language")
+    }
+
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(ContentLanguage(s.to_string()))
+    }
+
+    fn display(&self) -> lettre::message::header::HeaderValue {
+        lettre::message::header::HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
+/// A text message ready to send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmsMessage {
+    /// The notification's id (the outbox file's name; a provider reference).
+    pub id: String,
+    /// E.164 (`+4915112345678`).
+    pub to: String,
+    /// The brand's alphanumeric sender id, where the country allows one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_id: Option<String>,
+    pub text: String,
+}
+
+/// A tenant webhook ready to send; signed at each attempt with the
+/// tenant's secret (never stored with the message).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookMessage {
+    pub url: String,
+    /// The JSON body, the same bytes at every attempt.
+    pub body: String,
+}
+
+/// What one notification sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "channel", rename_all = "lowercase")]
+pub enum Outgoing {
+    Email(Box<EmailMessage>),
+    Sms(SmsMessage),
+    Webhook(WebhookMessage),
+}
+
+impl Outgoing {
+    pub fn channel(&self) -> crate::domain::notify::Channel {
+        use crate::domain::notify::Channel;
+        match self {
+            Outgoing::Email(_) => Channel::Email,
+            Outgoing::Sms(_) => Channel::Sms,
+            Outgoing::Webhook(_) => Channel::Webhook,
+        }
+    }
+}
+
+/// Why a send failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The provider refused this message for good (a malformed address, a
+    /// refused webhook target): retrying cannot help.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// The provider could not be reached or failed; try again later.
+    #[error("unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
+}
+
+/// Sends e-mail (SES, SMTP, or `.eml` files in an outbox folder). Returns
+/// the provider's message id.
+#[async_trait]
+pub trait Mailer: Send + Sync {
+    async fn send(&self, mail: &EmailMessage) -> Result<String, SendError>;
+}
+
+/// Sends text messages (SNS, or files in an outbox folder).
+#[async_trait]
+pub trait SmsSender: Send + Sync {
+    async fn send(&self, sms: &SmsMessage) -> Result<String, SendError>;
+}
+
+/// POSTs a signed webhook (`signature` goes in
+/// [`crate::domain::notify::WEBHOOK_SIGNATURE_HEADER`]). Returns the
+/// receiver's status line.
+#[async_trait]
+pub trait WebhookSender: Send + Sync {
+    async fn post(&self, url: &str, signature: &str, body: &str) -> Result<String, SendError>;
+}
+
+/// Where a notification stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum NotificationStatus {
+    /// Claimed by a sender until `lease_until`; counted on `counted_day`.
+    Sending {
+        #[serde(with = "time::serde::rfc3339")]
+        lease_until: OffsetDateTime,
+        counted_day: time::Date,
+    },
+    Sent {
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+        provider_id: String,
+    },
+    /// Over the daily cap: due at `until` (the next day), then sent.
+    Deferred {
+        #[serde(with = "time::serde::rfc3339")]
+        until: OffsetDateTime,
+    },
+    /// Refused for good (never retried): why.
+    Failed { reason: String },
+    /// A send failed and was released; the next delivery claims it again.
+    Retry,
+}
+
+/// One notification: the key (order, event, channel, recipient) as its
+/// id, the rendered message, and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationRecord {
+    /// [`crate::domain::notify::notification_id`].
+    pub id: String,
+    pub tenant: TenantId,
+    pub order_id: OrderId,
+    pub event_id: String,
+    pub event_type: crate::domain::events::EventType,
+    pub message: Outgoing,
+    #[serde(flatten)]
+    pub status: NotificationStatus,
+    /// Claims so far.
+    pub attempts: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl NotificationRecord {
+    pub fn channel(&self) -> crate::domain::notify::Channel {
+        self.message.channel()
+    }
+}
+
+/// What [`NotificationStore::claim`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Ours to send: counted against today's cap, leased to us.
+    Acquired(Box<NotificationRecord>),
+    AlreadySent,
+    /// Refused for good earlier.
+    AlreadyFailed,
+    /// Another sender holds it (its lease runs until then).
+    InFlight(OffsetDateTime),
+    /// Over the cap (now or earlier): it waits for this time, and the
+    /// deferred sweep sends it then.
+    Deferred(OffsetDateTime),
+}
+
+/// The notification ledger: one record per (order, event, channel,
+/// recipient), and each tenant's per-channel, per-day send counter.
+#[async_trait]
+pub trait NotificationStore: Send + Sync {
+    /// Atomically, for `candidate.id` (created from `candidate` if new):
+    /// - sent or failed: say so, change nothing;
+    /// - leased by another sender (lease not over): [`Claim::InFlight`];
+    /// - deferred to a time still ahead: [`Claim::Deferred`];
+    /// - otherwise, if the counter of (tenant, channel, `now`'s UTC day) is
+    ///   below `limit`: add one to it and lease the record until
+    ///   `now + lease` ([`Claim::Acquired`]); at or above `limit`: defer
+    ///   the record to the start of the next day ([`Claim::Deferred`]).
+    ///
+    /// Two concurrent claims of one id never both acquire, and the counter
+    /// never passes `limit` however many claim at once.
+    async fn claim(
+        &self,
+        candidate: &NotificationRecord,
+        limit: u32,
+        now: OffsetDateTime,
+        lease: Duration,
+    ) -> Result<Claim, StoreError>;
+    /// Marks an acquired record sent (or failed for good).
+    async fn finish(
+        &self,
+        id: &str,
+        status: NotificationStatus,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// A send failed and may be retried: the record goes back to
+    /// [`NotificationStatus::Retry`] and its day's counter down by one.
+    async fn release(&self, id: &str) -> Result<(), StoreError>;
+    /// Deferred records due at `now` (oldest due first), at most `max`.
+    async fn due_deferred(
+        &self,
+        now: OffsetDateTime,
+        max: usize,
+    ) -> Result<Vec<NotificationRecord>, StoreError>;
+    async fn notification(&self, id: &str) -> Result<Option<NotificationRecord>, StoreError>;
+    /// Sends counted for (tenant, channel) on `day`.
+    async fn sent_on(
+        &self,
+        tenant: &TenantId,
+        channel: crate::domain::notify::Channel,
+        day: time::Date,
+    ) -> Result<u32, StoreError>;
+}

@@ -23,6 +23,7 @@ pub fn b2b_tenant() -> Tenant {
         currencies: vec![Currency::Eur, Currency::Chf],
         default_locale: Locale::De,
         payment: PaymentSetup::Invoice,
+        notifications: Default::default(),
     }
 }
 

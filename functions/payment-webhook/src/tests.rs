@@ -39,6 +39,7 @@ fn tenant(provider: &str) -> Tenant {
         payment: PaymentSetup::Provider {
             provider: provider.into(),
         },
+        notifications: Default::default(),
     }
 }
 

@@ -1,12 +1,16 @@
-//! The two adapter families. Only [`aws`] imports `aws_sdk_*`.
+//! The two adapter families, `aws` and `local`, and `smtp` (a shop's own
+//! mail server). Only `aws` imports `aws_sdk_*`.
 
 #[cfg(any(
     feature = "aws-dynamodb",
     feature = "aws-s3",
     feature = "aws-sns",
     feature = "aws-sqs",
-    feature = "aws-secretsmanager"
+    feature = "aws-secretsmanager",
+    feature = "aws-sesv2"
 ))]
 pub mod aws;
 #[cfg(feature = "local")]
 pub mod local;
+#[cfg(feature = "smtp")]
+pub mod smtp;

@@ -8,6 +8,7 @@
 //! - [`order`]: the order request, its validation, the stored order, transitions
 //! - [`events`]: the event envelope
 //! - [`payment`]: the checkout, provider events and what they do to an order
+//! - [`notify`]: who is told what, on which channel; daily caps; webhook signatures
 //! - [`production`]: the plant choice, print jobs and plant status reports
 //! - [`tenant`]: tenants and API keys
 
@@ -15,6 +16,7 @@ pub mod catalog;
 pub mod events;
 pub mod locale;
 pub mod money;
+pub mod notify;
 pub mod order;
 pub mod payment;
 pub mod pricing;

@@ -908,6 +908,7 @@ mod tests {
                     provider: "stripe".into(),
                 },
             },
+            notifications: Default::default(),
         }
     }
 

@@ -7,6 +7,7 @@
 
 use super::locale::{CountryCode, Locale};
 use super::money::Currency;
+use super::notify::NotifySettings;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -73,6 +74,9 @@ pub struct Tenant {
     pub currencies: Vec<Currency>,
     pub default_locale: Locale,
     pub payment: PaymentSetup,
+    /// Who is told what (`functions/notify`); absent in older records.
+    #[serde(default, skip_serializing_if = "NotifySettings::is_default")]
+    pub notifications: NotifySettings,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -273,6 +277,7 @@ mod tests {
             payment: PaymentSetup::Provider {
                 provider: "stripe".into(),
             },
+            notifications: Default::default(),
         };
         assert_eq!(tenant.check(), Err(TenantError::PaymentMismatch));
     }

@@ -733,3 +733,570 @@ async fn emulator_signed_webhooks_pay_the_order_and_reach_the_topic() {
     assert_eq!(paid_events[0].order_id, order_id);
     assert_eq!(paid_events[0].data["provider"], "stripe");
 }
+
+/// A text message notification of `tenant` (the store does not care what
+/// it carries).
+fn sms_record(
+    tenant: &printworks::domain::tenant::TenantId,
+    n: usize,
+    at: time::OffsetDateTime,
+) -> printworks::ports::NotificationRecord {
+    use printworks::ports::{NotificationRecord, NotificationStatus, Outgoing, SmsMessage};
+    let id = format!("ntf_{}", uuid::Uuid::new_v4().simple());
+    NotificationRecord {
+        id: id.clone(),
+        tenant: tenant.clone(),
+        order_id: printworks::domain::order::OrderId::new(),
+        event_id: format!("evt_{n}"),
+        event_type: printworks::domain::events::EventType::OrderShipped,
+        message: Outgoing::Sms(SmsMessage {
+            id,
+            to: "+4915112345678".into(),
+            sender_id: None,
+            text: format!("Shipped {n}"),
+        }),
+        status: NotificationStatus::Retry,
+        attempts: 0,
+        created_at: at,
+    }
+}
+
+/// Claims `records` all at once, each with `limit`, at `now`.
+async fn claim_all(
+    store: &Arc<DynamoStore>,
+    records: &[printworks::ports::NotificationRecord],
+    limit: u32,
+    now: time::OffsetDateTime,
+) -> Vec<printworks::ports::Claim> {
+    use printworks::ports::NotificationStore;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, record) in records.iter().enumerate() {
+        let (store, record) = (store.clone(), record.clone());
+        tasks.spawn(async move {
+            let claim = store
+                .claim(&record, limit, now, Duration::from_secs(120))
+                .await;
+            (i, claim.unwrap())
+        });
+    }
+    let mut claims: Vec<_> = tasks.join_all().await;
+    claims.sort_by_key(|(i, _)| *i);
+    claims.into_iter().map(|(_, c)| c).collect()
+}
+
+/// An HTTP proxy in front of moto that passes one request at a time.
+/// moto applies a transaction's items one by one and undoes a cancelled
+/// one by restoring a copy of the table taken before it, so two requests
+/// handled at once can undo each other's writes; DynamoDB executes each
+/// request atomically (transactions serializably). One request at a time
+/// gives moto that atomicity, while the tests' concurrent claims still
+/// interleave freely between their reads and their transactions.
+async fn one_request_at_a_time(endpoint: &str) -> String {
+    let upstream = endpoint.trim_end_matches('/').to_string();
+    let lock = Arc::new(tokio::sync::Mutex::new(reqwest::Client::new()));
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (upstream, lock) = (upstream.clone(), lock.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let client = lock.lock().await;
+            let mut forward = client.request(parts.method, format!("{upstream}{path}"));
+            for (name, value) in &parts.headers {
+                if name != http::header::HOST && name != http::header::CONTENT_LENGTH {
+                    forward = forward.header(name, value);
+                }
+            }
+            let res = forward.body(body).send().await.unwrap();
+            let mut out = http::Response::builder().status(res.status());
+            for (name, value) in res.headers() {
+                if name != http::header::CONTENT_LENGTH && name != http::header::TRANSFER_ENCODING {
+                    out = out.header(name, value);
+                }
+            }
+            let bytes = res.bytes().await.unwrap();
+            out.body(axum::body::Body::from(bytes)).unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn emulator_notify_store_claims_once_and_caps_with_deferral() {
+    use printworks::domain::notify::{Channel, cap_day, next_day};
+    use printworks::domain::tenant::TenantId;
+    use printworks::ports::{Claim, NotificationStatus, NotificationStore};
+
+    let Some(endpoint) = emulator() else { return };
+    let f = fixture(endpoint.clone()).await;
+    let serialized = aws_sdk_dynamodb::config::Builder::from(&f.sdk)
+        .endpoint_url(one_request_at_a_time(&endpoint).await)
+        .build();
+    let store = Arc::new(DynamoStore::new(
+        aws_sdk_dynamodb::Client::from_conf(serialized),
+        &f.table,
+    ));
+    let day1 = time::macros::datetime!(2026-11-22 21:00:00 UTC);
+    let lease = Duration::from_secs(120);
+    let sent = |tenant: &TenantId, day| {
+        let (store, tenant) = (store.clone(), tenant.clone());
+        async move { store.sent_on(&tenant, Channel::Sms, day).await.unwrap() }
+    };
+
+    // One notification, claimed by eight senders at once: one gets it.
+    let brand = TenantId::parse("demo-brand").unwrap();
+    let one = sms_record(&brand, 0, day1);
+    let eight: Vec<_> = std::iter::repeat_n(one.clone(), 8).collect();
+    let claims = claim_all(&store, &eight, 100, day1).await;
+    let acquired = claims
+        .iter()
+        .filter(|c| matches!(c, Claim::Acquired(_)))
+        .count();
+    assert_eq!(acquired, 1, "{claims:?}");
+    assert!(
+        claims
+            .iter()
+            .all(|c| matches!(c, Claim::Acquired(_)) || *c == Claim::InFlight(day1 + lease)),
+        "{claims:?}"
+    );
+    assert_eq!(sent(&brand, cap_day(day1)).await, 1, "counted once");
+    let stored = store.notification(&one.id).await.unwrap().unwrap();
+    assert_eq!(stored.attempts, 1);
+    assert_eq!(
+        stored.status,
+        NotificationStatus::Sending {
+            lease_until: day1 + lease,
+            counted_day: cap_day(day1)
+        }
+    );
+    let done = NotificationStatus::Sent {
+        at: day1,
+        provider_id: "sns-1".into(),
+    };
+    store.finish(&one.id, done.clone(), day1).await.unwrap();
+    assert_eq!(
+        store.claim(&one, 100, day1, lease).await.unwrap(),
+        Claim::AlreadySent
+    );
+    assert_eq!(
+        store.notification(&one.id).await.unwrap().unwrap().status,
+        done
+    );
+    assert_eq!(sent(&brand, cap_day(day1)).await, 1);
+
+    // A cap of 3 and five messages at once: three go, two wait for the
+    // next UTC midnight; the counter stops at the cap.
+    let b2b = TenantId::parse("demo-b2b").unwrap();
+    let day2 = next_day(day1);
+    let five: Vec<_> = (1..=5).map(|n| sms_record(&b2b, n, day1)).collect();
+    let claims = claim_all(&store, &five, 3, day1).await;
+    let (mut went, mut waiting) = (Vec::new(), Vec::new());
+    for (record, claim) in five.iter().zip(&claims) {
+        match claim {
+            Claim::Acquired(_) => went.push(record.clone()),
+            Claim::Deferred(until) => {
+                assert_eq!(*until, day2);
+                waiting.push(record.clone());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((went.len(), waiting.len()), (3, 2), "{claims:?}");
+    assert_eq!(sent(&b2b, cap_day(day1)).await, 3);
+    assert_eq!(
+        store.claim(&waiting[0], 3, day1, lease).await.unwrap(),
+        Claim::Deferred(day2),
+        "still deferred, nothing changed"
+    );
+
+    // A failed send gives its count back; a claim takes it again.
+    store.release(&went[0].id).await.unwrap();
+    assert_eq!(sent(&b2b, cap_day(day1)).await, 2);
+    assert_eq!(
+        store
+            .notification(&went[0].id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        NotificationStatus::Retry
+    );
+    assert!(matches!(
+        store.claim(&went[0], 3, day1, lease).await.unwrap(),
+        Claim::Acquired(r) if r.attempts == 2
+    ));
+    assert_eq!(sent(&b2b, cap_day(day1)).await, 3);
+    // A refusal for good does not count either.
+    let refused = NotificationStatus::Failed {
+        reason: "invalid number".into(),
+    };
+    store.finish(&went[1].id, refused, day1).await.unwrap();
+    assert_eq!(sent(&b2b, cap_day(day1)).await, 2);
+    assert_eq!(
+        store.claim(&went[1], 3, day1, lease).await.unwrap(),
+        Claim::AlreadyFailed
+    );
+
+    // The sweep finds the deferred ones once their day has come.
+    assert!(store.due_deferred(day1, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .due_deferred(day2 - time::Duration::seconds(1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let after = day2 + time::Duration::seconds(5);
+    let mut due: Vec<String> = store
+        .due_deferred(after, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    due.sort();
+    let mut expected: Vec<String> = waiting.iter().map(|r| r.id.clone()).collect();
+    expected.sort();
+    assert_eq!(due, expected);
+    assert_eq!(store.due_deferred(after, 1).await.unwrap().len(), 1, "max");
+
+    // On the new day, on the new day's counter: with a cap of 1, one goes
+    // and the other moves on to the day after.
+    let first = store.claim(&waiting[0], 1, after, lease).await.unwrap();
+    assert!(
+        matches!(&first, Claim::Acquired(r) if r.attempts == 1),
+        "{first:?}"
+    );
+    let day3 = next_day(after);
+    assert_eq!(
+        store.claim(&waiting[1], 1, after, lease).await.unwrap(),
+        Claim::Deferred(day3)
+    );
+    assert_eq!(sent(&b2b, cap_day(after)).await, 1);
+    assert_eq!(sent(&b2b, cap_day(day1)).await, 2, "the old day unchanged");
+    assert!(store.due_deferred(after, 10).await.unwrap().is_empty());
+    let later = day3 + time::Duration::minutes(15);
+    let due = store.due_deferred(later, 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        [waiting[1].id.as_str()]
+    );
+    assert!(matches!(
+        store.claim(&waiting[1], 1, later, lease).await.unwrap(),
+        Claim::Acquired(_)
+    ));
+    assert!(store.due_deferred(later, 10).await.unwrap().is_empty());
+    assert_eq!(sent(&b2b, cap_day(later)).await, 1);
+
+    // A lease that ran out (its sender died) is taken over.
+    let taken = store
+        .claim(&waiting[1], 5, later + lease, lease)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&taken, Claim::Acquired(r) if r.attempts == 2),
+        "{taken:?}"
+    );
+}
+
+/// The moto server's state (`/moto-api/data.json`): `service` -> `model`
+/// -> instances. moto serializes every model of every service for it and
+/// answers 500 when another test's request changes one meanwhile (a
+/// DynamoDB stream record, say), so a failed read is tried again.
+async fn moto_models(endpoint: &str, service: &str, model: &str) -> Vec<Value> {
+    for _ in 0..20 {
+        let res = reqwest::get(format!("{endpoint}/moto-api/data.json"))
+            .await
+            .unwrap();
+        if res.status().is_success()
+            && let Ok(data) = res.json::<Value>().await
+        {
+            return data[service][model].as_array().cloned().unwrap_or_default();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("moto's data.json did not answer");
+}
+
+/// A header of a MIME message, unfolded (as it was written, still encoded).
+fn mime_header(message: &str, name: &str) -> Option<String> {
+    let prefix = format!("{}:", name.to_ascii_lowercase());
+    let mut lines = message.split("\r\n").map(|l| l.trim_end_matches('\n'));
+    let first = lines.find(|l| l.to_ascii_lowercase().starts_with(&prefix))?;
+    let mut value = first[prefix.len()..].trim().to_string();
+    for line in lines {
+        if !line.starts_with([' ', '\t']) {
+            break;
+        }
+        value.push(' ');
+        value.push_str(line.trim());
+    }
+    Some(value)
+}
+
+#[tokio::test]
+async fn emulator_notify_sends_one_email_per_event_through_the_topic() {
+    use aws_lambda_events::event::sqs::SqsEvent;
+    use notify::render::{MessageContext, Templates};
+    use notify::{Channels, Notifier};
+    use printworks::adapters::aws::ses::SesMailer;
+    use printworks::adapters::aws::sms::SnsSms;
+    use printworks::domain::events::EventType;
+    use printworks::domain::locale::Locale;
+    use printworks::domain::notify::{Channel, NOTIFY_EVENTS, Template, notification_id};
+    use printworks::domain::order::OrderId;
+    use printworks::ports::{
+        EventPublisher, NotificationStatus, NotificationStore, OrderStore, Outgoing, SystemClock,
+    };
+
+    let Some(endpoint) = emulator() else { return };
+    let f = fixture(endpoint.clone()).await;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let store = Arc::new(DynamoStore::from_sdk(&f.sdk, &f.table));
+    let uploads = Arc::new(S3Blobs::from_sdk(&f.sdk, &f.bucket, true));
+
+    // The notify queue, subscribed as the template subscribes it: to
+    // exactly the events of NOTIFY_EVENTS.
+    let template: serde_norway::Value = serde_norway::from_str(
+        &std::fs::read_to_string(printworks_tests::repo_root().join("infra/template.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let types: Vec<&str> =
+        template["Resources"]["NotifySubscription"]["Properties"]["FilterPolicy"]["type"]
+            .as_sequence()
+            .expect("the template filters the notify subscription on type")
+            .iter()
+            .filter_map(|t| t.as_str())
+            .collect();
+    assert_eq!(
+        types,
+        NOTIFY_EVENTS.iter().map(|t| t.as_str()).collect::<Vec<_>>()
+    );
+    let sqs = aws_sdk_sqs::Client::new(&f.sdk);
+    let queue_url = create_queue(
+        &sqs,
+        &aws_sdk_sns::Client::new(&f.sdk),
+        &f.topic_arn,
+        &format!("notify-{}", &run[..10]),
+        Some(json!({ "type": types })),
+    )
+    .await;
+
+    // A B2C brand, its sender domain verified in SES.
+    let templates = Arc::new(Templates::builtin().unwrap());
+    let brand = printworks_local::seed::demo_tenants().remove(0);
+    assert_eq!(brand.id.as_str(), "demo-brand");
+    let sender = templates.brands().get(&brand.brand).clone();
+    let domain = sender.from_address.rsplit_once('@').unwrap().1;
+    aws_sdk_sesv2::Client::new(&f.sdk)
+        .create_email_identity()
+        .email_identity(domain)
+        .send()
+        .await
+        .unwrap();
+    store.put_tenant(&brand).await.unwrap();
+    let key = mint_api_key("test", &brand.id);
+    store.put_api_key(&key.record).await.unwrap();
+
+    // Its customer's order, placed through the API (German, with a phone).
+    let email = format!("erika.{run}@example.com");
+    let phone = format!(
+        "+49151{}",
+        &run.bytes()
+            .map(|b| (b % 10).to_string())
+            .collect::<String>()[..8]
+    );
+    let mut body = request_example(&openapi(), "/v1/orders");
+    body["customer"]["email"] = json!(email);
+    body["customer"]["phone"] = json!(phone);
+    let router = api_router("test", store.clone(), store.clone(), uploads);
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/v1/orders")
+        .header("authorization", format!("Bearer {}", key.full))
+        .header("idempotency-key", "notify-1")
+        .header("content-type", "application/json")
+        .body(lambda_http::Body::Text(body.to_string()))
+        .unwrap();
+    let res = order_api::handle(&router, req).await;
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let placed: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(placed["state"], "placed", "{placed}");
+    let order_id = OrderId::parse(placed["id"].as_str().unwrap()).unwrap();
+    let order = store.get(&brand.id, &order_id).await.unwrap().unwrap();
+    assert_eq!(order.locale, Locale::De);
+
+    // Its events through the topic; OrderShipped delivered twice.
+    let now = time::OffsetDateTime::now_utc();
+    let event =
+        |t: EventType, data: Value| EventEnvelope::new(t, &order.id, &order.tenant, now, data);
+    let events = [
+        event(EventType::OrderPlaced, json!({})),
+        event(EventType::OrderPaid, json!({"provider": "stripe"})),
+        event(EventType::OrderDispatched, json!({"plant": "muc"})),
+        event(
+            EventType::OrderShipped,
+            json!({"plant": "muc", "packing_ref": "MUC-1",
+                   "shipments": [{"carrier": "DHL", "tracking": "00340434161094042557"}]}),
+        ),
+    ];
+    let mut published = events.to_vec();
+    published.push(events[3].clone());
+    SnsPublisher::from_sdk(&f.sdk, &f.topic_arn)
+        .publish(&published)
+        .await
+        .unwrap();
+
+    // The batch as Lambda's SQS event source hands it over.
+    let mut records = Vec::new();
+    for _ in 0..10 {
+        let received = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_system_attribute_names(
+                aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+            )
+            .send()
+            .await
+            .unwrap();
+        for m in received.messages.unwrap_or_default() {
+            let count = m
+                .attributes
+                .as_ref()
+                .and_then(|a| {
+                    a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+                })
+                .cloned()
+                .unwrap_or_else(|| "1".into());
+            records.push(json!({"messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body,
+                "attributes": {"ApproximateReceiveCount": count}, "messageAttributes": {},
+                "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:eu-central-1:123456789012:notify", "awsRegion": "eu-central-1"}));
+        }
+        if records.len() >= published.len() {
+            break;
+        }
+    }
+    assert_eq!(records.len(), 5, "every notify event passes the filter");
+    let batch: SqsEvent = serde_json::from_value(json!({ "Records": records })).unwrap();
+
+    let clock = Arc::new(SystemClock);
+    let notifier = Notifier {
+        orders: store.clone(),
+        tenants: store.clone(),
+        ledger: store.clone(),
+        channels: Channels {
+            mail: Arc::new(SesMailer::from_sdk(&f.sdk, None, clock.clone())),
+            sms: Arc::new(SnsSms::from_sdk(&f.sdk)),
+            webhooks: Arc::new(printworks::webhook_out::HttpWebhooks::new(
+                printworks::fetch::UrlFetcher::new(Default::default()).unwrap(),
+            )),
+        },
+        templates: templates.clone(),
+        caps: Default::default(),
+        clock,
+        lease: Duration::from_secs(120),
+        backoff: Duration::from_secs(30),
+    };
+    let queue = SqsQueue::from_sdk(&f.sdk, &queue_url);
+    let response = notifier.handle_sqs(batch.clone(), Some(&queue)).await;
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "{:?}",
+        response.batch_item_failures
+    );
+    // The whole batch again (a redelivery): nothing is sent twice.
+    let again = notifier.handle_sqs(batch, Some(&queue)).await;
+    assert!(again.batch_item_failures.is_empty());
+
+    // In moto's SES: exactly one e-mail per mailed event, none for
+    // OrderDispatched, each the message the ledger recorded.
+    let ours: Vec<Value> = moto_models(&endpoint, "ses", "RawMessage")
+        .await
+        .into_iter()
+        .filter(|m| {
+            m["raw_data"]
+                .as_str()
+                .is_some_and(|raw| raw.contains(&email))
+        })
+        .collect();
+    assert_eq!(ours.len(), 3, "placed, paid, shipped: {ours:#?}");
+    let mailed = [
+        (&events[0], Template::OrderPlaced),
+        (&events[1], Template::OrderPaid),
+        (&events[3], Template::OrderShipped),
+    ];
+    for (event, template) in mailed {
+        let id = notification_id(event, Channel::Email, &email);
+        let record = store.notification(&id).await.unwrap().expect("recorded");
+        let NotificationStatus::Sent { provider_id, .. } = &record.status else {
+            panic!("{:?} not sent: {:?}", event.event_type, record.status);
+        };
+        let Outgoing::Email(mail) = &record.message else {
+            panic!("not an e-mail: {:?}", record.message);
+        };
+        let raw = ours
+            .iter()
+            .find(|m| m["id"].as_str() == Some(provider_id.as_str()))
+            .and_then(|m| m["raw_data"].as_str())
+            .unwrap_or_else(|| panic!("SES has no message {provider_id}"));
+        assert!(
+            mime_header(raw, "Content-Type")
+                .is_some_and(|v| v.starts_with("multipart/alternative")),
+            "{raw}"
+        );
+        assert_eq!(mime_header(raw, "Content-Language").as_deref(), Some("de"));
+        assert_eq!(
+            mime_header(raw, "From"),
+            mime_header(
+                &String::from_utf8(mail.to_mime(now).unwrap()).unwrap(),
+                "From"
+            )
+        );
+        // The subject in German, as rendered for the order.
+        let ctx = |language| MessageContext {
+            brand: &sender,
+            language,
+            fallback: brand.default_locale,
+            order: &order,
+            event,
+        };
+        let german = templates.email(template, &ctx(Locale::De)).unwrap().subject;
+        let english = templates.email(template, &ctx(Locale::En)).unwrap().subject;
+        assert_ne!(german, english);
+        assert_eq!(mail.subject, german);
+        let expected = String::from_utf8(mail.to_mime(now).unwrap()).unwrap();
+        assert_eq!(
+            mime_header(raw, "Subject"),
+            mime_header(&expected, "Subject"),
+            "{raw}"
+        );
+    }
+    let dispatched = notification_id(&events[2], Channel::Email, &email);
+    assert!(store.notification(&dispatched).await.unwrap().is_none());
+
+    // The text message of OrderShipped, once, through SNS.
+    let sms_id = notification_id(&events[3], Channel::Sms, &phone);
+    let sms = store
+        .notification(&sms_id)
+        .await
+        .unwrap()
+        .expect("recorded");
+    let NotificationStatus::Sent { provider_id, .. } = &sms.status else {
+        panic!("text not sent: {:?}", sms.status);
+    };
+    let texts: Vec<Value> = moto_models(&endpoint, "sns", "SMS")
+        .await
+        .into_iter()
+        .filter(|m| m["phone_number"].as_str() == Some(phone.as_str()))
+        .collect();
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert_eq!(texts[0]["message_id"].as_str(), Some(provider_id.as_str()));
+}

@@ -2,6 +2,7 @@
 //!
 //! - `local_e2e`: the real local platform over HTTP
 //! - `local_payments`: `printworks up` takes signed provider webhooks
+//! - `local_notify`: `printworks up` mails customers and signs tenant webhooks
 //! - `local_render`: `printworks up` renders paid orders, or holds them
 //! - `aws_emulator`: the AWS adapters against moto server (`emulator_*`)
 //! - `openapi`: the spec against the router, and its examples
@@ -9,6 +10,7 @@
 
 mod aws_emulator;
 mod local_e2e;
+mod local_notify;
 mod local_payments;
 mod local_plants;
 mod local_render;

@@ -614,3 +614,99 @@ async fn every_production_events_sample_moves_its_order() {
     );
     env.db.close();
 }
+
+const NOTIFY_ORDER_ID: &str = "ord_0192f1f0a0b07c3e9d2a4b5c6d7e8f95";
+
+#[tokio::test]
+async fn every_notify_sample_tells_the_customer_once() {
+    use printworks::adapters::local::outbox::OutboxFolder;
+    use printworks::ports::{NotificationStatus, NotificationStore};
+    let samples = files("notify");
+    assert_eq!(
+        samples.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["order-events", "sweep"]
+    );
+    let env = Plants::new().await;
+    // The order and tenant the samples name; the tenant mails its customers.
+    let at = time::macros::datetime!(2026-11-22 10:00:00 UTC);
+    let mut new = printworks::testing::paid_order(&[("poster-30x40", 1)], "DE", at);
+    new.order.id = OrderId::parse(NOTIFY_ORDER_ID).unwrap();
+    new.order.customer.phone = Some("+4915112345678".into());
+    let order = new.order.clone();
+    env.store.place(new).await.unwrap();
+    let mut tenant = printworks::testing::b2b_tenant();
+    tenant.notifications.email = Some(true);
+    tenant.notifications.sms = Some(true);
+    env.store.put_tenant(&tenant).await.unwrap();
+
+    let event = sqs_event("order-events", &samples["order-events"]);
+    let types: Vec<_> = bodies(&event)
+        .iter()
+        .map(|b| b["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(types, ["OrderPlaced", "OrderShipped", "OrderPlaced"]);
+    for (record, body) in event.records.iter().zip(bodies(&event)) {
+        assert_eq!(body["order_id"], NOTIFY_ORDER_ID);
+        assert_eq!(
+            record.message_attributes["type"].string_value.as_deref(),
+            body["type"].as_str()
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = OutboxFolder::open(dir.path(), Arc::new(SystemClock)).unwrap();
+    let notifier = notify::Notifier {
+        orders: env.store.clone(),
+        tenants: env.store.clone(),
+        ledger: env.store.clone(),
+        channels: notify::Channels {
+            mail: Arc::new(outbox.clone()),
+            sms: Arc::new(outbox.clone()),
+            webhooks: Arc::new(printworks::webhook_out::HttpWebhooks::new(
+                printworks::fetch::UrlFetcher::new(Default::default()).unwrap(),
+            )),
+        },
+        templates: Arc::new(notify::render::Templates::builtin().unwrap().strict()),
+        caps: Default::default(),
+        clock: Arc::new(SystemClock),
+        lease: Duration::from_secs(120),
+        backoff: Duration::from_secs(30),
+    };
+    let response = notifier.handle_sqs(event, None).await;
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "{:?}",
+        response.batch_item_failures
+    );
+    // Placed and shipped, each mailed once (the third record repeats the
+    // first); the shipment also texted.
+    assert_eq!(outbox.emails().unwrap().len(), 2);
+    assert_eq!(outbox.texts().unwrap().len(), 1);
+    let shipped = outbox
+        .emails()
+        .unwrap()
+        .into_iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .filter(|eml| eml.contains("00340434161094042557"))
+        .count();
+    assert_eq!(shipped, 1, "the shipment mail carries the tracking number");
+    let records = env.store.notifications_of(&order.id).await.unwrap();
+    assert_eq!(records.len(), 3);
+    assert!(
+        records
+            .iter()
+            .all(|r| matches!(r.status, NotificationStatus::Sent { .. }))
+    );
+
+    // The schedule's input is what main.rs reads as a sweep; nothing is due.
+    let sweep: serde_json::Value = serde_json::from_str(&samples["sweep"]).unwrap();
+    assert_eq!(sweep, serde_json::json!({"sweep": "deferred"}));
+    assert!(notifier.sweep(500).await.unwrap().is_empty());
+    assert!(
+        env.store
+            .due_deferred(time::OffsetDateTime::now_utc(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    env.db.close();
+}

@@ -10,6 +10,15 @@
 //! | payment provider event | `PAYEVT#<provider>#<event id>` | `PAYEVT` |
 //! | provider payment id -> order | `PAYREF#<provider>#<payment id>` | `PAYREF` |
 //! | a plant's open-job count | `PLANT#<plant id>` | `PLANT` |
+//! | notification (record, `rev`, `due_at` while deferred) | `NOTIFY#<notification id>` | `NOTIFY` |
+//! | a tenant's daily send counter per channel (`sent`, TTL) | `NCOUNT#<tenant>#<channel>#<yyyy-mm-dd>` | `NCOUNT` |
+//! | a deferred notification, under the UTC day it is due | `NDUE#<yyyy-mm-dd>` | `<notification id>` |
+//!
+//! The notification items are written by the `NotificationStore` in
+//! `dynamodb_notify.rs` (a child module): a claim is the record, conditional
+//! on its `rev`, and the counter, conditional on being below the limit, in
+//! one `TransactWriteItems`; the deferred index item changes in the same
+//! transaction as the record's status.
 //!
 //! Order writes are conditional on the stored `rank` and `version` being
 //! those the writer read. A provider event's record, the order it changes
@@ -37,6 +46,9 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use std::collections::BTreeMap;
 use std::collections::HashMap;
+
+#[path = "dynamodb_notify.rs"]
+mod notify;
 
 /// How long an outbox item stays after it was written (the stream keeps 24 h).
 const OUTBOX_TTL_SECS: i64 = 7 * 24 * 3600;

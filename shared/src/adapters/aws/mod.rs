@@ -9,6 +9,12 @@
 //! - [`sqs`]: `SqsQueue`, the `MessageQueue` port on SQS (receive, delete,
 //!   visibility, batched send)
 //! - [`secrets`]: the payment webhook secrets from Secrets Manager
+//! - [`ses`]: `SesMailer`, the `Mailer` port on SES v2 (`SendEmail`, raw MIME)
+//! - [`sms`]: `SnsSms`, the `SmsSender` port on SNS direct SMS publishing
+//!
+//! The DynamoDB `NotificationStore` (notification records, daily send
+//! counters, the deferred index) lives in `dynamodb_notify.rs`, a child
+//! module of [`dynamodb`] that shares its table helpers.
 
 #[cfg(feature = "aws-dynamodb")]
 pub mod dynamodb;
@@ -16,10 +22,34 @@ pub mod dynamodb;
 pub mod s3;
 #[cfg(feature = "aws-secretsmanager")]
 pub mod secrets;
+#[cfg(feature = "aws-sesv2")]
+pub mod ses;
+#[cfg(feature = "aws-sns")]
+pub mod sms;
 #[cfg(feature = "aws-sns")]
 pub mod sns;
 #[cfg(feature = "aws-sqs")]
 pub mod sqs;
+
+/// A provider's error text with what looks like an e-mail address or a
+/// phone number replaced: SES and SNS name the recipient in some refusals,
+/// and those texts reach the logs and the notification record.
+#[cfg(any(feature = "aws-sesv2", feature = "aws-sns"))]
+pub(crate) fn redact_contacts(text: &str) -> String {
+    text.split(' ')
+        .map(|word| {
+            let digits = word.chars().filter(char::is_ascii_digit).count();
+            if word.contains('@') {
+                "<address>"
+            } else if digits >= 6 && word.contains('+') {
+                "<number>"
+            } else {
+                word
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 
 /// The shared SDK configuration: region, credentials, endpoint override.
 pub async fn load_sdk_config() -> aws_config::SdkConfig {
@@ -46,4 +76,21 @@ pub async fn sdk_config_for(
         ));
     }
     loader.load().await
+}
+
+#[cfg(all(test, any(feature = "aws-sesv2", feature = "aws-sns")))]
+mod tests {
+    #[test]
+    fn contacts_are_redacted_from_provider_errors() {
+        assert_eq!(
+            super::redact_contacts(
+                "Email address is not verified: erika@example.com, sent to +4915112345678."
+            ),
+            "Email address is not verified: <address> sent to <number>"
+        );
+        assert_eq!(
+            super::redact_contacts("Rate exceeded (code 400) at 2026-11-22"),
+            "Rate exceeded (code 400) at 2026-11-22"
+        );
+    }
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
 
 const MAX_GROUP: usize = 256;
-const SCHEMA_VERSION: i32 = 3;
+const SCHEMA_VERSION: i32 = 4;
 
 /// `synchronous` in WAL mode: `Normal` survives a crash of the process
 /// (`kill -9`); `Full` also survives a power cut, at one fsync per group.
@@ -133,6 +133,21 @@ CREATE TABLE IF NOT EXISTS plant_load (
     plant TEXT PRIMARY KEY,
     open_jobs INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS notifications (
+    id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    due_at_ms INTEGER,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notifications_due ON notifications (due_at_ms) WHERE status = 'deferred';
+CREATE TABLE IF NOT EXISTS notify_counters (
+    tenant_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    day TEXT NOT NULL,
+    sent INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, channel, day)
+);
 CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, visible_at_ms, seq);
 CREATE UNIQUE INDEX IF NOT EXISTS messages_receipt ON messages (receipt) WHERE receipt IS NOT NULL;
 ";
@@ -157,7 +172,8 @@ pub const PLATFORM: Schema = Schema {
             // Version 2: orders carry the version their writes are conditional on.
             conn.execute_batch("ALTER TABLE orders ADD COLUMN version INTEGER NOT NULL DEFAULT 0")?;
         }
-        // Version 3 only adds tables (event_log, plant_load).
+        // Versions 3 (event_log, plant_load) and 4 (notifications,
+        // notify_counters) only add tables.
         Ok(())
     },
 };

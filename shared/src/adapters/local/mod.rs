@@ -4,6 +4,8 @@
 //! - [`store`]: orders, idempotency records, tenants and API keys, the outbox
 //! - [`bus`]: topic fan-out filtered by event type, queues with visibility
 //!   timeout, redelivery and dead-lettering, the outbox relay
+//! - [`notify`]: the notification ledger and the daily send counters
+//! - [`outbox`]: e-mail (`.eml`) and SMS files in an outbox folder
 //! - [`blobs`]: the file-system blob store and its HMAC-presigned URLs
 //! - `sqs_api` (feature `sqs-api`): the bus's queues behind the SQS JSON
 //!   protocol, for edge agents (separate processes) and the SQS SDK
@@ -11,6 +13,8 @@
 pub mod blobs;
 pub mod bus;
 pub mod db;
+pub mod notify;
+pub mod outbox;
 #[cfg(feature = "sqs-api")]
 pub mod sqs_api;
 pub mod store;

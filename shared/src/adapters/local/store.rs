@@ -25,6 +25,10 @@ impl SqliteStore {
         SqliteStore { db }
     }
 
+    pub(crate) fn db(&self) -> &Arc<Db> {
+        &self.db
+    }
+
     /// Whether any tenant exists (the local runner seeds demo tenants once).
     pub async fn has_tenants(&self) -> Result<bool, StoreError> {
         self.db

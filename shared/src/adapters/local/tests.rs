@@ -25,6 +25,7 @@ fn tenant() -> Tenant {
         currencies: vec![Currency::Eur],
         default_locale: Locale::En,
         payment: PaymentSetup::Invoice,
+        notifications: Default::default(),
     }
 }
 
