@@ -25,7 +25,8 @@ class Sink:
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address.lower().endswith("@refused.example"):
-            return "550 5.1.1 mailbox unavailable"
+            # As Postfix does, the refusal names the address.
+            return f"550 5.1.1 <{address}>: Recipient address rejected: mailbox unavailable"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

@@ -502,6 +502,25 @@ pub enum NotificationStatus {
     Retry,
 }
 
+impl NotificationStatus {
+    /// What a claim at `now` finds before it looks at the counter: a
+    /// [`Claim`] when the record cannot be taken (sent, refused, leased by
+    /// another sender, deferred to a later time); `None` when it can (new,
+    /// released, its lease or its deferral over). Every store's `claim`
+    /// decides by this.
+    pub fn blocks_claim(&self, now: OffsetDateTime) -> Option<Claim> {
+        match self {
+            NotificationStatus::Sent { .. } => Some(Claim::AlreadySent),
+            NotificationStatus::Failed { .. } => Some(Claim::AlreadyFailed),
+            NotificationStatus::Sending { lease_until, .. } if *lease_until > now => {
+                Some(Claim::InFlight(*lease_until))
+            }
+            NotificationStatus::Deferred { until } if *until > now => Some(Claim::Deferred(*until)),
+            _ => None,
+        }
+    }
+}
+
 /// One notification: the key (order, event, channel, recipient) as its
 /// id, the rendered message, and where it stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,7 +4,7 @@ use crate::render::{MessageContext, Templates};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use printworks::domain::events::EventEnvelope;
 use printworks::domain::notify::{
-    Channel, DailyCaps, Planned, notification_id, plan, webhook_signature,
+    Channel, DailyCaps, Planned, notification_id, plan, redact_contacts, webhook_signature,
 };
 use printworks::domain::order::Order;
 use printworks::domain::tenant::Tenant;
@@ -243,6 +243,9 @@ impl Notifier {
                 Ok(Delivery::Sent)
             }
             Err(SendError::Rejected(reason)) => {
+                // Providers name the recipient in some refusals; neither the
+                // log nor the record keeps it (DESIGN rule 8).
+                let reason = redact_contacts(&reason);
                 tracing::warn!(notification = %claimed.id, channel = claimed.channel().as_str(), %reason, "refused for good");
                 let failed = NotificationStatus::Failed {
                     reason: reason.clone(),
@@ -254,7 +257,11 @@ impl Notifier {
             }
             Err(SendError::Unavailable(e)) => {
                 self.ledger.release(&claimed.id).await?;
-                Err(e.context(format!("sending {}", claimed.id)))
+                Err(anyhow::anyhow!(
+                    "sending {}: {}",
+                    claimed.id,
+                    redact_contacts(&format!("{e:#}"))
+                ))
             }
         }
     }

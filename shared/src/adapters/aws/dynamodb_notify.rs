@@ -363,16 +363,8 @@ impl NotificationStore for DynamoStore {
                 Some(stored) => stored.record.clone(),
                 None => candidate.clone(),
             };
-            match &record.status {
-                NotificationStatus::Sent { .. } => return Ok(Claim::AlreadySent),
-                NotificationStatus::Failed { .. } => return Ok(Claim::AlreadyFailed),
-                NotificationStatus::Sending { lease_until, .. } if *lease_until > now => {
-                    return Ok(Claim::InFlight(*lease_until));
-                }
-                NotificationStatus::Deferred { until } if *until > now => {
-                    return Ok(Claim::Deferred(*until));
-                }
-                _ => {}
+            if let Some(found) = record.status.blocks_claim(now) {
+                return Ok(found);
             }
             let day = cap_day(now);
             if limit > 0 {

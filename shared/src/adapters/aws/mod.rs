@@ -31,25 +31,8 @@ pub mod sns;
 #[cfg(feature = "aws-sqs")]
 pub mod sqs;
 
-/// A provider's error text with what looks like an e-mail address or a
-/// phone number replaced: SES and SNS name the recipient in some refusals,
-/// and those texts reach the logs and the notification record.
 #[cfg(any(feature = "aws-sesv2", feature = "aws-sns"))]
-pub(crate) fn redact_contacts(text: &str) -> String {
-    text.split(' ')
-        .map(|word| {
-            let digits = word.chars().filter(char::is_ascii_digit).count();
-            if word.contains('@') {
-                "<address>"
-            } else if digits >= 6 && word.contains('+') {
-                "<number>"
-            } else {
-                word
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+pub(crate) use crate::domain::notify::redact_contacts;
 
 /// The shared SDK configuration: region, credentials, endpoint override.
 pub async fn load_sdk_config() -> aws_config::SdkConfig {

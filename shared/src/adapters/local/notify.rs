@@ -109,16 +109,8 @@ fn claim_in(
         Some(existing) => existing,
         None => candidate.clone(),
     };
-    match &record.status {
-        NotificationStatus::Sent { .. } => return Ok(Claim::AlreadySent),
-        NotificationStatus::Failed { .. } => return Ok(Claim::AlreadyFailed),
-        NotificationStatus::Sending { lease_until, .. } if *lease_until > now => {
-            return Ok(Claim::InFlight(*lease_until));
-        }
-        NotificationStatus::Deferred { until } if *until > now => {
-            return Ok(Claim::Deferred(*until));
-        }
-        _ => {}
+    if let Some(found) = record.status.blocks_claim(now) {
+        return Ok(found);
     }
     let channel = record.channel();
     let day = cap_day(now);
