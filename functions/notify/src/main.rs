@@ -26,6 +26,17 @@ use std::sync::Arc;
 /// Deferred messages one scheduled invocation sends at most.
 const SWEEP_MAX: usize = 500;
 
+/// Tenant endpoints get 8 s: a batch of ten events, each with a webhook,
+/// then stays inside the function's 120 s even when every endpoint hangs
+/// (a hung endpoint's message is retried with back-off like any failure).
+fn webhook_policy() -> FetchPolicy {
+    FetchPolicy {
+        total_timeout: std::time::Duration::from_secs(8),
+        connect_timeout: std::time::Duration::from_secs(3),
+        ..FetchPolicy::default()
+    }
+}
+
 /// What invoked the function.
 enum Payload {
     Queue(SqsEvent),
@@ -74,7 +85,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         channels: Channels {
             mail,
             sms: Arc::new(SnsSms::from_sdk(&sdk)),
-            webhooks: Arc::new(HttpWebhooks::new(UrlFetcher::new(FetchPolicy::default())?)),
+            webhooks: Arc::new(HttpWebhooks::new(UrlFetcher::new(webhook_policy())?)),
         },
         templates: Arc::new(Templates::builtin()?),
         caps: config.caps,
