@@ -6,6 +6,7 @@
 //! - `local_render`: `printworks up` renders paid orders, or holds them
 //! - `aws_emulator`: the AWS adapters against moto server (`emulator_*`)
 //! - `openapi`: the spec against the router, and its examples
+//! - `properties`: generated bad input at the routers (proptest): 4xx, JSON error, nothing stored
 //! - `sample_events`: every file in `events/` through its handler
 
 mod aws_emulator;
@@ -15,4 +16,5 @@ mod local_payments;
 mod local_plants;
 mod local_render;
 mod openapi;
+mod properties;
 mod sample_events;
