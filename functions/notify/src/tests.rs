@@ -137,6 +137,20 @@ impl Env {
         (order, event)
     }
 
+    /// Changes the stored order of `event` as a later writer would; returns it.
+    async fn change_order(&self, event: &EventEnvelope, change: impl FnOnce(&mut Order)) -> Order {
+        let stored = self
+            .store
+            .get(&event.tenant, &event.order_id)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut next = stored.successor(self.clock.now());
+        change(&mut next);
+        self.store.transition(&next, &stored, vec![]).await.unwrap();
+        next
+    }
+
     fn emails(&self) -> Vec<String> {
         self.outbox
             .emails()
@@ -337,16 +351,9 @@ async fn a_bad_address_is_refused_for_good_and_frees_its_count() {
     let env = Setup::new(b2c_tenant()).start().await;
     let (_, event) = env.order(EventType::OrderPlaced).await;
     // An address the domain accepted but lettre cannot: change it in the store.
-    let mut order = env
-        .store
-        .get(&event.tenant, &event.order_id)
-        .await
-        .unwrap()
-        .unwrap();
-    let mut next = order.successor(env.clock.now());
-    next.customer.email = "not an address".into();
-    env.store.transition(&next, &order, vec![]).await.unwrap();
-    order = next;
+    let order = env
+        .change_order(&event, |o| o.customer.email = "not an address".into())
+        .await;
     let outcome = deliveries(&env.notifier.handle(&event).await.unwrap());
     assert!(
         matches!(&outcome[0], (Channel::Email, Delivery::Failed(_))),
@@ -601,18 +608,14 @@ async fn smtp_a_real_server_receives_the_message_with_its_headers_parts_and_lang
     let mut setup = Setup::new(b2c_tenant());
     setup.mail = Some(Arc::new(mailer));
     let env = setup.start().await;
-    let (order, event) = env.order(EventType::OrderShipped).await;
+    let (_, event) = env.order(EventType::OrderShipped).await;
     // In French: the order's language, not the tenant's (German).
-    let stored = env
-        .store
-        .get(&order.tenant, &order.id)
-        .await
-        .unwrap()
-        .unwrap();
-    let mut next = stored.successor(env.clock.now());
-    next.locale = printworks::domain::locale::Locale::Fr;
-    next.customer.name = "Zoé Lefèvre".into();
-    env.store.transition(&next, &stored, vec![]).await.unwrap();
+    let next = env
+        .change_order(&event, |o| {
+            o.locale = printworks::domain::locale::Locale::Fr;
+            o.customer.name = "Zoé Lefèvre".into();
+        })
+        .await;
     let outcome = deliveries(&env.notifier.handle(&event).await.unwrap());
     assert_eq!(outcome[0], (Channel::Email, Delivery::Sent));
     let again = deliveries(&env.notifier.handle(&event).await.unwrap());
@@ -721,15 +724,10 @@ async fn smtp_a_refused_recipient_is_failed_for_good_and_a_down_server_retried()
     ));
     let env = setup.start().await;
     let (_, event) = env.order(EventType::OrderPlaced).await;
-    let stored = env
-        .store
-        .get(&event.tenant, &event.order_id)
-        .await
-        .unwrap()
-        .unwrap();
-    let mut next = stored.successor(env.clock.now());
-    next.customer.email = "nobody@refused.example".into();
-    env.store.transition(&next, &stored, vec![]).await.unwrap();
+    env.change_order(&event, |o| {
+        o.customer.email = "nobody@refused.example".into()
+    })
+    .await;
     let outcome = deliveries(&env.notifier.handle(&event).await.unwrap());
     assert!(
         matches!(&outcome[0], (Channel::Email, Delivery::Failed(r)) if r.contains("550") && !r.contains("refused.example")),
