@@ -6,7 +6,7 @@ use crate::error::ApiError;
 use crate::{App, MAX_BODY_BYTES};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -89,8 +89,16 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Deserializes with the path of the offending field in the message.
+/// Deserializes with the path of the offending field in the message. The
+/// body must be a JSON object (serde would also fill a struct from an array).
 fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "the body must be a JSON object",
+        ));
+    }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
@@ -101,6 +109,41 @@ fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, 
         };
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message)
     })
+}
+
+/// Where `sent` has an array but `typed` (the request as the server read
+/// it, serialized again) has an object: serde fills a struct from an array
+/// of its fields in order, and the API takes objects only. `None` if the
+/// shapes agree.
+fn array_for_object(
+    sent: &serde_json::Value,
+    typed: &serde_json::Value,
+    path: &str,
+) -> Option<String> {
+    use serde_json::Value;
+    match (sent, typed) {
+        (Value::Array(_), Value::Object(_)) => Some(if path.is_empty() {
+            ".".into()
+        } else {
+            path.into()
+        }),
+        (Value::Object(sent), Value::Object(typed)) => sent.iter().find_map(|(key, value)| {
+            let here = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            typed
+                .get(key)
+                .and_then(|t| array_for_object(value, t, &here))
+        }),
+        (Value::Array(sent), Value::Array(typed)) => sent
+            .iter()
+            .zip(typed)
+            .enumerate()
+            .find_map(|(i, (s, t))| array_for_object(s, t, &format!("{path}[{i}]"))),
+        _ => None,
+    }
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
@@ -246,6 +289,18 @@ pub async fn place_order(
         Ok(request) => request,
         Err(_) => return Err(order_parse_error(&headers, bytes)),
     };
+    // Objects only: `{"customer": ["Erika", "erika@example.com"]}` reads as
+    // a customer above, and the API does not take that.
+    let sent: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::Unexpected(e.into()))?;
+    let read = serde_json::to_value(&request).map_err(|e| StoreError::Unexpected(e.into()))?;
+    if let Some(path) = array_for_object(&sent, &read, "") {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!("{path}: must be a JSON object"),
+        ));
+    }
     // The typed request re-serialized is canonical (fixed field order,
     // sorted option maps), so key order and whitespace do not change it.
     let hash = hex::encode(Sha256::digest(
@@ -290,15 +345,23 @@ pub async fn place_order(
     }
 }
 
-#[tracing::instrument(skip_all, fields(tenant, order_id = %id))]
+/// The order id of the path; one that cannot be an order id (also one that
+/// is not UTF-8 once percent-decoded) is an order that does not exist.
+fn order_id(id: Result<Path<String>, PathRejection>) -> Result<OrderId, ApiError> {
+    let id = id.map_err(|_| ApiError::not_found("order"))?;
+    Span::current().record("order_id", id.as_str());
+    OrderId::parse(&id).ok_or_else(|| ApiError::not_found("order"))
+}
+
+#[tracing::instrument(skip_all, fields(tenant, order_id))]
 pub async fn get_order(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let tenant = tenant_of(&app, &headers).await?;
     Span::current().record("tenant", tenant.id.as_str());
-    let id = OrderId::parse(&id).ok_or_else(|| ApiError::not_found("order"))?;
+    let id = order_id(id)?;
     let order = app
         .orders
         .get(&tenant.id, &id)
@@ -327,30 +390,29 @@ struct CancelRequest {
     reason: Option<String>,
 }
 
-#[tracing::instrument(skip_all, fields(tenant, order_id = %id))]
+#[tracing::instrument(skip_all, fields(tenant, order_id))]
 pub async fn cancel_order(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let tenant = tenant_of(&app, &headers).await?;
     Span::current().record("tenant", tenant.id.as_str());
     let request: CancelRequest = typed(json_body(&headers, body, true)?)?;
-    let reason = request
-        .reason
-        .as_deref()
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-        .unwrap_or("customer_request");
-    if reason.chars().count() > 200 || reason.chars().any(char::is_control) {
+    // Checked as sent (the schema's maxLength and pattern), kept trimmed.
+    let sent = request.reason.as_deref().unwrap_or("");
+    if sent.chars().count() > 200 || sent.chars().any(char::is_control) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation_failed",
-            "reason: at most 200 printable characters",
+            "reason: at most 200 characters, none of them control characters",
         ));
     }
-    let id = OrderId::parse(&id).ok_or_else(|| ApiError::not_found("order"))?;
+    let reason = Some(sent.trim())
+        .filter(|r| !r.is_empty())
+        .unwrap_or("customer_request");
+    let id = order_id(id)?;
     // Read, decide, write conditionally on the rank read; a concurrent
     // transition makes the write lose, and we decide again on fresh state.
     for _ in 0..3 {

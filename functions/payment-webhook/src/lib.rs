@@ -17,6 +17,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -230,9 +231,14 @@ impl IntoResponse for Refusal {
         if let Refusal::Webhook(e) = &self {
             tracing::warn!(code = e.code(), reason = %e, "payment webhook refused");
         }
-        let body = serde_json::json!({ "error": { "code": code, "message": message } });
-        (status, axum::Json(body)).into_response()
+        error_response(status, code, &message)
     }
+}
+
+/// The JSON error body every refusal has: `{"error": {"code", "message"}}`.
+fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    (status, axum::Json(body)).into_response()
 }
 
 type AppState = Arc<Webhooks>;
@@ -253,8 +259,17 @@ pub fn router(app: Arc<Webhooks>) -> Router {
         router = router.route(path, method_router);
     }
     router
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
+}
+
+async fn method_not_allowed() -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
 }
 
 /// Runs one API Gateway (HTTP API, payload v2) request through the router.
@@ -265,20 +280,44 @@ pub async fn handle(router: &Router, request: lambda_http::Request) -> Response 
     }
 }
 
-#[tracing::instrument(skip_all, fields(provider = %provider))]
+#[tracing::instrument(skip_all, fields(provider))]
 async fn webhook(
     State(app): State<AppState>,
-    Path(provider): Path<String>,
+    provider: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, Refusal> {
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Response> {
+    // A provider name that is not UTF-8 names no provider; a body too large
+    // or cut off is refused with the same JSON error body as the rest.
+    let Ok(Path(provider)) = provider else {
+        return Err(Refusal::Webhook(WebhookError::UnknownProvider("?".into())).into_response());
+    };
+    tracing::Span::current().record("provider", provider.as_str());
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                &format!("the body must be at most {MAX_BODY_BYTES} bytes"),
+            )
+        } else {
+            error_response(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                &rejection.body_text(),
+            )
+        }
+    })?;
     let header = |name: &str| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let ack = app.receive(&provider, &header, &body).await?;
+    let ack = app
+        .receive(&provider, &header, &body)
+        .await
+        .map_err(IntoResponse::into_response)?;
     Ok((
         StatusCode::OK,
         [(

@@ -594,9 +594,24 @@ async fn refused_requests_change_nothing() {
             401,
             "signature_mismatch",
         ),
+        (
+            "/v1/payments/%FF/webhook",
+            vec![("stripe-signature", sign(now, STRIPE_SECRET))],
+            404,
+            "unknown_provider",
+        ),
+        (
+            "/v1/payments/stripe/webhook?too_large",
+            vec![],
+            413,
+            "body_too_large",
+        ),
     ];
     for (path, headers, status, code) in cases {
         let mut body = body.clone();
+        if path.ends_with("?too_large") {
+            body = vec![b' '; crate::MAX_BODY_BYTES + 1];
+        }
         if path.contains("adyen") {
             let signed_by_nobody = serde_json::json!({"notificationItems": [{"NotificationRequestItem": {
                 "pspReference": "X", "eventCode": "CAPTURE", "success": "true", "merchantReference": reference(&order),
@@ -609,6 +624,22 @@ async fn refused_requests_change_nothing() {
         assert_eq!(json["error"]["code"], code, "{text}");
         assert!(!text.contains(STRIPE_SECRET));
     }
+    // Another method: 405 with the same JSON error body, and Allow.
+    let response = env
+        .router
+        .clone()
+        .oneshot(
+            http::Request::get("/v1/payments/stripe/webhook")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "POST");
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(json["error"]["code"], "method_not_allowed");
     let unchanged = env.reload(&order).await;
     assert_eq!(
         (unchanged.state, unchanged.version),

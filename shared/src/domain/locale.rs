@@ -67,10 +67,12 @@ impl CountryCode {
                 digits(rest, 4)
             }
             CountryCode::NL => {
-                let compact: String = postal_code.chars().filter(|c| *c != ' ').collect();
+                // Bytes, not str slices: a non-ASCII character must be
+                // refused, not split (a panic, found by schemathesis).
+                let compact: Vec<u8> = postal_code.bytes().filter(|b| *b != b' ').collect();
                 compact.len() == 6
-                    && compact[..4].bytes().all(|b| b.is_ascii_digit())
-                    && compact[4..].bytes().all(|b| b.is_ascii_uppercase())
+                    && compact[..4].iter().all(u8::is_ascii_digit)
+                    && compact[4..].iter().all(u8::is_ascii_uppercase)
                     && postal_code.len() <= 7
             }
         }
@@ -144,5 +146,12 @@ mod tests {
         assert!(!CountryCode::NL.postal_code_valid("1012 ab"));
         assert!(CountryCode::LU.postal_code_valid("L-1234"));
         assert!(!CountryCode::AT.postal_code_valid("1O10"));
+        // Six bytes, but not six ASCII characters: refused, not a panic.
+        for raw in ["123áB", "1áá1", "12 3áB", "1234Ñ", "€12AB"] {
+            assert!(!CountryCode::NL.postal_code_valid(raw), "{raw}");
+            for c in CountryCode::ALL {
+                assert!(!c.postal_code_valid(raw), "{c} {raw}");
+            }
+        }
     }
 }

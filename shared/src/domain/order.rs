@@ -240,6 +240,10 @@ pub struct FieldError {
     pub message: String,
 }
 
+/// A free-text field: not blank, at most `max` characters and no control
+/// characters (tab and newline included) as sent; kept trimmed. The limits
+/// apply to the value as sent so that they are the OpenAPI schema's
+/// (`maxLength`, `pattern`), which cannot trim.
 fn text(errors: &mut Vec<FieldError>, field: &str, value: &str, max: usize) -> String {
     let trimmed = value.trim();
     if trimmed.is_empty() {
@@ -247,12 +251,12 @@ fn text(errors: &mut Vec<FieldError>, field: &str, value: &str, max: usize) -> S
             field: field.into(),
             message: "must not be empty".into(),
         });
-    } else if trimmed.chars().count() > max {
+    } else if value.chars().count() > max {
         errors.push(FieldError {
             field: field.into(),
             message: format!("must be at most {max} characters"),
         });
-    } else if trimmed.chars().any(char::is_control) {
+    } else if value.chars().any(char::is_control) {
         errors.push(FieldError {
             field: field.into(),
             message: "must not contain control characters".into(),

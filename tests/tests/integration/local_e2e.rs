@@ -256,6 +256,12 @@ async fn storefront_flow_over_http_survives_a_restart() {
     )
     .await;
     assert_eq!(status, 404);
+    // Not UTF-8 once percent-decoded: still a JSON 404.
+    let (status, err) = get(&client, &format!("{base}/v1/orders/%FF"), &brand).await;
+    assert_eq!(
+        (status.as_u16(), err["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
 
     // The spec's order example is accepted as it stands by the demo brand.
     let example = request_example(&openapi(), "/v1/orders");
@@ -304,6 +310,19 @@ async fn storefront_flow_over_http_survives_a_restart() {
         ),
         (
             with(&|b| b["gift_wrap"] = json!(true)),
+            "application/json",
+            422,
+            "invalid_body",
+        ),
+        (
+            serde_json::to_vec(&json!(["de", "EUR"])).unwrap(),
+            "application/json",
+            422,
+            "invalid_body",
+        ),
+        (
+            // serde would read a struct from an array of its fields.
+            with(&|b| b["customer"] = json!(["Erika Mustermann", "erika@example.com"])),
             "application/json",
             422,
             "invalid_body",

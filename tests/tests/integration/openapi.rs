@@ -86,3 +86,140 @@ fn the_order_example_is_complete_and_schema_errors_are_caught() {
     too_many["items"][0]["quantity"] = serde_json::json!(101);
     assert!(!v.is_valid(&too_many));
 }
+
+/// The spec's patterns for free text, phone numbers and photo URLs say
+/// exactly what the server accepts (schemathesis holds the server to them
+/// both ways: schema-valid must not be refused for them, schema-invalid
+/// must be refused). Tricky inputs through both, the answers compared.
+#[test]
+fn the_text_phone_and_url_patterns_are_the_servers_rules() {
+    use printworks::domain::catalog::Catalog;
+    use printworks::domain::order::{Order, OrderRequest};
+    let spec = openapi();
+    let schemas = &spec["components"]["schemas"];
+    let request = &schemas["OrderRequest"]["properties"];
+    let image = &schemas["ItemRequest"]["properties"]["images"]["items"]["properties"];
+    let tenant = printworks_local::seed::demo_tenants()
+        .into_iter()
+        .find(|t| t.id.as_str() == "demo-brand")
+        .expect("demo-brand");
+    let example = printworks_tests::request_example(&spec, "/v1/orders");
+    let long = |n: usize| "a".repeat(n);
+    let texts = [
+        "Erika".to_string(),
+        " Erika Mustermann ".into(),
+        String::new(),
+        " ".into(),
+        "\t".into(),
+        "Erika\n".into(),
+        "\tErika".into(),
+        "\u{a0}".into(),
+        "\u{3000}x".into(),
+        "\u{2028}".into(),
+        "\u{85}x".into(),
+        "x\u{7f}".into(),
+        "x\u{9f}".into(),
+        "\u{feff}".into(),
+        "Köln 北京 🙂".into(),
+        long(100),
+        long(101),
+        format!("{} ", long(100)),
+    ];
+    let phones = [
+        "+4922112345678",
+        "+49 221 123-45",
+        " +49 221",
+        "+12345",
+        "+123456",
+        "+123456789012345",
+        "+1234567890123456",
+        "4922112345",
+        "+49+221123",
+        "+49\u{a0}22112345",
+        "+٤٩٢٢١١٢٣٤",
+    ];
+    let urls = [
+        "https://images.example.com/a.jpg".to_string(),
+        "https://".into(),
+        "https:///a.jpg".into(),
+        "https://u@h.example/a.jpg".into(),
+        "https://h.example/a@b.jpg".into(),
+        "https://h.example?x=1".into(),
+        "https://h.example/a b.jpg".into(),
+        "https://h.example/\u{3000}".into(),
+        "https://h.example/\u{1}".into(),
+        "http://h.example/a.jpg".into(),
+        format!("https://h.example/{}", long(2048 - 18)),
+        format!("https://h.example/{}", long(2048 - 17)),
+    ];
+    let mut cases: Vec<(String, &serde_json::Value, serde_json::Value, String)> = Vec::new();
+    for text in &texts {
+        for (path, field, at) in [
+            (
+                "customer.name",
+                &request["customer"]["properties"]["name"],
+                "/customer/name",
+            ),
+            (
+                "shipping.address.line2",
+                &schemas["Address"]["properties"]["line2"],
+                "/shipping/address/line2",
+            ),
+            ("reference", &request["reference"], "/reference"),
+        ] {
+            let mut body = example.clone();
+            let (parent, key) = at.rsplit_once('/').unwrap();
+            let parent = if parent.is_empty() {
+                &mut body
+            } else {
+                body.pointer_mut(parent).unwrap()
+            };
+            parent[key] = text.clone().into();
+            cases.push((path.into(), field, body, text.clone()));
+        }
+    }
+    for phone in phones {
+        let mut body = example.clone();
+        body["customer"]["phone"] = phone.into();
+        cases.push((
+            "customer.phone".into(),
+            &request["customer"]["properties"]["phone"],
+            body,
+            phone.into(),
+        ));
+    }
+    for url in &urls {
+        let mut body = example.clone();
+        body["items"][1]["images"][0] = serde_json::json!({ "url": url });
+        cases.push((
+            "items[1].images[0].url".into(),
+            &image["url"],
+            body,
+            url.clone(),
+        ));
+    }
+    for (field, schema, body, value) in cases {
+        let in_spec = validator(&spec, schema).is_valid(&serde_json::Value::String(value.clone()));
+        let request: OrderRequest = serde_json::from_value(body).unwrap();
+        let refused_by_server = match Order::place(
+            Catalog::builtin(),
+            &tenant,
+            &request,
+            time::OffsetDateTime::now_utc(),
+        ) {
+            Ok(_) => false,
+            Err(errors) => {
+                let others: Vec<_> = errors.iter().filter(|e| e.field != field).collect();
+                assert!(
+                    others.is_empty(),
+                    "{field} = {value:?}: other fields refused too: {others:?}"
+                );
+                true
+            }
+        };
+        assert_eq!(
+            in_spec, !refused_by_server,
+            "{field} = {value:?}: spec says {in_spec}, server refused: {refused_by_server}"
+        );
+    }
+}
