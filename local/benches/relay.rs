@@ -603,11 +603,10 @@ async fn main() {
     println!("creating an empty file on the scratch disk: {wall:.0} us (CPU {cpu:.0} us)");
 
     let (shutdown, stop) = watch::channel(false);
-    let router: Router = blob_routes::router(blobs.clone()).merge(sqs_api::router_with_shutdown(
-        bus.clone(),
-        base.clone(),
-        stop.clone(),
-    ));
+    let router: Router =
+        blob_routes::router(blobs.clone(), printworks::faults::Faults::off()).merge(
+            sqs_api::router_with_shutdown(bus.clone(), base.clone(), stop.clone()),
+        );
     let mut stop_server = stop.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, router)

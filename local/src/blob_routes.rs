@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use printworks::adapters::local::blobs::{BlobAccessError, FsBlobStore};
+use printworks::faults::Faults;
 use printworks::ports::BlobStore;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,10 +33,30 @@ fn denied(e: BlobAccessError) -> Response {
     }
 }
 
-pub fn router(blobs: Arc<FsBlobStore>) -> Router {
-    Router::new()
+/// The blob server of `blobs`. With the fault switch on, it answers 503
+/// (with a JSON body, as S3's `SlowDown`) during the blob store's outages.
+pub fn router(blobs: Arc<FsBlobStore>, faults: Faults) -> Router {
+    let router = Router::new()
         .route("/blobs/{*key}", put(put_blob).get(get_blob))
-        .with_state(blobs)
+        .with_state(blobs);
+    if !faults.is_on() {
+        return router;
+    }
+    router.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let faults = faults.clone();
+            async move {
+                match faults.blobs() {
+                    Err(e) => error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        e.to_string(),
+                    ),
+                    Ok(()) => next.run(request).await,
+                }
+            }
+        },
+    ))
 }
 
 async fn put_blob(

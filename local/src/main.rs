@@ -370,6 +370,8 @@ async fn up(
         durability,
         catalog,
         notify,
+        // PRINTWORKS_FAULTS turns the fault-injection switch on (testing only).
+        faults: printworks::faults::Faults::from_env()?,
         ..Options::new(&data_dir)
     };
     let running = platform::start(options).await?;

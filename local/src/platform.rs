@@ -21,6 +21,7 @@ use printworks::config::ApiConfig;
 use printworks::domain::catalog::Catalog;
 use printworks::domain::events::EventType;
 use printworks::domain::notify::{DailyCaps, NOTIFY_EVENTS};
+use printworks::faults::{Faults, FaultyBlobStore};
 use printworks::fetch::{FetchPolicy, UrlFetcher};
 use printworks::ports::{Clock, FixedSecrets, Mailer, SystemClock};
 use printworks::render::Limits;
@@ -45,6 +46,13 @@ pub struct Options {
     pub catalog: Option<PathBuf>,
     pub plants: PlantOptions,
     pub notify: NotifyOptions,
+    /// How long a received message of the topic's queues and
+    /// `plant-events` stays hidden before it is delivered again (SQS's
+    /// visibility timeout; the plants' job queues get four times this).
+    pub visibility_timeout: Duration,
+    /// The fault-injection switch (off by default; see
+    /// [`printworks::faults`]).
+    pub faults: Faults,
 }
 
 /// How `printworks up` notifies: e-mail and SMS into `<data dir>/outbox`
@@ -112,6 +120,8 @@ impl Options {
             catalog: None,
             plants: PlantOptions::default(),
             notify: NotifyOptions::default(),
+            visibility_timeout: Duration::from_secs(30),
+            faults: Faults::off(),
         }
     }
 }
@@ -240,9 +250,11 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let db = Arc::new(Db::open(db_path(&options.data_dir), options.durability)?);
     let store = SqliteStore::new(db.clone());
-    let bus = LocalBus::new(db.clone(), clock.clone());
+    let faults = options.faults.clone();
+    let bus = LocalBus::new(db.clone(), clock.clone()).with_faults(faults.clone());
+    let visibility = options.visibility_timeout;
     let queue_config = |queue: &str| QueueConfig {
-        visibility_timeout: Duration::from_secs(30),
+        visibility_timeout: visibility,
         max_receive_count: 5,
         dead_letter: Some(format!("{queue}-dlq")),
     };
@@ -255,8 +267,11 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         .await?;
     for plant in catalog.plants.keys() {
         let queue = jobs_queue(plant);
+        // As infra/plant.yaml: ten receives before the DLQ (an agent is
+        // restarted and retries downloads more often than a Lambda).
         let config = QueueConfig {
-            visibility_timeout: Duration::from_secs(120),
+            visibility_timeout: visibility * 4,
+            max_receive_count: 10,
             ..queue_config(&queue)
         };
         bus.declare_queue(&queue, config).await?;
@@ -288,7 +303,7 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         catalog.clone(),
         store_arc.clone(),
         store_arc.clone(),
-        blobs.clone(),
+        FaultyBlobStore::wrap(blobs.clone(), &faults),
         clock.clone(),
     );
     // Print files and previews go to their own store, as to their own
@@ -301,8 +316,8 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
     let renderer = render::Renderer {
         catalog: catalog.clone(),
         orders: store_arc.clone(),
-        uploads: blobs.clone(),
-        prints: prints.clone(),
+        uploads: FaultyBlobStore::wrap(blobs.clone(), &faults),
+        prints: FaultyBlobStore::wrap(prints.clone(), &faults),
         urls: Arc::new(UrlFetcher::new(FetchPolicy::default())?),
         clock: clock.clone(),
         limits: Limits::default(),
@@ -323,7 +338,7 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         catalog: catalog.clone(),
         orders: store_arc.clone(),
         production: store_arc.clone(),
-        prints: prints.clone(),
+        prints: FaultyBlobStore::wrap(prints.clone(), &faults),
         clock: clock.clone(),
         url_ttl: Duration::from_secs(12 * 3600),
     };
@@ -337,8 +352,8 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
     let base_url = format!("http://{addr}");
     let router = order_api::router(Arc::new(app))
         .merge(payment_webhook::router(Arc::new(webhooks)))
-        .merge(blob_routes::router(blobs))
-        .nest("/prints", blob_routes::router(prints))
+        .merge(blob_routes::router(blobs, faults.clone()))
+        .nest("/prints", blob_routes::router(prints, faults.clone()))
         .merge(printworks::adapters::local::sqs_api::router_with_shutdown(
             bus.clone(),
             base_url.clone(),
@@ -360,6 +375,7 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         tokio::spawn(workers::consume(
             bus.clone(),
             "render",
+            faults.clone(),
             shutdown.subscribe(),
             move |m| {
                 let renderer = renderer.clone();
@@ -376,6 +392,7 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         tokio::spawn(workers::consume(
             bus.clone(),
             "dispatch",
+            faults.clone(),
             shutdown.subscribe(),
             move |m| {
                 let dispatcher = dispatcher.clone();
@@ -389,6 +406,7 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         tokio::spawn(workers::consume(
             bus.clone(),
             PLANT_EVENTS,
+            faults.clone(),
             shutdown.subscribe(),
             move |m| {
                 let production = production.clone();
@@ -403,6 +421,7 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
     workers.push(tokio::spawn(workers::consume_with_backoff(
         bus.clone(),
         "notify",
+        faults.clone(),
         shutdown.subscribe(),
         move |attempt| notify::backoff(backoff, attempt),
         {

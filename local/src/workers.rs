@@ -3,24 +3,33 @@
 
 use printworks::adapters::local::bus::{LocalBus, Message};
 use printworks::domain::events::EventEnvelope;
+use printworks::faults::Faults;
 use std::future::Future;
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// The consumer's pause after a failed message, doubled while they keep
+/// failing, up to [`MAX_PAUSE`]; a handled message resets it.
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+const MAX_PAUSE: Duration = Duration::from_secs(5);
 
 /// Handles `queue`'s messages with `handle` until told to stop, up to 10 at
 /// a time, one after the other. A handled message is deleted; a failed one
 /// comes back after the visibility timeout and is dead-lettered after the
 /// queue's limit, as with SQS and a Lambda reporting batch item failures.
+/// With the fault switch on, a handled message's acknowledgement may be
+/// lost (it is not deleted, and comes back).
 pub async fn consume<F, Fut>(
     bus: LocalBus,
     queue: &'static str,
+    faults: Faults,
     stop: watch::Receiver<bool>,
     handle: F,
 ) where
     F: Fn(Message) -> Fut,
     Fut: Future<Output = anyhow::Result<String>>,
 {
-    consume_with_backoff(bus, queue, stop, |_| None::<Duration>, handle).await
+    consume_with_backoff(bus, queue, faults, stop, |_| None::<Duration>, handle).await
 }
 
 /// [`consume`], hiding a failed message for `backoff(receive count)` (when
@@ -29,6 +38,7 @@ pub async fn consume<F, Fut>(
 pub async fn consume_with_backoff<F, Fut, B, D>(
     bus: LocalBus,
     queue: &'static str,
+    faults: Faults,
     mut stop: watch::Receiver<bool>,
     backoff: B,
     handle: F,
@@ -38,6 +48,7 @@ pub async fn consume_with_backoff<F, Fut, B, D>(
     B: Fn(u32) -> D,
     D: Into<Option<Duration>>,
 {
+    let mut pause = Duration::ZERO;
     loop {
         if *stop.borrow() {
             return;
@@ -63,6 +74,9 @@ pub async fn consume_with_backoff<F, Fut, B, D>(
                 message.receive_count,
             );
             match handle(message).await {
+                Ok(outcome) if faults.lose_ack() => {
+                    tracing::warn!(queue, message = %id, outcome, "handled; injected fault: the acknowledgement is lost");
+                }
                 Ok(outcome) => {
                     tracing::info!(queue, message = %id, outcome, "handled");
                     if let Err(e) = bus.delete(&receipt).await {
@@ -82,8 +96,19 @@ pub async fn consume_with_backoff<F, Fut, B, D>(
                     {
                         tracing::warn!(queue, error = %e, "could not set the back-off");
                     }
+                    // The consumer itself slows down while its handler
+                    // fails, as Lambda's poller does: when a store is down,
+                    // failing fast through the whole queue would spend
+                    // every waiting message's deliveries on one outage.
+                    pause = (pause * 2).clamp(FIRST_PAUSE, MAX_PAUSE);
+                    tokio::select! {
+                        _ = stop.changed() => {}
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    continue;
                 }
             }
+            pause = Duration::ZERO;
         }
     }
 }

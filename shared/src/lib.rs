@@ -18,10 +18,12 @@
 //! - [`config`]: typed configuration from the environment.
 //! - `testing` (feature `testing`): fixtures for other crates' tests.
 //! - [`telemetry`]: the one tracing init.
+//! - [`faults`]: the fault-injection switch (off unless a test turns it on).
 
 pub mod adapters;
 pub mod config;
 pub mod domain;
+pub mod faults;
 #[cfg(feature = "fetch")]
 pub mod fetch;
 pub mod ports;

@@ -21,6 +21,11 @@ pub enum PublisherError {
     /// so the whole batch fails and is retried.
     #[error("stream record {0} failed and has no sequence number")]
     MissingSequenceNumber(String),
+    /// The fault switch (`PRINTWORKS_FAULTS=publisher-crash=P`): the batch
+    /// was published and the invocation dies before the stream checkpoint,
+    /// so the stream delivers the batch again.
+    #[error("injected fault: crashed after publishing {0} events, before the checkpoint")]
+    InjectedCrash(usize),
 }
 
 /// What was done with one batch.
@@ -56,6 +61,15 @@ fn string_attr<'a>(image: &'a serde_json::Value, name: &str) -> Option<&'a str> 
 pub async fn handle(
     event: Event,
     publisher: &dyn EventPublisher,
+) -> Result<Outcome, PublisherError> {
+    handle_with(event, publisher, printworks::faults::Faults::global()).await
+}
+
+/// [`handle`] with the given fault switch (a crash after publishing).
+pub async fn handle_with(
+    event: Event,
+    publisher: &dyn EventPublisher,
+    faults: &printworks::faults::Faults,
 ) -> Result<Outcome, PublisherError> {
     let mut outcome = Outcome::default();
     let mut envelopes = Vec::new();
@@ -107,6 +121,9 @@ pub async fn handle(
                 }
             }
         }
+    }
+    if outcome.published > 0 && faults.crash_publisher() {
+        return Err(PublisherError::InjectedCrash(outcome.published));
     }
     outcome.failed.sort();
     outcome.failed.dedup();

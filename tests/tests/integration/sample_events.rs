@@ -175,6 +175,32 @@ async fn every_stream_batch_sample_is_relayed_to_the_bus() {
         response["batchItemFailures"][0]["itemIdentifier"],
         "111100000000000000000003"
     );
+
+    // With the fault switch's publisher crash: the batch is published and
+    // then the invocation fails, so the stream delivers it again and the
+    // same event (same id) is published twice.
+    let faults = printworks::faults::Faults::on(printworks::faults::FaultPlan {
+        publisher_crashes: 1.0,
+        ..Default::default()
+    });
+    let batch: aws_lambda_events::event::dynamodb::Event =
+        serde_json::from_str(&samples["stream-batch"]).unwrap();
+    bus.receive("notify", 10).await.unwrap();
+    let before = bus.depth("notify").await.unwrap();
+    let crashed = events_publisher::handle_with(batch, &bus, &faults).await;
+    assert!(
+        matches!(
+            crashed,
+            Err(events_publisher::PublisherError::InjectedCrash(1))
+        ),
+        "{crashed:?}"
+    );
+    assert_eq!(
+        bus.depth("notify").await.unwrap(),
+        before + 1,
+        "published before the crash"
+    );
+    assert_eq!(faults.counts().publisher_crashes, 1);
     db.close();
 }
 

@@ -6,6 +6,7 @@
 
 use super::db::{Db, json_err, sql};
 use crate::domain::events::{EventEnvelope, EventType};
+use crate::faults::Faults;
 use crate::ports::{
     Clock, EventPublisher, MessageQueue, PublishError, QueueError, QueueMessage, StoreError,
 };
@@ -54,6 +55,11 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 pub struct LocalBus {
     db: Arc<Db>,
     clock: Arc<dyn Clock>,
+    faults: Faults,
+}
+
+fn injected(e: crate::faults::Unavailable) -> StoreError {
+    StoreError::Unexpected(anyhow::anyhow!(e))
 }
 
 fn now_ms(clock: &dyn Clock) -> i64 {
@@ -67,11 +73,13 @@ fn queue_exists(conn: &Connection, name: &str) -> Result<bool, StoreError> {
         .map_err(sql)
 }
 
-/// Copies each event to every queue whose subscription matches its type.
+/// Copies each event to every queue whose subscription matches its type
+/// (`copies` times: 2 when the fault switch delivers everything twice).
 pub(crate) fn fan_out(
     conn: &Connection,
     events: &[EventEnvelope],
     now_ms: i64,
+    copies: usize,
 ) -> Result<usize, StoreError> {
     let subs: Vec<(String, Option<String>)> = conn
         .prepare_cached("SELECT queue, types FROM subscriptions")
@@ -116,10 +124,12 @@ pub(crate) fn fan_out(
         .map_err(sql)?;
         for (queue, types) in &subs {
             if types.as_ref().is_none_or(|t| t.iter().any(|x| x == kind)) {
-                let id = uuid::Uuid::new_v4().to_string();
-                insert
-                    .execute(params![queue, id, kind, body, now_ms])
-                    .map_err(sql)?;
+                for _ in 0..copies {
+                    let id = uuid::Uuid::new_v4().to_string();
+                    insert
+                        .execute(params![queue, id, kind, body, now_ms])
+                        .map_err(sql)?;
+                }
                 delivered += 1;
             }
         }
@@ -129,7 +139,19 @@ pub(crate) fn fan_out(
 
 impl LocalBus {
     pub fn new(db: Arc<Db>, clock: Arc<dyn Clock>) -> LocalBus {
-        LocalBus { db, clock }
+        LocalBus {
+            db,
+            clock,
+            faults: Faults::off(),
+        }
+    }
+
+    /// The same bus with the fault switch on: every message enqueued twice,
+    /// the outbox relay crashing between publish and mark, the queues
+    /// refusing calls during outages (see [`crate::faults`]).
+    pub fn with_faults(mut self, faults: Faults) -> LocalBus {
+        self.faults = faults;
+        self
     }
 
     /// Creates or updates a queue.
@@ -182,9 +204,19 @@ impl LocalBus {
     /// Moves up to `max` events from the outbox to the subscribed queues, in
     /// one transaction: an event is either still in the outbox or in its
     /// queues. Returns how many outbox records were relayed.
+    ///
+    /// With the fault switch on, a relay may crash between publishing and
+    /// marking: the events reach their queues in one transaction and stay
+    /// in the outbox, so the next relay publishes them again (as a stream
+    /// batch retried after its Lambda died).
     pub async fn relay_outbox(&self, max: usize) -> Result<usize, StoreError> {
         let now = now_ms(self.clock.as_ref());
-        self.db
+        self.faults.queues().map_err(injected)?;
+        let crash = self.faults.crash_publisher();
+        let copies = self.faults.copies(0);
+        let faults = self.faults.clone();
+        let relayed = self
+            .db
             .write(move |c| {
                 let rows: Vec<(i64, String)> = c
                     .prepare_cached("SELECT seq, doc FROM outbox ORDER BY seq LIMIT ?1")
@@ -200,12 +232,21 @@ impl LocalBus {
                     .iter()
                     .map(|(_, d)| serde_json::from_str(d).map_err(json_err))
                     .collect::<Result<_, _>>()?;
-                fan_out(c, &events, now)?;
-                c.execute("DELETE FROM outbox WHERE seq <= ?1", [last])
-                    .map_err(sql)?;
+                let delivered = fan_out(c, &events, now, copies)?;
+                faults.duplicated(delivered * (copies - 1));
+                if !crash {
+                    c.execute("DELETE FROM outbox WHERE seq <= ?1", [last])
+                        .map_err(sql)?;
+                }
                 Ok(rows.len())
             })
-            .await
+            .await?;
+        if crash && relayed > 0 {
+            return Err(StoreError::Unexpected(anyhow::anyhow!(
+                "injected fault: the publisher crashed after publishing {relayed} events and before marking them"
+            )));
+        }
+        Ok(relayed)
     }
 
     /// Receives up to `max` visible messages and hides them for the queue's
@@ -224,6 +265,7 @@ impl LocalBus {
         max: usize,
         visibility: Option<Duration>,
     ) -> Result<Vec<Message>, StoreError> {
+        self.faults.queues().map_err(injected)?;
         let now = now_ms(self.clock.as_ref());
         let queue = queue.to_string();
         let visibility_ms = visibility.map(|v| v.as_millis() as i64);
@@ -283,6 +325,7 @@ impl LocalBus {
     /// Deletes a received message. A stale receipt (the message was
     /// received again since) deletes nothing and returns false.
     pub async fn delete(&self, receipt: &str) -> Result<bool, StoreError> {
+        self.faults.queues().map_err(injected)?;
         let receipt = receipt.to_string();
         self.db
             .write(move |c| {
@@ -301,6 +344,7 @@ impl LocalBus {
         receipt: &str,
         timeout: Duration,
     ) -> Result<bool, StoreError> {
+        self.faults.queues().map_err(injected)?;
         let until = now_ms(self.clock.as_ref()) + timeout.as_millis() as i64;
         let receipt = receipt.to_string();
         self.db
@@ -370,6 +414,8 @@ impl LocalBus {
         kind: &str,
         bodies: &[String],
     ) -> Result<Vec<String>, StoreError> {
+        self.faults.queues().map_err(injected)?;
+        let copies = self.faults.copies(bodies.len());
         let now = now_ms(self.clock.as_ref());
         let (queue, kind, bodies) = (queue.to_string(), kind.to_string(), bodies.to_vec());
         self.db
@@ -387,6 +433,12 @@ impl LocalBus {
                         .execute(params![queue, id, kind, body, now])
                         .map_err(sql)?;
                     ids.push(id);
+                    for _ in 1..copies {
+                        let copy = uuid::Uuid::new_v4().to_string();
+                        insert
+                            .execute(params![queue, copy, kind, body, now])
+                            .map_err(sql)?;
+                    }
                 }
                 Ok(ids)
             })
@@ -494,15 +546,26 @@ impl EventPublisher for LocalBus {
     async fn publish(&self, events: &[EventEnvelope]) -> Result<(), PublishError> {
         let now = now_ms(self.clock.as_ref());
         let batch = events.to_vec();
-        self.db
-            .write(move |c| fan_out(c, &batch, now))
-            .await
-            .map(|_| ())
-            .map_err(|e| PublishError {
-                failed: events.iter().map(|e| e.id.clone()).collect(),
-                total: events.len(),
-                cause: anyhow::anyhow!(e),
-            })
+        let faults = self.faults.clone();
+        let written = match faults.queues() {
+            Err(e) => Err(injected(e)),
+            Ok(()) => {
+                let copies = faults.copies(0);
+                let delivered = self
+                    .db
+                    .write(move |c| fan_out(c, &batch, now, copies))
+                    .await;
+                if let Ok(n) = delivered {
+                    faults.duplicated(n * (copies - 1));
+                }
+                delivered
+            }
+        };
+        written.map(|_| ()).map_err(|e| PublishError {
+            failed: events.iter().map(|e| e.id.clone()).collect(),
+            total: events.len(),
+            cause: anyhow::anyhow!(e),
+        })
     }
 }
 

@@ -4,7 +4,8 @@
 //! (`./var/outbox` for `printworks up`). A file is written under a dot-name,
 //! fsynced and renamed, so a reader never sees half a message; its name is
 //! the notification's id, so a repeated send replaces it instead of adding
-//! a second.
+//! a second. Every send also appends the file's name to `sent.log`, as a
+//! provider's send log: a message sent twice shows there twice.
 
 use crate::ports::{Clock, EmailMessage, Mailer, SendError, SmsMessage, SmsSender};
 use anyhow::Context;
@@ -12,6 +13,9 @@ use async_trait::async_trait;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// The send log's file name in the outbox folder.
+pub const SENT_LOG: &str = "sent.log";
 
 #[derive(Clone)]
 pub struct OutboxFolder {
@@ -28,6 +32,15 @@ impl OutboxFolder {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Every send so far, one file name per send, in the order sent.
+    pub fn sent_log(&self) -> std::io::Result<Vec<String>> {
+        match std::fs::read_to_string(self.dir.join(SENT_LOG)) {
+            Ok(text) => Ok(text.lines().map(str::to_string).collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
     }
 
     /// The `.eml` files, by name.
@@ -63,6 +76,13 @@ impl OutboxFolder {
             file.sync_all()?;
             std::fs::rename(&tmp, dir.join(&name))?;
             std::fs::File::open(&dir)?.sync_all()?;
+            // One write of one short line with O_APPEND: concurrent sends
+            // never interleave their lines.
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(SENT_LOG))?
+                .write_all(format!("{name}\n").as_bytes())?;
             Ok(())
         })
         .await
