@@ -4,12 +4,14 @@
 //! - `local_payments`: `printworks up` takes signed provider webhooks
 //! - `local_notify`: `printworks up` mails customers and signs tenant webhooks
 //! - `local_render`: `printworks up` renders paid orders, or holds them
+//! - `chaos`: 500 orders under injected faults, agents killed with SIGKILL
 //! - `aws_emulator`: the AWS adapters against moto server (`emulator_*`)
 //! - `openapi`: the spec against the router, and its examples
 //! - `properties`: generated bad input at the routers (proptest): 4xx, JSON error, nothing stored
 //! - `sample_events`: every file in `events/` through its handler
 
 mod aws_emulator;
+mod chaos;
 mod local_e2e;
 mod local_notify;
 mod local_payments;

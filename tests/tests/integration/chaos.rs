@@ -1,0 +1,860 @@
+//! The chaos test (issue 7): hundreds of orders across tenants, products
+//! and both plants through the whole local platform, with the fault switch
+//! on (every message delivered twice, acknowledgements lost, the outbox
+//! publisher crashing between publish and mark, the blob store and the
+//! queues down for a while), and the plants' edge agents running as their
+//! own processes (the real `edge-agent` binary), killed with SIGKILL at
+//! random moments and restarted. Then it waits for quiet and checks:
+//!
+//! - every order is in the end state its inputs explain: shipped, cancelled
+//!   (the customer cancelled before paying), or on hold with the reason
+//!   (a photo too small to print);
+//! - every job reached a hot folder exactly once (the machines'
+//!   `printed.log`, written by the simulated machines in this process,
+//!   which are never killed);
+//! - exactly one notification per (order, event, channel): the ledger, the
+//!   outbox's send log and the tenant webhook receiver agree;
+//! - the dead-letter queues hold the messages the test poisoned and
+//!   nothing else;
+//! - the same orders with the faults off end the same way.
+//!
+//! It prints the counts it checked. `PRINTWORKS_CHAOS_ORDERS` changes the
+//! number of orders (500 by default); `PRINTWORKS_CHAOS_LOG=1` shows the
+//! platform's warnings (every injected fault and retry).
+
+use axum::extract::State;
+use edge_agent::config::Folders;
+use edge_agent::driver::SimulatedMachine;
+use printworks::adapters::local::outbox::OutboxFolder;
+use printworks::domain::locale::{CountryCode, Locale};
+use printworks::domain::money::Currency;
+use printworks::domain::notify::{NotifySettings, TenantWebhook};
+use printworks::domain::order::{Order, OrderId};
+use printworks::domain::tenant::{PaymentSetup, Tenant, TenantId, TenantKind};
+use printworks::faults::{FaultPlan, Faults, Outage};
+use printworks::ports::{NotificationStatus, SystemClock};
+use printworks_local::payments::{self, PayEvent};
+use printworks_local::platform::{self, NotifyOptions, Options, PlantOptions};
+use printworks_tests::photo;
+use reqwest::Client;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+const PLANTS: [&str; 2] = ["muc", "btf"];
+const QUEUES: [&str; 6] = [
+    "render",
+    "dispatch",
+    "notify",
+    "plant-events",
+    "plant-muc-jobs",
+    "plant-btf-jobs",
+];
+/// Bodies the test sends to a queue on purpose: they can never be handled,
+/// so they must end in that queue's dead-letter queue, and only they may.
+const POISON: [(&str, &str); 3] = [
+    ("render", "poison: not an event envelope"),
+    ("dispatch", "{\"poison\": \"an object, not an event\"}"),
+    ("plant-events", "poison: not a job status report"),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// demo-b2b, paid by invoice: shipped.
+    Invoice,
+    /// chaos-b2b (a tenant webhook, customer e-mail on), by invoice: shipped.
+    Webhooked,
+    /// demo-brand (B2C), paid by a signed Stripe webhook: shipped.
+    Paid,
+    /// demo-brand, cancelled by the customer before paying: cancelled.
+    Cancelled,
+    /// demo-b2b with a photo far too small: on hold.
+    TooSmall,
+}
+
+#[derive(Debug, Clone)]
+struct Spec {
+    kind: Kind,
+    sku: &'static str,
+    country: CountryCode,
+    quantity: u32,
+}
+
+/// The orders, a function of their number only, so both runs place the
+/// same ones.
+fn scenario(n: usize) -> Vec<Spec> {
+    (0..n)
+        .map(|i| {
+            let kind = match i % 20 {
+                0..=9 => Kind::Invoice,
+                10..=13 => Kind::Webhooked,
+                14..=16 => Kind::Paid,
+                17 | 18 => Kind::Cancelled,
+                _ => Kind::TooSmall,
+            };
+            // Canvas is made only in btf; CH and AT are served by muc,
+            // NL and FR by btf; DE by either (the less loaded).
+            let sku = match i % 10 {
+                0 => "poster-20x30",
+                5 => "canvas-30x40",
+                _ => "photo-10x15",
+            };
+            let country = match (kind, i % 3) {
+                (Kind::Webhooked, 0) => CountryCode::FR,
+                (Kind::Webhooked, _) => CountryCode::NL,
+                (_, 0) => CountryCode::CH,
+                (_, 1) => CountryCode::AT,
+                _ => CountryCode::DE,
+            };
+            let sku =
+                if sku == "canvas-30x40" && matches!(country, CountryCode::CH | CountryCode::AT) {
+                    "poster-20x30"
+                } else {
+                    sku
+                };
+            Spec {
+                kind,
+                sku,
+                country,
+                quantity: 1 + (i % 5 == 0) as u32,
+            }
+        })
+        .collect()
+}
+
+/// What a run ended with, by order number.
+#[derive(Debug, Default, PartialEq)]
+struct Ends {
+    /// state, hold reason
+    states: BTreeMap<usize, (String, Option<String>)>,
+    /// (event type, channel) of every notification sent
+    notifications: BTreeMap<usize, BTreeSet<(String, String)>>,
+    jobs: BTreeMap<usize, usize>,
+}
+
+/// Tenant webhooks received, by (order, event id).
+type Received = Arc<Mutex<BTreeMap<(String, String), (String, usize)>>>;
+
+async fn receive_webhook(State(received): State<Received>, body: String) -> &'static str {
+    let v: Value = serde_json::from_str(&body).unwrap_or_default();
+    let key = (
+        v["order_id"].as_str().unwrap_or("?").to_string(),
+        v["id"].as_str().unwrap_or("?").to_string(),
+    );
+    let ty = v["type"].as_str().unwrap_or("?").to_string();
+    received.lock().unwrap().entry(key).or_insert((ty, 0)).1 += 1;
+    "ok"
+}
+
+/// The real `edge-agent` binary, next to this test's executable (built by
+/// `cargo test --workspace`: the edge-agent crate's tests need it).
+fn edge_agent_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join("edge-agent");
+    assert!(
+        bin.exists(),
+        "{} missing: build it with `cargo build -p edge-agent` (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
+/// One plant's agent process.
+struct Agent {
+    plant: &'static str,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Agent {
+    fn new(data_dir: &Path, base: &str, plant: &'static str) -> Agent {
+        let dir = platform::plant_dir(data_dir, plant);
+        let Folders { hot, done, error } = Folders::under(&dir);
+        let text = format!(
+            r#"plant = "{plant}"
+jobs_queue_url = "{base}/queues/plant-{plant}-jobs"
+events_queue_url = "{base}/queues/plant-events"
+endpoint_url = "{base}"
+state_dir = "{state}"
+concurrency = 8
+wait_secs = 1
+visibility_secs = 10
+report_backoff_max_secs = 1
+[driver]
+kind = "hotfolder"
+hot = "{hot}"
+done = "{done}"
+error = "{error}"
+[after_print]
+mode = "simulate"
+ship_delay_ms = 100
+[aws]
+access_key_id = "local"
+secret_access_key = "local"
+"#,
+            state = dir.join("agent").display(),
+            hot = hot.display(),
+            done = done.display(),
+            error = error.display(),
+        );
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("agent.toml");
+        std::fs::write(&config, text).unwrap();
+        let mut agent = Agent {
+            plant,
+            config,
+            log: dir.join("agent.log"),
+            child: None,
+        };
+        agent.spawn();
+        agent
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(edge_agent_binary())
+            .arg("--config")
+            .arg(&self.config)
+            .arg("run")
+            .env("RUST_LOG", "warn")
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("AWS_PROFILE")
+            .env_remove("EDGE_AGENT_PAUSE_AT")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// Fails the test if the agent exited by itself (a bad configuration,
+    /// a crash): only this test may stop it.
+    fn assert_running(&mut self) {
+        if let Some(child) = self.child.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            panic!(
+                "the {} agent exited by itself ({status}):\n{}",
+                self.plant,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
+
+    /// SIGKILL (std's `Child::kill` on Unix), reaped.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A small deterministic generator for the kill schedule.
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Sends until the answer is not a 5xx or a refused connection, as a
+/// client with retries does; the same request each time (the same
+/// Idempotency-Key for orders).
+async fn send_retrying(request: reqwest::RequestBuilder) -> reqwest::Response {
+    for _ in 0..100 {
+        match request.try_clone().unwrap().send().await {
+            Ok(res) if !res.status().is_server_error() => return res,
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    panic!("no answer but errors after 100 tries")
+}
+
+async fn upload(client: &Client, base: &str, key: &str, bytes: Vec<u8>) -> String {
+    let res: Value = send_retrying(
+        client
+            .post(format!("{base}/v1/uploads"))
+            .bearer_auth(key)
+            .json(&json!({"content_type": "image/jpeg", "size_bytes": bytes.len()})),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let put = send_retrying(
+        client
+            .put(res["upload"]["url"].as_str().unwrap())
+            .header("Content-Type", "image/jpeg")
+            .body(bytes),
+    )
+    .await;
+    assert_eq!(put.status(), 200);
+    res["upload_id"].as_str().unwrap().to_string()
+}
+
+fn order_body(spec: &Spec, upload_id: &str) -> Value {
+    let (currency, postal) = match spec.country {
+        CountryCode::CH => ("CHF", "8001"),
+        CountryCode::AT => ("EUR", "1010"),
+        CountryCode::NL => ("EUR", "1011 AB"),
+        CountryCode::FR => ("EUR", "75001"),
+        _ => ("EUR", "10115"),
+    };
+    json!({
+        "locale": "de", "currency": currency,
+        "customer": {"name": "Erika Muster", "email": "erika@example.com", "phone": "+4915112345678"},
+        "shipping": {"method": "standard", "address": {
+            "name": "Erika Muster", "line1": "Heidestr. 17", "postal_code": postal,
+            "city": "Stadt", "country": spec.country}},
+        "items": [{"sku": spec.sku, "quantity": spec.quantity, "images": [{"upload_id": upload_id}]}],
+    })
+}
+
+fn chaos_tenant(webhook_url: String) -> Tenant {
+    Tenant {
+        id: TenantId::parse("chaos-b2b").unwrap(),
+        name: "Chaos B2B BV".into(),
+        kind: TenantKind::B2b,
+        brand: "demo-b2b".into(),
+        countries: vec![CountryCode::NL, CountryCode::FR],
+        currencies: vec![Currency::Eur],
+        default_locale: Locale::En,
+        payment: PaymentSetup::Invoice,
+        notifications: NotifySettings {
+            email: Some(true),
+            sms: None,
+            webhook: Some(TenantWebhook {
+                url: webhook_url,
+                secret: printworks::domain::notify::mint_webhook_secret(),
+            }),
+        },
+    }
+}
+
+fn is_final(order: &Order) -> bool {
+    let state = serde_json::to_value(order.state).unwrap();
+    ["shipped", "cancelled", "on_hold"].contains(&state.as_str().unwrap_or(""))
+}
+
+/// Places `specs` on a fresh platform (faults as given), drives them to
+/// their end and checks the run's own guarantees; returns its ends.
+async fn run(specs: &[Spec], faults: Faults, kill_agents: bool) -> Ends {
+    let label = if faults.is_on() {
+        "faults on"
+    } else {
+        "faults off"
+    };
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let options = Options {
+        port: 0,
+        visibility_timeout: Duration::from_secs(10),
+        plants: PlantOptions {
+            run: false,
+            ..PlantOptions::default()
+        },
+        notify: NotifyOptions {
+            allow_loopback_webhooks: true,
+            backoff: Duration::from_secs(1),
+            sweep_every: Duration::from_secs(1),
+            ..NotifyOptions::default()
+        },
+        faults: faults.clone(),
+        ..Options::new(data)
+    };
+    let running = platform::start(options).await.expect("the platform starts");
+    let base = running.base_url();
+
+    // The tenant webhook receiver, and a B2B tenant that uses it.
+    let received: Received = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let receiver = axum::Router::new()
+        .route("/hook", axum::routing::post(receive_webhook))
+        .with_state(received.clone());
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+    let chaos = printworks_local::seed::add_tenant(&running.store, "local", chaos_tenant(hook_url))
+        .await
+        .unwrap();
+    let key_of = |kind: Kind| match kind {
+        Kind::Invoice | Kind::TooSmall => printworks_tests::seeded_key(&running, "demo-b2b"),
+        Kind::Webhooked => chaos.api_key.clone(),
+        Kind::Paid | Kind::Cancelled => printworks_tests::seeded_key(&running, "demo-brand"),
+    };
+
+    // The machines (in this process: never killed) and the agents (not).
+    let (stop, stopped) = watch::channel(false);
+    for plant in PLANTS {
+        let dir = platform::plant_dir(data, plant);
+        let machine = SimulatedMachine::new(
+            Folders::under(&dir),
+            dir.join("printed.log"),
+            Duration::from_millis(20),
+            0.0,
+        )
+        .unwrap();
+        tokio::spawn(machine.run(stopped.clone()));
+    }
+    let agents: Arc<Mutex<Vec<Agent>>> = Arc::new(Mutex::new(
+        PLANTS.iter().map(|p| Agent::new(data, &base, p)).collect(),
+    ));
+    let kills = Arc::new(Mutex::new(BTreeMap::<&str, u32>::new()));
+    let killer = kill_agents.then(|| {
+        let (agents, kills, mut stopped) = (agents.clone(), kills.clone(), stopped.clone());
+        tokio::spawn(async move {
+            let mut rng = XorShift(0x5eed_cafe_f00d_d00d);
+            loop {
+                let wait = Duration::from_millis(1000 + rng.below(3000));
+                tokio::select! {
+                    _ = stopped.changed() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                let i = rng.below(PLANTS.len() as u64) as usize;
+                let plant = {
+                    let mut agents = agents.lock().unwrap();
+                    agents[i].kill();
+                    agents[i].plant
+                };
+                *kills.lock().unwrap().entry(plant).or_default() += 1;
+                tokio::time::sleep(Duration::from_millis(50 + rng.below(400))).await;
+                agents.lock().unwrap()[i].spawn();
+            }
+        })
+    });
+
+    // Uploads: one printable photo per tenant, one far too small.
+    let client = Client::new();
+    let mut uploads = BTreeMap::new();
+    for kind in [Kind::Invoice, Kind::Webhooked, Kind::Paid] {
+        let id = upload(&client, &base, &key_of(kind), photo(1200, 1800)).await;
+        uploads.insert(key_of(kind), id);
+    }
+    let tiny = upload(&client, &base, &key_of(Kind::TooSmall), photo(300, 200)).await;
+
+    // The orders; the B2C ones paid by signed webhook or cancelled.
+    let secrets = payments::load_or_create_secrets(data).unwrap();
+    let mut ids = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        let key = key_of(spec.kind);
+        let upload_id = if spec.kind == Kind::TooSmall {
+            &tiny
+        } else {
+            &uploads[&key]
+        };
+        let res = send_retrying(
+            client
+                .post(format!("{base}/v1/orders"))
+                .bearer_auth(&key)
+                .header("Idempotency-Key", format!("chaos-{i}"))
+                .json(&order_body(spec, upload_id)),
+        )
+        .await;
+        assert_eq!(
+            res.status(),
+            201,
+            "order {i}: {}",
+            res.text().await.unwrap()
+        );
+        let order: Value = res.json().await.unwrap();
+        let id = OrderId::parse(order["id"].as_str().unwrap()).unwrap();
+        match spec.kind {
+            Kind::Paid => {
+                let placed = running.store.find_order(&id).await.unwrap().unwrap();
+                let now = time::OffsetDateTime::now_utc();
+                let paid = payments::signed_event(
+                    &secrets,
+                    &placed,
+                    "stripe",
+                    PayEvent::Succeeded,
+                    None,
+                    now,
+                )
+                .unwrap();
+                let (status, body) = payments::send(&base, &paid).await.unwrap();
+                assert_eq!(status, 200, "order {i}'s payment: {body}");
+            }
+            Kind::Cancelled => {
+                let res = send_retrying(
+                    client
+                        .post(format!("{base}/v1/orders/{id}/cancel"))
+                        .bearer_auth(&key)
+                        .json(&json!({"reason": "changed my mind"})),
+                )
+                .await;
+                assert_eq!(res.status(), 200, "order {i}'s cancel");
+            }
+            _ => {}
+        }
+        ids.push(id);
+    }
+    for (queue, body) in POISON {
+        running
+            .bus
+            .send(queue, "message", &[body.to_string()])
+            .await
+            .unwrap();
+    }
+    let placed_in = started.elapsed();
+
+    // Wait for every order to end, then stop killing and wait for quiet.
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let mut orders: Vec<Option<Order>> = vec![None; ids.len()];
+    loop {
+        for (i, id) in ids.iter().enumerate() {
+            if orders[i].as_ref().is_none_or(|o| !is_final(o)) {
+                orders[i] = running.store.find_order(id).await.unwrap();
+            }
+        }
+        if orders.iter().all(|o| o.as_ref().is_some_and(is_final)) {
+            break;
+        }
+        agents
+            .lock()
+            .unwrap()
+            .iter_mut()
+            .for_each(Agent::assert_running);
+        if Instant::now() > deadline {
+            let open: Vec<String> = orders
+                .iter()
+                .flatten()
+                .filter(|o| !is_final(o))
+                .take(10)
+                .map(|o| format!("{} {:?}", o.id, o.state))
+                .collect();
+            panic!("{label}: orders still open after 15 min, e.g. {open:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if let Some(killer) = killer {
+        killer.abort();
+        let _ = killer.await;
+        for agent in agents.lock().unwrap().iter_mut() {
+            if agent.child.is_none() {
+                agent.spawn();
+            }
+        }
+    }
+    let mut quiet_since: Option<Instant> = None;
+    let mut last = None;
+    loop {
+        let mut depth = running.bus.outbox_len().await.unwrap();
+        for queue in QUEUES {
+            depth += running.bus.depth(queue).await.unwrap();
+        }
+        let seen = (
+            depth,
+            OutboxFolder::open(platform::outbox_dir(data), Arc::new(SystemClock))
+                .unwrap()
+                .sent_log()
+                .unwrap()
+                .len(),
+            received.lock().unwrap().len(),
+        );
+        if depth == 0 && last == Some(seen) {
+            let since = *quiet_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_secs(3) {
+                break;
+            }
+        } else {
+            quiet_since = None;
+        }
+        last = Some(seen);
+        assert!(
+            Instant::now() < deadline,
+            "{label}: no quiet after 15 min: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let settled_in = started.elapsed();
+    let _ = stop.send(true);
+    agents.lock().unwrap().iter_mut().for_each(Agent::kill);
+
+    // 1. End states, explained by the inputs.
+    let mut ends = Ends::default();
+    let orders: Vec<Order> = orders.into_iter().map(Option::unwrap).collect();
+    let mut by_state = BTreeMap::<String, usize>::new();
+    for (i, (spec, order)) in specs.iter().zip(&orders).enumerate() {
+        let state = serde_json::to_value(order.state)
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string();
+        let reason = order.hold.as_ref().map(|h| h.reason.clone());
+        let expected = match spec.kind {
+            Kind::Invoice | Kind::Webhooked | Kind::Paid => "shipped",
+            Kind::Cancelled => "cancelled",
+            Kind::TooSmall => "on_hold",
+        };
+        assert_eq!(state, expected, "{label}: order {i} ({spec:?}): {order:?}");
+        if spec.kind == Kind::TooSmall {
+            let reason = reason.as_deref().unwrap_or("");
+            assert!(
+                reason.contains("resolution is too low"),
+                "{label}: order {i}: {reason}"
+            );
+        }
+        *by_state.entry(state.clone()).or_default() += 1;
+        ends.states.insert(i, (state, reason));
+    }
+
+    // 2. Every job in a hot folder exactly once, at its plant.
+    let mut printed = BTreeMap::<&str, Vec<String>>::new();
+    for plant in PLANTS {
+        let log = platform::plant_dir(data, plant).join("printed.log");
+        printed.insert(plant, SimulatedMachine::printed(&log).unwrap());
+    }
+    let mut jobs_at = BTreeMap::<&str, usize>::new();
+    let mut all_jobs = BTreeSet::new();
+    for (i, order) in orders.iter().enumerate() {
+        let Some(production) = &order.production else {
+            ends.jobs.insert(i, 0);
+            continue;
+        };
+        let plant = PLANTS.iter().find(|p| **p == production.plant).unwrap();
+        for job in &production.jobs {
+            let here = printed[plant].iter().filter(|j| **j == job.job_id).count();
+            let total: usize = printed
+                .values()
+                .map(|log| log.iter().filter(|j| **j == job.job_id).count())
+                .sum();
+            assert_eq!(
+                (here, total),
+                (1, 1),
+                "{label}: job {} printed {total} times",
+                job.job_id
+            );
+            all_jobs.insert(job.job_id.clone());
+        }
+        *jobs_at.entry(plant).or_default() += production.jobs.len();
+        ends.jobs.insert(i, production.jobs.len());
+    }
+    let printed_total: usize = printed.values().map(Vec::len).sum();
+    assert_eq!(
+        printed_total,
+        all_jobs.len(),
+        "{label}: a printed job no order knows"
+    );
+    assert!(
+        PLANTS
+            .iter()
+            .all(|p| jobs_at.get(p).copied().unwrap_or(0) > 0),
+        "{label}: both plants print: {jobs_at:?}"
+    );
+    let expected_jobs: u32 = specs
+        .iter()
+        .filter(|s| matches!(s.kind, Kind::Invoice | Kind::Webhooked | Kind::Paid))
+        .map(|s| s.quantity)
+        .sum();
+    assert_eq!(
+        all_jobs.len(),
+        expected_jobs as usize,
+        "{label}: jobs of the shipped orders"
+    );
+
+    // 3. One notification per (order, event, channel), sent once.
+    let mut channels = BTreeMap::<String, usize>::new();
+    let mut sent_ids = BTreeSet::new();
+    for (i, order) in orders.iter().enumerate() {
+        let mut seen = BTreeSet::new();
+        for record in running.store.notifications_of(&order.id).await.unwrap() {
+            let key = (
+                record.event_type.as_str().to_string(),
+                record.channel().as_str().to_string(),
+            );
+            assert!(
+                matches!(record.status, NotificationStatus::Sent { .. }),
+                "{label}: order {i}: {key:?} is {:?}",
+                record.status
+            );
+            assert!(
+                seen.insert(key.clone()),
+                "{label}: order {i}: {key:?} twice"
+            );
+            *channels.entry(key.1.clone()).or_default() += 1;
+            sent_ids.insert(record.id.clone());
+        }
+        ends.notifications.insert(i, seen);
+    }
+    let outbox = OutboxFolder::open(platform::outbox_dir(data), Arc::new(SystemClock)).unwrap();
+    let sent_log = outbox.sent_log().unwrap();
+    let unique: BTreeSet<&String> = sent_log.iter().collect();
+    assert_eq!(
+        unique.len(),
+        sent_log.len(),
+        "{label}: a message in the outbox was sent twice"
+    );
+    let outboxed =
+        channels.get("email").copied().unwrap_or(0) + channels.get("sms").copied().unwrap_or(0);
+    assert_eq!(
+        sent_log.len(),
+        outboxed,
+        "{label}: the send log and the ledger disagree"
+    );
+    let received = received.lock().unwrap().clone();
+    for ((order, event), (ty, n)) in &received {
+        assert_eq!(
+            *n, 1,
+            "{label}: webhook {ty} of {order} ({event}) received {n} times"
+        );
+    }
+    assert_eq!(
+        received.len(),
+        channels.get("webhook").copied().unwrap_or(0),
+        "{label}: webhooks received and webhooks in the ledger"
+    );
+    for want in ["email", "sms", "webhook"] {
+        assert!(
+            channels.get(want).copied().unwrap_or(0) > 0,
+            "{label}: no {want} sent: {channels:?}"
+        );
+    }
+
+    // 4. The dead-letter queues: the poison, and nothing else.
+    let mut dead = 0;
+    for queue in QUEUES {
+        let dlq = format!("{queue}-dlq");
+        let mut bodies = Vec::new();
+        loop {
+            let batch = running.bus.receive(&dlq, 10).await.unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            bodies.extend(batch.into_iter().map(|m| m.body));
+        }
+        let poison: Vec<&str> = POISON
+            .iter()
+            .filter(|(q, _)| *q == queue)
+            .map(|p| p.1)
+            .collect();
+        for body in &bodies {
+            assert!(
+                poison.contains(&body.as_str()),
+                "{label}: {dlq} holds {body}"
+            );
+        }
+        for p in &poison {
+            assert!(
+                bodies.iter().any(|b| b == p),
+                "{label}: the poison sent to {queue} is not in {dlq}"
+            );
+        }
+        dead += bodies.len();
+    }
+
+    let counts = faults.counts();
+    println!(
+        "chaos ({label}): {} orders placed in {:.1} s, quiet after {:.1} s: {by_state:?}; \
+         {} jobs each printed exactly once ({jobs_at:?}); notifications each sent once: {channels:?} \
+         ({} in the outbox's send log, {} webhooks received); dead-letter queues: {dead} poisoned \
+         message(s) and nothing else; agents killed: {:?}; faults: {counts}",
+        specs.len(),
+        placed_in.as_secs_f64(),
+        settled_in.as_secs_f64(),
+        all_jobs.len(),
+        sent_log.len(),
+        received.len(),
+        kills.lock().unwrap(),
+    );
+    if faults.is_on() {
+        assert!(
+            counts.duplicate_deliveries > 0,
+            "{label}: no duplicate delivered: {counts}"
+        );
+        assert!(
+            counts.lost_acks > 0,
+            "{label}: no acknowledgement lost: {counts}"
+        );
+        assert!(
+            counts.publisher_crashes > 0,
+            "{label}: the publisher never crashed: {counts}"
+        );
+        assert!(
+            counts.blob_outages > 0,
+            "{label}: the blob store never refused: {counts}"
+        );
+        assert!(
+            counts.queue_outages > 0,
+            "{label}: the queues never refused: {counts}"
+        );
+    }
+    if kill_agents {
+        assert!(
+            kills.lock().unwrap().len() == PLANTS.len(),
+            "{label}: both agents killed"
+        );
+    }
+    running.stop().await.unwrap();
+    ends
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chaos_every_effect_happens_once_under_faults_and_agent_kills() {
+    let n: usize = std::env::var("PRINTWORKS_CHAOS_ORDERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    let specs = scenario(n);
+    // PRINTWORKS_CHAOS_LOG=1: the platform's warnings and errors on stderr
+    // (every injected fault and retry), to see why a run failed.
+    if std::env::var_os("PRINTWORKS_CHAOS_LOG").is_some() {
+        printworks::telemetry::init_with_default("warn");
+    }
+    let calm = run(&specs, Faults::off(), false).await;
+    let plan = FaultPlan {
+        duplicate_deliveries: true,
+        lost_acks: 0.1,
+        publisher_crashes: 0.2,
+        // Outages far shorter than the retry budget: render holds an order
+        // whose photo it could not read on four deliveries (by design);
+        // the consumers pause while their handler fails, so one outage
+        // costs a few messages one delivery each.
+        blobs_down: Some(Outage {
+            lasting: Duration::from_secs(1),
+            every: Duration::from_secs(20),
+            phase: Duration::ZERO,
+        }),
+        queues_down: Some(Outage {
+            lasting: Duration::from_secs(1),
+            every: Duration::from_secs(15),
+            phase: Duration::from_millis(7500),
+        }),
+        seed: 7,
+    };
+    let chaos = run(&specs, Faults::on(plan), true).await;
+    assert_eq!(
+        calm.states, chaos.states,
+        "the same end states with and without faults"
+    );
+    assert_eq!(
+        calm.jobs, chaos.jobs,
+        "the same jobs with and without faults"
+    );
+    assert_eq!(
+        calm.notifications, chaos.notifications,
+        "the same notifications with and without faults"
+    );
+}
