@@ -343,7 +343,9 @@ async fn a_failed_send_is_released_uncounted_and_sent_on_the_retry() {
     assert_eq!(env.sent_today(Channel::Email).await, 1);
     let record = &env.store.notifications_of(&order.id).await.unwrap()[0];
     assert_eq!(record.attempts, 3);
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    let outbox = OutboxFolder::open(dir.path(), Arc::new(ManualClock::new(start_time()))).unwrap();
+    assert_eq!(outbox.emails().unwrap().len(), 1);
+    assert_eq!(outbox.sent_log().unwrap().len(), 1, "sent once");
 }
 
 #[tokio::test]
