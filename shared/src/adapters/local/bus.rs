@@ -212,10 +212,9 @@ impl LocalBus {
     pub async fn relay_outbox(&self, max: usize) -> Result<usize, StoreError> {
         let now = now_ms(self.clock.as_ref());
         self.faults.queues().map_err(injected)?;
-        let crash = self.faults.crash_publisher();
         let copies = self.faults.copies(0);
         let faults = self.faults.clone();
-        let relayed = self
+        let (relayed, crashed) = self
             .db
             .write(move |c| {
                 let rows: Vec<(i64, String)> = c
@@ -226,7 +225,7 @@ impl LocalBus {
                     .collect::<Result<_, _>>()
                     .map_err(sql)?;
                 let Some(last) = rows.last().map(|r| r.0) else {
-                    return Ok(0);
+                    return Ok((0, false));
                 };
                 let events: Vec<EventEnvelope> = rows
                     .iter()
@@ -234,14 +233,17 @@ impl LocalBus {
                     .collect::<Result<_, _>>()?;
                 let delivered = fan_out(c, &events, now, copies)?;
                 faults.duplicated(delivered * (copies - 1));
+                // Rolled only when there is something to publish, so every
+                // counted crash left published events in the outbox.
+                let crash = faults.crash_publisher();
                 if !crash {
                     c.execute("DELETE FROM outbox WHERE seq <= ?1", [last])
                         .map_err(sql)?;
                 }
-                Ok(rows.len())
+                Ok((rows.len(), crash))
             })
             .await?;
-        if crash && relayed > 0 {
+        if crashed {
             return Err(StoreError::Unexpected(anyhow::anyhow!(
                 "injected fault: the publisher crashed after publishing {relayed} events and before marking them"
             )));

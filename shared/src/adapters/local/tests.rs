@@ -450,3 +450,74 @@ async fn a_version_1_database_gains_order_versions() {
     assert_eq!((now.state, now.version), (OrderState::Cancelled, 1));
     db.close();
 }
+
+#[tokio::test]
+async fn the_fault_switch_duplicates_messages_crashes_the_relay_and_refuses_calls() {
+    use crate::faults::{FaultPlan, Faults, Outage};
+    let (_dir, db, clock) = setup();
+    let store = SqliteStore::new(db.clone());
+    let plan = FaultPlan {
+        duplicate_deliveries: true,
+        publisher_crashes: 1.0,
+        ..FaultPlan::default()
+    };
+    let faults = Faults::on(plan);
+    let bus = LocalBus::new(db.clone(), clock.clone()).with_faults(faults.clone());
+    let config = QueueConfig {
+        visibility_timeout: Duration::from_secs(30),
+        max_receive_count: 5,
+        dead_letter: None,
+    };
+    bus.declare_queue("audit", config.clone()).await.unwrap();
+    bus.subscribe("audit", None).await.unwrap();
+    // Nothing to relay: no crash is rolled or counted.
+    assert_eq!(bus.relay_outbox(100).await.unwrap(), 0);
+    assert_eq!(faults.counts().publisher_crashes, 0);
+
+    store.place(new_order("k", "h")).await.unwrap();
+    // Published (two copies of each of the two events), then crashed
+    // before the outbox rows were deleted: the next relay publishes again.
+    assert!(bus.relay_outbox(100).await.is_err());
+    assert_eq!(bus.depth("audit").await.unwrap(), 4);
+    assert_eq!(bus.outbox_len().await.unwrap(), 2);
+    assert!(bus.relay_outbox(100).await.is_err());
+    assert_eq!(bus.depth("audit").await.unwrap(), 8);
+    let counts = faults.counts();
+    assert_eq!(
+        (counts.publisher_crashes, counts.duplicate_deliveries),
+        (2, 4)
+    );
+    // A direct send is duplicated too; the ids returned are the originals'.
+    let ids = bus
+        .send("audit", "message", &["a".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(bus.depth("audit").await.unwrap(), 10);
+
+    // An outage refuses every queue call; reads of the depth still work.
+    let down = Faults::on(FaultPlan {
+        queues_down: Some(Outage {
+            lasting: Duration::from_secs(3600),
+            every: Duration::from_secs(7200),
+            phase: Duration::ZERO,
+        }),
+        ..FaultPlan::default()
+    });
+    let bus = LocalBus::new(db.clone(), clock.clone()).with_faults(down.clone());
+    assert!(bus.receive("audit", 10).await.is_err());
+    assert!(
+        bus.send("audit", "message", &["b".to_string()])
+            .await
+            .is_err()
+    );
+    assert!(bus.relay_outbox(100).await.is_err());
+    assert!(bus.delete("receipt").await.is_err());
+    assert_eq!(
+        bus.depth("audit").await.unwrap(),
+        10,
+        "nothing lost or added"
+    );
+    assert_eq!(down.counts().queue_outages, 4);
+    db.close();
+}
