@@ -18,7 +18,7 @@
 //!   nothing else;
 //! - the same orders with the faults off end the same way.
 //!
-//! It prints the counts it checked. `PRINTWORKS_CHAOS_ORDERS` changes the
+//! It prints the counts it checked (to stderr, also when it passes). `PRINTWORKS_CHAOS_ORDERS` changes the
 //! number of orders (500 by default); `PRINTWORKS_CHAOS_LOG=1` shows the
 //! platform's warnings (every injected fault and retry).
 
@@ -781,7 +781,7 @@ async fn run(specs: &[Spec], faults: Faults, kill_agents: bool) -> Ends {
     }
 
     let counts = faults.counts();
-    println!(
+    let report = format!(
         "chaos ({label}): {} orders placed in {:.1} s, quiet after {:.1} s: {by_state:?}; \
          {} jobs each printed exactly once ({jobs_at:?}); notifications each sent once: {channels:?} \
          ({} in the outbox's send log, {} webhooks received); dead-letter queues: {dead} poisoned \
@@ -794,6 +794,13 @@ async fn run(specs: &[Spec], faults: Faults, kill_agents: bool) -> Ends {
         received.len(),
         kills.lock().unwrap(),
     );
+    // Straight to the process's stderr, past libtest's capture (which takes
+    // only the print macros), so `scripts/test`'s log shows the counts of a
+    // passing run too; one write, so no other line splits it.
+    {
+        use std::io::Write;
+        let _ = std::io::stderr().write_all(format!("{report}\n").as_bytes());
+    }
     if faults.is_on() {
         assert!(
             counts.duplicate_deliveries > 0,
