@@ -76,8 +76,10 @@ pub struct Renderer {
     pub urls: Arc<dyn UrlSource>,
     pub clock: Arc<dyn Clock>,
     pub limits: Limits,
-    /// After this many deliveries a source that keeps failing transiently
-    /// puts the order on hold instead of being retried again.
+    /// After this many deliveries a customer's photo URL that keeps failing
+    /// transiently puts the order on hold instead of being retried again.
+    /// Failures of our own stores never count: they are retried until the
+    /// queue dead-letters the message (and its alarm calls someone).
     pub max_attempts: u32,
 }
 
@@ -89,7 +91,13 @@ struct Unprintable {
 
 enum ImageFailure {
     Unprintable(Unprintable),
-    Transient(anyhow::Error),
+    /// The customer's photo URL failed in a way that may pass (a timeout,
+    /// a 503): retried, and after `max_attempts` deliveries the order goes
+    /// on hold, since the customer has to give another photo.
+    Source(anyhow::Error),
+    /// Our side failed (our buckets, the render task): always retried. The
+    /// customer cannot fix it, so it must never put their order on hold.
+    Ours(anyhow::Error),
 }
 
 /// Where an image's files go in the prints bucket.
@@ -135,7 +143,7 @@ impl Renderer {
                     Err(ImageFailure::Unprintable(u)) => {
                         return self.hold(&order, item, j, u).await;
                     }
-                    Err(ImageFailure::Transient(e)) if attempt >= self.max_attempts => {
+                    Err(ImageFailure::Source(e)) if attempt >= self.max_attempts => {
                         tracing::warn!(order = %order.id, error = %e, attempt, "giving up on a source");
                         let u = Unprintable {
                             reason: format!("we could not read the photo after {attempt} attempts"),
@@ -143,7 +151,9 @@ impl Renderer {
                         };
                         return self.hold(&order, item, j, u).await;
                     }
-                    Err(ImageFailure::Transient(e)) => return Err(Retry(e)),
+                    Err(ImageFailure::Source(e) | ImageFailure::Ours(e)) => {
+                        return Err(Retry(e));
+                    }
                 }
             }
             renders.push(item_renders);
@@ -219,9 +229,7 @@ impl Renderer {
                         "the photo upload was never completed".into(),
                         "upload_missing",
                     )),
-                    Err(e) => Err(ImageFailure::Transient(anyhow::anyhow!(
-                        "reading {key}: {e}"
-                    ))),
+                    Err(e) => Err(ImageFailure::Ours(anyhow::anyhow!("reading {key}: {e}"))),
                 }
             }
             ImageSource::Url { url } => match self.urls.fetch(url).await {
@@ -230,9 +238,7 @@ impl Renderer {
                     format!("the photo URL cannot be used ({e})"),
                     "url_refused",
                 )),
-                Err(e) => Err(ImageFailure::Transient(anyhow::anyhow!(
-                    "fetching {url}: {e}"
-                ))),
+                Err(e) => Err(ImageFailure::Source(anyhow::anyhow!("fetching {url}: {e}"))),
             },
         }
     }
@@ -275,7 +281,7 @@ impl Renderer {
         // Decoding and resampling are CPU work: off the async threads.
         let output = tokio::task::spawn_blocking(move || render::render(&bytes, &request))
             .await
-            .map_err(|e| ImageFailure::Transient(anyhow::anyhow!("render task: {e}")))?
+            .map_err(|e| ImageFailure::Ours(anyhow::anyhow!("render task: {e}")))?
             .map_err(|e| {
                 if e.is_permanent() {
                     ImageFailure::Unprintable(Unprintable {
@@ -283,7 +289,7 @@ impl Renderer {
                         code: e.code(),
                     })
                 } else {
-                    ImageFailure::Transient(e.into())
+                    ImageFailure::Ours(e.into())
                 }
             })?;
         let (print_key, preview_key) = print_keys(order, item.line, j);
@@ -316,7 +322,7 @@ impl Renderer {
             self.prints
                 .put(&key, bytes, "image/jpeg")
                 .await
-                .map_err(|e| ImageFailure::Transient(anyhow::anyhow!("storing {key}: {e}")))
+                .map_err(|e| ImageFailure::Ours(anyhow::anyhow!("storing {key}: {e}")))
         };
         put(print_key, output.print).await?;
         put(preview_key, output.preview).await?;
@@ -338,3 +344,6 @@ impl Renderer {
 fn store(e: StoreError) -> Retry {
     Retry(anyhow::anyhow!("order store: {e}"))
 }
+
+#[cfg(test)]
+mod tests;

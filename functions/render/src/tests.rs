@@ -1,0 +1,161 @@
+//! Which failures put an order on hold: a customer's photo URL that keeps
+//! failing does, after `max_attempts` deliveries; our own stores failing
+//! never do, however often the message comes back.
+
+use super::*;
+use printworks::adapters::local::db::{Db, Durability};
+use printworks::adapters::local::store::SqliteStore;
+use printworks::domain::order::OrderId;
+use printworks::domain::tenant::TenantId;
+use printworks::ports::{PresignedRequest, SystemClock};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// A photo host that answers 503 to every request, counting them.
+#[derive(Default)]
+struct HostDown(AtomicU32);
+
+#[async_trait]
+impl UrlSource for HostDown {
+    async fn fetch(&self, url: &str) -> Result<Vec<u8>, SourceError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Err(SourceError {
+            permanent: false,
+            message: format!("{url}: 503 Service Unavailable"),
+        })
+    }
+}
+
+/// One of our buckets, unreachable: every read and write fails.
+struct BucketDown;
+
+#[async_trait]
+impl BlobStore for BucketDown {
+    async fn presign_put(
+        &self,
+        _key: &str,
+        _content_type: &str,
+        _content_length: u64,
+        _ttl: Duration,
+    ) -> Result<PresignedRequest, StoreError> {
+        Err(StoreError::Unexpected(anyhow::anyhow!(
+            "bucket unreachable"
+        )))
+    }
+
+    async fn presign_get(
+        &self,
+        _key: &str,
+        _ttl: Duration,
+    ) -> Result<PresignedRequest, StoreError> {
+        Err(StoreError::Unexpected(anyhow::anyhow!(
+            "bucket unreachable"
+        )))
+    }
+
+    async fn put(&self, _key: &str, _bytes: Vec<u8>, _ct: &str) -> Result<(), StoreError> {
+        Err(StoreError::Unexpected(anyhow::anyhow!(
+            "bucket unreachable"
+        )))
+    }
+
+    async fn get(&self, _key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Err(StoreError::Unexpected(anyhow::anyhow!(
+            "bucket unreachable"
+        )))
+    }
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    store: SqliteStore,
+    renderer: Renderer,
+    host: Arc<HostDown>,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Db::open(dir.path().join("pw.sqlite"), Durability::Normal).unwrap());
+    let store = SqliteStore::new(db);
+    let host = Arc::new(HostDown::default());
+    let renderer = Renderer {
+        catalog: Arc::new(Catalog::builtin().clone()),
+        orders: Arc::new(store.clone()),
+        uploads: Arc::new(BucketDown),
+        prints: Arc::new(BucketDown),
+        urls: host.clone(),
+        clock: Arc::new(SystemClock),
+        limits: Limits::default(),
+        max_attempts: 4,
+    };
+    Setup {
+        _dir: dir,
+        store,
+        renderer,
+        host,
+    }
+}
+
+/// Places a paid poster order whose photo is `source`; its `OrderPaid`.
+async fn paid(s: &Setup, source: Option<ImageSource>) -> (TenantId, OrderId, EventEnvelope) {
+    let mut new = printworks::testing::paid_order(&[("poster-20x30", 1)], "DE", SystemClock.now());
+    if let Some(source) = source {
+        new.order.items[0].images[0].source = source;
+    }
+    let (tenant, id) = (new.order.tenant.clone(), new.order.id.clone());
+    let paid = new
+        .events
+        .iter()
+        .find(|e| e.event_type == EventType::OrderPaid)
+        .expect("a B2B order is paid on placement")
+        .clone();
+    s.store.place(new).await.unwrap();
+    (tenant, id, paid)
+}
+
+async fn state(s: &Setup, tenant: &TenantId, id: &OrderId) -> Order {
+    s.store.get(tenant, id).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn a_photo_url_that_keeps_failing_holds_the_order_after_the_last_attempt() {
+    let s = setup();
+    let (tenant, id, paid) = paid(&s, None).await;
+    for attempt in 1..s.renderer.max_attempts {
+        let err = s.renderer.handle(&paid, attempt).await.unwrap_err();
+        assert!(err.to_string().contains("503"), "{err}");
+        assert_eq!(state(&s, &tenant, &id).await.state, OrderState::Paid);
+    }
+    let outcome = s.renderer.handle(&paid, 4).await.unwrap();
+    let Outcome::Held { reason } = outcome else {
+        panic!("expected a hold, got {outcome:?}");
+    };
+    assert!(
+        reason.contains("we could not read the photo after 4 attempts"),
+        "{reason}"
+    );
+    let order = state(&s, &tenant, &id).await;
+    assert_eq!(order.state, OrderState::OnHold);
+    assert_eq!(order.hold.unwrap().reason, reason);
+    assert_eq!(s.host.0.load(Ordering::SeqCst), 4, "one fetch per delivery");
+}
+
+#[tokio::test]
+async fn our_own_bucket_failing_is_retried_and_never_holds_the_order() {
+    let s = setup();
+    let tenant = printworks::testing::b2b_tenant().id;
+    let key = format!("uploads/{tenant}/u1/photo.jpg");
+    let source = ImageSource::Upload {
+        upload_id: "u1".into(),
+        key,
+    };
+    let (tenant, id, paid) = paid(&s, Some(source)).await;
+    // Far past max_attempts: still a retry, so the queue keeps the message
+    // until its dead-letter queue takes it and the alarm calls someone.
+    for attempt in [1, 4, 5, 50] {
+        let err = s.renderer.handle(&paid, attempt).await.unwrap_err();
+        assert!(err.to_string().contains("bucket unreachable"), "{err}");
+        assert_eq!(state(&s, &tenant, &id).await.state, OrderState::Paid);
+    }
+    assert_eq!(s.host.0.load(Ordering::SeqCst), 0, "no URL was fetched");
+}
