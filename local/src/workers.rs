@@ -100,10 +100,16 @@ pub async fn consume_with_backoff<F, Fut, B, D>(
                     // fails, as Lambda's poller does: when a store is down,
                     // failing fast through the whole queue would spend
                     // every waiting message's deliveries on one outage.
+                    // Once told to stop, the rest of the batch is handled
+                    // without pausing: shutdown must not wait out back-offs.
+                    // (`changed()` only wakes for a change not yet seen, so
+                    // the stop flag itself is what is checked.)
                     pause = (pause * 2).clamp(FIRST_PAUSE, MAX_PAUSE);
-                    tokio::select! {
-                        _ = stop.changed() => {}
-                        _ = tokio::time::sleep(pause) => {}
+                    if !*stop.borrow_and_update() {
+                        tokio::select! {
+                            _ = stop.changed() => {}
+                            _ = tokio::time::sleep(pause) => {}
+                        }
                     }
                     continue;
                 }
@@ -116,4 +122,57 @@ pub async fn consume_with_backoff<F, Fut, B, D>(
 /// A message body as an event envelope.
 pub fn envelope(message: &Message) -> anyhow::Result<EventEnvelope> {
     serde_json::from_str(&message.body).map_err(|e| anyhow::anyhow!("not an event envelope: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use printworks::adapters::local::bus::QueueConfig;
+    use printworks::adapters::local::db::{Db, Durability};
+    use printworks::ports::ManualClock;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// On tokio's paused clock, time moves only by sleeping: the consumer's
+    /// elapsed time is exactly the pauses it took.
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_consumer_told_to_stop_finishes_its_batch_without_pausing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(dir.path().join("pw.sqlite"), Durability::Normal).unwrap());
+        let clock = Arc::new(ManualClock::new(time::OffsetDateTime::UNIX_EPOCH));
+        let bus = LocalBus::new(db, clock);
+        let config = QueueConfig {
+            visibility_timeout: Duration::from_secs(30),
+            max_receive_count: 5,
+            dead_letter: None,
+        };
+        bus.declare_queue("work", config).await.unwrap();
+        let bodies: Vec<String> = (0..6).map(|i| format!("{{\"n\":{i}}}")).collect();
+        bus.send("work", "Test", &bodies).await.unwrap();
+        let (stop_tx, stop) = watch::channel(false);
+        let stop_tx = Arc::new(stop_tx);
+        let calls = Arc::new(AtomicU32::new(0));
+        let started = tokio::time::Instant::now();
+        let handler = {
+            let (calls, stop_tx) = (calls.clone(), stop_tx.clone());
+            move |_: Message| {
+                let (calls, stop_tx) = (calls.clone(), stop_tx.clone());
+                async move {
+                    // The store is down; during the first failure,
+                    // `printworks up` is stopped.
+                    if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                        stop_tx.send_replace(true);
+                    }
+                    anyhow::bail!("store unavailable")
+                }
+            }
+        };
+        consume(bus.clone(), "work", Faults::off(), stop, handler).await;
+        // The whole received batch was tried (it comes back after the
+        // visibility timeout), and no pause was taken: before the fix each
+        // failure after the first slept 200 ms, 400 ms, ... (6.2 s here).
+        assert_eq!(calls.load(Ordering::SeqCst), 6);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(bus.depth("work").await.unwrap(), 6, "nothing was lost");
+    }
 }
