@@ -9,6 +9,8 @@
 //!   [`platform::Running::stop`] stops it cleanly. Tests start the real
 //!   platform through it.
 //! - [`blob_routes`]: `PUT`/`GET /blobs/...` (and `/prints/blobs/...`) for presigned URLs.
+//! - [`catch_panic`]: a handler that panics answers 500 with the JSON error
+//!   body instead of dropping the connection.
 //! - [`payments`]: the local webhook secrets and `printworks pay`.
 //! - [`seed`]: the demo tenants and `printworks tenant add`.
 //! - [`workers`]: the queue consumers (render, dispatch, production-events)
@@ -16,6 +18,7 @@
 //! - [`demo`]: `printworks demo`: sample orders through both plants, and what became of them.
 
 pub mod blob_routes;
+pub mod catch_panic;
 pub mod demo;
 pub mod payments;
 pub mod platform;

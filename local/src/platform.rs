@@ -358,7 +358,8 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
             bus.clone(),
             base_url.clone(),
             shutdown.subscribe(),
-        ));
+        ))
+        .layer(axum::middleware::from_fn(crate::catch_panic::catch_panic));
 
     let server = tokio::spawn(async move {
         axum::serve(listener, router)
