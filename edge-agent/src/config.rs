@@ -24,11 +24,11 @@
 //! only a local development platform takes `access_key_id` under `[aws]`.
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub plant: String,
@@ -37,7 +37,7 @@ pub struct Config {
     #[serde(default = "default_region")]
     pub region: String,
     /// An SQS-compatible endpoint instead of AWS (the local platform, moto).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_url: Option<String>,
     pub state_dir: PathBuf,
     #[serde(default = "default_concurrency")]
@@ -60,7 +60,7 @@ pub struct Config {
     pub aws: AwsOverride,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DriverConfig {
     /// A machine that takes jobs from a hot folder and moves them to its
@@ -74,7 +74,7 @@ pub enum DriverConfig {
     /// fails `failure_rate` of the jobs, through a hot folder under `dir`
     /// (default `<state_dir>/machine`).
     Simulated {
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         dir: Option<PathBuf>,
         #[serde(default = "default_delay")]
         delay_ms: u64,
@@ -84,7 +84,7 @@ pub enum DriverConfig {
 }
 
 /// What happens after a job is printed.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AfterPrint {
     /// The packing station reports: `edge-agent pack` / `edge-agent ship`.
@@ -101,10 +101,12 @@ pub enum AfterPrint {
 }
 
 /// Static credentials for a local development platform only.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AwsOverride {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub access_key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_access_key: Option<String>,
 }
 
@@ -148,10 +150,59 @@ impl Folders {
     }
 }
 
+/// The environment variables that override the file (see [`Config::load`]).
+pub const OVERRIDES: [&str; 6] = [
+    "EDGE_AGENT_PLANT",
+    "EDGE_AGENT_JOBS_QUEUE_URL",
+    "EDGE_AGENT_EVENTS_QUEUE_URL",
+    "EDGE_AGENT_STATE_DIR",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+];
+
 impl Config {
-    /// Reads `path`, then the environment overrides: `EDGE_AGENT_PLANT`,
-    /// `EDGE_AGENT_JOBS_QUEUE_URL`, `EDGE_AGENT_EVENTS_QUEUE_URL`,
-    /// `EDGE_AGENT_STATE_DIR`, `AWS_ENDPOINT_URL`, `AWS_REGION`.
+    /// An agent of `plant` that talks to an SQS-compatible endpoint at
+    /// `endpoint` (the local platform) with its static local credentials,
+    /// its queues at `{endpoint}/queues/{name}`; the rest as an empty file
+    /// would have it (packing reported by hand). Callers change what they
+    /// need: `Config { wait_secs: 1, ..Config::local(...) }`.
+    pub fn local(
+        endpoint: &str,
+        plant: &str,
+        (jobs_queue, events_queue): (&str, &str),
+        state_dir: PathBuf,
+        driver: DriverConfig,
+    ) -> Config {
+        Config {
+            plant: plant.to_string(),
+            jobs_queue_url: format!("{endpoint}/queues/{jobs_queue}"),
+            events_queue_url: format!("{endpoint}/queues/{events_queue}"),
+            region: default_region(),
+            endpoint_url: Some(endpoint.to_string()),
+            state_dir,
+            concurrency: default_concurrency(),
+            wait_secs: default_wait(),
+            visibility_secs: default_visibility(),
+            report_backoff_max_secs: default_backoff_max(),
+            driver,
+            after_print: AfterPrint::Manual,
+            aws: AwsOverride {
+                access_key_id: Some("local".into()),
+                secret_access_key: Some("local".into()),
+            },
+        }
+    }
+
+    /// Writes the configuration as the TOML file [`Config::load`] reads.
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        let text = toml::to_string(self).context("writing the agent's configuration as TOML")?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Reads `path`, then the environment overrides ([`OVERRIDES`]):
+    /// `EDGE_AGENT_PLANT`, `EDGE_AGENT_JOBS_QUEUE_URL`,
+    /// `EDGE_AGENT_EVENTS_QUEUE_URL`, `EDGE_AGENT_STATE_DIR`,
+    /// `AWS_ENDPOINT_URL`, `AWS_REGION`.
     pub fn load(path: &Path, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
         let raw =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -253,6 +304,45 @@ mod tests {
         let path = dir.join("agent.toml");
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    #[test]
+    fn a_written_configuration_loads_back_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let Folders { hot, done, error } = Folders::under(&dir.path().join("machine"));
+        let mut configs = vec![Config {
+            concurrency: 4,
+            wait_secs: 1,
+            after_print: AfterPrint::Simulate {
+                ship_delay_ms: 100,
+                carrier: "SIM-POST".into(),
+            },
+            ..Config::local(
+                "http://127.0.0.1:8080",
+                "muc",
+                ("plant-muc-jobs", "plant-events"),
+                dir.path().join("agent"),
+                DriverConfig::Hotfolder { hot, done, error },
+            )
+        }];
+        // And one with every optional part left out.
+        configs.push(Config {
+            endpoint_url: None,
+            aws: AwsOverride::default(),
+            driver: DriverConfig::Simulated {
+                dir: None,
+                delay_ms: 5,
+                failure_rate: 0.25,
+            },
+            ..configs[0].clone()
+        });
+        for config in configs {
+            let path = dir.path().join("agent.toml");
+            config.write(&path).unwrap();
+            assert_eq!(Config::load(&path, |_| None).unwrap(), config);
+        }
+        let text = std::fs::read_to_string(dir.path().join("agent.toml")).unwrap();
+        assert!(!text.contains("endpoint_url"), "{text}");
     }
 
     const MINIMAL: &str = r#"

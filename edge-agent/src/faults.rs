@@ -5,6 +5,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// The environment variable that names the step to pause at.
+pub const PAUSE_AT: &str = "EDGE_AGENT_PAUSE_AT";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     /// The files are in the spool, verified; nothing journaled.
@@ -65,12 +68,12 @@ impl Faults {
         }
     }
 
-    /// From `EDGE_AGENT_PAUSE_AT`; an unknown step name is an error.
+    /// From [`PAUSE_AT`]; an unknown step name is an error.
     pub fn from_env() -> anyhow::Result<Faults> {
-        match std::env::var("EDGE_AGENT_PAUSE_AT") {
+        match std::env::var(PAUSE_AT) {
             Ok(raw) if !raw.is_empty() => Step::parse(&raw)
                 .map(Faults::pause_at)
-                .ok_or_else(|| anyhow::anyhow!("EDGE_AGENT_PAUSE_AT: no step {raw:?}")),
+                .ok_or_else(|| anyhow::anyhow!("{PAUSE_AT}: no step {raw:?}")),
             _ => Ok(Faults::none()),
         }
     }

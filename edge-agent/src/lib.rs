@@ -31,6 +31,23 @@ use printworks::adapters::aws::sqs::SqsQueue;
 use printworks::ports::MessageQueue;
 use std::sync::Arc;
 
+/// `bin run --config <config>` (the agent binary at `bin`), with none of
+/// the environment overrides of [`config::OVERRIDES`], no AWS profile and
+/// no crash-test pause point inherited from the caller: the file is the
+/// whole truth. For the harnesses that run real agents (the local
+/// platform's tests, the chaos test, the relay benchmark).
+pub fn command(bin: &std::path::Path, config: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(bin);
+    command.arg("--config").arg(config).arg("run");
+    for name in config::OVERRIDES
+        .iter()
+        .chain(&["AWS_PROFILE", faults::PAUSE_AT])
+    {
+        command.env_remove(name);
+    }
+    command
+}
+
 /// The plant's two queues, reached as `config` says.
 pub async fn queues(config: &Config) -> (Arc<dyn MessageQueue>, Arc<dyn MessageQueue>) {
     let keys = match (&config.aws.access_key_id, &config.aws.secret_access_key) {

@@ -14,7 +14,7 @@
 use axum::Router;
 use axum::extract::{Path as UrlPath, State};
 use axum::response::IntoResponse;
-use edge_agent::config::Folders;
+use edge_agent::config::{AfterPrint, Config, DriverConfig, Folders};
 use edge_agent::driver::SimulatedMachine;
 use edge_agent::faults::Step;
 use printworks::adapters::local::bus::{LocalBus, QueueConfig};
@@ -194,35 +194,27 @@ impl Plant {
     }
 
     fn config(&self) -> PathBuf {
-        let base = self.agent_base();
         let dir = self.dir.path();
-        let text = format!(
-            r#"plant = "muc"
-jobs_queue_url = "{base}/queues/{JOBS}"
-events_queue_url = "{base}/queues/{EVENTS}"
-endpoint_url = "{base}"
-state_dir = "{state}"
-concurrency = 4
-wait_secs = 1
-visibility_secs = 10
-report_backoff_max_secs = 1
-[driver]
-kind = "hotfolder"
-hot = "{machine}/hot"
-done = "{machine}/done"
-error = "{machine}/error"
-[after_print]
-mode = "simulate"
-ship_delay_ms = 100
-[aws]
-access_key_id = "local"
-secret_access_key = "local"
-"#,
-            state = dir.join("agent").display(),
-            machine = dir.join("machine").display(),
-        );
+        let Folders { hot, done, error } = Folders::under(&dir.join("machine"));
+        let config = Config {
+            concurrency: 4,
+            wait_secs: 1,
+            visibility_secs: 10,
+            report_backoff_max_secs: 1,
+            after_print: AfterPrint::Simulate {
+                ship_delay_ms: 100,
+                carrier: "SIM-POST".into(),
+            },
+            ..Config::local(
+                &self.agent_base(),
+                "muc",
+                (JOBS, EVENTS),
+                dir.join("agent"),
+                DriverConfig::Hotfolder { hot, done, error },
+            )
+        };
         let path = dir.join("agent.toml");
-        std::fs::write(&path, text).unwrap();
+        config.write(&path).unwrap();
         path
     }
 
@@ -233,19 +225,14 @@ secret_access_key = "local"
             .append(true)
             .open(self.dir.path().join("agent.log"))
             .unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_edge-agent"));
+        let bin = Path::new(env!("CARGO_BIN_EXE_edge-agent"));
+        let mut command = edge_agent::command(bin, &self.config());
         command
-            .arg("--config")
-            .arg(self.config())
-            .arg("run")
             .env("RUST_LOG", "info")
-            .env_remove("AWS_ENDPOINT_URL")
-            .env_remove("AWS_PROFILE")
-            .env_remove("EDGE_AGENT_PAUSE_AT")
             .stdout(Stdio::null())
             .stderr(log);
         if let Some(step) = pause_at {
-            command.env("EDGE_AGENT_PAUSE_AT", step.as_str());
+            command.env(edge_agent::faults::PAUSE_AT, step.as_str());
         }
         Agent(Some(command.spawn().unwrap()))
     }

@@ -17,6 +17,7 @@
 //!   on the same disk as the repository), removed at the end.
 
 use axum::Router;
+use edge_agent::config::{Config, DriverConfig, Folders};
 use printworks::adapters::local::blobs::FsBlobStore;
 use printworks::adapters::local::bus::{LocalBus, QueueConfig};
 use printworks::adapters::local::db::{Db, Durability};
@@ -162,40 +163,26 @@ struct Round {
 /// Writes the agent's config for a fresh state and machine under `dir`.
 fn agent_config(dir: &Path, base: &str, concurrency: usize) -> Round {
     let state = dir.join("state");
-    let machine = dir.join("machine");
-    let hot = machine.join("hot");
+    let Folders { hot, done, error } = Folders::under(&dir.join("machine"));
     std::fs::create_dir_all(&state).unwrap();
-    let text = format!(
-        r#"plant = "muc"
-jobs_queue_url = "{base}/queues/{JOBS_QUEUE}"
-events_queue_url = "{base}/queues/{EVENTS_QUEUE}"
-region = "eu-central-1"
-endpoint_url = "{base}"
-state_dir = "{state}"
-concurrency = {concurrency}
-wait_secs = 1
-
-[driver]
-kind = "hotfolder"
-hot = "{hot}"
-done = "{done}"
-error = "{error}"
-
-[after_print]
-mode = "manual"
-
-[aws]
-access_key_id = "local"
-secret_access_key = "local"
-"#,
-        state = state.display(),
-        hot = hot.display(),
-        done = machine.join("done").display(),
-        error = machine.join("error").display(),
-    );
-    let config = dir.join("agent.toml");
-    std::fs::write(&config, text).unwrap();
-    Round { config, hot }
+    let config = Config {
+        concurrency,
+        wait_secs: 1,
+        ..Config::local(
+            base,
+            "muc",
+            (JOBS_QUEUE, EVENTS_QUEUE),
+            state,
+            DriverConfig::Hotfolder {
+                hot: hot.clone(),
+                done,
+                error,
+            },
+        )
+    };
+    let path = dir.join("agent.toml");
+    config.write(&path).unwrap();
+    Round { config: path, hot }
 }
 
 /// The agent process; killed if still running when dropped (a failed
@@ -224,18 +211,9 @@ impl Drop for Scratch {
 }
 
 fn spawn_agent(bin: &Path, config: &Path) -> AgentProcess {
-    let child = Command::new(bin)
-        .arg("--config")
-        .arg(config)
-        .arg("run")
+    // The config file is the whole truth: no overrides from the caller's shell.
+    let child = edge_agent::command(bin, config)
         .env("RUST_LOG", env_or("AGENT_RUST_LOG", "warn".to_string()))
-        // The config file is the whole truth: no overrides from the caller's shell.
-        .env_remove("AWS_ENDPOINT_URL")
-        .env_remove("AWS_REGION")
-        .env_remove("EDGE_AGENT_PLANT")
-        .env_remove("EDGE_AGENT_JOBS_QUEUE_URL")
-        .env_remove("EDGE_AGENT_EVENTS_QUEUE_URL")
-        .env_remove("EDGE_AGENT_STATE_DIR")
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())

@@ -165,29 +165,25 @@ pub fn agent_config(
     plant: &str,
     plants: &PlantOptions,
 ) -> edge_agent::Config {
-    use edge_agent::config::{AfterPrint, AwsOverride, Config, DriverConfig, Folders};
+    use edge_agent::config::{AfterPrint, Config, DriverConfig, Folders};
     let dir = plant_dir(data_dir, plant);
     let Folders { hot, done, error } = Folders::under(&dir);
     Config {
-        plant: plant.to_string(),
-        jobs_queue_url: format!("{base_url}/queues/{}", jobs_queue(plant)),
-        events_queue_url: format!("{base_url}/queues/{PLANT_EVENTS}"),
-        region: "eu-central-1".into(),
-        endpoint_url: Some(base_url.to_string()),
-        state_dir: dir.join("agent"),
         concurrency: 8,
         wait_secs: 5,
         visibility_secs: 60,
         report_backoff_max_secs: 5,
-        driver: DriverConfig::Hotfolder { hot, done, error },
         after_print: AfterPrint::Simulate {
             ship_delay_ms: plants.ship_delay.as_millis() as u64,
             carrier: "SIM-POST".into(),
         },
-        aws: AwsOverride {
-            access_key_id: Some("local".into()),
-            secret_access_key: Some("local".into()),
-        },
+        ..Config::local(
+            base_url,
+            plant,
+            (&jobs_queue(plant), PLANT_EVENTS),
+            dir.join("agent"),
+            DriverConfig::Hotfolder { hot, done, error },
+        )
     }
 }
 

@@ -40,7 +40,7 @@ use reqwest::Client;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -174,41 +174,25 @@ struct Agent {
 
 impl Agent {
     fn new(data_dir: &Path, base: &str, plant: &'static str) -> Agent {
+        // The platform's own agent configuration (its folders and queues),
+        // quicker: short polls, a 10 s visibility timeout, fast shipping.
+        let plants = PlantOptions {
+            ship_delay: Duration::from_millis(100),
+            ..PlantOptions::default()
+        };
+        let config = edge_agent::Config {
+            wait_secs: 1,
+            visibility_secs: 10,
+            report_backoff_max_secs: 1,
+            ..platform::agent_config(data_dir, base, plant, &plants)
+        };
         let dir = platform::plant_dir(data_dir, plant);
-        let Folders { hot, done, error } = Folders::under(&dir);
-        let text = format!(
-            r#"plant = "{plant}"
-jobs_queue_url = "{base}/queues/plant-{plant}-jobs"
-events_queue_url = "{base}/queues/plant-events"
-endpoint_url = "{base}"
-state_dir = "{state}"
-concurrency = 8
-wait_secs = 1
-visibility_secs = 10
-report_backoff_max_secs = 1
-[driver]
-kind = "hotfolder"
-hot = "{hot}"
-done = "{done}"
-error = "{error}"
-[after_print]
-mode = "simulate"
-ship_delay_ms = 100
-[aws]
-access_key_id = "local"
-secret_access_key = "local"
-"#,
-            state = dir.join("agent").display(),
-            hot = hot.display(),
-            done = done.display(),
-            error = error.display(),
-        );
         std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("agent.toml");
-        std::fs::write(&config, text).unwrap();
+        let path = dir.join("agent.toml");
+        config.write(&path).unwrap();
         let mut agent = Agent {
             plant,
-            config,
+            config: path,
             log: dir.join("agent.log"),
             child: None,
         };
@@ -222,14 +206,8 @@ secret_access_key = "local"
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(edge_agent_binary())
-            .arg("--config")
-            .arg(&self.config)
-            .arg("run")
+        let child = edge_agent::command(&edge_agent_binary(), &self.config)
             .env("RUST_LOG", "warn")
-            .env_remove("AWS_ENDPOINT_URL")
-            .env_remove("AWS_PROFILE")
-            .env_remove("EDGE_AGENT_PAUSE_AT")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
