@@ -50,6 +50,10 @@ pub struct Options {
     /// `plant-events` stays hidden before it is delivered again (SQS's
     /// visibility timeout; the plants' job queues get four times this).
     pub visibility_timeout: Duration,
+    /// How many renders run at once (each consumer takes one message at a
+    /// time; rendering is CPU work in tokio's blocking pool). One per core
+    /// by default, at most 8.
+    pub render_workers: usize,
     /// The fault-injection switch (off by default; see
     /// [`printworks::faults`]).
     pub faults: Faults,
@@ -121,6 +125,9 @@ impl Options {
             plants: PlantOptions::default(),
             notify: NotifyOptions::default(),
             visibility_timeout: Duration::from_secs(30),
+            render_workers: std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(8),
             faults: Faults::off(),
         }
     }
@@ -368,27 +375,37 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
     let renderer = Arc::new(renderer);
     let dispatcher = Arc::new(dispatcher);
     let production = Arc::new(production);
-    let mut workers = vec![
-        tokio::spawn(workers::consume(
-            bus.clone(),
-            "render",
-            faults.clone(),
-            shutdown.subscribe(),
-            move |m| {
-                let renderer = renderer.clone();
-                async move {
-                    let event = workers::envelope(&m)?;
-                    let outcome = renderer
-                        .handle(&event, m.receive_count)
-                        .await
-                        .map_err(|e| e.0)?;
-                    Ok(format!("{outcome:?}"))
-                }
-            },
-        )),
+    // Renders: `render_workers` consumers of one message each, so a render
+    // never waits behind another's in a received batch, and the cores
+    // render side by side.
+    let mut workers: Vec<_> = (0..options.render_workers.max(1))
+        .map(|_| {
+            let renderer = renderer.clone();
+            tokio::spawn(workers::consume(
+                bus.clone(),
+                "render",
+                1,
+                faults.clone(),
+                shutdown.subscribe(),
+                move |m| {
+                    let renderer = renderer.clone();
+                    async move {
+                        let event = workers::envelope(&m)?;
+                        let outcome = renderer
+                            .handle(&event, m.receive_count)
+                            .await
+                            .map_err(|e| e.0)?;
+                        Ok(format!("{outcome:?}"))
+                    }
+                },
+            ))
+        })
+        .collect();
+    workers.extend([
         tokio::spawn(workers::consume(
             bus.clone(),
             "dispatch",
+            10,
             faults.clone(),
             shutdown.subscribe(),
             move |m| {
@@ -403,6 +420,7 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         tokio::spawn(workers::consume(
             bus.clone(),
             PLANT_EVENTS,
+            10,
             faults.clone(),
             shutdown.subscribe(),
             move |m| {
@@ -413,11 +431,12 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
                 }
             },
         )),
-    ];
+    ]);
     let backoff = options.notify.backoff;
     workers.push(tokio::spawn(workers::consume_with_backoff(
         bus.clone(),
         "notify",
+        10,
         faults.clone(),
         shutdown.subscribe(),
         move |attempt| notify::backoff(backoff, attempt),

@@ -13,8 +13,10 @@ use tokio::sync::watch;
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
 const MAX_PAUSE: Duration = Duration::from_secs(5);
 
-/// Handles `queue`'s messages with `handle` until told to stop, up to 10 at
-/// a time, one after the other. A handled message is deleted; a failed one
+/// Handles `queue`'s messages with `handle` until told to stop, receiving
+/// up to `batch` at a time and handling them one after the other (the
+/// visibility timeout must cover a whole batch; several consumers of one
+/// queue with a batch of 1 share its work). A handled message is deleted; a failed one
 /// comes back after the visibility timeout and is dead-lettered after the
 /// queue's limit, as with SQS and a Lambda reporting batch item failures.
 /// With the fault switch on, a handled message's acknowledgement may be
@@ -22,6 +24,7 @@ const MAX_PAUSE: Duration = Duration::from_secs(5);
 pub async fn consume<F, Fut>(
     bus: LocalBus,
     queue: &'static str,
+    batch: usize,
     faults: Faults,
     stop: watch::Receiver<bool>,
     handle: F,
@@ -29,7 +32,16 @@ pub async fn consume<F, Fut>(
     F: Fn(Message) -> Fut,
     Fut: Future<Output = anyhow::Result<String>>,
 {
-    consume_with_backoff(bus, queue, faults, stop, |_| None::<Duration>, handle).await
+    consume_with_backoff(
+        bus,
+        queue,
+        batch,
+        faults,
+        stop,
+        |_| None::<Duration>,
+        handle,
+    )
+    .await
 }
 
 /// [`consume`], hiding a failed message for `backoff(receive count)` (when
@@ -38,6 +50,7 @@ pub async fn consume<F, Fut>(
 pub async fn consume_with_backoff<F, Fut, B, D>(
     bus: LocalBus,
     queue: &'static str,
+    batch: usize,
     faults: Faults,
     mut stop: watch::Receiver<bool>,
     backoff: B,
@@ -53,7 +66,7 @@ pub async fn consume_with_backoff<F, Fut, B, D>(
         if *stop.borrow() {
             return;
         }
-        let messages = match bus.receive(queue, 10).await {
+        let messages = match bus.receive(queue, batch).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!(queue, error = %e, "queue unavailable; retrying");
@@ -167,7 +180,7 @@ mod tests {
                 }
             }
         };
-        consume(bus.clone(), "work", Faults::off(), stop, handler).await;
+        consume(bus.clone(), "work", 10, Faults::off(), stop, handler).await;
         // The whole received batch was tried (it comes back after the
         // visibility timeout), and no pause was taken: before the fix each
         // failure after the first slept 200 ms, 400 ms, ... (6.2 s here).
