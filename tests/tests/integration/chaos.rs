@@ -424,6 +424,23 @@ async fn run(specs: &[Spec], faults: Faults, kill_agents: bool) -> Ends {
         })
     });
 
+    // The poison goes first: it takes five deliveries a visibility timeout
+    // apart (about 50 s) to reach its dead-letter queue, time that overlaps
+    // the orders' instead of following it. The test's own calls on the bus
+    // meet the queue outages too: retried.
+    for (queue, body) in POISON {
+        let mut tries = 0;
+        while let Err(e) = running
+            .bus
+            .send(queue, "message", &[body.to_string()])
+            .await
+        {
+            tries += 1;
+            assert!(tries < 100, "{label}: poisoning {queue}: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     // Uploads: one printable photo per tenant, one far too small.
     let client = Client::new();
     let mut uploads = BTreeMap::new();
@@ -488,19 +505,6 @@ async fn run(specs: &[Spec], faults: Faults, kill_agents: bool) -> Ends {
             _ => {}
         }
         ids.push(id);
-    }
-    // The test's own calls on the bus meet the queue outages too: retried.
-    for (queue, body) in POISON {
-        let mut tries = 0;
-        while let Err(e) = running
-            .bus
-            .send(queue, "message", &[body.to_string()])
-            .await
-        {
-            tries += 1;
-            assert!(tries < 100, "{label}: poisoning {queue}: {e}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
     let placed_in = started.elapsed();
 
