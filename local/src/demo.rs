@@ -21,7 +21,6 @@ use printworks::domain::production::JobState;
 use printworks::domain::state::OrderState;
 use printworks::domain::tenant::{PaymentSetup, TenantId};
 use printworks::ports::{OrderStore, TenantStore};
-use printworks::render::{JpegOut, Raster, encode_jpeg};
 use serde_json::{Value, json};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -204,9 +203,8 @@ const SAMPLES: [Sample; 5] = [
     },
 ];
 
-/// The demo photo's size: about 200 dpi on a 30x40 cm poster (150 is the
-/// products' minimum).
-const PHOTO: (u32, u32) = (2400, 3200);
+/// The demo photo's size: the sample photo's.
+const PHOTO: (u32, u32) = seed::SAMPLE_PHOTO;
 
 /// Starts the platform on `options.data_dir` (port 0), places the orders
 /// over HTTP, waits for them, collects what happened and stops the
@@ -382,29 +380,7 @@ async fn tenants(
     }
 }
 
-/// A `w` x `h` JPEG: a colour gradient with a few bands, so the print
-/// files show the crop.
-pub fn photo(w: u32, h: u32) -> anyhow::Result<Vec<u8>> {
-    let mut data = Vec::with_capacity((w * h * 3) as usize);
-    for y in 0..h {
-        for x in 0..w {
-            let band = if (x / 200 + y / 200) % 2 == 0 { 0 } else { 40 };
-            data.extend_from_slice(&[(x * 255 / w) as u8, (y * 255 / h) as u8, (100 + band) as u8]);
-        }
-    }
-    let raster = Raster {
-        width: w,
-        height: h,
-        channels: 3,
-        data,
-    };
-    let out = JpegOut {
-        quality: 90,
-        full_chroma: false,
-        dpi: 72,
-    };
-    Ok(encode_jpeg(&raster, out, &[])?)
-}
+pub use crate::seed::photo;
 
 /// Uploads through the API's presigned URL; returns the upload id and key.
 async fn upload(

@@ -395,8 +395,15 @@ async fn up(
             .iter()
             .find(|c| c.tenant.id.as_str() == "demo-b2b")
         {
-            println!("\ntry it (a B2B order is paid on placement):\n");
-            println!("{}", curl_example(&running.base_url(), &b2b.api_key));
+            println!(
+                "\ntry it: a poster of the sample photo every demo tenant has as upload {} \
+                 (a B2B order is paid on placement, so it is rendered, printed and shipped):\n",
+                seed::SAMPLE_UPLOAD_ID
+            );
+            println!(
+                "{}",
+                seed::example_request(&running.base_url(), &b2b.api_key)
+            );
         }
         println!(
             "\na demo-brand (B2C) order waits for its payment; its `checkout` says what to pay, and\n  printworks pay ORDER_ID [--event succeeded|failed|requires-action|refund|dispute]\nsends the provider's signed webhook (secrets in {}).",
@@ -420,18 +427,6 @@ async fn up(
     running.stop().await?;
     println!("stopped; everything is kept in {}", data_dir.display());
     Ok(())
-}
-
-fn curl_example(base: &str, key: &str) -> String {
-    format!(
-        r#"curl -s -X POST {base}/v1/orders \
-  -H 'Authorization: Bearer {key}' \
-  -H 'Content-Type: application/json' \
-  -H "Idempotency-Key: $(date +%s%N)" \
-  -d '{{"locale":"de","currency":"EUR","customer":{{"name":"Erika Mustermann","email":"erika@example.com"}},
-       "shipping":{{"method":"standard","address":{{"name":"Erika Mustermann","line1":"Heidestr. 17","postal_code":"51147","city":"Köln","country":"DE"}}}},
-       "items":[{{"sku":"poster-30x40","quantity":1,"options":{{"finish":"matte"}},"images":[{{"url":"https://images.example.com/photo.jpg"}}]}}]}}'"#
-    )
 }
 
 async fn shutdown_signal() {
