@@ -17,14 +17,12 @@ use printworks::adapters::local::db::{Db, Durability};
 use printworks::adapters::local::outbox::OutboxFolder;
 use printworks::adapters::local::store::SqliteStore;
 use printworks::adapters::smtp::{SmtpConfig, SmtpMailer};
-use printworks::config::ApiConfig;
 use printworks::domain::catalog::Catalog;
-use printworks::domain::events::EventType;
-use printworks::domain::notify::{DailyCaps, NOTIFY_EVENTS};
+use printworks::domain::notify::DailyCaps;
 use printworks::faults::{Faults, FaultyBlobStore};
-use printworks::fetch::{FetchPolicy, UrlFetcher};
+use printworks::fetch::UrlFetcher;
 use printworks::ports::{Clock, FixedSecrets, Mailer, SystemClock};
-use printworks::render::Limits;
+use printworks::topology::{self, QueueSpec};
 use printworks::webhook_out::HttpWebhooks;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,14 +39,15 @@ pub struct Options {
     pub durability: Durability,
     /// The environment in API keys (`pw_local_...`).
     pub env: String,
-    pub upload_url_ttl: Duration,
     /// A catalog file to use instead of the built-in one.
     pub catalog: Option<PathBuf>,
     pub plants: PlantOptions,
     pub notify: NotifyOptions,
     /// How long a received message of the topic's queues and
-    /// `plant-events` stays hidden before it is delivered again (SQS's
-    /// visibility timeout; the plants' job queues get four times this).
+    /// `plant-events` stays hidden before it is delivered again. Shorter
+    /// than on AWS ([`printworks::topology`] declares those): the local
+    /// consumers have no function timeout to outlast. The plants' job
+    /// queues get [`PLANT_JOBS_VISIBILITY_FACTOR`] times this.
     pub visibility_timeout: Duration,
     /// How many renders run at once (each consumer takes one message at a
     /// time; rendering is CPU work in tokio's blocking pool). One per core
@@ -77,12 +76,15 @@ pub struct NotifyOptions {
 }
 
 impl Default for NotifyOptions {
+    /// notify's own defaults ([`notify::Config::default`]), a sweep every
+    /// minute, and no loopback webhooks.
     fn default() -> NotifyOptions {
+        let config = notify::Config::default();
         NotifyOptions {
-            smtp_url: None,
-            caps: DailyCaps::default(),
+            smtp_url: config.smtp_url,
+            caps: config.caps,
             sweep_every: Duration::from_secs(60),
-            backoff: Duration::from_secs(30),
+            backoff: config.backoff,
             allow_loopback_webhooks: false,
         }
     }
@@ -120,7 +122,6 @@ impl Options {
             port: 3000,
             durability: Durability::Full,
             env: "local".into(),
-            upload_url_ttl: Duration::from_secs(900),
             catalog: None,
             plants: PlantOptions::default(),
             notify: NotifyOptions::default(),
@@ -133,20 +134,19 @@ impl Options {
     }
 }
 
-/// Queues subscribed to the topic, as in the AWS design: the consumers of
-/// later stages read them.
-pub const QUEUES: &[(&str, &[EventType])] = &[
-    ("render", &[EventType::OrderPaid]),
-    ("dispatch", &[EventType::OrderRendered]),
-    ("notify", &NOTIFY_EVENTS),
-];
+/// How many times [`Options::visibility_timeout`] a plant's job stays
+/// hidden after an agent received it: the agent downloads the files before
+/// it deletes the message.
+pub const PLANT_JOBS_VISIBILITY_FACTOR: u32 = 4;
 
-/// Where the plants' status reports arrive.
-pub const PLANT_EVENTS: &str = "plant-events";
-
-/// A plant's job queue.
-pub fn jobs_queue(plant: &str) -> String {
-    format!("plant-{plant}-jobs")
+/// A queue of `spec` as the local bus declares it: the spec's receive limit
+/// and dead-letter queue, the local visibility timeout.
+fn local_queue(spec: &QueueSpec, visibility: Duration) -> QueueConfig {
+    QueueConfig {
+        visibility_timeout: visibility,
+        max_receive_count: spec.max_receive_count,
+        dead_letter: Some(spec.dead_letter_name()),
+    }
 }
 
 pub fn db_path(data_dir: &std::path::Path) -> PathBuf {
@@ -187,7 +187,10 @@ pub fn agent_config(
         ..Config::local(
             base_url,
             plant,
-            (&jobs_queue(plant), PLANT_EVENTS),
+            (
+                &topology::plant_jobs_queue(plant),
+                topology::PLANT_EVENTS.name,
+            ),
             dir.join("agent"),
             DriverConfig::Hotfolder { hot, done, error },
         )
@@ -255,37 +258,28 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
     let store = SqliteStore::new(db.clone());
     let faults = options.faults.clone();
     let bus = LocalBus::new(db.clone(), clock.clone()).with_faults(faults.clone());
+    // The queues of printworks::topology: the topic's, subscribed to their
+    // events, and the point-to-point ones the plant stacks and the main
+    // template make.
     let visibility = options.visibility_timeout;
-    let queue_config = |queue: &str| QueueConfig {
-        visibility_timeout: visibility,
-        max_receive_count: 5,
-        dead_letter: Some(format!("{queue}-dlq")),
-    };
-    for (queue, types) in QUEUES {
-        bus.declare_queue(queue, queue_config(queue)).await?;
-        bus.subscribe(queue, Some(types)).await?;
+    for spec in &topology::STACK_QUEUES {
+        bus.declare_queue(spec.name, local_queue(spec, visibility))
+            .await?;
+        if let Some(subscription) = spec.subscription {
+            bus.subscribe(spec.name, Some(subscription.events)).await?;
+        }
     }
-    // Point-to-point queues, as the plant stacks and the main template make them.
-    bus.declare_queue(PLANT_EVENTS, queue_config(PLANT_EVENTS))
-        .await?;
     for plant in catalog.plants.keys() {
-        let queue = jobs_queue(plant);
-        // As infra/plant.yaml: ten receives before the DLQ (an agent is
-        // restarted and retries downloads more often than a Lambda).
+        let queue = topology::plant_jobs_queue(plant);
         let config = QueueConfig {
-            visibility_timeout: visibility * 4,
-            max_receive_count: 10,
-            ..queue_config(&queue)
+            dead_letter: Some(format!("{queue}-dlq")),
+            ..local_queue(
+                &topology::PLANT_JOBS,
+                visibility * PLANT_JOBS_VISIBILITY_FACTOR,
+            )
         };
         bus.declare_queue(&queue, config).await?;
     }
-    let mut seeded = Vec::new();
-    if !store.has_tenants().await? {
-        for tenant in seed::demo_tenants() {
-            seeded.push(seed::add_tenant(&store, &options.env, tenant).await?);
-        }
-    }
-
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
         .await
         .with_context(|| format!("binding 127.0.0.1:{}", options.port))?;
@@ -295,10 +289,16 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         &format!("http://{addr}"),
         clock.clone(),
     )?);
-    let config = ApiConfig {
-        env: options.env.clone(),
-        upload_url_ttl: options.upload_url_ttl,
-    };
+    // A fresh data directory gets the demo tenants, each with the sample
+    // photo as its upload, so the banner's example order ships offline.
+    let mut seeded = Vec::new();
+    if !store.has_tenants().await? {
+        for tenant in seed::demo_tenants() {
+            seed::add_sample_photo(blobs.as_ref(), &tenant.id).await?;
+            seeded.push(seed::add_tenant(&store, &options.env, tenant).await?);
+        }
+    }
+    let config = order_api::Config::for_env(&options.env)?;
     let catalog = Arc::new(catalog);
     let store_arc = Arc::new(store.clone());
     let app = order_api::App::new(
@@ -316,16 +316,16 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         &format!("http://{addr}/prints"),
         clock.clone(),
     )?);
-    let renderer = render::Renderer {
-        catalog: catalog.clone(),
-        orders: store_arc.clone(),
-        uploads: FaultyBlobStore::wrap(blobs.clone(), &faults),
-        prints: FaultyBlobStore::wrap(prints.clone(), &faults),
-        urls: Arc::new(UrlFetcher::new(FetchPolicy::default())?),
-        clock: clock.clone(),
-        limits: Limits::default(),
-        max_attempts: 4,
-    };
+    let renderer = render::Renderer::new(
+        render::Config::default(),
+        render::Ports {
+            catalog: catalog.clone(),
+            orders: store_arc.clone(),
+            uploads: FaultyBlobStore::wrap(blobs.clone(), &faults),
+            prints: FaultyBlobStore::wrap(prints.clone(), &faults),
+            clock: clock.clone(),
+        },
+    )?;
     let webhooks = payment_webhook::Webhooks::new(
         store_arc.clone(),
         store_arc.clone(),
@@ -334,22 +334,24 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         )?)),
         clock.clone(),
     );
-    let dispatcher = dispatch::Dispatcher {
-        plants: dispatch::PlantQueues::for_plants(catalog.plants.keys(), |plant| {
-            Arc::new(bus.queue(&jobs_queue(plant)))
-        }),
-        catalog: catalog.clone(),
-        orders: store_arc.clone(),
-        production: store_arc.clone(),
-        prints: FaultyBlobStore::wrap(prints.clone(), &faults),
-        clock: clock.clone(),
-        url_ttl: Duration::from_secs(12 * 3600),
-    };
-    let production = production_events::ProductionEvents {
-        orders: store_arc.clone(),
-        production: store_arc.clone(),
-        clock: clock.clone(),
-    };
+    let dispatcher = dispatch::Dispatcher::new(
+        dispatch::Config::default(),
+        dispatch::Ports {
+            plants: dispatch::PlantQueues::for_plants(catalog.plants.keys(), |plant| {
+                Arc::new(bus.queue(&topology::plant_jobs_queue(plant)))
+            }),
+            catalog: catalog.clone(),
+            orders: store_arc.clone(),
+            production: store_arc.clone(),
+            prints: FaultyBlobStore::wrap(prints.clone(), &faults),
+            clock: clock.clone(),
+        },
+    );
+    let production = production_events::ProductionEvents::new(
+        store_arc.clone(),
+        store_arc.clone(),
+        clock.clone(),
+    );
     let notifier = Arc::new(notifier(&options, store_arc.clone(), clock.clone())?);
     let (shutdown, mut stop_server) = watch::channel(false);
     let base_url = format!("http://{addr}");
@@ -383,7 +385,7 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
             let renderer = renderer.clone();
             tokio::spawn(workers::consume(
                 bus.clone(),
-                "render",
+                topology::RENDER.name,
                 1,
                 faults.clone(),
                 shutdown.subscribe(),
@@ -404,8 +406,8 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
     workers.extend([
         tokio::spawn(workers::consume(
             bus.clone(),
-            "dispatch",
-            10,
+            topology::DISPATCH.name,
+            topology::DISPATCH.batch_size(),
             faults.clone(),
             shutdown.subscribe(),
             move |m| {
@@ -419,8 +421,8 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         )),
         tokio::spawn(workers::consume(
             bus.clone(),
-            PLANT_EVENTS,
-            10,
+            topology::PLANT_EVENTS.name,
+            topology::PLANT_EVENTS.batch_size(),
             faults.clone(),
             shutdown.subscribe(),
             move |m| {
@@ -435,8 +437,8 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
     let backoff = options.notify.backoff;
     workers.push(tokio::spawn(workers::consume_with_backoff(
         bus.clone(),
-        "notify",
-        10,
+        topology::NOTIFY.name,
+        topology::NOTIFY.batch_size(),
         faults.clone(),
         shutdown.subscribe(),
         move |attempt| notify::backoff(backoff, attempt),
@@ -493,48 +495,48 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
     })
 }
 
-/// The notifier of `printworks up`: the same handler as the Lambda, with
-/// the outbox folder (or SMTP) for e-mail, the outbox folder for SMS, and
-/// real HTTPS for tenant webhooks.
+/// The notifier of `printworks up`: the same handler as the Lambda
+/// ([`notify::Notifier::new`]), with the outbox folder (or SMTP) for
+/// e-mail, the outbox folder for SMS, and real HTTPS for tenant webhooks.
 fn notifier(
     options: &Options,
     store: Arc<SqliteStore>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<notify::Notifier> {
+    let config = notify::Config {
+        caps: options.notify.caps.clone(),
+        backoff: options.notify.backoff,
+        smtp_url: options.notify.smtp_url.clone(),
+        ..notify::Config::default()
+    };
     let outbox = Arc::new(OutboxFolder::open(
         outbox_dir(&options.data_dir),
         clock.clone(),
     )?);
-    let mail: Arc<dyn Mailer> = match &options.notify.smtp_url {
+    let mail: Arc<dyn Mailer> = match &config.smtp_url {
         Some(url) => {
-            let config = SmtpConfig::parse_url(url).map_err(|e| anyhow::anyhow!("--smtp: {e}"))?;
-            Arc::new(SmtpMailer::new(&config, clock.clone()).map_err(|e| anyhow::anyhow!(e))?)
+            let smtp = SmtpConfig::parse_url(url).map_err(|e| anyhow::anyhow!("--smtp: {e}"))?;
+            Arc::new(SmtpMailer::new(&smtp, clock.clone()).map_err(|e| anyhow::anyhow!(e))?)
         }
         None => outbox.clone(),
     };
-    let mut policy = FetchPolicy {
-        total_timeout: Duration::from_secs(10),
-        ..FetchPolicy::default()
-    };
+    let mut policy = config.webhook_policy();
     if options.notify.allow_loopback_webhooks {
         policy.allow_http = true;
         policy.allow_ips = vec![std::net::Ipv4Addr::LOCALHOST.into()];
     }
-    Ok(notify::Notifier {
+    let channels = notify::Channels {
+        mail,
+        sms: outbox,
+        webhooks: Arc::new(HttpWebhooks::new(UrlFetcher::new(policy)?)),
+    };
+    let ports = notify::Ports {
         orders: store.clone(),
         tenants: store.clone(),
         ledger: store,
-        channels: notify::Channels {
-            mail,
-            sms: outbox,
-            webhooks: Arc::new(HttpWebhooks::new(UrlFetcher::new(policy)?)),
-        },
-        templates: Arc::new(notify::render::Templates::builtin()?),
-        caps: options.notify.caps.clone(),
         clock,
-        lease: Duration::from_secs(120),
-        backoff: options.notify.backoff,
-    })
+    };
+    notify::Notifier::new(config, ports, channels)
 }
 
 /// Sends deferred messages whose day has come, every `every`.
@@ -544,7 +546,7 @@ async fn sweep_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        match notifier.sweep(500).await {
+        match notifier.sweep(notify::SWEEP_MAX).await {
             Ok(done) if !done.is_empty() => {
                 tracing::info!(messages = done.len(), "deferred messages handled")
             }

@@ -15,7 +15,9 @@
 //! - `sqs_batch` (feature `lambda`): SQS batches with partial failures.
 //! - `webhook_out` (feature `fetch`): signed tenant webhooks over the SSRF-safe fetcher.
 //! - `adapters::smtp` (feature `smtp`): e-mail through a shop's own SMTP server.
-//! - [`config`]: typed configuration from the environment.
+//! - [`config`]: reading typed configuration from the environment ([`config::Vars`]).
+//! - [`topology`]: the queue topology, declared once (names, topic filters,
+//!   visibility timeouts, receive limits, dead-letter queues, consumers).
 //! - `testing` (feature `testing`): fixtures for other crates' tests.
 //! - [`telemetry`]: the one tracing init.
 //! - [`faults`]: the fault-injection switch (off unless a test turns it on).
@@ -34,6 +36,7 @@ pub mod sqs_batch;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod topology;
 #[cfg(feature = "fetch")]
 pub mod webhook_out;
 pub mod webhooks;

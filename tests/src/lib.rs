@@ -6,7 +6,6 @@
 //! - [`sample_key`]: the API key the sample events in `events/` carry
 //! - [`photo`], [`upload`]: a generated JPEG, uploaded through the API
 
-use printworks::config::ApiConfig;
 use printworks::domain::catalog::Catalog;
 use printworks::domain::tenant::{ApiKeyRecord, TenantId};
 use printworks::ports::{BlobStore, OrderStore, SystemClock, TenantStore};
@@ -42,9 +41,9 @@ pub fn api_router(
     orders: Arc<dyn OrderStore>,
     blobs: Arc<dyn BlobStore>,
 ) -> axum::Router {
-    let config = ApiConfig {
-        env: env.into(),
+    let config = order_api::Config {
         upload_url_ttl: Duration::from_secs(300),
+        ..order_api::Config::for_env(env).expect("a valid environment")
     };
     let catalog = Arc::new(Catalog::builtin().clone());
     let app = order_api::App::new(

@@ -8,6 +8,12 @@
 //! are stored on the order and are a function of order, line and copy; only
 //! the presigned URLs are fresh), so a crash between the write and the send
 //! loses nothing and the agent's journal drops the duplicates.
+//!
+//! - [`config`]: [`Config`], [`Resources`] and the constructors
+//!   [`Dispatcher::new`] (local runner, tests) and `Dispatcher::on_aws` (Lambda).
+
+pub mod config;
+pub use config::{Config, Ports, Resources};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use printworks::domain::catalog::Catalog;
@@ -22,7 +28,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The job queue of each plant of the catalog, `plant-<id>-jobs`.
+/// The job queue of each plant of the catalog
+/// ([`printworks::topology::plant_jobs_queue`]).
 #[derive(Clone, Default)]
 pub struct PlantQueues(pub BTreeMap<String, Arc<dyn MessageQueue>>);
 

@@ -8,6 +8,11 @@
 //! from there (partial batch response). Delivery is at least once: a
 //! retried batch may publish an event again, and consumers deduplicate on
 //! the event id.
+//!
+//! - [`config`]: [`Resources`] and `publisher_on_aws` (Lambda wiring).
+
+pub mod config;
+pub use config::Resources;
 
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};

@@ -1,18 +1,18 @@
-//! The events-publisher Lambda: wiring only. The SNS client is built once.
+//! The events-publisher Lambda: wiring only. The SNS client is built once
+//! ([`events_publisher::config::publisher_on_aws`]).
 
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
+use events_publisher::{Resources, config::publisher_on_aws};
 use lambda_runtime::{LambdaEvent, service_fn};
-use printworks::adapters::aws::{load_sdk_config, sns::SnsPublisher};
-use printworks::config::{AwsResources, process_env};
+use printworks::adapters::aws::load_sdk_config;
+use printworks::config::process_env;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     printworks::telemetry::init();
-    let resources = AwsResources::for_publisher(&process_env())?;
-    let sdk = load_sdk_config().await;
-    let publisher = SnsPublisher::from_sdk(&sdk, resources.events_topic_arn.unwrap_or_default());
-    let publisher = &publisher;
+    let aws = Resources::from_vars(&process_env())?;
+    let publisher = &publisher_on_aws(&load_sdk_config().await, &aws);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| async move {
         let outcome = events_publisher::handle(event.payload, publisher).await?;
         Ok::<DynamoDbEventResponse, lambda_runtime::Error>(outcome.response())

@@ -10,7 +10,10 @@
 //!   failures and back-off), [`webhook_body`];
 //! - [`render`]: templates (minijinja), message catalogs per language,
 //!   brands;
-//! - [`format`]: money, dates and tracking links for a language.
+//! - [`format`]: money, dates and tracking links for a language;
+//! - [`config`]: [`Config`], [`Resources`] and the constructors
+//!   [`Notifier::new`] (local runner, tests) and `Notifier::on_aws` (Lambda);
+//! - [`lambda`]: the Lambda's two payloads (queue batch, scheduled sweep).
 //!
 //! Who is told what is decided by `printworks::domain::notify::plan`. Every
 //! message is a record in the `NotificationStore` keyed by (order, event,
@@ -22,10 +25,13 @@
 //! queue message, which comes back after a back-off and is dead-lettered
 //! after the queue's limit; what was already sent for the event stays sent.
 
+pub mod config;
 pub mod format;
+pub mod lambda;
 mod notifier;
 pub mod render;
 
+pub use config::{Config, Ports, Resources, SWEEP_MAX};
 pub use notifier::{Channels, Delivery, Notifier, Outcome, Retry, backoff, webhook_body};
 
 #[cfg(test)]

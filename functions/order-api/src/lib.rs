@@ -9,20 +9,23 @@
 //! - `handlers`: one function per route, thin: parse, call the domain,
 //!   call the ports, map the result.
 //! - `auth`: API key to tenant; `error`: the JSON error body.
+//! - [`config`]: [`Config`], [`Resources`] and the constructors [`App::new`]
+//!   (local runner, tests) and `App::on_aws` (Lambda).
 //!
 //! The same router serves `printworks up` locally, on the local adapters.
 
 mod auth;
+pub mod config;
 mod error;
 mod handlers;
 
+pub use config::{Config, Resources};
 pub use error::ApiError;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{MethodRouter, get, post};
 use http::Method;
-use printworks::config::ApiConfig;
 use printworks::domain::catalog::Catalog;
 use printworks::ports::{BlobStore, Clock, OrderStore, TenantStore};
 use std::sync::Arc;
@@ -33,7 +36,7 @@ pub const MAX_BODY_BYTES: usize = 128 * 1024;
 
 /// What the handlers need: configuration and ports, built once per cold start.
 pub struct App {
-    pub config: ApiConfig,
+    pub config: Config,
     pub catalog: Arc<Catalog>,
     pub tenants: Arc<dyn TenantStore>,
     pub orders: Arc<dyn OrderStore>,
@@ -44,7 +47,7 @@ pub struct App {
 
 impl App {
     pub fn new(
-        config: ApiConfig,
+        config: Config,
         catalog: Arc<Catalog>,
         tenants: Arc<dyn TenantStore>,
         orders: Arc<dyn OrderStore>,

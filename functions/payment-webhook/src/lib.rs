@@ -14,6 +14,11 @@
 //!   the outbox events in one transaction. The record is conditional on
 //!   not existing, the order on its version: a duplicate, also a concurrent
 //!   one, has no effect, and a lost race is decided again on fresh state.
+//! - [`config`]: [`Resources`] and the constructors [`Webhooks::new`]
+//!   (local runner, tests) and `Webhooks::on_aws` (Lambda).
+
+pub mod config;
+pub use config::Resources;
 
 use axum::Router;
 use axum::body::Bytes;

@@ -7,6 +7,12 @@
 //! outbox with the change. The plant's open-job count drops in the same
 //! transaction when a job ships or fails. Reports for many jobs of one
 //! order race each other; a lost race is re-read and applied again.
+//!
+//! - [`config`]: [`Resources`] and the constructors [`ProductionEvents::new`]
+//!   (local runner, tests) and `ProductionEvents::on_aws` (Lambda).
+
+pub mod config;
+pub use config::Resources;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use printworks::domain::production::{JobStatusReport, StatusOutcome};

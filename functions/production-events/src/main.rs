@@ -1,28 +1,17 @@
-//! The production-events Lambda: wiring only. Clients are built once.
+//! The production-events Lambda: wiring only, built once per cold start
+//! ([`production_events::ProductionEvents::on_aws`]).
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{LambdaEvent, service_fn};
-use printworks::adapters::aws::{dynamodb::DynamoStore, load_sdk_config};
-use printworks::config::{AwsResources, process_env};
-use printworks::ports::SystemClock;
-use production_events::ProductionEvents;
-use std::sync::Arc;
+use printworks::adapters::aws::load_sdk_config;
+use printworks::config::process_env;
+use production_events::{ProductionEvents, Resources};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     printworks::telemetry::init();
-    let resources = AwsResources::for_production_events(&process_env())?;
-    let sdk = load_sdk_config().await;
-    let store = Arc::new(DynamoStore::from_sdk(
-        &sdk,
-        resources.orders_table.unwrap_or_default(),
-    ));
-    let handler = ProductionEvents {
-        orders: store.clone(),
-        production: store,
-        clock: Arc::new(SystemClock),
-    };
-    let handler = &handler;
+    let aws = Resources::from_vars(&process_env())?;
+    let handler = &ProductionEvents::on_aws(&load_sdk_config().await, &aws);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<SqsBatchResponse, lambda_runtime::Error>(handler.handle_sqs(event.payload).await)
     }))

@@ -7,10 +7,16 @@
 //! redelivered or concurrent message neither records nor emits twice. The
 //! stored keys are a function of the order, item and image, so a retry
 //! after a crash overwrites the same objects.
+//!
+//! - [`config`]: [`Config`], [`Resources`] and the constructors
+//!   [`Renderer::new`] (local runner, tests) and `Renderer::on_aws` (Lambda).
 
 use anyhow::Context;
+
+pub mod config;
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+pub use config::{Config, Ports, Resources};
 use printworks::domain::catalog::Catalog;
 use printworks::domain::events::{EventEnvelope, EventType};
 use printworks::domain::order::{

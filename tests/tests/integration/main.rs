@@ -1,6 +1,7 @@
 //! One integration-test binary for the workspace.
 //!
 //! - `local_e2e`: the real local platform over HTTP
+//! - `local_first_start`: the banner's example request, run by a shell, ships
 //! - `local_payments`: `printworks up` takes signed provider webhooks
 //! - `local_notify`: `printworks up` mails customers and signs tenant webhooks
 //! - `local_render`: `printworks up` renders paid orders, or holds them
@@ -9,10 +10,12 @@
 //! - `openapi`: the spec against the router, and its examples
 //! - `properties`: generated bad input at the routers (proptest): 4xx, JSON error, nothing stored
 //! - `sample_events`: every file in `events/` through its handler
+//! - `topology`: the templates' queues and function environments against the code
 
 mod aws_emulator;
 mod chaos;
 mod local_e2e;
+mod local_first_start;
 mod local_notify;
 mod local_payments;
 mod local_plants;
@@ -20,3 +23,4 @@ mod local_render;
 mod openapi;
 mod properties;
 mod sample_events;
+mod topology;

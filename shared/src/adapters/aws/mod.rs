@@ -34,6 +34,9 @@ pub mod sqs;
 #[cfg(any(feature = "aws-sesv2", feature = "aws-sns"))]
 pub(crate) use crate::domain::notify::redact_contacts;
 
+/// The SDK configuration the functions' `on_aws` constructors take.
+pub use aws_config::SdkConfig;
+
 /// The shared SDK configuration: region, credentials, endpoint override.
 pub async fn load_sdk_config() -> aws_config::SdkConfig {
     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await

@@ -1,0 +1,324 @@
+//! The templates against the code: the queue topology declared once in
+//! `printworks::topology` is the one `infra/template.yaml` and
+//! `infra/plant.yaml` deploy (names, topic filters, visibility timeouts,
+//! receive limits, dead-letter queues, consumers and their batch sizes),
+//! and every environment variable a function's configuration requires is
+//! set on that function in the template (and every variable the template
+//! sets is one the function reads).
+
+use printworks::config::{ConfigError, Vars};
+use printworks::topology::{self, QueueSpec};
+use printworks_tests::repo_root;
+use serde_norway::Value;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+
+fn template(name: &str) -> Value {
+    let path = repo_root().join("infra").join(name);
+    serde_norway::from_str(&std::fs::read_to_string(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `(tag, value)` of a CloudFormation short form such as `!GetAtt X.Arn`.
+fn tagged(value: &Value) -> Option<(String, &Value)> {
+    match value {
+        Value::Tagged(t) => Some((t.tag.to_string(), &t.value)),
+        _ => None,
+    }
+}
+
+/// The logical id a `!GetAtt <id>.Arn` points at.
+fn get_att_arn(value: &Value) -> String {
+    let (tag, inner) = tagged(value).unwrap_or_else(|| panic!("not a !GetAtt: {value:?}"));
+    assert_eq!(tag, "!GetAtt", "{value:?}");
+    let target = inner.as_str().expect("!GetAtt X.Arn");
+    target
+        .strip_suffix(".Arn")
+        .unwrap_or_else(|| panic!("{target} is not an ARN"))
+        .to_string()
+}
+
+fn resource<'a>(template: &'a Value, id: &str) -> &'a Value {
+    let r = &template["Resources"][id];
+    assert!(!r.is_null(), "the template has no resource {id}");
+    r
+}
+
+fn check_queue(template: &Value, spec: &QueueSpec) {
+    let queue = resource(template, spec.resource);
+    assert_eq!(
+        queue["Type"].as_str(),
+        Some("AWS::SQS::Queue"),
+        "{}",
+        spec.resource
+    );
+    let props = &queue["Properties"];
+    assert_eq!(
+        props["VisibilityTimeout"].as_u64(),
+        Some(spec.visibility_timeout.as_secs()),
+        "{}: VisibilityTimeout",
+        spec.resource
+    );
+    assert_eq!(
+        props["RedrivePolicy"]["maxReceiveCount"].as_u64(),
+        Some(u64::from(spec.max_receive_count)),
+        "{}: maxReceiveCount",
+        spec.resource
+    );
+    assert_eq!(
+        get_att_arn(&props["RedrivePolicy"]["deadLetterTargetArn"]),
+        spec.dead_letter_resource,
+        "{}: its dead-letter queue",
+        spec.resource
+    );
+    assert_eq!(
+        resource(template, spec.dead_letter_resource)["Type"].as_str(),
+        Some("AWS::SQS::Queue")
+    );
+}
+
+#[test]
+fn the_stack_deploys_the_declared_queue_topology() {
+    let t = template("template.yaml");
+    for spec in &topology::STACK_QUEUES {
+        check_queue(&t, spec);
+        if let Some(sub) = spec.subscription {
+            let props = &resource(&t, sub.resource)["Properties"];
+            assert_eq!(
+                get_att_arn(&props["Endpoint"]),
+                spec.resource,
+                "{}",
+                sub.resource
+            );
+            assert_eq!(props["RawMessageDelivery"].as_bool(), Some(true));
+            let filtered: Vec<&str> = props["FilterPolicy"]["type"]
+                .as_sequence()
+                .unwrap_or_else(|| panic!("{} filters on type", sub.resource))
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            let declared: Vec<&str> = sub.events.iter().map(|e| e.as_str()).collect();
+            assert_eq!(filtered, declared, "{}: the filter policy", sub.resource);
+        }
+        if let Some(consumer) = spec.consumer {
+            let events = resource(&t, consumer.function)["Properties"]["Events"]
+                .as_mapping()
+                .unwrap_or_else(|| panic!("{} has events", consumer.function));
+            let sqs: Vec<&Value> = events
+                .values()
+                .filter(|e| e["Type"].as_str() == Some("SQS"))
+                .collect();
+            assert_eq!(sqs.len(), 1, "{} reads one queue", consumer.function);
+            assert_eq!(get_att_arn(&sqs[0]["Properties"]["Queue"]), spec.resource);
+            assert_eq!(
+                sqs[0]["Properties"]["BatchSize"].as_u64(),
+                Some(u64::from(consumer.batch_size)),
+                "{}: BatchSize",
+                consumer.function
+            );
+            assert_eq!(
+                sqs[0]["Properties"]["FunctionResponseTypes"][0].as_str(),
+                Some("ReportBatchItemFailures")
+            );
+        }
+    }
+    // No queue or subscription in the template that the code does not know.
+    let declared: BTreeSet<&str> = topology::STACK_QUEUES
+        .iter()
+        .flat_map(|s| [s.resource, s.dead_letter_resource])
+        .collect();
+    let subscriptions: BTreeSet<&str> = topology::STACK_QUEUES
+        .iter()
+        .filter_map(|s| s.subscription.map(|sub| sub.resource))
+        .collect();
+    for (id, r) in t["Resources"].as_mapping().unwrap() {
+        let id = id.as_str().unwrap();
+        match r["Type"].as_str() {
+            Some("AWS::SQS::Queue") if r["Properties"]["RedrivePolicy"].is_mapping() => {
+                assert!(declared.contains(id), "{id} is not in printworks::topology")
+            }
+            Some("AWS::SNS::Subscription")
+                if r["Properties"]["Protocol"].as_str() == Some("sqs") =>
+            {
+                assert!(
+                    subscriptions.contains(id),
+                    "{id} is not in printworks::topology"
+                )
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn each_plant_stack_deploys_the_declared_job_queue() {
+    let t = template("plant.yaml");
+    check_queue(&t, &topology::PLANT_JOBS);
+    let (tag, name) =
+        tagged(&resource(&t, topology::PLANT_JOBS.resource)["Properties"]["QueueName"])
+            .expect("a !Sub name");
+    assert_eq!(tag, "!Sub");
+    assert_eq!(
+        name.as_str(),
+        Some(
+            topology::PLANT_JOBS
+                .name
+                .replace("{plant}", "${PlantId}")
+                .as_str()
+        )
+    );
+    // Dispatch addresses the same name.
+    let main = template("template.yaml");
+    let (_, url) = tagged(
+        &resource(&main, "DispatchFunction")["Properties"]["Environment"]["Variables"]
+            ["PLANT_QUEUE_URL_TEMPLATE"],
+    )
+    .expect("a !Sub URL");
+    assert!(
+        url.as_str()
+            .unwrap()
+            .ends_with(&format!("/{}", topology::PLANT_JOBS.name)),
+        "{url:?}"
+    );
+}
+
+/// A function's environment as the template sets it, with each intrinsic
+/// resolved to a value of the right shape: `!Ref` of a parameter to its
+/// default, of a resource to a name; `!Sub` to its text; `!If` to its
+/// first branch; `!GetAtt` to an ARN. `AWS::NoValue` leaves it unset.
+fn environment(template: &Value, function: &str) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    let vars = &resource(template, function)["Properties"]["Environment"]["Variables"];
+    for (name, value) in vars
+        .as_mapping()
+        .unwrap_or_else(|| panic!("{function} has variables"))
+    {
+        if let Some(v) = resolve(template, value) {
+            env.insert(name.as_str().unwrap().to_string(), v);
+        }
+    }
+    env
+}
+
+fn resolve(template: &Value, value: &Value) -> Option<String> {
+    let Some((tag, inner)) = tagged(value) else {
+        if let Some(n) = value.as_u64() {
+            return Some(n.to_string());
+        }
+        return Some(
+            value
+                .as_str()
+                .unwrap_or_else(|| panic!("cannot resolve {value:?}"))
+                .to_string(),
+        );
+    };
+    match tag.as_str() {
+        "!Ref" => {
+            let name = inner.as_str().unwrap();
+            if name == "AWS::NoValue" {
+                return None;
+            }
+            let param = &template["Parameters"][name];
+            if param.is_null() {
+                assert!(
+                    !template["Resources"][name].is_null(),
+                    "!Ref {name}: no such resource"
+                );
+                Some(format!("ref-{}", name.to_lowercase()))
+            } else {
+                Some(param["Default"].as_str().unwrap_or("value").to_string())
+            }
+        }
+        "!Sub" => Some(
+            inner
+                .as_str()
+                .map_or_else(|| inner[0].as_str().unwrap().to_string(), str::to_string),
+        ),
+        "!If" => resolve(template, &inner[1]),
+        "!GetAtt" => Some(format!("arn:aws:x:::{}", inner.as_str().unwrap())),
+        other => panic!("cannot resolve {other}"),
+    }
+}
+
+type Load = fn(&Vars<&dyn Fn(&str) -> Option<String>>) -> Result<(), ConfigError>;
+
+/// Each function's resource in the template, and what its `main.rs` reads
+/// at a cold start.
+fn functions() -> Vec<(&'static str, Load)> {
+    vec![
+        ("OrderApiFunction", |v| {
+            order_api::Config::from_vars(v)?;
+            order_api::Resources::from_vars(v).map(drop)
+        }),
+        ("EventsPublisherFunction", |v| {
+            events_publisher::Resources::from_vars(v).map(drop)
+        }),
+        ("RenderFunction", |v| {
+            render::Config::from_vars(v)?;
+            render::Resources::from_vars(v).map(drop)
+        }),
+        ("DispatchFunction", |v| {
+            dispatch::Config::from_vars(v)?;
+            dispatch::Resources::from_vars(v).map(drop)
+        }),
+        ("ProductionEventsFunction", |v| {
+            production_events::Resources::from_vars(v).map(drop)
+        }),
+        ("PaymentWebhookFunction", |v| {
+            payment_webhook::Resources::from_vars(v).map(drop)
+        }),
+        ("NotifyFunction", |v| {
+            notify::Config::from_vars(v)?;
+            notify::Resources::from_vars(v).map(drop)
+        }),
+    ]
+}
+
+#[test]
+fn every_variable_a_function_requires_is_set_on_it_in_the_template() {
+    let t = template("template.yaml");
+    let mut seen = BTreeSet::new();
+    for (function, load) in functions() {
+        let env = environment(&t, function);
+        let read = RefCell::new(BTreeSet::new());
+        let lookup = |name: &str| {
+            read.borrow_mut().insert(name.to_string());
+            env.get(name).cloned()
+        };
+        let vars = Vars(&lookup as &dyn Fn(&str) -> Option<String>);
+        if let Err(e) = load(&vars) {
+            panic!(
+                "{function}: its configuration fails on the template's environment {env:?}: {e}"
+            );
+        }
+        // Every variable the template sets is read (RUST_LOG by tracing).
+        let read = read.into_inner();
+        for name in env.keys().filter(|n| *n != "RUST_LOG") {
+            assert!(
+                read.contains(name),
+                "{function} sets {name}, which nothing reads"
+            );
+        }
+        // Without them, the configuration names the first one missing.
+        for required in env.keys().filter(|n| *n != "RUST_LOG") {
+            let without = |name: &str| {
+                if name == required {
+                    None
+                } else {
+                    env.get(name).cloned()
+                }
+            };
+            let vars = Vars(&without as &dyn Fn(&str) -> Option<String>);
+            if let Err(ConfigError::Missing(name)) = load(&vars) {
+                assert_eq!(name, required, "{function}");
+            }
+        }
+        seen.insert(function);
+    }
+    // Every function of the template is checked.
+    for (id, r) in t["Resources"].as_mapping().unwrap() {
+        if r["Type"].as_str() == Some("AWS::Serverless::Function") {
+            assert!(seen.contains(id.as_str().unwrap()), "{id:?} is not checked");
+        }
+    }
+}
