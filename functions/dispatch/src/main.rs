@@ -5,9 +5,9 @@ use dispatch::{Dispatcher, PlantQueues};
 use lambda_runtime::{LambdaEvent, service_fn};
 use printworks::adapters::aws::sqs::SqsQueue;
 use printworks::adapters::aws::{dynamodb::DynamoStore, load_sdk_config, s3::S3Blobs};
+use printworks::clock::SystemClock;
 use printworks::config::{AwsResources, DispatchConfig, process_env};
 use printworks::domain::catalog::Catalog;
-use printworks::ports::SystemClock;
 use std::sync::Arc;
 
 #[tokio::main]

@@ -8,6 +8,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use printworks::adapters::local::db::{Db, Durability};
 use printworks::adapters::local::outbox::OutboxFolder;
 use printworks::adapters::local::store::SqliteStore;
+use printworks::clock::ManualClock;
 use printworks::domain::events::EventEnvelope;
 use printworks::domain::events::EventType;
 use printworks::domain::notify::Channel;
@@ -16,7 +17,6 @@ use printworks::domain::order::Order;
 use printworks::domain::tenant::Tenant;
 use printworks::domain::tenant::{PaymentSetup, TenantKind};
 use printworks::fetch::{FetchPolicy, UrlFetcher};
-use printworks::ports::ManualClock;
 use printworks::ports::{
     Clock, EmailMessage, Mailer, NotificationStatus, NotificationStore as _, SendError,
     WebhookSender,

@@ -2,9 +2,9 @@
 
 use order_api::{App, router};
 use printworks::adapters::aws::{dynamodb::DynamoStore, load_sdk_config, s3::S3Blobs};
+use printworks::clock::SystemClock;
 use printworks::config::{ApiConfig, AwsResources, process_env};
 use printworks::domain::catalog::Catalog;
-use printworks::ports::SystemClock;
 use std::sync::Arc;
 
 #[tokio::main]

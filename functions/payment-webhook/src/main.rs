@@ -6,8 +6,8 @@ use payment_webhook::{Webhooks, router};
 use printworks::adapters::aws::{
     dynamodb::DynamoStore, load_sdk_config, secrets::SecretsManagerSource,
 };
+use printworks::clock::SystemClock;
 use printworks::config::{AwsResources, process_env};
-use printworks::ports::SystemClock;
 use std::sync::Arc;
 
 #[tokio::main]

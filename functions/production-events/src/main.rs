@@ -3,8 +3,8 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{LambdaEvent, service_fn};
 use printworks::adapters::aws::{dynamodb::DynamoStore, load_sdk_config};
+use printworks::clock::SystemClock;
 use printworks::config::{AwsResources, process_env};
-use printworks::ports::SystemClock;
 use production_events::ProductionEvents;
 use std::sync::Arc;
 

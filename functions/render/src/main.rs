@@ -3,10 +3,10 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{LambdaEvent, service_fn};
 use printworks::adapters::aws::{dynamodb::DynamoStore, load_sdk_config, s3::S3Blobs};
+use printworks::clock::SystemClock;
 use printworks::config::{AwsResources, process_env};
 use printworks::domain::catalog::Catalog;
 use printworks::fetch::{FetchPolicy, UrlFetcher};
-use printworks::ports::SystemClock;
 use printworks::render::Limits;
 use render::Renderer;
 use std::sync::Arc;
