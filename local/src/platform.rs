@@ -530,7 +530,7 @@ fn notifier(
             sms: outbox,
             webhooks: Arc::new(HttpWebhooks::new(UrlFetcher::new(policy)?)),
         },
-        templates: Arc::new(notify::render::Templates::builtin()?),
+        templates: Arc::new(notify::templates::Templates::builtin()?),
         caps: options.notify.caps.clone(),
         clock,
         lease: Duration::from_secs(120),

@@ -8,7 +8,7 @@
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
-use notify::render::Templates;
+use notify::templates::Templates;
 use notify::{Channels, Notifier};
 use printworks::adapters::aws::dynamodb::DynamoStore;
 use printworks::adapters::aws::load_sdk_config;

@@ -1040,7 +1040,8 @@ fn mime_header(message: &str, name: &str) -> Option<String> {
 #[tokio::test]
 async fn emulator_notify_sends_one_email_per_event_through_the_topic() {
     use aws_lambda_events::event::sqs::SqsEvent;
-    use notify::render::{MessageContext, Templates};
+    use notify::context::MessageContext;
+    use notify::templates::Templates;
     use notify::{Channels, Notifier};
     use printworks::adapters::aws::ses::SesMailer;
     use printworks::adapters::aws::sms::SnsSms;

@@ -691,7 +691,7 @@ async fn every_notify_sample_tells_the_customer_once() {
                 printworks::fetch::UrlFetcher::new(Default::default()).unwrap(),
             )),
         },
-        templates: Arc::new(notify::render::Templates::builtin().unwrap().strict()),
+        templates: Arc::new(notify::templates::Templates::builtin().unwrap().strict()),
         caps: Default::default(),
         clock: Arc::new(SystemClock),
         lease: Duration::from_secs(120),
