@@ -16,9 +16,10 @@ mod aws_emulator {
     use printworks::adapters::aws::load_sdk_config;
     use printworks::adapters::aws::s3::S3Blobs;
     use printworks::adapters::aws::sqs::SqsQueue;
+    use printworks::clock::SystemClock;
     use printworks::domain::catalog::Catalog;
     use printworks::domain::production::{JobState, JobStatusReport};
-    use printworks::ports::{BlobStore, MessageQueue, OrderStore, SystemClock};
+    use printworks::ports::{BlobStore, MessageQueue, OrderStore};
     use printworks::testing::{paid_order, rendered};
     use sha2::{Digest, Sha256};
     use std::collections::{BTreeMap, BTreeSet};

@@ -22,6 +22,7 @@ use printworks::adapters::local::blobs::FsBlobStore;
 use printworks::adapters::local::bus::{LocalBus, QueueConfig};
 use printworks::adapters::local::db::{Db, Durability};
 use printworks::adapters::local::sqs_api;
+use printworks::clock::SystemClock;
 use printworks::domain::catalog::ShippingMethod;
 use printworks::domain::locale::CountryCode;
 use printworks::domain::order::{Address, OrderId};
@@ -29,7 +30,7 @@ use printworks::domain::production::{
     Job, JobFile, JobProduct, job_id, job_id_valid, packing_reference,
 };
 use printworks::domain::tenant::TenantId;
-use printworks::ports::{BlobStore, Clock, SystemClock};
+use printworks::ports::{BlobStore, Clock};
 use printworks_local::blob_routes;
 use rand::RngCore;
 use sha2::{Digest, Sha256};

@@ -142,7 +142,7 @@ mod tests {
     use super::*;
     use printworks::adapters::local::bus::QueueConfig;
     use printworks::adapters::local::db::{Db, Durability};
-    use printworks::ports::ManualClock;
+    use printworks::clock::ManualClock;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
 

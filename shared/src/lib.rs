@@ -6,9 +6,13 @@
 //! - [`domain`]: catalog, money, pricing, the order state machine, events,
 //!   tenants and API keys, payments. No I/O, no AWS crate.
 //! - [`ports`]: the traits the handlers take (`OrderStore`, `TenantStore`,
-//!   `PaymentStore`, `SecretSource`, `BlobStore`, `EventPublisher`, `Clock`).
+//!   `PaymentStore`, `SecretSource`, `BlobStore`, `EventPublisher`, `Clock`),
+//!   and the data they carry.
+//! - [`clock`]: the adapters of the `Clock` port, `SystemClock` (the wall
+//!   clock) and `ManualClock` (moved by hand in tests).
 //! - [`adapters`]: `aws` (DynamoDB, S3, SNS, SQS, Secrets Manager; feature
-//!   `aws`) and `local` (SQLite, file system; feature `local`).
+//!   `aws`) and `local` (SQLite, file system; feature `local`);
+//!   `adapters::mime`, the MIME e-mail every mailer sends.
 //! - `render` (feature `render`): the print-file pipeline, bytes in, bytes out.
 //! - [`webhooks`]: payment providers' webhook signatures (Stripe, Adyen) and
 //!   their events in our terms.
@@ -23,6 +27,7 @@
 //! - [`faults`]: the fault-injection switch (off unless a test turns it on).
 
 pub mod adapters;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod faults;

@@ -19,18 +19,10 @@ pub enum StoreError {
     Unexpected(#[from] anyhow::Error),
 }
 
+/// What time it is. [`crate::clock`] holds the wall clock
+/// (`SystemClock`) and the clock tests move by hand (`ManualClock`).
 pub trait Clock: Send + Sync {
     fn now(&self) -> OffsetDateTime;
-}
-
-/// The wall clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
-    }
 }
 
 /// A response kept with its idempotency key, replayed for a repeated request.
@@ -283,31 +275,11 @@ pub trait MessageQueue: Send + Sync {
     async fn send_batch(&self, bodies: &[String]) -> Result<(), QueueError>;
 }
 
-/// A clock tests move by hand (SQS visibility, URL expiry) instead of sleeping.
-#[derive(Debug)]
-pub struct ManualClock(std::sync::Mutex<OffsetDateTime>);
-
-impl ManualClock {
-    pub fn new(start: OffsetDateTime) -> ManualClock {
-        ManualClock(std::sync::Mutex::new(start))
-    }
-
-    pub fn advance(&self, by: Duration) {
-        let mut now = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        *now += by;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> OffsetDateTime {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 // ---------------------------------------------------------- notifications --
 
 /// An e-mail ready to send: every channel (SES, SMTP, the outbox folder)
-/// sends the same MIME message built from it ([`EmailMessage::to_mime`]).
+/// sends the same MIME message built from it ([`EmailMessage::to_mime`],
+/// in [`crate::adapters::mime`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmailMessage {
     /// `"Brand Name" <orders@brand.example>`'s parts.
@@ -325,80 +297,6 @@ pub struct EmailMessage {
     /// `Message-ID` without the angle brackets (`<notification id>@<domain>`):
     /// the same for every attempt of one notification.
     pub message_id: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("cannot build the e-mail: {0}")]
-pub struct MimeError(String);
-
-impl EmailMessage {
-    /// The message as `multipart/alternative` MIME (plain text, then HTML),
-    /// UTF-8, with `Date` at `date`.
-    pub fn to_mime(&self, date: OffsetDateTime) -> Result<Vec<u8>, MimeError> {
-        use lettre::message::{Mailbox, MultiPart};
-        let bad = |what: &str, e: &dyn std::fmt::Display| MimeError(format!("{what}: {e}"));
-        let from = Mailbox::new(
-            Some(self.from_name.clone()),
-            self.from_address
-                .parse()
-                .map_err(|e| bad("from address", &e))?,
-        );
-        let to = Mailbox::new(
-            Some(self.to_name.clone()),
-            self.to_address.parse().map_err(|e| bad("to address", &e))?,
-        );
-        let mut builder = lettre::Message::builder()
-            .from(from)
-            .to(to)
-            .subject(self.subject.clone())
-            .message_id(Some(format!("<{}>", self.message_id)))
-            .date(date.into())
-            .header(ContentLanguage(self.language.clone()));
-        if let Some(reply_to) = &self.reply_to {
-            builder = builder.reply_to(Mailbox::new(
-                None,
-                reply_to.parse().map_err(|e| bad("reply-to address", &e))?,
-            ));
-        }
-        let message = builder
-            .multipart(MultiPart::alternative_plain_html(
-                self.text.clone(),
-                self.html.clone(),
-            ))
-            .map_err(|e| bad("message", &e))?;
-        Ok(message.formatted())
-    }
-
-    /// The recipient's address, for the SMTP envelope.
-    pub fn envelope(&self) -> Result<lettre::address::Envelope, MimeError> {
-        let parse = |raw: &str| {
-            raw.parse::<lettre::Address>()
-                .map_err(|e| MimeError(format!("address: {e}")))
-        };
-        lettre::address::Envelope::new(
-            Some(parse(&self.from_address)?),
-            vec![parse(&self.to_address)?],
-        )
-        .map_err(|e| MimeError(format!("envelope: {e}")))
-    }
-}
-
-/// The `Content-Language` header.
-#[derive(Debug, Clone)]
-struct ContentLanguage(String);
-
-impl lettre::message::header::Header for ContentLanguage {
-    fn name() -> lettre::message::header::HeaderName {
-        lettre::message::header::HeaderName::new_from_ascii_str("Content-Language")
-    }
-
-    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(ContentLanguage(s.to_string()))
-    }
-
-    fn display(&self) -> lettre::message::header::HeaderValue {
-        lettre::message::header::HeaderValue::new(Self::name(), self.0.clone())
-    }
 }
 
 /// A text message ready to send.

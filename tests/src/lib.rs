@@ -6,9 +6,10 @@
 //! - [`sample_key`]: the API key the sample events in `events/` carry
 //! - [`photo`], [`upload`]: a generated JPEG, uploaded through the API
 
+use printworks::clock::SystemClock;
 use printworks::domain::catalog::Catalog;
 use printworks::domain::tenant::{ApiKeyRecord, TenantId};
-use printworks::ports::{BlobStore, OrderStore, SystemClock, TenantStore};
+use printworks::ports::{BlobStore, OrderStore, TenantStore};
 use printworks::render::{JpegOut, Raster, encode_jpeg};
 use printworks_local::platform::{self, Options, Running};
 use reqwest::Client;

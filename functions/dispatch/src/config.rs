@@ -115,7 +115,7 @@ impl Dispatcher {
             production: store,
             prints: Arc::new(prints),
             plants,
-            clock: Arc::new(printworks::ports::SystemClock),
+            clock: Arc::new(printworks::clock::SystemClock),
         };
         Dispatcher::new(config, ports)
     }

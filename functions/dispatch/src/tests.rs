@@ -5,8 +5,8 @@ use printworks::adapters::local::blobs::FsBlobStore;
 use printworks::adapters::local::bus::{LocalBus, QueueConfig};
 use printworks::adapters::local::db::{Db, Durability};
 use printworks::adapters::local::store::SqliteStore;
+use printworks::clock::ManualClock;
 use printworks::domain::production::Job;
-use printworks::ports::ManualClock;
 use printworks::testing::{paid_order, published, rendered};
 use std::collections::{BTreeMap, BTreeSet};
 

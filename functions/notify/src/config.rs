@@ -114,7 +114,7 @@ impl Notifier {
             tenants: ports.tenants,
             ledger: ports.ledger,
             channels,
-            templates: Arc::new(crate::render::Templates::builtin()?),
+            templates: Arc::new(crate::templates::Templates::builtin()?),
             caps: config.caps,
             clock: ports.clock,
             lease: config.lease,
@@ -136,8 +136,9 @@ impl Notifier {
             dynamodb::DynamoStore, ses::SesMailer, sms::SnsSms, sqs::SqsQueue,
         };
         use printworks::adapters::smtp::{SmtpConfig, SmtpMailer};
+        use printworks::clock::SystemClock;
         use printworks::fetch::UrlFetcher;
-        use printworks::ports::{Mailer, SystemClock};
+        use printworks::ports::Mailer;
         use printworks::webhook_out::HttpWebhooks;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let store = Arc::new(DynamoStore::from_sdk(sdk, &aws.orders_table));

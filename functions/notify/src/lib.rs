@@ -8,8 +8,13 @@
 //!   claim, send, record), [`Notifier::sweep`] (deferred messages whose day
 //!   has come), [`Notifier::handle_sqs`] (a Lambda batch with partial
 //!   failures and back-off), [`webhook_body`];
-//! - [`render`]: templates (minijinja), message catalogs per language,
-//!   brands;
+//! - [`templates`]: [`templates::Templates`], the message templates
+//!   (minijinja) compiled with their catalogs and brands; renders an
+//!   e-mail or a text message;
+//! - [`context`]: [`context::MessageContext`] (brand, languages, order,
+//!   event) and the view a template is given;
+//! - [`catalogs`]: the per-language message catalogs and the `t()` lookup;
+//! - [`brands`]: the white-label brands (`brands.json`);
 //! - [`format`]: money, dates and tracking links for a language;
 //! - [`config`]: [`Config`], [`Resources`] and the constructors
 //!   [`Notifier::new`] (local runner, tests) and `Notifier::on_aws` (Lambda);
@@ -25,11 +30,14 @@
 //! queue message, which comes back after a back-off and is dead-lettered
 //! after the queue's limit; what was already sent for the event stays sent.
 
+pub mod brands;
+pub mod catalogs;
 pub mod config;
+pub mod context;
 pub mod format;
 pub mod lambda;
 mod notifier;
-pub mod render;
+pub mod templates;
 
 pub use config::{Config, Ports, Resources, SWEEP_MAX};
 pub use notifier::{Channels, Delivery, Notifier, Outcome, Retry, backoff, webhook_body};

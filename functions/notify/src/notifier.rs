@@ -1,6 +1,7 @@
 //! [`Notifier`]: one event in, its messages claimed, sent and recorded.
 
-use crate::render::{MessageContext, Templates};
+use crate::context::MessageContext;
+use crate::templates::Templates;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use printworks::domain::events::EventEnvelope;
 use printworks::domain::notify::{

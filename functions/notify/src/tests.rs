@@ -3,11 +3,12 @@
 //! server (aiosmtpd from the test virtualenv).
 
 use super::*;
-use crate::render::Templates;
+use crate::templates::Templates;
 use aws_lambda_events::event::sqs::SqsEvent;
 use printworks::adapters::local::db::{Db, Durability};
 use printworks::adapters::local::outbox::OutboxFolder;
 use printworks::adapters::local::store::SqliteStore;
+use printworks::clock::ManualClock;
 use printworks::domain::events::EventEnvelope;
 use printworks::domain::events::EventType;
 use printworks::domain::notify::Channel;
@@ -16,7 +17,6 @@ use printworks::domain::order::Order;
 use printworks::domain::tenant::Tenant;
 use printworks::domain::tenant::{PaymentSetup, TenantKind};
 use printworks::fetch::{FetchPolicy, UrlFetcher};
-use printworks::ports::ManualClock;
 use printworks::ports::{
     Clock, EmailMessage, Mailer, NotificationStatus, NotificationStore as _, SendError,
     WebhookSender,
@@ -676,7 +676,7 @@ async fn smtp_a_real_server_receives_the_message_with_its_headers_parts_and_lang
         .templates
         .email(
             printworks::domain::notify::Template::OrderShipped,
-            &render::MessageContext {
+            &context::MessageContext {
                 brand: &brand,
                 language: printworks::domain::locale::Locale::Fr,
                 fallback: printworks::domain::locale::Locale::De,
@@ -691,7 +691,7 @@ async fn smtp_a_real_server_receives_the_message_with_its_headers_parts_and_lang
         .templates
         .email(
             printworks::domain::notify::Template::OrderShipped,
-            &render::MessageContext {
+            &context::MessageContext {
                 brand: &brand,
                 language: printworks::domain::locale::Locale::De,
                 fallback: printworks::domain::locale::Locale::De,

@@ -81,7 +81,7 @@ impl App {
             store.clone(),
             store,
             Arc::new(blobs),
-            Arc::new(printworks::ports::SystemClock),
+            Arc::new(printworks::clock::SystemClock),
         )
     }
 }

@@ -42,7 +42,7 @@ impl Webhooks {
             store.clone(),
             store,
             secrets,
-            Arc::new(printworks::ports::SystemClock),
+            Arc::new(printworks::clock::SystemClock),
         )
     }
 }

@@ -5,6 +5,7 @@ use http_body_util::BodyExt;
 use printworks::adapters::local::bus::{LocalBus, QueueConfig};
 use printworks::adapters::local::db::{Db, Durability};
 use printworks::adapters::local::store::SqliteStore;
+use printworks::clock::ManualClock;
 use printworks::domain::catalog::Catalog;
 use printworks::domain::locale::{CountryCode, Locale};
 use printworks::domain::money::Currency;
@@ -12,7 +13,7 @@ use printworks::domain::order::{Order, OrderRequest};
 use printworks::domain::payment::PaymentStatus;
 use printworks::domain::state::OrderState;
 use printworks::domain::tenant::{PaymentSetup, Tenant, TenantId, TenantKind};
-use printworks::ports::{FixedSecrets, IdempotencyRecord, ManualClock, NewOrder, StoredResponse};
+use printworks::ports::{FixedSecrets, IdempotencyRecord, NewOrder, StoredResponse};
 use printworks::webhooks::{Secret, adyen, stripe};
 
 const STRIPE_SECRET: &str = "whsec_test_printworks";

@@ -48,7 +48,7 @@ impl ProductionEvents {
         ProductionEvents::new(
             store.clone(),
             store,
-            Arc::new(printworks::ports::SystemClock),
+            Arc::new(printworks::clock::SystemClock),
         )
     }
 }

@@ -106,7 +106,7 @@ impl Renderer {
             orders: Arc::new(DynamoStore::from_sdk(sdk, &aws.orders_table)),
             uploads: Arc::new(S3Blobs::from_sdk(sdk, &aws.uploads_bucket, path_style)),
             prints: Arc::new(S3Blobs::from_sdk(sdk, &aws.prints_bucket, path_style)),
-            clock: Arc::new(printworks::ports::SystemClock),
+            clock: Arc::new(printworks::clock::SystemClock),
         };
         Renderer::new(config, ports)
     }

@@ -5,9 +5,10 @@
 use super::*;
 use printworks::adapters::local::db::{Db, Durability};
 use printworks::adapters::local::store::SqliteStore;
+use printworks::clock::SystemClock;
 use printworks::domain::order::OrderId;
 use printworks::domain::tenant::TenantId;
-use printworks::ports::{PresignedRequest, SystemClock};
+use printworks::ports::PresignedRequest;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! The two adapter families, `aws` and `local`, and `smtp` (a shop's own
-//! mail server). Only `aws` imports `aws_sdk_*`.
+//! mail server). Only `aws` imports `aws_sdk_*`. [`mime`] builds the one
+//! MIME message all of their mailers send.
 
 #[cfg(any(
     feature = "aws-dynamodb",
@@ -12,5 +13,6 @@
 pub mod aws;
 #[cfg(feature = "local")]
 pub mod local;
+pub mod mime;
 #[cfg(feature = "smtp")]
 pub mod smtp;

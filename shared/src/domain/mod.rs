@@ -1,4 +1,6 @@
-//! The domain: no I/O, no AWS crate (DESIGN rule 1).
+//! The domain: no I/O, no AWS crate, and no import of any module above it
+//! (ports, adapters, the payment providers, config...): everything else
+//! builds on the domain, never the other way round.
 //!
 //! - [`catalog`]: products, geometry, prices, plants, VAT and shipping rates
 //! - [`money`]: integer minor units with a currency
@@ -9,6 +11,8 @@
 //! - [`events`]: the event envelope
 //! - [`payment`]: the checkout, provider events and what they do to an order
 //! - [`notify`]: who is told what, on which channel; daily caps; webhook signatures
+//! - [`signature`]: the timestamped HMAC-SHA256 signature scheme (Stripe's)
+//!   that Stripe's events and printworks' tenant calls share
 //! - [`production`]: the plant choice, print jobs and plant status reports
 //! - [`tenant`]: tenants and API keys
 
@@ -21,5 +25,6 @@ pub mod order;
 pub mod payment;
 pub mod pricing;
 pub mod production;
+pub mod signature;
 pub mod state;
 pub mod tenant;

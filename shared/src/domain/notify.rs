@@ -97,9 +97,10 @@ pub fn mint_webhook_secret() -> String {
 pub const WEBHOOK_SIGNATURE_HEADER: &str = "Printworks-Signature";
 
 /// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "{t}.{body}">`: Stripe's
-/// scheme, so a tenant can verify it with any Stripe-style verifier.
+/// scheme ([`super::signature`]), so a tenant can verify it with any
+/// Stripe-style verifier.
 pub fn webhook_signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    crate::webhooks::stripe::signature_header(&[secret.as_bytes()], timestamp, body)
+    super::signature::signature_header(&[secret.as_bytes()], timestamp, body)
 }
 
 /// The message templates, one per customer-facing event.
@@ -444,7 +445,12 @@ mod tests {
     #[test]
     fn signature_is_stripes_scheme() {
         let sig = webhook_signature("whsec_test", 1_700_000_000, b"{}");
-        let expected = crate::webhooks::stripe::sign(b"whsec_test", 1_700_000_000, b"{}");
+        let expected = super::super::signature::sign(b"whsec_test", 1_700_000_000, b"{}");
         assert_eq!(sig, format!("t=1700000000,v1={expected}"));
+        let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        assert_eq!(
+            super::super::signature::verify_signature(&sig, b"{}", &[b"whsec_test"], at),
+            Ok(())
+        );
     }
 }

@@ -19,8 +19,9 @@
 //! `pspReference:eventCode:success`: Adyen resends the same triple, and a
 //! `false` may be followed by a `true` for the same reference.
 
-use super::{Acknowledgement, PaymentProvider, Secret, WebhookError, hmac_sha256};
+use super::{Acknowledgement, PaymentProvider, Secret, WebhookError};
 use crate::domain::payment::{PaymentEventKind, PaymentNotification, ProviderAmount};
+use crate::domain::signature::hmac_sha256;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use subtle::ConstantTimeEq;

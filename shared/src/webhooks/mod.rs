@@ -11,21 +11,9 @@ pub mod adyen;
 pub mod stripe;
 
 use crate::domain::payment::PaymentNotification;
-use hmac::{Hmac, Mac};
+use crate::domain::signature::SignatureError;
 use serde::Deserialize;
-use sha2::Sha256;
 use time::OffsetDateTime;
-
-pub(crate) type HmacSha256 = Hmac<Sha256>;
-
-pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    // HMAC takes a key of any length.
-    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts any key length");
-    for part in parts {
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().into()
-}
 
 /// Why a webhook was refused. Every one of them is the sender's problem (a
 /// 4xx) and changes nothing.
@@ -48,6 +36,16 @@ pub enum WebhookError {
         provider: &'static str,
         reason: String,
     },
+}
+
+impl From<SignatureError> for WebhookError {
+    fn from(e: SignatureError) -> WebhookError {
+        match e {
+            SignatureError::Malformed(why) => WebhookError::MalformedSignature(why),
+            SignatureError::Stale(age) => WebhookError::StaleTimestamp(age),
+            SignatureError::Mismatch => WebhookError::BadSignature,
+        }
+    }
 }
 
 impl WebhookError {

@@ -18,15 +18,12 @@
 //! PaymentIntent; Stripe copies it to the charge), else by the
 //! PaymentIntent id of an earlier event (a dispute carries no metadata).
 
-use super::{Acknowledgement, HmacSha256, PaymentProvider, Secret, WebhookError, hmac_sha256};
+use super::{Acknowledgement, PaymentProvider, Secret, WebhookError};
 use crate::domain::payment::{PaymentEventKind, PaymentNotification, ProviderAmount};
-use hmac::Mac;
-use subtle::ConstantTimeEq;
+use crate::domain::signature;
 use time::OffsetDateTime;
 
 pub const SIGNATURE_HEADER: &str = "stripe-signature";
-/// Seconds a signature's timestamp may be away from now, in either direction.
-pub const TOLERANCE_SECS: i64 = 300;
 
 pub struct Stripe {
     secrets: Vec<Secret>,
@@ -38,92 +35,23 @@ impl Stripe {
     }
 }
 
-/// The hex `v1` signature of `body` at `timestamp` with `secret`.
-pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    hex::encode(hmac_sha256(
-        secret,
-        &[timestamp.to_string().as_bytes(), b".", body],
-    ))
-}
+/// The scheme itself (HMAC-SHA256 of `"{t}.{body}"`, the `t=...,v1=...`
+/// header) is [`crate::domain::signature`], shared with the tenant webhooks
+/// printworks signs; these are its names in Stripe's terms.
+pub use crate::domain::signature::{TOLERANCE_SECS, sign, signature_header};
 
-/// A whole `Stripe-Signature` header for `body`, one `v1` per secret.
-pub fn signature_header(secrets: &[&[u8]], timestamp: i64, body: &[u8]) -> String {
-    let mut header = format!("t={timestamp}");
-    for secret in secrets {
-        header.push_str(",v1=");
-        header.push_str(&sign(secret, timestamp, body));
-    }
-    header
-}
-
-/// The header's timestamp and its `v1` signatures (decoded); other schemes
-/// (`v0`) are ignored, as Stripe says.
-fn parse_header(raw: &str) -> Result<(i64, Vec<Vec<u8>>), WebhookError> {
-    let malformed = |why: &str| WebhookError::MalformedSignature(why.to_string());
-    let mut timestamp = None;
-    let mut signatures = Vec::new();
-    for part in raw.split(',') {
-        let Some((key, value)) = part.trim().split_once('=') else {
-            continue;
-        };
-        match key {
-            "t" if timestamp.is_some() => return Err(malformed("more than one t")),
-            "t" => {
-                timestamp = Some(
-                    value
-                        .parse::<i64>()
-                        .map_err(|_| malformed("t is not a number"))?,
-                )
-            }
-            "v1" => {
-                // A v1 that is not 64 hex digits can never match; skip it.
-                if let Ok(sig) = hex::decode(value)
-                    && sig.len() == 32
-                {
-                    signatures.push(sig);
-                }
-            }
-            _ => {}
-        }
-    }
-    let timestamp = timestamp.ok_or_else(|| malformed("no t"))?;
-    if signatures.is_empty() {
-        return Err(malformed("no v1 signature"));
-    }
-    Ok((timestamp, signatures))
-}
-
-/// Checks a `t=...,v1=...` header against `body`: the timestamp within
+/// Checks a `Stripe-Signature` header against `body`: the timestamp within
 /// [`TOLERANCE_SECS`] of `now`, and some `v1` equal (in constant time) to
-/// the HMAC-SHA256 of `"{t}.{body}"` under some secret. The scheme of
-/// Stripe's webhooks and of printworks' own tenant webhooks.
+/// the HMAC-SHA256 of `"{t}.{body}"` under some secret
+/// ([`signature::verify_signature`]). The scheme of Stripe's webhooks and of
+/// printworks' own tenant webhooks.
 pub fn verify_signature(
     header: &str,
     body: &[u8],
     secrets: &[&[u8]],
     now: OffsetDateTime,
 ) -> Result<(), WebhookError> {
-    let (timestamp, signatures) = parse_header(header)?;
-    let age = now.unix_timestamp().saturating_sub(timestamp);
-    if age.unsigned_abs() > TOLERANCE_SECS.unsigned_abs() {
-        return Err(WebhookError::StaleTimestamp(age));
-    }
-    let t = timestamp.to_string();
-    let mut matched = subtle::Choice::from(0);
-    for secret in secrets {
-        let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts any key length");
-        mac.update(t.as_bytes());
-        mac.update(b".");
-        mac.update(body);
-        let expected = mac.finalize().into_bytes();
-        for sig in &signatures {
-            matched |= expected.as_slice().ct_eq(sig);
-        }
-    }
-    if !bool::from(matched) {
-        return Err(WebhookError::BadSignature);
-    }
-    Ok(())
+    Ok(signature::verify_signature(header, body, secrets, now)?)
 }
 
 impl PaymentProvider for Stripe {

@@ -547,7 +547,7 @@ async fn emulator_render_from_s3_through_the_topic() {
         uploads,
         prints: prints.clone(),
         urls: Arc::new(printworks::fetch::UrlFetcher::new(Default::default()).unwrap()),
-        clock: Arc::new(printworks::ports::SystemClock),
+        clock: Arc::new(printworks::clock::SystemClock),
         limits: Default::default(),
         max_attempts: 4,
     };
@@ -616,7 +616,7 @@ async fn emulator_signed_webhooks_pay_the_order_and_reach_the_topic() {
         store.clone(),
         store.clone(),
         Arc::new(SecretsManagerSource::from_sdk(&f.sdk, &secret_arn)),
-        Arc::new(printworks::ports::SystemClock),
+        Arc::new(printworks::clock::SystemClock),
     );
     let webhook_router = payment_webhook::router(Arc::new(webhooks));
 
@@ -1040,16 +1040,18 @@ fn mime_header(message: &str, name: &str) -> Option<String> {
 #[tokio::test]
 async fn emulator_notify_sends_one_email_per_event_through_the_topic() {
     use aws_lambda_events::event::sqs::SqsEvent;
-    use notify::render::{MessageContext, Templates};
+    use notify::context::MessageContext;
+    use notify::templates::Templates;
     use notify::{Channels, Notifier};
     use printworks::adapters::aws::ses::SesMailer;
     use printworks::adapters::aws::sms::SnsSms;
+    use printworks::clock::SystemClock;
     use printworks::domain::events::EventType;
     use printworks::domain::locale::Locale;
     use printworks::domain::notify::{Channel, NOTIFY_EVENTS, Template, notification_id};
     use printworks::domain::order::OrderId;
     use printworks::ports::{
-        EventPublisher, NotificationStatus, NotificationStore, OrderStore, Outgoing, SystemClock,
+        EventPublisher, NotificationStatus, NotificationStore, OrderStore, Outgoing,
     };
 
     let Some(endpoint) = emulator() else { return };

@@ -2,7 +2,8 @@
 //! storefront would, then restarted.
 
 use printworks::adapters::local::blobs::FsBlobStore;
-use printworks::ports::{BlobStore, SystemClock};
+use printworks::clock::SystemClock;
+use printworks::ports::BlobStore;
 use printworks_tests::{openapi, request_example, seeded_key, spawn_app};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
@@ -464,7 +465,7 @@ async fn storefront_flow_over_http_survives_a_restart() {
     // tenant's get none (it has no customer e-mail and no webhook).
     let outbox = printworks::adapters::local::outbox::OutboxFolder::open(
         printworks_local::platform::outbox_dir(dir.path()),
-        std::sync::Arc::new(printworks::ports::SystemClock),
+        std::sync::Arc::new(printworks::clock::SystemClock),
     )
     .unwrap();
     let mut tries = 0;

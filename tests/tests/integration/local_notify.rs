@@ -6,12 +6,13 @@
 
 use axum::http::{HeaderMap, StatusCode};
 use printworks::adapters::local::outbox::OutboxFolder;
+use printworks::clock::SystemClock;
 use printworks::domain::locale::{CountryCode, Locale};
 use printworks::domain::money::Currency;
 use printworks::domain::notify::{TenantWebhook, mint_webhook_secret};
 use printworks::domain::order::OrderId;
 use printworks::domain::tenant::{PaymentSetup, Tenant, TenantId, TenantKind};
-use printworks::ports::{NotificationStatus, SystemClock};
+use printworks::ports::NotificationStatus;
 use printworks_local::platform::{self, NotifyOptions, Options};
 use printworks_local::seed;
 use printworks_tests::{photo, upload};

@@ -3,10 +3,11 @@
 //! sources that cannot be printed put the order on hold with a reason.
 
 use printworks::adapters::local::blobs::FsBlobStore;
+use printworks::clock::SystemClock;
 use printworks::domain::events::{EventEnvelope, EventType};
 use printworks::domain::order::OrderId;
 use printworks::domain::tenant::TenantId;
-use printworks::ports::{OrderStore, SystemClock};
+use printworks::ports::OrderStore;
 use printworks::render::probe::probe;
 use printworks_tests::{photo, seeded_key, spawn_app, upload};
 use reqwest::Client;

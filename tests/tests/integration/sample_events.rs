@@ -5,13 +5,12 @@ use events_publisher::handle as publish_batch;
 use printworks::adapters::local::bus::{LocalBus, QueueConfig};
 use printworks::adapters::local::db::{Db, Durability};
 use printworks::adapters::local::store::SqliteStore;
+use printworks::clock::SystemClock;
 use printworks::domain::catalog::Catalog;
 use printworks::domain::events::EventType;
 use printworks::domain::order::{Order, OrderId, OrderRequest};
 use printworks::domain::tenant::TenantId;
-use printworks::ports::{
-    IdempotencyRecord, NewOrder, OrderStore, StoredResponse, SystemClock, TenantStore,
-};
+use printworks::ports::{IdempotencyRecord, NewOrder, OrderStore, StoredResponse, TenantStore};
 use printworks_tests::{SAMPLE_ORDER_ID, api_router, repo_root, sample_key};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -206,9 +205,10 @@ async fn every_stream_batch_sample_is_relayed_to_the_bus() {
 
 #[tokio::test]
 async fn every_payment_webhook_sample_gets_its_expected_response() {
+    use printworks::clock::ManualClock;
     use printworks::domain::payment::PaymentStatus;
     use printworks::domain::tenant::{PaymentSetup, TenantId};
-    use printworks::ports::{FixedSecrets, ManualClock};
+    use printworks::ports::FixedSecrets;
     use printworks::webhooks::WebhookSecrets;
 
     let expected: BTreeMap<&str, (u16, &str)> = BTreeMap::from([
@@ -691,7 +691,7 @@ async fn every_notify_sample_tells_the_customer_once() {
                 printworks::fetch::UrlFetcher::new(Default::default()).unwrap(),
             )),
         },
-        templates: Arc::new(notify::render::Templates::builtin().unwrap().strict()),
+        templates: Arc::new(notify::templates::Templates::builtin().unwrap().strict()),
         caps: Default::default(),
         clock: Arc::new(SystemClock),
         lease: Duration::from_secs(120),

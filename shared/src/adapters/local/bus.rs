@@ -655,7 +655,7 @@ impl MessageQueue for LocalQueue {
 mod queue_tests {
     use super::*;
     use crate::adapters::local::db::Durability;
-    use crate::ports::ManualClock;
+    use crate::clock::ManualClock;
     use std::time::Instant;
 
     async fn setup(visibility: Duration) -> (tempfile::TempDir, LocalBus, Arc<ManualClock>) {

@@ -1,6 +1,7 @@
 use super::bus::{LocalBus, QueueConfig};
 use super::db::{Db, Durability};
 use super::store::SqliteStore;
+use crate::clock::ManualClock;
 use crate::domain::catalog::Catalog;
 use crate::domain::events::EventType;
 use crate::domain::locale::{CountryCode, Locale};
@@ -9,8 +10,7 @@ use crate::domain::order::{Order, OrderRequest};
 use crate::domain::state::OrderState;
 use crate::domain::tenant::{PaymentSetup, Tenant, TenantId, TenantKind};
 use crate::ports::{
-    Clock, IdempotencyRecord, ManualClock, NewOrder, OrderStore, PlaceOutcome, StoreError,
-    StoredResponse,
+    Clock, IdempotencyRecord, NewOrder, OrderStore, PlaceOutcome, StoreError, StoredResponse,
 };
 use std::sync::Arc;
 use std::time::Duration;

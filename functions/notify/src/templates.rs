@@ -1,20 +1,18 @@
-//! Message templates (minijinja), per-language catalogs and brands: what a
-//! customer reads, in their language and in the colours of the brand they
-//! bought from.
+//! The message templates (minijinja): what a customer reads, in their
+//! language and in the colours of the brand they bought from.
+//! [`Templates`] holds the compiled templates with the catalogs
+//! ([`crate::catalogs`]) and the brands ([`crate::brands`]) they use, and
+//! renders an e-mail ([`Templates::email`]) or a text message
+//! ([`Templates::sms`]) for a [`MessageContext`].
 //!
-//! # Layout
+//! # The templates
 //!
-//! - `brands.json`: [`Brands`], one [`Brand`] per white-label brand, with
-//!   the fallback brand `default`; checked when loaded.
-//! - `i18n/<lang>.json`: one flat catalog per language, key -> text with
-//!   `{name}` placeholders. Every catalog has the same keys and, per key,
-//!   the same placeholders as `en` ([`Templates::builtin`] checks).
-//! - `templates/email/<T>.html.j2` and `<T>.txt.j2` for every
-//!   [`Template`] `T` (extending `base.html.j2` / `base.txt.j2`; the text
-//!   template also holds the `subject` block), `templates/sms/<T>.txt.j2`
-//!   where [`Template::has_sms`]; `macros.html.j2`, `summary.*.j2` and
-//!   `address.*.j2` are shared pieces. All are compiled in; HTML templates
-//!   escape, text templates do not.
+//! `templates/email/<T>.html.j2` and `<T>.txt.j2` for every [`Template`]
+//! `T` (extending `base.html.j2` / `base.txt.j2`; the text template also
+//! holds the `subject` block), `templates/sms/<T>.txt.j2` where
+//! [`Template::has_sms`]; `macros.html.j2`, `summary.*.j2` and
+//! `address.*.j2` are shared pieces. All are compiled in; HTML templates
+//! escape, text templates do not.
 //!
 //! # In the templates
 //!
@@ -31,10 +29,11 @@
 //! - Money, percentages and dates arrive already formatted for the
 //!   language and ship-to country ([`crate::format`]): `order.total`,
 //!   `order.date`, `refund.amount`... There are no `money`/`date` filters;
-//!   the context is the list of what a template can show.
+//!   the context ([`crate::context`]) is the list of what a template can
+//!   show.
 //!
 //! The context: `lang`, `fallback_lang`, `colon` (`:`, or `\u{a0}:` in
-//! French), `brand` (a [`Brand`]), `ink` (`on_primary`, `on_accent`: a
+//! French), `brand` (a [`crate::brands::Brand`]), `ink` (`on_primary`, `on_accent`: a
 //! readable text colour on the brand's colours), `customer` (`name`,
 //! `first_name`), `order` (`id`, `number`, `date`, `reference`, `items`
 //! (`name`, `quantity`, `total`), `subtotal`, `shipping`, `vat`,
@@ -45,35 +44,24 @@
 //! Event data is read defensively: a missing or odd field gives the
 //! generic text, never an error.
 
-use crate::format;
+use crate::brands::{Brands, BrandsError};
+use crate::catalogs::{Catalog, CatalogError, I18n, check_catalogs, escape_html, parse_catalogs};
+use crate::context::{MessageContext, View};
 use minijinja::value::{Kwargs, Value};
-use minijinja::{AutoEscape, Environment, Error, ErrorKind, Output, State, UndefinedBehavior};
-use printworks::domain::events::EventEnvelope;
-use printworks::domain::locale::{CountryCode, Locale};
-use printworks::domain::money::Money;
+use minijinja::{AutoEscape, Environment, Error, Output, State, UndefinedBehavior};
+use printworks::domain::locale::Locale;
 use printworks::domain::notify::Template;
-use printworks::domain::order::{Order, OrderId};
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-// ----------------------------------------------------------------- errors --
-
+/// Why the templates could not be loaded, or a message not rendered.
 #[derive(Debug, thiserror::Error)]
-pub enum RenderError {
-    #[error("brands.json is not a list of brands")]
-    BrandsJson(#[source] serde_json::Error),
-    #[error("brand {id:?}: {reason}")]
-    InvalidBrand { id: String, reason: String },
-    #[error("catalog i18n/{lang}.json is not a flat object of strings")]
-    CatalogJson {
-        lang: &'static str,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("catalog i18n/{lang}.json: {reason}")]
-    InvalidCatalog { lang: &'static str, reason: String },
+pub enum TemplateError {
+    #[error(transparent)]
+    Brands(#[from] BrandsError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
     #[error("template {name} failed")]
     Template {
         name: String,
@@ -86,509 +74,12 @@ pub enum RenderError {
     EmptySubject(String),
 }
 
-fn template_error(name: &str) -> impl FnOnce(minijinja::Error) -> RenderError + '_ {
-    move |source| RenderError::Template {
+fn template_error(name: &str) -> impl FnOnce(minijinja::Error) -> TemplateError + '_ {
+    move |source| TemplateError::Template {
         name: name.to_string(),
         source,
     }
 }
-
-// ----------------------------------------------------------------- brands --
-
-/// A brand's colours, each `#rrggbb`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BrandColors {
-    pub primary: String,
-    pub accent: String,
-    pub text: String,
-    pub background: String,
-}
-
-/// Who a message comes from and how it looks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Brand {
-    /// What a tenant's `brand` names (`demo-posters`).
-    pub id: String,
-    /// As customers know it (`Demo Posters`).
-    pub name: String,
-    /// The display name of the `From` header.
-    pub from_name: String,
-    pub from_address: String,
-    pub support_email: String,
-    /// `https://...`, without a trailing slash.
-    pub website: String,
-    #[serde(default)]
-    pub logo_url: Option<String>,
-    /// The alphanumeric SMS sender (3 to 11 letters and digits); `None`
-    /// sends from the provider's number.
-    #[serde(default)]
-    pub sms_sender_id: Option<String>,
-    pub colors: BrandColors,
-}
-
-fn is_hex_color(raw: &str) -> bool {
-    raw.len() == 7 && raw.starts_with('#') && raw.bytes().skip(1).all(|b| b.is_ascii_hexdigit())
-}
-
-fn is_address(raw: &str) -> bool {
-    let mut parts = raw.split('@');
-    matches!(
-        (parts.next(), parts.next(), parts.next()),
-        (Some(local), Some(domain), None) if !local.is_empty() && domain.contains('.')
-            && !domain.starts_with('.') && !domain.ends_with('.')
-    ) && !raw.chars().any(|c| c.is_whitespace() || c.is_control())
-}
-
-fn is_https_url(raw: &str) -> bool {
-    raw.strip_prefix("https://")
-        .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
-        && !raw.chars().any(|c| c.is_whitespace() || c.is_control())
-}
-
-impl Brand {
-    fn check(&self) -> Result<(), String> {
-        let id_ok = !self.id.is_empty()
-            && self
-                .id
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !id_ok {
-            return Err("id must be lowercase letters, digits and dashes".into());
-        }
-        for (field, value) in [("name", &self.name), ("from_name", &self.from_name)] {
-            // from_name goes into a mail header: no line breaks.
-            if value.trim().is_empty() || value.chars().any(char::is_control) {
-                return Err(format!("{field} must be a non-empty line of text"));
-            }
-        }
-        for (field, value) in [
-            ("from_address", &self.from_address),
-            ("support_email", &self.support_email),
-        ] {
-            if !is_address(value) {
-                return Err(format!("{field} {value:?} is not an e-mail address"));
-            }
-        }
-        if !is_https_url(&self.website) || self.website.ends_with('/') {
-            return Err("website must be https://... without a trailing slash".into());
-        }
-        if let Some(logo) = &self.logo_url
-            && !is_https_url(logo)
-        {
-            return Err("logo_url must be an https URL".into());
-        }
-        if let Some(sender) = &self.sms_sender_id {
-            let ok = (3..=11).contains(&sender.len())
-                && sender.bytes().all(|b| b.is_ascii_alphanumeric())
-                && sender.bytes().any(|b| b.is_ascii_alphabetic());
-            if !ok {
-                return Err(format!(
-                    "sms_sender_id {sender:?} must be 3 to 11 letters and digits, with a letter"
-                ));
-            }
-        }
-        let c = &self.colors;
-        for (field, value) in [
-            ("primary", &c.primary),
-            ("accent", &c.accent),
-            ("text", &c.text),
-            ("background", &c.background),
-        ] {
-            if !is_hex_color(value) {
-                return Err(format!("colors.{field} {value:?} is not #rrggbb"));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The brands, from `brands.json`; always holds the brand `default`.
-#[derive(Debug, Clone)]
-pub struct Brands {
-    brands: Vec<Brand>,
-    default: usize,
-}
-
-const BRANDS_JSON: &str = include_str!("../brands.json");
-
-impl Brands {
-    /// The compiled-in `brands.json`.
-    pub fn builtin() -> Result<Brands, RenderError> {
-        Brands::from_json(BRANDS_JSON)
-    }
-
-    /// A JSON list of brands, each checked: colours `#rrggbb`, addresses
-    /// with one `@`, https website and logo, SMS sender 3 to 11
-    /// alphanumerics; ids unique, and a brand `default`.
-    pub fn from_json(raw: &str) -> Result<Brands, RenderError> {
-        let brands: Vec<Brand> = serde_json::from_str(raw).map_err(RenderError::BrandsJson)?;
-        let mut seen = BTreeSet::new();
-        for brand in &brands {
-            brand.check().map_err(|reason| RenderError::InvalidBrand {
-                id: brand.id.clone(),
-                reason,
-            })?;
-            if !seen.insert(brand.id.as_str()) {
-                return Err(RenderError::InvalidBrand {
-                    id: brand.id.clone(),
-                    reason: "listed twice".into(),
-                });
-            }
-        }
-        let default = brands
-            .iter()
-            .position(|b| b.id == "default")
-            .ok_or_else(|| RenderError::InvalidBrand {
-                id: "default".into(),
-                reason: "missing: the brand of tenants without one of their own".into(),
-            })?;
-        Ok(Brands { brands, default })
-    }
-
-    /// The brand `brand_id`, or `default` (with a warning) if there is none
-    /// by that id.
-    pub fn get(&self, brand_id: &str) -> &Brand {
-        self.find(brand_id).unwrap_or_else(|| {
-            tracing::warn!(brand = brand_id, "unknown brand, using the default brand");
-            &self.brands[self.default]
-        })
-    }
-
-    /// The brand `brand_id`, if there is one.
-    pub fn find(&self, brand_id: &str) -> Option<&Brand> {
-        self.brands.iter().find(|b| b.id == brand_id)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Brand> {
-        self.brands.iter()
-    }
-}
-
-// --------------------------------------------------------------- catalogs --
-
-type Catalog = BTreeMap<String, String>;
-
-/// The hold codes the earlier stages set (`details.code` of
-/// `OrderOnHold`), each with a `hold.<code>` text; any other code reads
-/// `hold.other`.
-pub const HOLD_CODES: [&str; 12] = [
-    "unsupported_format",
-    "too_many_pixels",
-    "file_too_large",
-    "corrupt_image",
-    "resolution_too_low",
-    "bad_crop",
-    "source_unavailable",
-    "unknown_product",
-    "no_plant",
-    "production_failed",
-    "refunded",
-    "chargeback",
-];
-
-const CATALOG_SOURCES: [(Locale, &str); 6] = [
-    (Locale::De, include_str!("../i18n/de.json")),
-    (Locale::En, include_str!("../i18n/en.json")),
-    (Locale::Fr, include_str!("../i18n/fr.json")),
-    (Locale::It, include_str!("../i18n/it.json")),
-    (Locale::Nl, include_str!("../i18n/nl.json")),
-    (Locale::Es, include_str!("../i18n/es.json")),
-];
-
-fn parse_catalogs() -> Result<HashMap<Locale, Catalog>, RenderError> {
-    CATALOG_SOURCES
-        .iter()
-        .map(|(lang, raw)| {
-            serde_json::from_str::<Catalog>(raw)
-                .map(|catalog| (*lang, catalog))
-                .map_err(|source| RenderError::CatalogJson {
-                    lang: lang.code(),
-                    source,
-                })
-        })
-        .collect()
-}
-
-/// The `{name}` placeholders of a catalog text.
-fn placeholders(text: &str) -> BTreeSet<&str> {
-    let mut found = BTreeSet::new();
-    let mut rest = text;
-    while let Some(open) = rest.find('{') {
-        rest = &rest[open + 1..];
-        if let Some(close) = rest.find('}') {
-            let name = &rest[..close];
-            if is_placeholder_name(name) {
-                found.insert(name);
-                rest = &rest[close + 1..];
-            }
-        }
-    }
-    found
-}
-
-fn is_placeholder_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-}
-
-/// Every language has the keys of `en` and no others, with the same
-/// placeholders per key; `en` has the texts the code picks by name.
-fn check_catalogs(catalogs: &HashMap<Locale, Catalog>) -> Result<(), RenderError> {
-    let invalid = |lang: Locale, reason: String| RenderError::InvalidCatalog {
-        lang: lang.code(),
-        reason,
-    };
-    let en = catalogs
-        .get(&Locale::En)
-        .ok_or_else(|| invalid(Locale::En, "missing".into()))?;
-    let mut required: Vec<String> = HOLD_CODES.iter().map(|c| format!("hold.{c}")).collect();
-    required.extend(
-        [
-            "hold.other",
-            "cancel.customer",
-            "cancel.refunded",
-            "cancel.chargeback",
-        ]
-        .map(String::from),
-    );
-    required.extend(
-        CountryCode::ALL
-            .iter()
-            .map(|c| format!("country.{}", c.code())),
-    );
-    for template in Template::ALL {
-        for part in ["subject", "heading", "intro"] {
-            required.push(format!("{}.{part}", template.name()));
-        }
-    }
-    if let Some(key) = required.iter().find(|k| !en.contains_key(k.as_str())) {
-        return Err(invalid(Locale::En, format!("no text for {key}")));
-    }
-    for lang in Locale::ALL {
-        let catalog = catalogs
-            .get(&lang)
-            .ok_or_else(|| invalid(lang, "missing".into()))?;
-        if let Some(key) = en.keys().find(|k| !catalog.contains_key(*k)) {
-            return Err(invalid(lang, format!("no text for {key} (en has one)")));
-        }
-        if let Some(key) = catalog.keys().find(|k| !en.contains_key(*k)) {
-            return Err(invalid(lang, format!("{key} is not a key of en")));
-        }
-        for (key, text) in catalog {
-            if text.trim().is_empty() {
-                return Err(invalid(lang, format!("{key} is empty")));
-            }
-            if placeholders(text) != placeholders(&en[key]) {
-                return Err(invalid(
-                    lang,
-                    format!("{key} has other placeholders than in en"),
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The catalogs and the lookup behind `t()`.
-struct I18n {
-    catalogs: HashMap<Locale, Catalog>,
-    strict: AtomicBool,
-}
-
-fn context_locale(state: &State, name: &str) -> Option<Locale> {
-    state
-        .lookup(name)
-        .and_then(|v| v.as_str().and_then(Locale::parse))
-}
-
-impl I18n {
-    fn text(&self, lang: Locale, key: &str) -> Option<&str> {
-        self.catalogs
-            .get(&lang)
-            .and_then(|c| c.get(key))
-            .map(String::as_str)
-    }
-
-    /// `t(key, **kwargs)`.
-    fn translate(&self, state: &State, key: &str, kwargs: &Kwargs) -> Result<Value, Error> {
-        let strict = self.strict.load(Ordering::Relaxed);
-        let lang = context_locale(state, "lang").ok_or_else(|| {
-            Error::new(
-                ErrorKind::InvalidOperation,
-                "t() needs `lang` in the context",
-            )
-        })?;
-        let text = match self.text(lang, key) {
-            Some(text) => text,
-            None if strict => {
-                return Err(Error::new(
-                    ErrorKind::UndefinedError,
-                    format!("catalog {} has no key {key:?}", lang.code()),
-                ));
-            }
-            None => {
-                let fallback = context_locale(state, "fallback_lang").unwrap_or(Locale::En);
-                tracing::warn!(
-                    key,
-                    lang = lang.code(),
-                    fallback = fallback.code(),
-                    template = state.name(),
-                    "catalog key missing, using the fallback language"
-                );
-                [fallback, Locale::En]
-                    .into_iter()
-                    .find_map(|l| self.text(l, key))
-                    .unwrap_or(key)
-            }
-        };
-        let html = !matches!(state.auto_escape(), AutoEscape::None);
-        let mut args = Vec::new();
-        for name in kwargs.args() {
-            let value: Value = kwargs.peek(name)?;
-            // none/undefined count as missing.
-            if value.is_none() || value.is_undefined() {
-                continue;
-            }
-            let shown = if html && !value.is_safe() {
-                escape_html(&value.to_string())
-            } else {
-                value.to_string()
-            };
-            args.push((name, shown));
-        }
-        let filled = fill(text, &args, html);
-        if !filled.missing.is_empty() {
-            if strict {
-                return Err(Error::new(
-                    ErrorKind::MissingArgument,
-                    format!(
-                        "{key:?} ({}) needs {}",
-                        lang.code(),
-                        filled.missing.join(", ")
-                    ),
-                ));
-            }
-            tracing::warn!(
-                key,
-                lang = lang.code(),
-                missing = ?filled.missing,
-                template = state.name(),
-                "catalog text left with placeholders"
-            );
-        }
-        if strict {
-            let unused: Vec<&str> = kwargs
-                .args()
-                .filter(|name| !filled.used.contains(name))
-                .collect();
-            if !unused.is_empty() {
-                return Err(Error::new(
-                    ErrorKind::TooManyArguments,
-                    format!(
-                        "{key:?} ({}) does not use {}",
-                        lang.code(),
-                        unused.join(", ")
-                    ),
-                ));
-            }
-        }
-        Ok(if html {
-            Value::from_safe_string(filled.text)
-        } else {
-            Value::from(filled.text)
-        })
-    }
-}
-
-/// `&`, `<`, `>`, `"` and `'` as entities: enough for HTML text and quoted
-/// attributes. (minijinja's own escaping also turns `/` into `&#x2f;`,
-/// which makes every link in an e-mail's source unreadable and trips
-/// naive link rewriters.)
-fn escape_html(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len() + 16);
-    for c in raw.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// How `{{ value }}` is written: strings escaped with [`escape_html`] in
-/// HTML templates, everything else as minijinja writes it.
-fn write_value(out: &mut Output, state: &State, value: &Value) -> Result<(), Error> {
-    let plain = value.is_safe() || value.is_none() || value.is_undefined();
-    if matches!(state.auto_escape(), AutoEscape::Html) && !plain {
-        out.write_str(&escape_html(&value.to_string()))?;
-        Ok(())
-    } else {
-        minijinja::escape_formatter(out, state, value)
-    }
-}
-
-struct Filled<'a> {
-    text: String,
-    used: BTreeSet<&'a str>,
-    missing: Vec<String>,
-}
-
-/// `text` with each `{name}` replaced by its argument (already escaped
-/// for HTML where needed); the rest of `text` escaped in HTML. A
-/// placeholder without argument stays as it is.
-fn fill<'a>(text: &str, args: &[(&'a str, String)], html: bool) -> Filled<'a> {
-    let push = |out: &mut String, literal: &str| {
-        if html {
-            out.push_str(&escape_html(literal));
-        } else {
-            out.push_str(literal);
-        }
-    };
-    let mut out = String::with_capacity(text.len() + 32);
-    let mut used = BTreeSet::new();
-    let mut missing = Vec::new();
-    let mut rest = text;
-    while let Some(open) = rest.find('{') {
-        push(&mut out, &rest[..open]);
-        let after = &rest[open + 1..];
-        let name = after.find('}').map(|close| &after[..close]);
-        match name {
-            Some(name) if is_placeholder_name(name) => {
-                match args.iter().find(|(n, _)| *n == name) {
-                    Some((n, value)) => {
-                        out.push_str(value);
-                        used.insert(*n);
-                    }
-                    None => {
-                        push(&mut out, &format!("{{{name}}}"));
-                        missing.push(name.to_string());
-                    }
-                }
-                rest = &after[name.len() + 1..];
-            }
-            _ => {
-                push(&mut out, "{");
-                rest = after;
-            }
-        }
-    }
-    push(&mut out, rest);
-    Filled {
-        text: out,
-        used,
-        missing,
-    }
-}
-
-// -------------------------------------------------------------- templates --
 
 macro_rules! template_sources {
     ($($name:literal),* $(,)?) => {
@@ -643,18 +134,6 @@ pub struct RenderedEmail {
     pub html: String,
 }
 
-/// What a message is about and for whom.
-#[derive(Debug, Clone, Copy)]
-pub struct MessageContext<'a> {
-    pub brand: &'a Brand,
-    /// The order's locale.
-    pub language: Locale,
-    /// The tenant's default locale (lenient mode's first fallback).
-    pub fallback: Locale,
-    pub order: &'a Order,
-    pub event: &'a EventEnvelope,
-}
-
 /// The compiled templates with their catalogs and brands.
 pub struct Templates {
     env: Environment<'static>,
@@ -677,7 +156,7 @@ impl std::fmt::Debug for Templates {
 impl Templates {
     /// The compiled-in templates, catalogs and brands, lenient; fails if a
     /// catalog's keys differ from `en`'s or a template is missing.
-    pub fn builtin() -> Result<Templates, RenderError> {
+    pub fn builtin() -> Result<Templates, TemplateError> {
         let catalogs = parse_catalogs()?;
         check_catalogs(&catalogs)?;
         Templates::assemble(catalogs, Brands::builtin()?)
@@ -698,7 +177,7 @@ impl Templates {
     fn assemble(
         catalogs: HashMap<Locale, Catalog>,
         brands: Brands,
-    ) -> Result<Templates, RenderError> {
+    ) -> Result<Templates, TemplateError> {
         let i18n = Arc::new(I18n {
             catalogs,
             strict: AtomicBool::new(false),
@@ -743,7 +222,7 @@ impl Templates {
         &self,
         template: Template,
         ctx: &MessageContext<'_>,
-    ) -> Result<RenderedEmail, RenderError> {
+    ) -> Result<RenderedEmail, TemplateError> {
         let view = View::new(template, ctx);
         let (html_name, text_name) = email_names(template);
         let html = self
@@ -761,7 +240,7 @@ impl Templates {
             .map_err(template_error(&text_name))?;
         let subject = one_line(&subject);
         if subject.is_empty() {
-            return Err(RenderError::EmptySubject(text_name));
+            return Err(TemplateError::EmptySubject(text_name));
         }
         Ok(RenderedEmail {
             subject,
@@ -771,9 +250,13 @@ impl Templates {
     }
 
     /// The text message of `template` (only where [`Template::has_sms`]).
-    pub fn sms(&self, template: Template, ctx: &MessageContext<'_>) -> Result<String, RenderError> {
+    pub fn sms(
+        &self,
+        template: Template,
+        ctx: &MessageContext<'_>,
+    ) -> Result<String, TemplateError> {
         if !template.has_sms() {
-            return Err(RenderError::NoSms(template.name()));
+            return Err(TemplateError::NoSms(template.name()));
         }
         let name = sms_name(template);
         let view = View::new(template, ctx);
@@ -815,286 +298,33 @@ fn tidy_text(text: &str) -> String {
     out
 }
 
-/// The number customers see: the last 8 hex digits of the order id,
-/// upper-cased (`ord_...8f90a1b2` -> `8F90A1B2`).
-pub fn short_order_number(id: &OrderId) -> String {
-    let hex = id.as_str().strip_prefix("ord_").unwrap_or(id.as_str());
-    let start = hex.len().saturating_sub(8);
-    hex.get(start..).unwrap_or(hex).to_ascii_uppercase()
-}
-
-// ---------------------------------------------------------------- context --
-
-#[derive(Serialize)]
-struct View<'a> {
-    lang: &'static str,
-    fallback_lang: &'static str,
-    colon: &'static str,
-    brand: &'a Brand,
-    ink: Ink,
-    customer: CustomerView<'a>,
-    order: OrderView<'a>,
-    hold: HoldView,
-    shipments: Vec<ShipmentView>,
-    sms_tracking: Option<String>,
-    cancel: CancelView,
-    refund: RefundView,
-}
-
-#[derive(Serialize)]
-struct Ink {
-    on_primary: &'static str,
-    on_accent: &'static str,
-}
-
-#[derive(Serialize)]
-struct CustomerView<'a> {
-    name: &'a str,
-    first_name: &'a str,
-}
-
-#[derive(Serialize)]
-struct OrderView<'a> {
-    id: &'a str,
-    number: String,
-    date: String,
-    reference: Option<&'a str>,
-    items: Vec<ItemView<'a>>,
-    subtotal: String,
-    shipping: String,
-    vat: String,
-    vat_rate: String,
-    total: String,
-    ship_to: AddressView,
-    pay_url: String,
-}
-
-#[derive(Serialize)]
-struct ItemView<'a> {
-    name: &'a str,
-    quantity: u32,
-    total: String,
-}
-
-#[derive(Serialize)]
-struct AddressView {
-    lines: Vec<String>,
-    /// The catalog key of the country's name.
-    country: String,
-}
-
-#[derive(Serialize, Default)]
-struct HoldView {
-    key: String,
-    item: Option<String>,
-}
-
-#[derive(Serialize)]
-struct ShipmentView {
-    carrier: String,
-    tracking: String,
-    url: Option<String>,
-}
-
-#[derive(Serialize, Default)]
-struct CancelView {
-    key: &'static str,
-}
-
-#[derive(Serialize, Default)]
-struct RefundView {
-    amount: Option<String>,
-    /// The refunded total, when it differs from `amount`.
-    refunded: Option<String>,
-    kind: Option<&'static str>,
-}
-
-/// At most this many shipments are listed (event data comes from plants).
-const MAX_SHIPMENTS: usize = 20;
-
-/// A string from outside, made fit to show: trimmed, without control
-/// characters, at most `max` characters.
-fn clean(raw: &str, max: usize) -> String {
-    raw.trim()
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(max)
-        .collect()
-}
-
-/// `#ffffff` or `#111111`, whichever reads better on `background`
-/// (WCAG contrast).
-fn readable_on(background: &str) -> &'static str {
-    let channel = |i: usize| {
-        background
-            .get(i..i + 2)
-            .and_then(|h| u8::from_str_radix(h, 16).ok())
-            .map_or(0.0, |v| {
-                let c = f64::from(v) / 255.0;
-                if c <= 0.03928 {
-                    c / 12.92
-                } else {
-                    ((c + 0.055) / 1.055).powf(2.4)
-                }
-            })
-    };
-    let luminance = 0.2126 * channel(1) + 0.7152 * channel(3) + 0.0722 * channel(5);
-    let on_white = 1.05 / (luminance + 0.05);
-    let on_black = (luminance + 0.05) / 0.05;
-    if on_white >= on_black {
-        "#ffffff"
+/// How `{{ value }}` is written: strings escaped with [`escape_html`] in
+/// HTML templates, everything else as minijinja writes it.
+fn write_value(out: &mut Output, state: &State, value: &Value) -> Result<(), Error> {
+    let plain = value.is_safe() || value.is_none() || value.is_undefined();
+    if matches!(state.auto_escape(), AutoEscape::Html) && !plain {
+        out.write_str(&escape_html(&value.to_string()))?;
+        Ok(())
     } else {
-        "#111111"
-    }
-}
-
-impl<'a> View<'a> {
-    fn new(template: Template, ctx: &MessageContext<'a>) -> View<'a> {
-        let order = ctx.order;
-        let lang = ctx.language;
-        let data = &ctx.event.data;
-        let country = order.shipping.address.country;
-        let money = |m: Money| format::money(m, lang, country);
-        let address = &order.shipping.address;
-        let mut lines = vec![address.name.clone()];
-        lines.extend(address.company.clone());
-        lines.push(address.line1.clone());
-        lines.extend(address.line2.clone());
-        lines.push(format!("{} {}", address.postal_code, address.city));
-        let customer_name = order.customer.name.as_str();
-        let mut view = View {
-            lang: lang.code(),
-            fallback_lang: ctx.fallback.code(),
-            colon: if lang == Locale::Fr { "\u{a0}:" } else { ":" },
-            brand: ctx.brand,
-            ink: Ink {
-                on_primary: readable_on(&ctx.brand.colors.primary),
-                on_accent: readable_on(&ctx.brand.colors.accent),
-            },
-            customer: CustomerView {
-                name: customer_name,
-                first_name: customer_name
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or(customer_name),
-            },
-            order: OrderView {
-                id: order.id.as_str(),
-                number: short_order_number(&order.id),
-                date: format::date(format::customer_date(order.created_at), lang),
-                reference: order.reference.as_deref(),
-                items: order
-                    .items
-                    .iter()
-                    .map(|item| ItemView {
-                        name: &item.name,
-                        quantity: item.quantity,
-                        total: money(item.line_total),
-                    })
-                    .collect(),
-                subtotal: money(order.totals.subtotal),
-                shipping: money(order.totals.shipping),
-                vat: money(order.totals.vat),
-                vat_rate: format::percent_bp(order.totals.vat_rate_bp, lang),
-                total: money(order.totals.total),
-                ship_to: AddressView {
-                    lines,
-                    country: format!("country.{}", country.code()),
-                },
-                pay_url: format!("{}/orders/{}/pay", ctx.brand.website, order.id),
-            },
-            hold: HoldView::default(),
-            shipments: Vec::new(),
-            sms_tracking: None,
-            cancel: CancelView::default(),
-            refund: RefundView::default(),
-        };
-        match template {
-            Template::OrderOnHold => {
-                let code = data.pointer("/details/code").and_then(|v| v.as_str());
-                let key = match code {
-                    Some(code) if HOLD_CODES.contains(&code) => format!("hold.{code}"),
-                    _ => "hold.other".to_string(),
-                };
-                let item = data
-                    .pointer("/details/line")
-                    .and_then(|v| v.as_u64())
-                    .and_then(|line| order.items.iter().find(|i| u64::from(i.line) == line))
-                    .map(|i| i.name.clone());
-                view.hold = HoldView { key, item };
-            }
-            Template::OrderShipped => {
-                view.shipments = data
-                    .get("shipments")
-                    .and_then(|v| v.as_array())
-                    .map(|list| {
-                        list.iter()
-                            .filter_map(|s| {
-                                let carrier = clean(s.get("carrier")?.as_str()?, 60);
-                                let tracking = clean(s.get("tracking")?.as_str()?, 80);
-                                (!carrier.is_empty() && !tracking.is_empty()).then(|| {
-                                    ShipmentView {
-                                        url: format::tracking_url(&carrier, &tracking),
-                                        carrier,
-                                        tracking,
-                                    }
-                                })
-                            })
-                            .take(MAX_SHIPMENTS)
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                view.sms_tracking =
-                    view.shipments
-                        .iter()
-                        .find_map(|s| s.url.clone())
-                        .or_else(|| {
-                            view.shipments
-                                .first()
-                                .map(|s| format!("{} {}", s.carrier, s.tracking))
-                        });
-            }
-            Template::OrderCancelled => {
-                let reason = data
-                    .get("reason")
-                    .and_then(|v| v.as_str())
-                    .or(order.cancel_reason.as_deref());
-                view.cancel.key = match reason {
-                    Some("refunded") => "cancel.refunded",
-                    Some("chargeback") => "cancel.chargeback",
-                    _ => "cancel.customer",
-                };
-            }
-            Template::PaymentRefunded => {
-                let read = |field: &str| data.get(field).and_then(|v| Money::deserialize(v).ok());
-                let amount = read("amount");
-                let refunded = read("refunded").filter(|r| Some(*r) != amount);
-                view.refund = RefundView {
-                    amount: amount.map(money),
-                    refunded: amount.and(refunded).map(money),
-                    kind: match data.get("full").and_then(|v| v.as_bool()) {
-                        Some(true) => Some("full"),
-                        Some(false) => Some("partial"),
-                        None => None,
-                    },
-                };
-            }
-            Template::OrderPlaced
-            | Template::OrderPaid
-            | Template::PaymentFailed
-            | Template::PaymentActionRequired => {}
-        }
-        view
+        minijinja::escape_formatter(out, state, value)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalogs::placeholders;
+    use crate::context::short_order_number;
+    use crate::format;
+    use minijinja::ErrorKind;
+    use printworks::domain::events::EventEnvelope;
     use printworks::domain::events::EventType;
     use printworks::domain::money::Currency;
+    use printworks::domain::money::Money;
+    use printworks::domain::order::Order;
     use printworks::testing::paid_order;
     use serde_json::json;
+    use std::collections::BTreeSet;
     use time::macros::datetime;
 
     fn strict() -> Templates {
@@ -1597,7 +827,7 @@ mod tests {
                         } else {
                             assert!(matches!(
                                 templates.sms(template, &ctx),
-                                Err(RenderError::NoSms(_))
+                                Err(TemplateError::NoSms(_))
                             ));
                             None
                         };
@@ -1615,43 +845,6 @@ mod tests {
             rendered,
             6 * 2 * templates.brands().iter().count() * cases(&sample).len()
         );
-    }
-
-    #[test]
-    fn catalogs_have_identical_keys_and_placeholders() {
-        let catalogs = parse_catalogs().expect("catalogs parse");
-        check_catalogs(&catalogs).expect("catalogs agree");
-        let en: Vec<&String> = catalogs[&Locale::En].keys().collect();
-        for lang in Locale::ALL {
-            let keys: Vec<&String> = catalogs[&lang].keys().collect();
-            assert_eq!(keys, en, "{}", lang.code());
-            for (key, text) in &catalogs[&lang] {
-                assert_eq!(
-                    placeholders(text),
-                    placeholders(&catalogs[&Locale::En][key]),
-                    "{key}"
-                );
-            }
-        }
-        // The check itself fails on a missing key, an extra key, or other placeholders.
-        let mut broken = catalogs.clone();
-        broken
-            .get_mut(&Locale::It)
-            .map(|c| c.remove("hold.bad_crop"));
-        assert!(matches!(
-            check_catalogs(&broken),
-            Err(RenderError::InvalidCatalog { lang: "it", .. })
-        ));
-        let mut broken = catalogs.clone();
-        broken
-            .get_mut(&Locale::Nl)
-            .map(|c| c.insert("common.extra".into(), "x".into()));
-        assert!(check_catalogs(&broken).is_err());
-        let mut broken = catalogs;
-        broken
-            .get_mut(&Locale::Es)
-            .map(|c| c.insert("common.greeting".into(), "Hola, {nombre}:".into()));
-        assert!(check_catalogs(&broken).is_err());
     }
 
     fn without_key(lang: Locale, key: &str) -> Templates {
@@ -1677,7 +870,7 @@ mod tests {
         let err = templates
             .email(Template::OrderShipped, &ctx)
             .expect_err("a missing key fails");
-        let RenderError::Template { name, source } = &err else {
+        let TemplateError::Template { name, source } = &err else {
             panic!("not a template error: {err:?}");
         };
         assert!(name.starts_with("email/order_shipped"), "{name}");
@@ -1840,98 +1033,11 @@ mod tests {
     }
 
     #[test]
-    fn placeholders_are_filled_and_other_braces_kept() {
-        let args = [("name", "Ada".to_string()), ("x", "&lt;".to_string())];
-        let filled = fill("Hi {name}, {x} { y } {Name} {} {", &args, false);
-        assert_eq!(filled.text, "Hi Ada, &lt; { y } {Name} {} {");
-        assert!(filled.missing.is_empty());
-        assert_eq!(filled.used.into_iter().collect::<Vec<_>>(), ["name", "x"]);
-        let filled = fill("<{name}> & {who}", &args[..1], true);
-        assert_eq!(filled.text, "&lt;Ada&gt; &amp; {who}");
-        assert_eq!(filled.missing, ["who"]);
-        assert_eq!(
-            placeholders("a {b} {C} {d_1} {} {e"),
-            BTreeSet::from(["b", "d_1"])
-        );
-    }
-
-    #[test]
     fn templates_can_be_shared_between_tasks() {
         fn shareable<T: Send + Sync + 'static>() {}
         shareable::<Templates>();
         shareable::<Brands>();
-        shareable::<RenderError>();
-    }
-
-    #[test]
-    fn short_numbers_and_readable_colours() {
-        let id = OrderId::parse("ord_0192f1f0a0b07c3e9d2a4b5c6d7e8f90").expect("an order id");
-        assert_eq!(short_order_number(&id), "6D7E8F90");
-        assert_eq!(readable_on("#1f2a44"), "#ffffff");
-        assert_eq!(readable_on("#edf2f4"), "#111111");
-        assert_eq!(readable_on("#d98e04"), "#111111");
-        assert_eq!(readable_on("#d90429"), "#ffffff");
-        assert_eq!(readable_on("#ffd166"), "#111111");
-    }
-
-    #[test]
-    fn brands_load_check_and_fall_back() {
-        let brands = Brands::builtin().expect("brands.json is valid");
-        let ids: Vec<&str> = brands.iter().map(|b| b.id.as_str()).collect();
-        assert_eq!(ids, ["default", "demo-posters", "demo-b2b", "acme"]);
-        let posters = brands.get("demo-posters");
-        assert_eq!(posters.from_address, "noreply@demo-posters.example");
-        assert_eq!(posters.support_email, "support@demo-posters.example");
-        assert_eq!(posters.sms_sender_id.as_deref(), Some("DemoPoster"));
-        assert_eq!(brands.get("no-such-brand").id, "default");
-        assert_eq!(
-            brands.get("default").from_address,
-            "orders@printworks.example"
-        );
-        assert!(brands.find("no-such-brand").is_none());
-
-        let base =
-            serde_json::to_value(brands.iter().cloned().collect::<Vec<_>>()).expect("serializes");
-        let with = |index: usize, pointer: &str, value: serde_json::Value| {
-            let mut doc = base.clone();
-            if let Some(slot) = doc[index].pointer_mut(pointer) {
-                *slot = value;
-            }
-            Brands::from_json(&doc.to_string())
-        };
-        assert!(with(1, "/id", json!("demo-posters")).is_ok());
-        for (pointer, value) in [
-            ("/colors/accent", json!("#ef23")),
-            ("/colors/text", json!("red")),
-            ("/from_address", json!("noreply.demo-posters.example")),
-            ("/support_email", json!("a@b@c.example")),
-            ("/sms_sender_id", json!("DemoPosters1")),
-            ("/sms_sender_id", json!("DP")),
-            ("/sms_sender_id", json!("Demo Poster")),
-            ("/sms_sender_id", json!("12345")),
-            ("/website", json!("http://demo-posters.example")),
-            ("/website", json!("https://demo-posters.example/")),
-            ("/from_name", json!("Demo\r\nBcc: x@y.example")),
-            ("/id", json!("acme")),
-        ] {
-            let result = with(1, pointer, value.clone());
-            assert!(
-                matches!(result, Err(RenderError::InvalidBrand { .. })),
-                "{pointer} = {value}"
-            );
-        }
-        // No default brand.
-        assert!(with(0, "/id", json!("printworks")).is_err());
-        assert!(matches!(
-            Brands::from_json("{}"),
-            Err(RenderError::BrandsJson(_))
-        ));
-        let mut doc = base.clone();
-        doc[0]["colour"] = json!("#ffffff");
-        assert!(
-            Brands::from_json(&doc.to_string()).is_err(),
-            "unknown fields are refused"
-        );
+        shareable::<TemplateError>();
     }
 
     #[test]
