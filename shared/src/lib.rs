@@ -16,7 +16,10 @@
 //! - `webhook_out` (feature `fetch`): signed tenant webhooks over the SSRF-safe fetcher.
 //! - `adapters::smtp` (feature `smtp`): e-mail through a shop's own SMTP server.
 //! - [`config`]: typed configuration from the environment.
-//! - `testing` (feature `testing`): fixtures for other crates' tests.
+//! - `testing` (feature `testing`): fixtures for other crates' tests: orders
+//!   moved along as the earlier stages would, `LocalEnv` (the local store,
+//!   bus and clock of the handler tests) and, with `testing-aws`, the AWS
+//!   emulator helpers.
 //! - [`telemetry`]: the one tracing init.
 //! - [`faults`]: the fault-injection switch (off unless a test turns it on).
 
