@@ -6,10 +6,6 @@
 //! without it the test says so and returns.
 
 mod aws_emulator {
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-        StreamSpecification, StreamViewType,
-    };
     use dispatch::{Dispatcher, Outcome, PlantQueues};
     use edge_agent::driver::{Ticket, file_name, ticket_name};
     use printworks::adapters::aws::dynamodb::DynamoStore;
@@ -20,6 +16,9 @@ mod aws_emulator {
     use printworks::domain::catalog::Catalog;
     use printworks::domain::production::{JobState, JobStatusReport};
     use printworks::ports::{BlobStore, MessageQueue, OrderStore};
+    use printworks::testing::emulator::{
+        create_bucket, create_orders_table, create_queue, endpoint as emulator, run_id,
+    };
     use printworks::testing::{paid_order, rendered};
     use sha2::{Digest, Sha256};
     use std::collections::{BTreeMap, BTreeSet};
@@ -27,88 +26,6 @@ mod aws_emulator {
     use std::process::{Child, Command, Stdio};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
-
-    /// The emulator endpoint (`AWS_ENDPOINT_URL`), as `printworks_tests::emulator`
-    /// says: missing, the test is skipped, unless
-    /// `PRINTWORKS_REQUIRE_EMULATOR=1`, then it fails.
-    fn emulator() -> Option<String> {
-        match std::env::var("AWS_ENDPOINT_URL")
-            .ok()
-            .filter(|v| !v.is_empty())
-        {
-            Some(endpoint) => Some(endpoint),
-            None if std::env::var("PRINTWORKS_REQUIRE_EMULATOR").as_deref() == Ok("1") => {
-                panic!("PRINTWORKS_REQUIRE_EMULATOR=1 but AWS_ENDPOINT_URL is not set")
-            }
-            None => {
-                eprintln!("AWS_ENDPOINT_URL not set: emulator test skipped (scripts/test runs it)");
-                None
-            }
-        }
-    }
-
-    /// The orders table as the other emulator tests (and the stack) define it.
-    async fn create_orders_table(sdk: &aws_config::SdkConfig, table: &str) {
-        let ddb = aws_sdk_dynamodb::Client::new(sdk);
-        let attr = |name: &str| {
-            AttributeDefinition::builder()
-                .attribute_name(name)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap()
-        };
-        let key = |name: &str, kind| {
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(kind)
-                .build()
-                .unwrap()
-        };
-        ddb.create_table()
-            .table_name(table)
-            .attribute_definitions(attr("pk"))
-            .attribute_definitions(attr("sk"))
-            .key_schema(key("pk", KeyType::Hash))
-            .key_schema(key("sk", KeyType::Range))
-            .billing_mode(BillingMode::PayPerRequest)
-            .stream_specification(
-                StreamSpecification::builder()
-                    .stream_enabled(true)
-                    .stream_view_type(StreamViewType::NewImage)
-                    .build()
-                    .unwrap(),
-            )
-            .send()
-            .await
-            .unwrap();
-    }
-
-    async fn create_bucket(sdk: &aws_config::SdkConfig, bucket: &str) {
-        S3Blobs::client(sdk, true)
-            .create_bucket()
-            .bucket(bucket)
-            .create_bucket_configuration(
-                aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
-                        sdk.region().unwrap().as_ref(),
-                    ))
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-    }
-
-    async fn create_queue(sdk: &aws_config::SdkConfig, name: &str) -> String {
-        aws_sdk_sqs::Client::new(sdk)
-            .create_queue()
-            .queue_name(name)
-            .send()
-            .await
-            .unwrap()
-            .queue_url
-            .unwrap()
-    }
 
     /// The agent process: killed when the test ends without stopping it,
     /// and its log printed when the test failed.
@@ -173,7 +90,7 @@ mod aws_emulator {
         let Some(endpoint) = emulator() else { return };
         let started = Instant::now();
         let sdk = load_sdk_config().await;
-        let run = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
+        let run = run_id();
         let (table, bucket) = (format!("orders-{run}"), format!("prints-{run}"));
         create_orders_table(&sdk, &table).await;
         create_bucket(&sdk, &bucket).await;

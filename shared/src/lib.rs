@@ -22,7 +22,10 @@
 //! - [`config`]: reading typed configuration from the environment ([`config::Vars`]).
 //! - [`topology`]: the queue topology, declared once (names, topic filters,
 //!   visibility timeouts, receive limits, dead-letter queues, consumers).
-//! - `testing` (feature `testing`): fixtures for other crates' tests.
+//! - `testing` (feature `testing`): fixtures for other crates' tests: orders
+//!   moved along as the earlier stages would, `LocalEnv` (the local store,
+//!   bus and clock of the handler tests) and, with `testing-aws`, the AWS
+//!   emulator helpers.
 //! - [`telemetry`]: the one tracing init.
 //! - [`faults`]: the fault-injection switch (off unless a test turns it on).
 

@@ -1,6 +1,13 @@
 //! Fixtures for the crates' tests (feature `testing`, dev-dependencies
 //! only): a B2B tenant, orders placed for it, and orders moved along as the
 //! earlier stages would move them, through the real domain functions.
+//!
+//! - [`local_env`] (with feature `local`, which `testing` turns on):
+//!   [`LocalEnv`], the temporary SQLite store, bus and manual clock the
+//!   handler tests of the functions run on.
+//! - `emulator` (feature `testing-aws`): the AWS emulator (moto server)
+//!   for the tests of `tests/` and of `edge-agent/tests` alike: whether it
+//!   is configured, and the tables, buckets and queues the tests create.
 
 use crate::domain::catalog::Catalog;
 use crate::domain::events::EventEnvelope;
@@ -11,6 +18,13 @@ use crate::domain::tenant::{PaymentSetup, Tenant, TenantId, TenantKind};
 use crate::ports::{IdempotencyRecord, NewOrder, StoredResponse};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
+
+#[cfg(feature = "testing-aws")]
+pub mod emulator;
+#[cfg(feature = "local")]
+pub mod local_env;
+#[cfg(feature = "local")]
+pub use local_env::LocalEnv;
 
 /// A B2B tenant (orders are paid by invoice when placed).
 pub fn b2b_tenant() -> Tenant {

@@ -2,9 +2,12 @@
 //!
 //! - [`spawn_app`]: the real local platform on port 0 with a fresh data dir
 //! - [`emulator`]: the AWS emulator's endpoint, when the test script set it
+//!   (`printworks::testing::emulator::endpoint`; that module, shared with
+//!   `edge-agent/tests`, also creates the emulator's tables, buckets, queues)
 //! - [`openapi`]: `infra/openapi.yaml` as JSON
 //! - [`sample_key`]: the API key the sample events in `events/` carry
 //! - [`photo`], [`upload`]: a generated JPEG, uploaded through the API
+//! - [`OrderForm`], [`place`]: an order request, placed over HTTP
 
 use printworks::clock::SystemClock;
 use printworks::domain::catalog::Catalog;
@@ -71,21 +74,7 @@ pub fn seeded_key(running: &Running, tenant: &str) -> String {
 /// The emulator endpoint (`AWS_ENDPOINT_URL`, set by `scripts/test`). When
 /// `PRINTWORKS_REQUIRE_EMULATOR=1` and it is missing, the test fails rather
 /// than skipping, so the script can insist that these tests really ran.
-pub fn emulator() -> Option<String> {
-    match std::env::var("AWS_ENDPOINT_URL")
-        .ok()
-        .filter(|v| !v.is_empty())
-    {
-        Some(endpoint) => Some(endpoint),
-        None if std::env::var("PRINTWORKS_REQUIRE_EMULATOR").as_deref() == Ok("1") => {
-            panic!("PRINTWORKS_REQUIRE_EMULATOR=1 but AWS_ENDPOINT_URL is not set")
-        }
-        None => {
-            eprintln!("AWS_ENDPOINT_URL not set: emulator test skipped (scripts/test runs it)");
-            None
-        }
-    }
-}
+pub use printworks::testing::emulator::endpoint as emulator;
 
 /// `infra/openapi.yaml` parsed into JSON.
 pub fn openapi() -> serde_json::Value {
@@ -176,4 +165,95 @@ pub async fn upload(
         assert_eq!(put.status(), 200);
     }
     res["upload_id"].as_str().unwrap().to_string()
+}
+
+/// An order request for `POST /v1/orders`, as the local tests place them:
+/// by default in German and euros, from and to "Print GmbH" in Hamburg
+/// (DE), shipped standard; the builder methods change what a test needs.
+#[derive(Debug, Clone)]
+pub struct OrderForm {
+    pub locale: String,
+    /// The customer's name, also the name on the address.
+    pub customer: String,
+    pub email: String,
+    pub method: String,
+    pub country: String,
+    pub postal_code: String,
+    pub city: String,
+    /// The request's `items` array.
+    pub items: Value,
+}
+
+impl OrderForm {
+    /// An order of `items` (the request's `items` array).
+    pub fn items(items: Value) -> OrderForm {
+        OrderForm {
+            locale: "de".into(),
+            customer: "Print GmbH".into(),
+            email: "ops@print.example".into(),
+            method: "standard".into(),
+            country: "DE".into(),
+            postal_code: "20457".into(),
+            city: "Hamburg".into(),
+            items,
+        }
+    }
+
+    /// An order of one `sku` with one photo: `{"upload_id": ...}` or `{"url": ...}`.
+    pub fn one(sku: &str, image: Value) -> OrderForm {
+        OrderForm::items(json!([{"sku": sku, "quantity": 1, "images": [image]}]))
+    }
+
+    pub fn locale(mut self, locale: &str) -> OrderForm {
+        self.locale = locale.into();
+        self
+    }
+
+    pub fn customer(mut self, name: &str, email: &str) -> OrderForm {
+        self.customer = name.into();
+        self.email = email.into();
+        self
+    }
+
+    pub fn express(mut self) -> OrderForm {
+        self.method = "express".into();
+        self
+    }
+
+    pub fn ship_to(mut self, country: &str, postal_code: &str, city: &str) -> OrderForm {
+        self.country = country.into();
+        self.postal_code = postal_code.into();
+        self.city = city.into();
+        self
+    }
+
+    /// The request body; the currency is the country's (CHF in CH, else EUR).
+    pub fn body(&self) -> Value {
+        json!({
+            "locale": self.locale,
+            "currency": if self.country == "CH" { "CHF" } else { "EUR" },
+            "customer": {"name": self.customer, "email": self.email},
+            "shipping": {"method": self.method, "address": {
+                "name": self.customer, "line1": "Hafenstr. 1", "postal_code": self.postal_code,
+                "city": self.city, "country": self.country}},
+            "items": self.items,
+        })
+    }
+}
+
+/// Places `form` through the API with `key` (a fresh idempotency key);
+/// asserts 201 Created and returns the created order.
+pub async fn place(client: &Client, base: &str, key: &str, form: &OrderForm) -> Value {
+    let res = client
+        .post(format!("{base}/v1/orders"))
+        .bearer_auth(key)
+        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .json(&form.body())
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let body = res.text().await.unwrap();
+    assert_eq!(status, 201, "placing {}: {body}", form.body());
+    serde_json::from_str(&body).unwrap()
 }

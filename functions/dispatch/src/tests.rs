@@ -2,70 +2,47 @@
 
 use super::*;
 use printworks::adapters::local::blobs::FsBlobStore;
-use printworks::adapters::local::bus::{LocalBus, QueueConfig};
-use printworks::adapters::local::db::{Db, Durability};
-use printworks::adapters::local::store::SqliteStore;
-use printworks::clock::ManualClock;
 use printworks::domain::production::Job;
-use printworks::testing::{paid_order, published, rendered};
+use printworks::testing::LocalEnv;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// The shared local environment with the plants' job queues, a prints
+/// store and the dispatcher on them.
 struct Env {
-    _dir: tempfile::TempDir,
-    store: SqliteStore,
-    bus: LocalBus,
+    local: LocalEnv,
     prints: Arc<FsBlobStore>,
-    clock: Arc<ManualClock>,
     dispatcher: Dispatcher,
 }
 
-fn queue_config() -> QueueConfig {
-    QueueConfig {
-        visibility_timeout: Duration::from_secs(30),
-        max_receive_count: 5,
-        dead_letter: None,
+impl std::ops::Deref for Env {
+    type Target = LocalEnv;
+    fn deref(&self) -> &LocalEnv {
+        &self.local
     }
 }
 
 async fn setup(plant_queues: &[&str]) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Arc::new(Db::open(dir.path().join("pw.sqlite"), Durability::Normal).unwrap());
-    let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
-    let store = SqliteStore::new(db.clone());
-    let bus = LocalBus::new(db, clock.clone());
-    bus.declare_queue("all", queue_config()).await.unwrap();
-    bus.subscribe("all", None).await.unwrap();
+    let local = LocalEnv::new().await;
+    local.subscribe_all().await;
     for plant in plant_queues {
-        bus.declare_queue(&format!("plant-{plant}-jobs"), queue_config())
-            .await
-            .unwrap();
+        local.declare_queue(&format!("plant-{plant}-jobs")).await;
     }
-    let prints = Arc::new(
-        FsBlobStore::open(
-            dir.path().join("prints"),
-            "http://127.0.0.1:9",
-            clock.clone(),
-        )
-        .unwrap(),
-    );
+    let prints = local.blobs("prints", "http://127.0.0.1:9");
     let catalog = Arc::new(Catalog::builtin().clone());
     let dispatcher = Dispatcher {
         plants: PlantQueues::for_plants(catalog.plants.keys(), |plant| {
-            Arc::new(bus.queue(&format!("plant-{plant}-jobs")))
+            Arc::new(local.bus.queue(&format!("plant-{plant}-jobs")))
         }),
         catalog,
-        orders: Arc::new(store.clone()),
-        production: Arc::new(store.clone()),
+        orders: local.store.clone(),
+        production: local.store.clone(),
         prints: prints.clone(),
-        clock: clock.clone(),
+        clock: local.clock.clone(),
         url_ttl: Duration::from_secs(3600),
     };
     Env {
-        _dir: dir,
-        store,
-        bus,
+        local,
         prints,
-        clock,
         dispatcher,
     }
 }
@@ -74,18 +51,9 @@ impl Env {
     /// A rendered order with its print files in the prints store; returns
     /// its `OrderRendered` event.
     async fn rendered(&self, items: &[(&str, u32)], country: &str) -> EventEnvelope {
-        let new = paid_order(items, country, self.clock.now());
-        let paid = new.order.clone();
-        self.store.place(new).await.unwrap();
-        let (next, event, files) = rendered(&paid, self.clock.now());
-        for (key, bytes) in files {
-            self.prints.put(&key, bytes, "image/jpeg").await.unwrap();
-        }
-        self.store
-            .transition(&next, &paid, vec![event.clone()])
-            .await
-            .unwrap();
-        published(&self.bus, "all").await;
+        let paid = self.place_paid(items, country).await;
+        let (_, event) = self.render(&paid, Some(self.prints.as_ref())).await;
+        self.published().await;
         event
     }
 
@@ -142,7 +110,7 @@ async fn a_rendered_order_goes_to_its_plant_as_one_job_per_copy() {
     assert_eq!(order.state, OrderState::Dispatched);
     let production = order.production.clone().unwrap();
     assert_eq!(env.open_jobs().await["muc"], 3);
-    assert_eq!(published(&env.bus, "all").await, ["OrderDispatched"]);
+    assert_eq!(env.published().await, ["OrderDispatched"]);
 
     let jobs = env.jobs("muc").await;
     assert!(env.jobs("btf").await.is_empty());
@@ -220,7 +188,7 @@ async fn a_redelivery_sends_the_same_job_ids_and_counts_once() {
         .collect();
     assert_eq!(first, second);
     assert_eq!(env.open_jobs().await["muc"], 2);
-    assert_eq!(published(&env.bus, "all").await, ["OrderDispatched"]);
+    assert_eq!(env.published().await, ["OrderDispatched"]);
 }
 
 #[tokio::test]
@@ -235,7 +203,7 @@ async fn concurrent_deliveries_dispatch_once() {
             .filter(|o| matches!(o, Outcome::Dispatched { .. }))
             .count();
         assert_eq!(dispatched, 1, "round {round}: {outcomes:?}");
-        assert_eq!(published(&env.bus, "all").await, ["OrderDispatched"]);
+        assert_eq!(env.published().await, ["OrderDispatched"]);
         let ids: BTreeSet<String> = env
             .jobs("muc")
             .await
@@ -279,7 +247,7 @@ async fn an_order_no_plant_can_make_goes_on_hold() {
     assert!(reason.contains("no plant"), "{reason}");
     let order = env.order(&event).await;
     assert_eq!(order.state, OrderState::OnHold);
-    assert_eq!(published(&env.bus, "all").await, ["OrderOnHold"]);
+    assert_eq!(env.published().await, ["OrderOnHold"]);
     assert!(env.jobs("muc").await.is_empty() && env.jobs("btf").await.is_empty());
     assert_eq!(
         env.open_jobs().await,
@@ -296,10 +264,7 @@ async fn jobs_that_could_not_be_sent_are_sent_with_the_same_ids_on_the_next_deli
     assert!(format!("{err:#}").contains("muc"), "{err:#}");
     let order = env.order(&event).await;
     assert_eq!(order.state, OrderState::Dispatched);
-    env.bus
-        .declare_queue("plant-muc-jobs", queue_config())
-        .await
-        .unwrap();
+    env.declare_queue("plant-muc-jobs").await;
     let outcome = env.dispatcher.handle(&event).await.unwrap();
     assert_eq!(
         outcome,

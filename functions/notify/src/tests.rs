@@ -5,9 +5,7 @@
 use super::*;
 use crate::templates::Templates;
 use aws_lambda_events::event::sqs::SqsEvent;
-use printworks::adapters::local::db::{Db, Durability};
 use printworks::adapters::local::outbox::OutboxFolder;
-use printworks::adapters::local::store::SqliteStore;
 use printworks::clock::ManualClock;
 use printworks::domain::events::EventEnvelope;
 use printworks::domain::events::EventType;
@@ -17,12 +15,12 @@ use printworks::domain::order::Order;
 use printworks::domain::tenant::Tenant;
 use printworks::domain::tenant::{PaymentSetup, TenantKind};
 use printworks::fetch::{FetchPolicy, UrlFetcher};
+use printworks::ports::OrderStore as _;
 use printworks::ports::{
     Clock, EmailMessage, Mailer, NotificationStatus, NotificationStore as _, SendError,
     WebhookSender,
 };
-use printworks::ports::{OrderStore as _, TenantStore as _};
-use printworks::testing::{b2b_tenant, paid_order};
+use printworks::testing::{LocalEnv, b2b_tenant};
 use printworks::webhook_out::HttpWebhooks;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -47,12 +45,19 @@ fn loopback_webhooks() -> Arc<dyn WebhookSender> {
     Arc::new(HttpWebhooks::new(UrlFetcher::new(policy).unwrap()))
 }
 
+/// The shared local environment with the outbox folder and the notifier
+/// on them.
 struct Env {
-    _dir: tempfile::TempDir,
-    store: SqliteStore,
-    clock: Arc<ManualClock>,
+    local: LocalEnv,
     outbox: OutboxFolder,
     notifier: Arc<Notifier>,
+}
+
+impl std::ops::Deref for Env {
+    type Target = LocalEnv;
+    fn deref(&self) -> &LocalEnv {
+        &self.local
+    }
 }
 
 struct Setup {
@@ -85,17 +90,13 @@ impl Setup {
     }
 
     async fn start(self) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Db::open(dir.path().join("pw.sqlite"), Durability::Normal).unwrap());
-        let store = SqliteStore::new(db.clone());
-        store.put_tenant(&self.tenant).await.unwrap();
-        let clock = Arc::new(ManualClock::new(self.start));
-        let outbox = OutboxFolder::open(dir.path().join("outbox"), clock.clone()).unwrap();
-        let store_arc = Arc::new(store.clone());
+        let local = LocalEnv::starting_at(self.start).await;
+        local.seed_tenant(&self.tenant).await;
+        let outbox = OutboxFolder::open(local.path().join("outbox"), local.clock.clone()).unwrap();
         let notifier = Notifier {
-            orders: store_arc.clone(),
-            tenants: store_arc.clone(),
-            ledger: store_arc,
+            orders: local.store.clone(),
+            tenants: local.store.clone(),
+            ledger: local.store.clone(),
             channels: Channels {
                 mail: self.mail.unwrap_or_else(|| Arc::new(outbox.clone())),
                 sms: Arc::new(outbox.clone()),
@@ -103,14 +104,12 @@ impl Setup {
             },
             templates: Arc::new(Templates::builtin().unwrap().strict()),
             caps: self.caps,
-            clock: clock.clone(),
+            clock: local.clock.clone(),
             lease: Duration::from_secs(120),
             backoff: Duration::from_secs(30),
         };
         Env {
-            _dir: dir,
-            store,
-            clock,
+            local,
             outbox,
             notifier: Arc::new(notifier),
         }
@@ -121,10 +120,9 @@ impl Env {
     /// A placed order of the tenant (its customer with a phone), and an
     /// event of `event_type` about it.
     async fn order(&self, event_type: EventType) -> (Order, EventEnvelope) {
-        let mut new = paid_order(&[("poster-30x40", 1)], "DE", self.clock.now());
+        let mut new = self.paid_order(&[("poster-30x40", 1)], "DE");
         new.order.customer.phone = Some("+4915112345678".into());
-        let order = new.order.clone();
-        self.store.place(new).await.unwrap();
+        let order = self.place(new).await;
         let data = match event_type {
             EventType::OrderShipped => serde_json::json!({
                 "plant": "muc", "packing_ref": "MUC-1",

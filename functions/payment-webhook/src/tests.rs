@@ -2,10 +2,6 @@
 
 use super::*;
 use http_body_util::BodyExt;
-use printworks::adapters::local::bus::{LocalBus, QueueConfig};
-use printworks::adapters::local::db::{Db, Durability};
-use printworks::adapters::local::store::SqliteStore;
-use printworks::clock::ManualClock;
 use printworks::domain::catalog::Catalog;
 use printworks::domain::locale::{CountryCode, Locale};
 use printworks::domain::money::Currency;
@@ -14,18 +10,24 @@ use printworks::domain::payment::PaymentStatus;
 use printworks::domain::state::OrderState;
 use printworks::domain::tenant::{PaymentSetup, Tenant, TenantId, TenantKind};
 use printworks::ports::{FixedSecrets, IdempotencyRecord, NewOrder, StoredResponse};
+use printworks::testing::LocalEnv;
 use printworks::webhooks::{Secret, adyen, stripe};
 
 const STRIPE_SECRET: &str = "whsec_test_printworks";
 const ADYEN_KEY: &str = "44782DEF547AAA06C910C43932B1EB0C71FC68D9D0C057550C48EC2ACF6BA056";
 
+/// The shared local environment with the webhook app on it.
 struct Env {
-    _dir: tempfile::TempDir,
-    store: SqliteStore,
-    bus: LocalBus,
-    clock: Arc<ManualClock>,
+    local: LocalEnv,
     router: Router,
     app: Arc<Webhooks>,
+}
+
+impl std::ops::Deref for Env {
+    type Target = LocalEnv;
+    fn deref(&self) -> &LocalEnv {
+        &self.local
+    }
 }
 
 fn tenant(provider: &str) -> Tenant {
@@ -45,37 +47,20 @@ fn tenant(provider: &str) -> Tenant {
 }
 
 async fn setup() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Arc::new(Db::open(dir.path().join("pw.sqlite"), Durability::Normal).unwrap());
-    let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
-    let store = SqliteStore::new(db.clone());
-    let bus = LocalBus::new(db, clock.clone());
-    bus.declare_queue(
-        "all",
-        QueueConfig {
-            visibility_timeout: Duration::from_secs(30),
-            max_receive_count: 5,
-            dead_letter: None,
-        },
-    )
-    .await
-    .unwrap();
-    bus.subscribe("all", None).await.unwrap();
+    let local = LocalEnv::new().await;
+    local.subscribe_all().await;
     let secrets = WebhookSecrets {
         stripe: vec![Secret::new(STRIPE_SECRET.as_bytes())],
         adyen: vec![Secret::new(hex_decode(ADYEN_KEY))],
     };
     let app = Arc::new(Webhooks::new(
-        Arc::new(store.clone()),
-        Arc::new(store.clone()),
+        local.store.clone(),
+        local.store.clone(),
         Arc::new(FixedSecrets(secrets)),
-        clock.clone(),
+        local.clock.clone(),
     ));
     Env {
-        _dir: dir,
-        store,
-        bus,
-        clock,
+        local,
         router: router(app.clone()),
         app,
     }
@@ -116,17 +101,9 @@ impl Env {
                 },
             },
         };
-        self.store.place(new).await.unwrap();
+        let order = self.place(new).await;
         assert_eq!(order.state, OrderState::Placed);
         order
-    }
-
-    async fn reload(&self, order: &Order) -> Order {
-        self.store
-            .get(&order.tenant, &order.id)
-            .await
-            .unwrap()
-            .unwrap()
     }
 
     async fn post(&self, path: &str, headers: &[(&str, String)], body: Vec<u8>) -> (u16, String) {
@@ -170,23 +147,6 @@ impl Env {
             total,
         ))
         .await
-    }
-
-    /// The types of the events published since the last call, in order.
-    async fn published(&self) -> Vec<String> {
-        self.bus.relay_outbox(1000).await.unwrap();
-        let mut types = Vec::new();
-        loop {
-            let batch = self.bus.receive("all", 10).await.unwrap();
-            if batch.is_empty() {
-                break;
-            }
-            for m in batch {
-                self.bus.delete(&m.receipt).await.unwrap();
-                types.push(m.event_type);
-            }
-        }
-        types
     }
 }
 

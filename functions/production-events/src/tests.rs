@@ -1,64 +1,42 @@
 //! Status reports applied on the real SQLite store and local bus.
 
 use super::*;
-use printworks::adapters::local::bus::{LocalBus, QueueConfig};
-use printworks::adapters::local::db::{Db, Durability};
-use printworks::adapters::local::store::SqliteStore;
-use printworks::clock::ManualClock;
 use printworks::domain::catalog::Catalog;
 use printworks::domain::order::Order;
 use printworks::domain::production::{Dispatch, JobState};
 use printworks::domain::state::OrderState;
-use printworks::testing::{paid_order, published, rendered};
+use printworks::testing::LocalEnv;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
+/// The shared local environment with the handler on it.
 struct Env {
-    _dir: tempfile::TempDir,
-    store: SqliteStore,
-    bus: LocalBus,
-    clock: Arc<ManualClock>,
+    local: LocalEnv,
     handler: ProductionEvents,
 }
 
-async fn setup() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Arc::new(Db::open(dir.path().join("pw.sqlite"), Durability::Normal).unwrap());
-    let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
-    let store = SqliteStore::new(db.clone());
-    let bus = LocalBus::new(db, clock.clone());
-    let config = QueueConfig {
-        visibility_timeout: Duration::from_secs(30),
-        max_receive_count: 5,
-        dead_letter: None,
-    };
-    bus.declare_queue("all", config).await.unwrap();
-    bus.subscribe("all", None).await.unwrap();
-    let handler = ProductionEvents {
-        orders: Arc::new(store.clone()),
-        production: Arc::new(store.clone()),
-        clock: clock.clone(),
-    };
-    Env {
-        _dir: dir,
-        store,
-        bus,
-        clock,
-        handler,
+impl std::ops::Deref for Env {
+    type Target = LocalEnv;
+    fn deref(&self) -> &LocalEnv {
+        &self.local
     }
+}
+
+async fn setup() -> Env {
+    let local = LocalEnv::new().await;
+    local.subscribe_all().await;
+    let handler = ProductionEvents {
+        orders: local.store.clone(),
+        production: local.store.clone(),
+        clock: local.clock.clone(),
+    };
+    Env { local, handler }
 }
 
 impl Env {
     /// A dispatched order (through the domain, as dispatch writes it).
     async fn dispatched(&self, quantity: u32) -> Order {
-        let new = paid_order(&[("poster-30x40", quantity)], "AT", self.clock.now());
-        let paid = new.order.clone();
-        self.store.place(new).await.unwrap();
-        let (rendered, event, _) = rendered(&paid, self.clock.now());
-        self.store
-            .transition(&rendered, &paid, vec![event])
-            .await
-            .unwrap();
+        let paid = self.place_paid(&[("poster-30x40", quantity)], "AT").await;
+        let (rendered, _) = self.render(&paid, None).await;
         let Dispatch::ToPlant { next, event } = rendered
             .dispatch(Catalog::builtin(), &BTreeMap::new(), self.clock.now())
             .unwrap()
@@ -69,7 +47,7 @@ impl Env {
             .transition_counted(&next, &rendered, vec![event], "muc", i64::from(quantity))
             .await
             .unwrap();
-        published(&self.bus, "all").await;
+        self.published().await;
         next
     }
 
@@ -93,14 +71,6 @@ impl Env {
         self.handler
             .handle(&self.report(order, job, status))
             .await
-            .unwrap()
-    }
-
-    async fn reload(&self, order: &Order) -> Order {
-        self.store
-            .get(&order.tenant, &order.id)
-            .await
-            .unwrap()
             .unwrap()
     }
 
@@ -153,10 +123,7 @@ async fn an_order_follows_its_jobs_to_shipped() {
     let shipped = env.reload(&order).await;
     assert_eq!(shipped.state, OrderState::Shipped);
     assert_eq!(env.open_jobs().await, 0);
-    assert_eq!(
-        published(&env.bus, "all").await,
-        ["OrderInProduction", "OrderShipped"]
-    );
+    assert_eq!(env.published().await, ["OrderInProduction", "OrderShipped"]);
     // The OrderShipped event carries both tracking numbers.
     let events = env.bus.events_of(&order.tenant, &order.id).await.unwrap();
     let shipped_event = events.last().unwrap();
@@ -194,10 +161,7 @@ async fn concurrent_reports_of_one_orders_jobs_all_count() {
             .all(|j| j.status == Some(JobState::Shipped))
     );
     assert_eq!(env.open_jobs().await, 0);
-    assert_eq!(
-        published(&env.bus, "all").await,
-        ["OrderInProduction", "OrderShipped"]
-    );
+    assert_eq!(env.published().await, ["OrderInProduction", "OrderShipped"]);
 }
 
 #[tokio::test]

@@ -3,12 +3,10 @@
 //! never do, however often the message comes back.
 
 use super::*;
-use printworks::adapters::local::db::{Db, Durability};
-use printworks::adapters::local::store::SqliteStore;
-use printworks::clock::SystemClock;
 use printworks::domain::order::OrderId;
 use printworks::domain::tenant::TenantId;
 use printworks::ports::PresignedRequest;
+use printworks::testing::LocalEnv;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -67,31 +65,29 @@ impl BlobStore for BucketDown {
     }
 }
 
+/// The shared local environment with a renderer on it whose photo host
+/// and buckets are down.
 struct Setup {
-    _dir: tempfile::TempDir,
-    store: SqliteStore,
+    env: LocalEnv,
     renderer: Renderer,
     host: Arc<HostDown>,
 }
 
-fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Arc::new(Db::open(dir.path().join("pw.sqlite"), Durability::Normal).unwrap());
-    let store = SqliteStore::new(db);
+async fn setup() -> Setup {
+    let env = LocalEnv::new().await;
     let host = Arc::new(HostDown::default());
     let renderer = Renderer {
         catalog: Arc::new(Catalog::builtin().clone()),
-        orders: Arc::new(store.clone()),
+        orders: env.store.clone(),
         uploads: Arc::new(BucketDown),
         prints: Arc::new(BucketDown),
         urls: host.clone(),
-        clock: Arc::new(SystemClock),
+        clock: env.clock.clone(),
         limits: Limits::default(),
         max_attempts: 4,
     };
     Setup {
-        _dir: dir,
-        store,
+        env,
         renderer,
         host,
     }
@@ -99,7 +95,7 @@ fn setup() -> Setup {
 
 /// Places a paid poster order whose photo is `source`; its `OrderPaid`.
 async fn paid(s: &Setup, source: Option<ImageSource>) -> (TenantId, OrderId, EventEnvelope) {
-    let mut new = printworks::testing::paid_order(&[("poster-20x30", 1)], "DE", SystemClock.now());
+    let mut new = s.env.paid_order(&[("poster-20x30", 1)], "DE");
     if let Some(source) = source {
         new.order.items[0].images[0].source = source;
     }
@@ -110,17 +106,17 @@ async fn paid(s: &Setup, source: Option<ImageSource>) -> (TenantId, OrderId, Eve
         .find(|e| e.event_type == EventType::OrderPaid)
         .expect("a B2B order is paid on placement")
         .clone();
-    s.store.place(new).await.unwrap();
+    s.env.place(new).await;
     (tenant, id, paid)
 }
 
 async fn state(s: &Setup, tenant: &TenantId, id: &OrderId) -> Order {
-    s.store.get(tenant, id).await.unwrap().unwrap()
+    s.env.store.get(tenant, id).await.unwrap().unwrap()
 }
 
 #[tokio::test]
 async fn a_photo_url_that_keeps_failing_holds_the_order_after_the_last_attempt() {
-    let s = setup();
+    let s = setup().await;
     let (tenant, id, paid) = paid(&s, None).await;
     for attempt in 1..s.renderer.max_attempts {
         let err = s.renderer.handle(&paid, attempt).await.unwrap_err();
@@ -143,7 +139,7 @@ async fn a_photo_url_that_keeps_failing_holds_the_order_after_the_last_attempt()
 
 #[tokio::test]
 async fn our_own_bucket_failing_is_retried_and_never_holds_the_order() {
-    let s = setup();
+    let s = setup().await;
     let tenant = printworks::testing::b2b_tenant().id;
     let key = format!("uploads/{tenant}/u1/photo.jpg");
     let source = ImageSource::Upload {

@@ -1,10 +1,6 @@
 //! The AWS adapters against moto server. `scripts/test` starts moto and sets
 //! `AWS_ENDPOINT_URL`; without it these tests say so and return.
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    StreamSpecification, StreamViewType,
-};
 use printworks::adapters::aws::dynamodb::DynamoStore;
 use printworks::adapters::aws::load_sdk_config;
 use printworks::adapters::aws::s3::S3Blobs;
@@ -13,6 +9,9 @@ use printworks::adapters::aws::sqs::SqsQueue;
 use printworks::domain::events::EventEnvelope;
 use printworks::domain::tenant::mint_api_key;
 use printworks::ports::{BlobStore, TenantStore};
+use printworks::testing::emulator::{
+    create_bucket, create_orders_table, create_queue as create_sqs_queue, queue_arn, run_id,
+};
 use printworks_tests::{api_router, emulator, openapi, request_example};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -30,30 +29,17 @@ struct Fixture {
     all_queue: String,
 }
 
+/// Creates the queue `name` and subscribes it to `topic` (raw delivery,
+/// with `filter` as its filter policy); returns its URL.
 async fn create_queue(
-    sqs: &aws_sdk_sqs::Client,
-    sns: &aws_sdk_sns::Client,
+    sdk: &aws_config::SdkConfig,
     topic: &str,
     name: &str,
     filter: Option<Value>,
 ) -> String {
-    let url = sqs
-        .create_queue()
-        .queue_name(name)
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap();
-    let arn = attrs.attributes.unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
-    let mut sub = sns
+    let url = create_sqs_queue(sdk, name).await;
+    let arn = queue_arn(sdk, &url).await;
+    let mut sub = aws_sdk_sns::Client::new(sdk)
         .subscribe()
         .topic_arn(topic)
         .protocol("sqs")
@@ -68,53 +54,10 @@ async fn create_queue(
 
 async fn fixture(endpoint: String) -> Fixture {
     let sdk = load_sdk_config().await;
-    let run = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
+    let run = run_id();
     let (table, bucket) = (format!("orders-{run}"), format!("uploads-{run}"));
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-    let attr = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .unwrap()
-    };
-    let key = |name: &str, kind| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .unwrap()
-    };
-    ddb.create_table()
-        .table_name(&table)
-        .attribute_definitions(attr("pk"))
-        .attribute_definitions(attr("sk"))
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .billing_mode(BillingMode::PayPerRequest)
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::NewImage)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let s3 = S3Blobs::client(&sdk, true);
-    s3.create_bucket()
-        .bucket(&bucket)
-        .create_bucket_configuration(
-            aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
-                    sdk.region().unwrap().as_ref(),
-                ))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    create_orders_table(&sdk, &table).await;
+    create_bucket(&sdk, &bucket).await;
     let sns = aws_sdk_sns::Client::new(&sdk);
     let topic_arn = sns
         .create_topic()
@@ -124,16 +67,14 @@ async fn fixture(endpoint: String) -> Fixture {
         .unwrap()
         .topic_arn
         .unwrap();
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
     let paid_queue = create_queue(
-        &sqs,
-        &sns,
+        &sdk,
         &topic_arn,
         &format!("render-{run}"),
         Some(json!({"type": ["OrderPaid"]})),
     )
     .await;
-    let all_queue = create_queue(&sqs, &sns, &topic_arn, &format!("audit-{run}"), None).await;
+    let all_queue = create_queue(&sdk, &topic_arn, &format!("audit-{run}"), None).await;
     Fixture {
         sdk,
         endpoint,
@@ -434,19 +375,7 @@ async fn emulator_render_from_s3_through_the_topic() {
     let store = Arc::new(DynamoStore::from_sdk(&f.sdk, &f.table));
     let uploads = Arc::new(S3Blobs::from_sdk(&f.sdk, &f.bucket, true));
     let prints_bucket = format!("{}-prints", f.bucket);
-    S3Blobs::client(&f.sdk, true)
-        .create_bucket()
-        .bucket(&prints_bucket)
-        .create_bucket_configuration(
-            aws_sdk_s3::types::CreateBucketConfiguration::builder()
-                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
-                    f.sdk.region().unwrap().as_ref(),
-                ))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    create_bucket(&f.sdk, &prints_bucket).await;
     let prints = Arc::new(S3Blobs::from_sdk(&f.sdk, &prints_bucket, true));
     let b2b = printworks_local::seed::demo_tenants().remove(1);
     store.put_tenant(&b2b).await.unwrap();
@@ -1080,8 +1009,7 @@ async fn emulator_notify_sends_one_email_per_event_through_the_topic() {
     );
     let sqs = aws_sdk_sqs::Client::new(&f.sdk);
     let queue_url = create_queue(
-        &sqs,
-        &aws_sdk_sns::Client::new(&f.sdk),
+        &f.sdk,
         &f.topic_arn,
         &format!("notify-{}", &run[..10]),
         Some(json!({ "type": types })),

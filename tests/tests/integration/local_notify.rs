@@ -15,7 +15,7 @@ use printworks::domain::tenant::{PaymentSetup, Tenant, TenantId, TenantKind};
 use printworks::ports::NotificationStatus;
 use printworks_local::platform::{self, NotifyOptions, Options};
 use printworks_local::seed;
-use printworks_tests::{photo, upload};
+use printworks_tests::{OrderForm, photo, upload};
 use reqwest::Client;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -89,23 +89,13 @@ fn b2b(id: &str, webhook: String, secret: &str) -> Tenant {
     tenant
 }
 
+/// Places a poster with the uploaded photo for Jan de Vries in `locale`;
+/// the order's id.
 async fn place(client: &Client, base: &str, key: &str, upload_id: &str, locale: &str) -> String {
-    let body = json!({
-        "locale": locale, "currency": "EUR",
-        "customer": {"name": "Jan de Vries", "email": "jan@kunde.example"},
-        "shipping": {"method": "standard", "address": {"name": "Jan de Vries", "line1": "Hafenstr. 1", "postal_code": "20457", "city": "Hamburg", "country": "DE"}},
-        "items": [{"sku": "poster-20x30", "quantity": 1, "images": [{"upload_id": upload_id}]}],
-    });
-    let res = client
-        .post(format!("{base}/v1/orders"))
-        .bearer_auth(key)
-        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
-    res.json::<Value>().await.unwrap()["id"]
+    let form = OrderForm::one("poster-20x30", json!({"upload_id": upload_id}))
+        .locale(locale)
+        .customer("Jan de Vries", "jan@kunde.example");
+    printworks_tests::place(client, base, key, &form).await["id"]
         .as_str()
         .unwrap()
         .to_string()

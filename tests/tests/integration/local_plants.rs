@@ -8,11 +8,12 @@ use printworks::domain::order::OrderId;
 use printworks::domain::tenant::TenantId;
 use printworks::ports::ProductionStore;
 use printworks_local::platform;
-use printworks_tests::{photo, seeded_key, spawn_app, upload};
+use printworks_tests::{OrderForm, photo, seeded_key, spawn_app, upload};
 use reqwest::Client;
 use serde_json::{Value, json};
 use std::time::Duration;
 
+/// Places `items` shipped express to `country`; the order's id.
 async fn place(
     client: &Client,
     base: &str,
@@ -21,22 +22,10 @@ async fn place(
     country: &str,
     postal: &str,
 ) -> String {
-    let body = json!({
-        "locale": "de", "currency": if country == "CH" { "CHF" } else { "EUR" },
-        "customer": {"name": "Print GmbH", "email": "ops@print.example"},
-        "shipping": {"method": "express", "address": {"name": "Print GmbH", "line1": "Hafenstr. 1", "postal_code": postal, "city": "Hafen", "country": country}},
-        "items": items,
-    });
-    let res = client
-        .post(format!("{base}/v1/orders"))
-        .bearer_auth(key)
-        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
-    res.json::<Value>().await.unwrap()["id"]
+    let form = OrderForm::items(items)
+        .express()
+        .ship_to(country, postal, "Hafen");
+    printworks_tests::place(client, base, key, &form).await["id"]
         .as_str()
         .unwrap()
         .to_string()

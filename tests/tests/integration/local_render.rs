@@ -9,7 +9,7 @@ use printworks::domain::order::OrderId;
 use printworks::domain::tenant::TenantId;
 use printworks::ports::OrderStore;
 use printworks::render::probe::probe;
-use printworks_tests::{photo, seeded_key, spawn_app, upload};
+use printworks_tests::{OrderForm, photo, seeded_key, spawn_app, upload};
 use reqwest::Client;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -17,22 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 async fn place(client: &Client, base: &str, key: &str, sku: &str, image: Value) -> String {
-    let body = json!({
-        "locale": "de", "currency": "EUR",
-        "customer": {"name": "Print GmbH", "email": "ops@print.example"},
-        "shipping": {"method": "standard", "address": {"name": "Print GmbH", "line1": "Hafenstr. 1", "postal_code": "20457", "city": "Hamburg", "country": "DE"}},
-        "items": [{"sku": sku, "quantity": 1, "images": [image]}]
-    });
-    let res = client
-        .post(format!("{base}/v1/orders"))
-        .bearer_auth(key)
-        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
-    let order: Value = res.json().await.unwrap();
+    let order = printworks_tests::place(client, base, key, &OrderForm::one(sku, image)).await;
     assert_eq!(order["state"], "paid", "a B2B order is paid on placement");
     order["id"].as_str().unwrap().to_string()
 }

@@ -2,6 +2,7 @@
 //! adapters, and gets the response it is there to show.
 
 use events_publisher::handle as publish_batch;
+use printworks::adapters::local::blobs::FsBlobStore;
 use printworks::adapters::local::bus::{LocalBus, QueueConfig};
 use printworks::adapters::local::db::{Db, Durability};
 use printworks::adapters::local::store::SqliteStore;
@@ -11,7 +12,8 @@ use printworks::domain::events::EventType;
 use printworks::domain::order::{Order, OrderId, OrderRequest};
 use printworks::domain::tenant::TenantId;
 use printworks::ports::{IdempotencyRecord, NewOrder, OrderStore, StoredResponse, TenantStore};
-use printworks_tests::{SAMPLE_ORDER_ID, api_router, repo_root, sample_key};
+use printworks::testing::LocalEnv;
+use printworks_tests::{SAMPLE_ORDER_ID, api_router, photo, repo_root, sample_key};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +30,26 @@ fn files(dir: &str) -> BTreeMap<String, String> {
             )
         })
         .collect()
+}
+
+/// The folders under `path`, sorted.
+fn folders(path: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(path)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn every_function_has_sample_events_and_every_sample_folder_a_function() {
+    assert_eq!(
+        folders(&repo_root().join("events")),
+        folders(&repo_root().join("functions"))
+    );
 }
 
 #[tokio::test]
@@ -300,47 +322,48 @@ async fn every_payment_webhook_sample_gets_its_expected_response() {
     db.close();
 }
 
-/// The local stores and bus of the SQS-triggered samples, with the plants'
-/// job queues and the prints store.
+/// The shared local environment of the SQS-triggered samples (its clock
+/// at the samples' time), with the plants' job queues and the uploads and
+/// prints stores.
 struct Plants {
-    _dir: tempfile::TempDir,
-    db: Arc<Db>,
-    store: Arc<SqliteStore>,
-    bus: LocalBus,
-    prints: Arc<printworks::adapters::local::blobs::FsBlobStore>,
+    local: LocalEnv,
+    uploads: Arc<FsBlobStore>,
+    prints: Arc<FsBlobStore>,
 }
+
+impl std::ops::Deref for Plants {
+    type Target = LocalEnv;
+    fn deref(&self) -> &LocalEnv {
+        &self.local
+    }
+}
+
+/// When the orders the samples name were placed (and paid).
+const SAMPLES_AT: time::OffsetDateTime = time::macros::datetime!(2026-11-22 10:00:00 UTC);
 
 impl Plants {
     async fn new() -> Plants {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Db::open(dir.path().join("db.sqlite"), Durability::Normal).unwrap());
-        let store = Arc::new(SqliteStore::new(db.clone()));
-        let bus = LocalBus::new(db.clone(), Arc::new(SystemClock));
-        let config = || QueueConfig {
-            visibility_timeout: Duration::from_secs(30),
-            max_receive_count: 3,
-            dead_letter: None,
-        };
+        let local = LocalEnv::starting_at(SAMPLES_AT).await;
         for plant in Catalog::builtin().plants.keys() {
-            bus.declare_queue(&format!("plant-{plant}-jobs"), config())
-                .await
-                .unwrap();
+            local.declare_queue(&format!("plant-{plant}-jobs")).await;
         }
-        let prints = Arc::new(
-            printworks::adapters::local::blobs::FsBlobStore::open(
-                dir.path().join("prints"),
-                "http://127.0.0.1:3000/prints",
-                Arc::new(SystemClock),
-            )
-            .unwrap(),
-        );
+        let uploads = local.blobs("uploads", "http://127.0.0.1:3000/uploads");
+        let prints = local.blobs("prints", "http://127.0.0.1:3000/prints");
         Plants {
-            _dir: dir,
-            db,
-            store,
-            bus,
+            local,
+            uploads,
             prints,
         }
+    }
+
+    /// The `paid_order` fixture with the id a sample names (not yet placed).
+    fn paid_order(&self, id: &str, items: &[(&str, u32)], country: &str) -> NewOrder {
+        let mut new = self.local.paid_order(items, country);
+        new.order.id = OrderId::parse(id).unwrap();
+        for event in &mut new.events {
+            event.order_id = new.order.id.clone();
+        }
+        new
     }
 
     /// The `paid_order` fixture with the id a sample names, rendered by the
@@ -352,24 +375,8 @@ impl Plants {
         items: &[(&str, u32)],
         country: &str,
     ) -> (Order, printworks::domain::events::EventEnvelope) {
-        use printworks::ports::BlobStore;
-        let at = time::macros::datetime!(2026-11-22 10:00:00 UTC);
-        let mut new = printworks::testing::paid_order(items, country, at);
-        new.order.id = OrderId::parse(id).unwrap();
-        for event in &mut new.events {
-            event.order_id = new.order.id.clone();
-        }
-        let paid = new.order.clone();
-        self.store.place(new).await.unwrap();
-        let (next, event, files) = printworks::testing::rendered(&paid, at);
-        for (key, bytes) in files {
-            self.prints.put(&key, bytes, "image/jpeg").await.unwrap();
-        }
-        self.store
-            .transition(&next, &paid, vec![event.clone()])
-            .await
-            .unwrap();
-        (next, event)
+        let paid = self.place(self.paid_order(id, items, country)).await;
+        self.render(&paid, Some(self.prints.as_ref())).await
     }
 
     /// A rendered order dispatched to its plant, as dispatch writes it.
@@ -448,6 +455,8 @@ fn bodies(event: &aws_lambda_events::event::sqs::SqsEvent) -> Vec<serde_json::Va
 }
 
 const RENDERED_ORDER_ID: &str = "ord_0192f1f0a0b07c3e9d2a4b5c6d7e8f92";
+const PAID_ORDER_ID: &str = "ord_0192f1f0a0b07c3e9d2a4b5c6d7e8f96";
+const PAID_UPLOAD_ID: &str = "upl_0192f1f0a0b07c3e9d2a4b5c6d7e8fc1";
 const SHIPPED_ORDER_ID: &str = "ord_0192f1f0a0b07c3e9d2a4b5c6d7e8f93";
 const FAILED_ORDER_ID: &str = "ord_0192f1f0a0b07c3e9d2a4b5c6d7e8f94";
 
@@ -542,6 +551,132 @@ async fn every_dispatch_sample_sends_its_orders_jobs_to_the_plant() {
             EventType::OrderDispatched
         ]
     );
+    env.db.close();
+}
+
+#[tokio::test]
+async fn every_render_sample_renders_its_order_into_files() {
+    use printworks::domain::order::{ImageSource, upload_key};
+    use printworks::domain::state::OrderState;
+    use printworks::ports::BlobStore;
+    use sha2::{Digest, Sha256};
+    let samples = files("render");
+    assert_eq!(
+        samples.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["order-paid"]
+    );
+    let env = Plants::new().await;
+    // The order the sample names: a poster to DE, its photo (landscape, on
+    // a portrait poster: turned and cropped) an upload of the tenant's.
+    let mut new = env.paid_order(PAID_ORDER_ID, &[("poster-20x30", 1)], "DE");
+    let key = upload_key(&new.order.tenant, PAID_UPLOAD_ID);
+    new.order.items[0].images[0].source = ImageSource::Upload {
+        upload_id: PAID_UPLOAD_ID.into(),
+        key: key.clone(),
+    };
+    let fixture_event = new
+        .events
+        .iter()
+        .find(|e| e.event_type == EventType::OrderPaid)
+        .expect("a B2B order is paid on placement")
+        .clone();
+    let paid = env.place(new).await;
+    env.uploads
+        .put(&key, photo(2400, 1600), "image/jpeg")
+        .await
+        .unwrap();
+
+    let event = sqs_event("order-paid", &samples["order-paid"]);
+    let envelope = &bodies(&event)[0];
+    assert_eq!(
+        (
+            &envelope["type"],
+            &envelope["tenant"],
+            &envelope["order_id"]
+        ),
+        (
+            &"OrderPaid".into(),
+            &paid.tenant.as_str().into(),
+            &PAID_ORDER_ID.into()
+        )
+    );
+    assert_eq!(
+        envelope["data"], fixture_event.data,
+        "the sample's amount is the fixture's: run python3 events/render/generate.py"
+    );
+    assert_eq!(
+        event.records[0].message_attributes["type"]
+            .string_value
+            .as_deref(),
+        Some("OrderPaid"),
+        "raw SNS delivery carries the type attribute the subscription filters on"
+    );
+
+    let renderer = render::Renderer {
+        catalog: Arc::new(Catalog::builtin().clone()),
+        orders: env.store.clone(),
+        uploads: env.uploads.clone(),
+        prints: env.prints.clone(),
+        urls: Arc::new(
+            printworks::fetch::UrlFetcher::new(printworks::fetch::FetchPolicy::default()).unwrap(),
+        ),
+        clock: env.clock.clone(),
+        limits: printworks::render::Limits::default(),
+        max_attempts: 4,
+    };
+    let response = renderer.handle_sqs(event.clone()).await;
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "{:?}",
+        response.batch_item_failures
+    );
+
+    // Rendered: the print file and the preview stored, as recorded.
+    let order = env.order(&paid.tenant, PAID_ORDER_ID).await;
+    assert_eq!(order.state, OrderState::Rendered);
+    let renders = &order.items[0].renders;
+    assert_eq!(renders.len(), 1, "one render for the one photo");
+    let (print_key, preview_key) = render::print_keys(&order, 1, 0);
+    assert_eq!(
+        (&renders[0].print.key, &renders[0].preview.key),
+        (&print_key, &preview_key)
+    );
+    for file in [&renders[0].print, &renders[0].preview] {
+        let bytes = env.prints.get(&file.key).await.unwrap().expect(&file.key);
+        assert_eq!(bytes.len() as u64, file.bytes, "{}", file.key);
+        assert_eq!(
+            hex::encode(Sha256::digest(&bytes)),
+            file.sha256,
+            "{}",
+            file.key
+        );
+        assert!(
+            bytes.starts_with(&[0xFF, 0xD8, 0xFF]),
+            "{}: a JPEG",
+            file.key
+        );
+    }
+    let (print, preview) = (&renders[0].print, &renders[0].preview);
+    assert!(print.height > print.width, "a portrait poster: {print:?}");
+    assert!(
+        preview.width < print.width && preview.height < print.height,
+        "the preview is smaller than the print: {preview:?}"
+    );
+    assert_eq!(
+        env.events_of(&order).await,
+        [
+            EventType::OrderPlaced,
+            EventType::OrderPaid,
+            EventType::OrderRendered
+        ]
+    );
+
+    // The same record delivered again: skipped, nothing rendered twice.
+    let response = renderer.handle_sqs(event).await;
+    assert!(response.batch_item_failures.is_empty());
+    let again = env.order(&paid.tenant, PAID_ORDER_ID).await;
+    assert_eq!(again.version, order.version);
+    assert_eq!(again.items[0].renders, order.items[0].renders);
     env.db.close();
 }
 
@@ -654,12 +789,9 @@ async fn every_notify_sample_tells_the_customer_once() {
     );
     let env = Plants::new().await;
     // The order and tenant the samples name; the tenant mails its customers.
-    let at = time::macros::datetime!(2026-11-22 10:00:00 UTC);
-    let mut new = printworks::testing::paid_order(&[("poster-30x40", 1)], "DE", at);
-    new.order.id = OrderId::parse(NOTIFY_ORDER_ID).unwrap();
+    let mut new = env.paid_order(NOTIFY_ORDER_ID, &[("poster-30x40", 1)], "DE");
     new.order.customer.phone = Some("+4915112345678".into());
-    let order = new.order.clone();
-    env.store.place(new).await.unwrap();
+    let order = env.place(new).await;
     let mut tenant = printworks::testing::b2b_tenant();
     tenant.notifications.email = Some(true);
     tenant.notifications.sms = Some(true);

@@ -1,0 +1,127 @@
+//! The AWS emulator (moto server) in tests (feature `testing-aws`).
+//!
+//! These helpers live here, in `printworks::testing`, because two test
+//! suites need them: the cross-crate tests (`printworks-tests`, which
+//! depends on `edge-agent`) and `edge-agent/tests`. A dev-dependency of
+//! `edge-agent` on `printworks-tests` would close a cycle and build a second
+//! `edge-agent` whose types do not match the first; both suites already
+//! depend on `printworks`, so the helpers cost them nothing new.
+//!
+//! `scripts/test` starts moto and sets `AWS_ENDPOINT_URL`; without it an
+//! emulator test calls [`endpoint`], is told `None` and returns, unless
+//! `PRINTWORKS_REQUIRE_EMULATOR=1` makes it fail. The SDK configuration of
+//! the adapters ([`crate::adapters::aws::load_sdk_config`]) picks the same
+//! variable up, so clients built from it talk to the emulator.
+
+use crate::adapters::aws::s3::S3Blobs;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    StreamSpecification, StreamViewType,
+};
+
+/// The emulator endpoint (`AWS_ENDPOINT_URL`). When
+/// `PRINTWORKS_REQUIRE_EMULATOR=1` and it is missing, this panics rather
+/// than skipping, so the script can insist that these tests really ran.
+pub fn endpoint() -> Option<String> {
+    match std::env::var("AWS_ENDPOINT_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        Some(endpoint) => Some(endpoint),
+        None if std::env::var("PRINTWORKS_REQUIRE_EMULATOR").as_deref() == Ok("1") => {
+            panic!("PRINTWORKS_REQUIRE_EMULATOR=1 but AWS_ENDPOINT_URL is not set")
+        }
+        None => {
+            eprintln!("AWS_ENDPOINT_URL not set: emulator test skipped (scripts/test runs it)");
+            None
+        }
+    }
+}
+
+/// A fresh suffix for one test's resource names (ten hex digits), so tests
+/// sharing one emulator never see each other's tables, buckets or queues.
+pub fn run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..10].to_string()
+}
+
+/// Creates the orders table as the stack defines it: `pk`/`sk` strings,
+/// on demand, with a stream of new images.
+pub async fn create_orders_table(sdk: &aws_config::SdkConfig, table: &str) {
+    let attr = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .expect("attribute definition")
+    };
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .expect("key schema element")
+    };
+    aws_sdk_dynamodb::Client::new(sdk)
+        .create_table()
+        .table_name(table)
+        .attribute_definitions(attr("pk"))
+        .attribute_definitions(attr("sk"))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .billing_mode(BillingMode::PayPerRequest)
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewImage)
+                .build()
+                .expect("stream specification"),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("creating table {table}: {e:?}"));
+}
+
+/// Creates `bucket` in the configuration's region (path-style client, as
+/// the adapters use against an endpoint override).
+pub async fn create_bucket(sdk: &aws_config::SdkConfig, bucket: &str) {
+    S3Blobs::client(sdk, true)
+        .create_bucket()
+        .bucket(bucket)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
+                    sdk.region().expect("a region").as_ref(),
+                ))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("creating bucket {bucket}: {e:?}"));
+}
+
+/// Creates the SQS queue `name`; returns its URL.
+pub async fn create_queue(sdk: &aws_config::SdkConfig, name: &str) -> String {
+    aws_sdk_sqs::Client::new(sdk)
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("creating queue {name}: {e:?}"))
+        .queue_url
+        .expect("a queue URL")
+}
+
+/// The ARN of the queue at `url` (what an SNS subscription names).
+pub async fn queue_arn(sdk: &aws_config::SdkConfig, url: &str) -> String {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let attrs = aws_sdk_sqs::Client::new(sdk)
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("the attributes of {url}: {e:?}"))
+        .attributes
+        .expect("queue attributes");
+    attrs[&QueueAttributeName::QueueArn].clone()
+}
