@@ -1,5 +1,5 @@
 //! Typed configuration, read once from the environment at start; a missing
-//! or bad variable fails fast with its name (DESIGN rule 6).
+//! or bad variable fails fast at start, naming the variable.
 
 use std::time::Duration;
 
