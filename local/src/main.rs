@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 // The order path allocates many small JSON values; mimalloc took about 10 %
-// of the CPU profile that glibc malloc had (see ARCHITECTURE.md).
+// of the CPU profile that glibc malloc had (docs/decisions/dependencies.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

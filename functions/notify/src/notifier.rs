@@ -245,7 +245,7 @@ impl Notifier {
             }
             Err(SendError::Rejected(reason)) => {
                 // Providers name the recipient in some refusals; neither the
-                // log nor the record keeps it (DESIGN rule 8).
+                // log nor the record keeps an address or phone number.
                 let reason = redact_contacts(&reason);
                 tracing::warn!(notification = %claimed.id, channel = claimed.channel().as_str(), %reason, "refused for good");
                 let failed = NotificationStatus::Failed {

@@ -2,8 +2,8 @@
 //!
 //! A key reads `pw_<env>_<keyid>_<secret>`. Only the SHA-256 of the secret is
 //! stored: the secret is 40 random alphanumerics (about 238 bits), so a fast
-//! hash is as safe as a slow password hash and does not cap throughput
-//! (DESIGN rule 9). The comparison is in constant time.
+//! hash is as safe as a slow password hash and does not cap throughput;
+//! and no key is stored in the clear. The comparison is in constant time.
 
 use super::locale::{CountryCode, Locale};
 use super::money::Currency;

@@ -1,4 +1,4 @@
-//! The chaos test (issue 7): hundreds of orders across tenants, products
+//! The chaos test: hundreds of orders across tenants, products
 //! and both plants through the whole local platform, with the fault switch
 //! on (every message delivered twice, acknowledgements lost, the outbox
 //! publisher crashing between publish and mark, the blob store and the

@@ -1,10 +1,12 @@
-//! One integration-test binary for the workspace.
+//! The cross-crate integration tests (package `printworks-tests`), one of
+//! the workspace's six integration-test binaries (ARCHITECTURE.md lists them).
 //!
 //! - `local_e2e`: the real local platform over HTTP
 //! - `local_first_start`: the banner's example request, run by a shell, ships
 //! - `local_payments`: `printworks up` takes signed provider webhooks
 //! - `local_notify`: `printworks up` mails customers and signs tenant webhooks
 //! - `local_render`: `printworks up` renders paid orders, or holds them
+//! - `local_plants`: `printworks up` takes orders to shipped through both plants' agents
 //! - `chaos`: 500 orders under injected faults, agents killed with SIGKILL
 //! - `aws_emulator`: the AWS adapters against moto server (`emulator_*`)
 //! - `openapi`: the spec against the router, and its examples

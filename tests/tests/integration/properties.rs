@@ -1,4 +1,4 @@
-//! Bad input everywhere (issue 7, part 3): property tests (proptest) that
+//! Bad input everywhere: property tests (proptest) that
 //! throw generated order bodies, addresses, crop rectangles and webhook
 //! headers at the real routers on the real SQLite store. Whatever comes in:
 //! no panic, never a 5xx, a 4xx always carries the JSON error body, and a
