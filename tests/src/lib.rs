@@ -257,3 +257,43 @@ pub async fn place(client: &Client, base: &str, key: &str, form: &OrderForm) -> 
     assert_eq!(status, 201, "placing {}: {body}", form.body());
     serde_json::from_str(&body).unwrap()
 }
+
+/// `GET /v1/orders/{id}` as the tenant of `key`.
+pub async fn get_order(client: &Client, base: &str, key: &str, id: &str) -> Value {
+    client
+        .get(format!("{base}/v1/orders/{id}"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The states an order stays in until a person acts.
+pub const FINAL_STATES: [&str; 3] = ["shipped", "on_hold", "cancelled"];
+
+/// Polls the order every 100 ms until `done(state)`, for at most `limit`.
+pub async fn poll_order(
+    client: &Client,
+    base: &str,
+    key: &str,
+    id: &str,
+    limit: Duration,
+    done: impl Fn(&str) -> bool,
+) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let order = get_order(client, base, key, id).await;
+        if done(order["state"].as_str().unwrap_or_default()) {
+            return order;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "order {id} still {} after {limit:?}",
+            order["state"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

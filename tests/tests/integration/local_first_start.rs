@@ -3,7 +3,7 @@
 //! that goes all the way to shipped, with no network beyond loopback.
 
 use printworks_local::seed::{self, SAMPLE_UPLOAD_ID};
-use printworks_tests::{seeded_key, spawn_app};
+use printworks_tests::{FINAL_STATES, poll_order, seeded_key, spawn_app};
 use reqwest::Client;
 use serde_json::Value;
 use std::time::Duration;
@@ -48,24 +48,16 @@ async fn the_banners_example_request_places_an_order_that_ships() {
         "a B2B order is paid on placement: {order}"
     );
 
-    let client = Client::new();
-    let mut state = String::new();
-    for _ in 0..600 {
-        let order: Value = client
-            .get(format!("{base}/v1/orders/{id}"))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        state = order["state"].as_str().unwrap().to_string();
-        if ["shipped", "on_hold", "cancelled"].contains(&state.as_str()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let order = poll_order(
+        &Client::new(),
+        &base,
+        &key,
+        id,
+        Duration::from_secs(60),
+        |s| FINAL_STATES.contains(&s),
+    )
+    .await;
+    let state = order["state"].as_str().unwrap();
     assert_eq!(state, "shipped", "the example order ships");
     app.stop().await.unwrap();
 }

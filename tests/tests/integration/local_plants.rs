@@ -8,7 +8,7 @@ use printworks::domain::order::OrderId;
 use printworks::domain::tenant::TenantId;
 use printworks::ports::ProductionStore;
 use printworks_local::platform;
-use printworks_tests::{OrderForm, photo, seeded_key, spawn_app, upload};
+use printworks_tests::{FINAL_STATES, OrderForm, photo, poll_order, seeded_key, spawn_app, upload};
 use reqwest::Client;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -32,22 +32,10 @@ async fn place(
 }
 
 async fn until_final(client: &Client, base: &str, key: &str, id: &str) -> Value {
-    for _ in 0..600 {
-        let order: Value = client
-            .get(format!("{base}/v1/orders/{id}"))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if ["shipped", "on_hold", "cancelled"].contains(&order["state"].as_str().unwrap()) {
-            return order;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("order {id} did not finish in 60 s");
+    poll_order(client, base, key, id, Duration::from_secs(60), |s| {
+        FINAL_STATES.contains(&s)
+    })
+    .await
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use printworks::domain::order::OrderId;
 use printworks::domain::tenant::TenantId;
 use printworks::ports::OrderStore;
 use printworks::render::probe::probe;
-use printworks_tests::{OrderForm, photo, seeded_key, spawn_app, upload};
+use printworks_tests::{OrderForm, photo, poll_order, seeded_key, spawn_app, upload};
 use reqwest::Client;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -24,22 +24,10 @@ async fn place(client: &Client, base: &str, key: &str, sku: &str, image: Value) 
 
 /// Polls the order until it leaves `paid`.
 async fn settled(client: &Client, base: &str, key: &str, id: &str) -> Value {
-    for _ in 0..300 {
-        let order: Value = client
-            .get(format!("{base}/v1/orders/{id}"))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if order["state"] != "paid" {
-            return order;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("order {id} was not rendered in 30 s");
+    poll_order(client, base, key, id, Duration::from_secs(30), |s| {
+        s != "paid"
+    })
+    .await
 }
 
 #[tokio::test]
