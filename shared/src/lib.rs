@@ -17,6 +17,8 @@
 //! - `adapters::smtp` (feature `smtp`): e-mail through a shop's own SMTP server.
 //! - [`config`]: typed configuration from the environment.
 //! - `testing` (feature `testing`): fixtures for other crates' tests.
+//! - [`retry`]: `on_conflict`, the retry of writes that lost a race (jittered
+//!   back-off), and `Retry`, the retryable failure of the queue-fed functions.
 //! - [`telemetry`]: the one tracing init.
 //! - [`faults`]: the fault-injection switch (off unless a test turns it on).
 
@@ -29,6 +31,7 @@ pub mod fetch;
 pub mod ports;
 #[cfg(feature = "render")]
 pub mod render;
+pub mod retry;
 #[cfg(feature = "lambda")]
 pub mod sqs_batch;
 pub mod telemetry;

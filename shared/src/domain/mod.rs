@@ -1,4 +1,5 @@
-//! The domain: no I/O, no AWS crate (DESIGN rule 1).
+//! The domain: the rules, with no I/O and no AWS crate (so the handlers and
+//! adapters only move data in and out).
 //!
 //! - [`catalog`]: products, geometry, prices, plants, VAT and shipping rates
 //! - [`money`]: integer minor units with a currency
@@ -9,8 +10,12 @@
 //! - [`events`]: the event envelope
 //! - [`payment`]: the checkout, provider events and what they do to an order
 //! - [`notify`]: who is told what, on which channel; daily caps; webhook signatures
+//! - [`print`]: where an image's print files are stored, why an image cannot
+//!   be printed and the hold that follows
 //! - [`production`]: the plant choice, print jobs and plant status reports
 //! - [`tenant`]: tenants and API keys
+//! - [`upload`]: upload ids, their tenant-scoped keys, which uploads an order
+//!   may use
 
 pub mod catalog;
 pub mod events;
@@ -20,6 +25,8 @@ pub mod notify;
 pub mod order;
 pub mod payment;
 pub mod pricing;
+pub mod print;
 pub mod production;
 pub mod state;
 pub mod tenant;
+pub mod upload;

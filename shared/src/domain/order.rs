@@ -188,6 +188,33 @@ pub enum Fit {
     Fit,
 }
 
+/// What an `Idempotency-Key` is bound to: the SHA-256 (hex) of the request
+/// as the server read it, serialized again. That form is canonical (fixed
+/// field order, sorted option maps), so key order and whitespace in the
+/// body do not change it; the same key with another request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyFingerprint(String);
+
+impl IdempotencyFingerprint {
+    pub fn of(request: &OrderRequest) -> Result<IdempotencyFingerprint, serde_json::Error> {
+        use sha2::{Digest, Sha256};
+        let canonical = serde_json::to_vec(request)?;
+        Ok(IdempotencyFingerprint(hex::encode(Sha256::digest(
+            canonical,
+        ))))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<IdempotencyFingerprint> for String {
+    fn from(fingerprint: IdempotencyFingerprint) -> String {
+        fingerprint.0
+    }
+}
+
 /// Field names a client might send to set what only the server decides.
 pub const SERVER_ONLY_FIELDS: &[&str] = &[
     "price",
