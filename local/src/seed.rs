@@ -3,8 +3,8 @@
 
 use printworks::domain::locale::{CountryCode, Locale};
 use printworks::domain::money::Currency;
-use printworks::domain::order::upload_key;
 use printworks::domain::tenant::{PaymentSetup, Tenant, TenantId, TenantKind, mint_api_key};
+use printworks::domain::upload::upload_key;
 use printworks::ports::{BlobStore, StoreError, TenantStore};
 use printworks::render::{JpegOut, Raster, encode_jpeg};
 

@@ -26,6 +26,8 @@
 //!   moved along as the earlier stages would, `LocalEnv` (the local store,
 //!   bus and clock of the handler tests) and, with `testing-aws`, the AWS
 //!   emulator helpers.
+//! - [`retry`]: `on_conflict`, the retry of writes that lost a race (jittered
+//!   back-off), and `Retry`, the retryable failure of the queue-fed functions.
 //! - [`telemetry`]: the one tracing init.
 //! - [`faults`]: the fault-injection switch (off unless a test turns it on).
 
@@ -39,6 +41,7 @@ pub mod fetch;
 pub mod ports;
 #[cfg(feature = "render")]
 pub mod render;
+pub mod retry;
 #[cfg(feature = "lambda")]
 pub mod sqs_batch;
 pub mod telemetry;

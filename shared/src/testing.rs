@@ -105,9 +105,9 @@ pub fn rendered(
         .map(|item| {
             (0..item.images.len())
                 .map(|j| {
-                    let base = format!("{}/{}/{}-{}", order.tenant, order.id, item.line, j + 1);
-                    let print = format!("print of {base}").into_bytes();
-                    let preview = format!("preview of {base}").into_bytes();
+                    let keys = crate::domain::print::PrintFileKeys::of(order, item.line, j);
+                    let print = format!("print of {}", keys.print).into_bytes();
+                    let preview = format!("preview of {}", keys.preview).into_bytes();
                     let file = |key: String, bytes: &[u8]| RenderedFile {
                         key,
                         sha256: hex::encode(Sha256::digest(bytes)),
@@ -117,8 +117,8 @@ pub fn rendered(
                     };
                     let record = RenderedImage {
                         image: j as u32,
-                        print: file(format!("{base}/print.jpg"), &print),
-                        preview: file(format!("{base}/preview.jpg"), &preview),
+                        print: file(keys.print.clone(), &print),
+                        preview: file(keys.preview.clone(), &preview),
                         effective_dpi: 300,
                         warnings: Vec::new(),
                     };

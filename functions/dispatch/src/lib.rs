@@ -24,6 +24,7 @@ use printworks::domain::state::OrderState;
 use printworks::ports::{
     BlobStore, Clock, MessageQueue, OrderStore, ProductionStore, QueueError, StoreError,
 };
+use printworks::retry::{self, Attempt};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,9 +65,7 @@ pub enum Outcome {
 }
 
 /// A failure worth retrying (store or queue trouble).
-#[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct Retry(#[from] pub anyhow::Error);
+pub use printworks::retry::Retry;
 
 pub struct Dispatcher {
     pub catalog: Arc<Catalog>,
@@ -80,7 +79,7 @@ pub struct Dispatcher {
 }
 
 /// Lost races with another writer before giving up (the message returns).
-const MAX_CONFLICTS: usize = 5;
+const MAX_CONFLICTS: u32 = 5;
 
 impl Dispatcher {
     #[tracing::instrument(skip_all, fields(order_id = %event.order_id, tenant = %event.tenant))]
@@ -91,7 +90,9 @@ impl Dispatcher {
                 event.event_type.as_str()
             )));
         }
-        for _ in 0..MAX_CONFLICTS {
+        // Each attempt reads the order afresh; a write that lost to another
+        // writer is decided again on what that writer left.
+        retry::on_conflict(MAX_CONFLICTS, || async {
             let Some(order) = self
                 .orders
                 .get(&event.tenant, &event.order_id)
@@ -135,12 +136,8 @@ impl Dispatcher {
                         .await
                 }
             };
-            match written {
-                Ok(()) => {}
-                Err(StoreError::Conflict) => continue,
-                Err(StoreError::Unexpected(e)) => return Err(Retry(e)),
-            }
-            return match decision {
+            written.map_err(Attempt::store)?;
+            match decision {
                 Dispatch::ToPlant { next, .. } => {
                     let (plant, jobs) = self.send_jobs(&next).await?;
                     tracing::info!(plant, jobs, "dispatched");
@@ -151,11 +148,15 @@ impl Dispatcher {
                     tracing::warn!(reason, "no plant can make the order");
                     Ok(Outcome::Held { reason })
                 }
-            };
-        }
-        Err(Retry(anyhow::anyhow!(
-            "the order kept changing while being dispatched"
-        )))
+            }
+        })
+        .await
+        .map_err(|e: Retry| match e.0.downcast_ref::<StoreError>() {
+            Some(StoreError::Conflict) => Retry(anyhow::anyhow!(
+                "the order kept changing while being dispatched"
+            )),
+            _ => e,
+        })
     }
 
     /// Builds the job messages of a dispatched order and sends them.

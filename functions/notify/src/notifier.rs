@@ -61,9 +61,7 @@ pub enum Outcome {
 
 /// A failure worth retrying (a store or a provider unavailable, another
 /// sender holding a message): the queue message comes back.
-#[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct Retry(#[from] pub anyhow::Error);
+pub use printworks::retry::Retry;
 
 /// Back-off of a failed message before its next delivery: `base` (30 s
 /// on AWS), doubled per delivery, at most an hour.

@@ -12,18 +12,21 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use printworks::domain::money::Money;
 use printworks::domain::order::{
-    Order, OrderId, OrderRequest, TransitionError, find_server_only_field, upload_key,
+    IdempotencyFingerprint, Order, OrderId, OrderRequest, TransitionError, find_server_only_field,
 };
 use printworks::domain::tenant::Tenant;
+use printworks::domain::upload::UploadId;
 use printworks::ports::{IdempotencyRecord, NewOrder, PlaceOutcome, StoreError, StoredResponse};
+use printworks::retry::{self, Attempt};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tracing::Span;
 
 /// Content types a customer may upload, and the largest upload.
 pub const UPLOAD_CONTENT_TYPES: &[&str] = &["image/jpeg", "image/png"];
 pub const MAX_UPLOAD_BYTES: u64 = 50 * 1024 * 1024;
+/// Lost races of a cancellation before the client is told to retry.
+const CANCEL_ATTEMPTS: u32 = 3;
 
 async fn tenant_of(app: &App, headers: &HeaderMap) -> Result<Tenant, ApiError> {
     authenticate(headers, &app.config.env, app.tenants.as_ref(), &app.keys).await
@@ -230,8 +233,8 @@ pub async fn create_upload(
             format!("size_bytes must be between 1 and {MAX_UPLOAD_BYTES}"),
         ));
     }
-    let upload_id = format!("upl_{}", uuid::Uuid::new_v4().simple());
-    let key = upload_key(&tenant.id, &upload_id);
+    let upload_id = UploadId::new();
+    let key = upload_id.key(&tenant.id);
     let presigned = app
         .blobs
         .presign_put(
@@ -241,8 +244,9 @@ pub async fn create_upload(
             app.config.upload_url_ttl,
         )
         .await?;
-    tracing::info!(upload_id, "upload URL issued");
-    let body = serde_json::json!({ "upload_id": upload_id, "key": key, "upload": presigned });
+    tracing::info!(upload_id = upload_id.as_str(), "upload URL issued");
+    let body =
+        serde_json::json!({ "upload_id": upload_id.as_str(), "key": key, "upload": presigned });
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -301,11 +305,8 @@ pub async fn place_order(
             format!("{path}: must be a JSON object"),
         ));
     }
-    // The typed request re-serialized is canonical (fixed field order,
-    // sorted option maps), so key order and whitespace do not change it.
-    let hash = hex::encode(Sha256::digest(
-        serde_json::to_vec(&request).map_err(|e| StoreError::Unexpected(e.into()))?,
-    ));
+    let fingerprint =
+        IdempotencyFingerprint::of(&request).map_err(|e| StoreError::Unexpected(e.into()))?;
     let (order, events) =
         Order::place(&app.catalog, &tenant, &request, app.clock.now()).map_err(|errors| {
             let first = errors
@@ -326,7 +327,7 @@ pub async fn place_order(
         events,
         idempotency: IdempotencyRecord {
             key,
-            request_hash: hash,
+            request_hash: fingerprint.into(),
             response: response.clone(),
         },
     };
@@ -415,32 +416,29 @@ pub async fn cancel_order(
     let id = order_id(id)?;
     // Read, decide, write conditionally on the rank read; a concurrent
     // transition makes the write lose, and we decide again on fresh state.
-    for _ in 0..3 {
+    retry::on_conflict(CANCEL_ATTEMPTS, || async {
         let order = app
             .orders
             .get(&tenant.id, &id)
-            .await?
+            .await
+            .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::not_found("order"))?;
         match order.cancel(reason, app.clock.now()) {
-            Err(TransitionError::AlreadyCancelled) => return Ok(Json(order).into_response()),
+            Err(TransitionError::AlreadyCancelled) => Ok(Json(order).into_response()),
             Err(e @ (TransitionError::NotCancellable(_) | TransitionError::NotAllowed(..))) => {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "not_cancellable",
-                    e.to_string(),
-                ));
+                Err(ApiError::new(StatusCode::CONFLICT, "not_cancellable", e.to_string()).into())
             }
-            Ok((next, event)) => match app.orders.transition(&next, &order, vec![event]).await {
-                Ok(()) => {
-                    tracing::info!("order cancelled");
-                    return Ok(Json(next).into_response());
-                }
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
-            },
+            Ok((next, event)) => {
+                app.orders
+                    .transition(&next, &order, vec![event])
+                    .await
+                    .map_err(Attempt::store)?;
+                tracing::info!("order cancelled");
+                Ok(Json(next).into_response())
+            }
         }
-    }
-    Err(StoreError::Conflict.into())
+    })
+    .await
 }
 
 pub async fn no_route() -> ApiError {

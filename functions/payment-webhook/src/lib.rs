@@ -33,6 +33,7 @@ use printworks::ports::{
     Clock, OrderStore, PaymentRecord, PaymentStore, PaymentWrite, PaymentWriteOutcome,
     SecretSource, StoreError,
 };
+use printworks::retry::{self, Attempt};
 use printworks::webhooks::{WebhookError, WebhookSecrets};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -42,6 +43,9 @@ use tower::ServiceExt;
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// How long secrets are used before they are read again.
 pub const SECRETS_TTL: Duration = Duration::from_secs(300);
+/// Lost races of one event before the request fails (and the provider
+/// sends it again).
+const MAX_CONFLICTS: u32 = 8;
 
 /// What the handler needs, built once per cold start.
 pub struct Webhooks {
@@ -122,7 +126,9 @@ impl Webhooks {
         if event.kind == PaymentEventKind::Unknown {
             return Ok(Applied::Ignored);
         }
-        for attempt in 0..8u64 {
+        // Someone else may write the order (or this very event) in between:
+        // then read again and decide again.
+        retry::on_conflict(MAX_CONFLICTS, || async {
             if self
                 .payments
                 .payment_record(&event.provider, &event.event_id)
@@ -173,17 +179,12 @@ impl Webhooks {
             };
             let outcome = write.record.outcome.clone();
             match self.payments.record_payment(write).await {
-                Ok(PaymentWriteOutcome::Recorded) => return Ok(Applied::Recorded(outcome)),
-                Ok(PaymentWriteOutcome::Duplicate) => return Ok(Applied::Duplicate),
-                Err(StoreError::Conflict) => {
-                    // Someone else wrote the order (or this very event) in
-                    // between: read again and decide again.
-                    tokio::time::sleep(Duration::from_millis(5 * (attempt + 1))).await;
-                }
-                Err(e) => return Err(e),
+                Ok(PaymentWriteOutcome::Recorded) => Ok(Applied::Recorded(outcome)),
+                Ok(PaymentWriteOutcome::Duplicate) => Ok(Applied::Duplicate),
+                Err(e) => Err(Attempt::store(e)),
             }
-        }
-        Err(StoreError::Conflict)
+        })
+        .await
     }
 
     async fn find_order(

@@ -17,6 +17,7 @@ pub use config::Resources;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use printworks::domain::production::{JobStatusReport, StatusOutcome};
 use printworks::ports::{Clock, OrderStore, ProductionStore, StoreError};
+use printworks::retry::{self, Attempt};
 use std::sync::Arc;
 
 /// What handling one report did.
@@ -39,6 +40,19 @@ pub enum Failure {
     Retry(#[from] anyhow::Error),
 }
 
+impl From<StoreError> for Failure {
+    /// Store trouble is retried; so are lost races, once
+    /// [`retry::on_conflict`] gave up on them.
+    fn from(e: StoreError) -> Failure {
+        match e {
+            StoreError::Conflict => Failure::Retry(anyhow::anyhow!(
+                "the order kept changing; the report will come back"
+            )),
+            StoreError::Unexpected(e) => Failure::Retry(e),
+        }
+    }
+}
+
 pub struct ProductionEvents {
     pub orders: Arc<dyn OrderStore>,
     pub production: Arc<dyn ProductionStore>,
@@ -46,7 +60,7 @@ pub struct ProductionEvents {
 }
 
 /// Lost races before the message is handed back to the queue.
-const MAX_CONFLICTS: usize = 20;
+const MAX_CONFLICTS: u32 = 20;
 
 impl ProductionEvents {
     /// Handles one message body.
@@ -57,7 +71,9 @@ impl ProductionEvents {
 
     #[tracing::instrument(skip_all, fields(order_id = %report.order_id, tenant = %report.tenant, job = %report.job_id, status = report.status.as_str()))]
     pub async fn apply(&self, report: &JobStatusReport) -> Result<Outcome, Failure> {
-        for _ in 0..MAX_CONFLICTS {
+        // Each attempt reads the order afresh: another job's report may
+        // have moved it since.
+        retry::on_conflict(MAX_CONFLICTS, || async {
             let order = self
                 .orders
                 .get(&report.tenant, &report.order_id)
@@ -65,8 +81,8 @@ impl ProductionEvents {
                 .map_err(|e| Failure::Retry(anyhow::anyhow!("order store: {e}")))?
                 .ok_or_else(|| Failure::Rejected(format!("no order {}", report.order_id)))?;
             match order.apply_job_status(report, self.clock.now()) {
-                StatusOutcome::NoChange => return Ok(Outcome::NoChange),
-                StatusOutcome::Unknown(why) => return Err(Failure::Rejected(why)),
+                StatusOutcome::NoChange => Ok(Outcome::NoChange),
+                StatusOutcome::Unknown(why) => Err(Failure::Rejected(why).into()),
                 StatusOutcome::Changed {
                     next,
                     events,
@@ -76,21 +92,15 @@ impl ProductionEvents {
                         .iter()
                         .map(|e| e.event_type.as_str().to_string())
                         .collect();
-                    match self
-                        .production
+                    self.production
                         .transition_counted(&next, &order, events, &report.plant, -closed)
                         .await
-                    {
-                        Ok(()) => return Ok(Outcome::Applied { events: names }),
-                        Err(StoreError::Conflict) => continue,
-                        Err(StoreError::Unexpected(e)) => return Err(Failure::Retry(e)),
-                    }
+                        .map_err(Attempt::store)?;
+                    Ok(Outcome::Applied { events: names })
                 }
             }
-        }
-        Err(Failure::Retry(anyhow::anyhow!(
-            "the order kept changing; the report will come back"
-        )))
+        })
+        .await
     }
 
     /// The Lambda's SQS batch of job status reports.

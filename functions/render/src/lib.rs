@@ -22,7 +22,9 @@ use printworks::domain::events::{EventEnvelope, EventType};
 use printworks::domain::order::{
     ImageSource, ItemImage, Order, OrderItem, RenderedFile, RenderedImage,
 };
+use printworks::domain::print::{PrintFileKeys, Unprintable};
 use printworks::domain::state::OrderState;
+use printworks::domain::upload;
 use printworks::ports::{BlobStore, Clock, OrderStore, StoreError};
 use printworks::render::{self, Limits, Rect, Request, Rgb, Sheet};
 use sha2::{Digest, Sha256};
@@ -70,9 +72,7 @@ pub enum Outcome {
 }
 
 /// A failure worth retrying (storage or network trouble).
-#[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct Retry(#[from] pub anyhow::Error);
+pub use printworks::retry::Retry;
 
 pub struct Renderer {
     pub catalog: Arc<Catalog>,
@@ -89,13 +89,8 @@ pub struct Renderer {
     pub max_attempts: u32,
 }
 
-/// A permanent problem with one image: the order goes on hold.
-struct Unprintable {
-    reason: String,
-    code: &'static str,
-}
-
 enum ImageFailure {
+    /// A permanent problem with the image: the order goes on hold.
     Unprintable(Unprintable),
     /// The customer's photo URL failed in a way that may pass (a timeout,
     /// a 503): retried, and after `max_attempts` deliveries the order goes
@@ -104,12 +99,6 @@ enum ImageFailure {
     /// Our side failed (our buckets, the render task): always retried. The
     /// customer cannot fix it, so it must never put their order on hold.
     Ours(anyhow::Error),
-}
-
-/// Where an image's files go in the prints bucket.
-pub fn print_keys(order: &Order, line: u32, image: usize) -> (String, String) {
-    let base = format!("{}/{}/{}-{}", order.tenant, order.id, line, image + 1);
-    (format!("{base}/print.jpg"), format!("{base}/preview.jpg"))
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -151,10 +140,7 @@ impl Renderer {
                     }
                     Err(ImageFailure::Source(e)) if attempt >= self.max_attempts => {
                         tracing::warn!(order = %order.id, error = %e, attempt, "giving up on a source");
-                        let u = Unprintable {
-                            reason: format!("we could not read the photo after {attempt} attempts"),
-                            code: "source_unavailable",
-                        };
+                        let u = Unprintable::SourceUnavailable { attempts: attempt };
                         return self.hold(&order, item, j, u).await;
                     }
                     Err(ImageFailure::Source(e) | ImageFailure::Ours(e)) => {
@@ -179,22 +165,15 @@ impl Renderer {
         image: usize,
         u: Unprintable,
     ) -> Result<Outcome, Retry> {
-        let reason = if item.images.len() > 1 {
-            format!(
-                "Item {} ({}), photo {}: {}",
-                item.line,
-                item.name,
-                image + 1,
-                u.reason
-            )
-        } else {
-            format!("Item {} ({}): {}", item.line, item.name, u.reason)
-        };
-        let details = serde_json::json!({ "code": u.code, "line": item.line, "image": image });
         let (next, event) = order
-            .hold(&reason, details, self.clock.now())
+            .hold_unprintable(item, image, &u, self.clock.now())
             .context("putting the order on hold")?;
-        tracing::info!(order = %order.id, code = u.code, "putting the order on hold");
+        let reason = next
+            .hold
+            .as_ref()
+            .map(|h| h.reason.clone())
+            .unwrap_or_default();
+        tracing::info!(order = %order.id, code = u.code(), "putting the order on hold");
         self.commit(order, next, event, Outcome::Held { reason })
             .await
     }
@@ -218,32 +197,22 @@ impl Renderer {
     }
 
     async fn read_source(&self, order: &Order, image: &ItemImage) -> Result<Vec<u8>, ImageFailure> {
-        let unprintable =
-            |reason: String, code| ImageFailure::Unprintable(Unprintable { reason, code });
         match &image.source {
             ImageSource::Upload { key, .. } => {
-                // Only the order's own tenant's uploads.
-                if !key.starts_with(&format!("uploads/{}/", order.tenant)) {
-                    return Err(unprintable(
-                        "the photo belongs to another account".into(),
-                        "foreign_upload",
-                    ));
+                if !upload::tenant_may_use(&order.tenant, key) {
+                    return Err(ImageFailure::Unprintable(Unprintable::ForeignUpload));
                 }
                 match self.uploads.get(key).await {
                     Ok(Some(bytes)) => Ok(bytes),
-                    Ok(None) => Err(unprintable(
-                        "the photo upload was never completed".into(),
-                        "upload_missing",
-                    )),
+                    Ok(None) => Err(ImageFailure::Unprintable(Unprintable::UploadMissing)),
                     Err(e) => Err(ImageFailure::Ours(anyhow::anyhow!("reading {key}: {e}"))),
                 }
             }
             ImageSource::Url { url } => match self.urls.fetch(url).await {
                 Ok(bytes) => Ok(bytes),
-                Err(e) if e.permanent => Err(unprintable(
-                    format!("the photo URL cannot be used ({e})"),
-                    "url_refused",
-                )),
+                Err(e) if e.permanent => Err(ImageFailure::Unprintable(Unprintable::UrlRefused {
+                    cause: e.to_string(),
+                })),
                 Err(e) => Err(ImageFailure::Source(anyhow::anyhow!("fetching {url}: {e}"))),
             },
         }
@@ -257,16 +226,11 @@ impl Renderer {
         image: &ItemImage,
     ) -> Result<RenderedImage, ImageFailure> {
         let product = self.catalog.product(&item.sku).ok_or_else(|| {
-            ImageFailure::Unprintable(Unprintable {
-                reason: format!("the product {} is no longer offered", item.sku),
-                code: "unknown_product",
+            ImageFailure::Unprintable(Unprintable::UnknownProduct {
+                sku: item.sku.clone(),
             })
         })?;
-        // A photo box prints its photos as the product it contains.
-        let product = match &product.contains {
-            Some(c) => self.catalog.product(c.sku.as_str()).unwrap_or(product),
-            None => product,
-        };
+        let product = self.catalog.printed_as(product);
         let bytes = self.read_source(order, image).await?;
         let request = Request {
             sheet: Sheet::for_product(product, &item.options),
@@ -290,15 +254,18 @@ impl Renderer {
             .map_err(|e| ImageFailure::Ours(anyhow::anyhow!("render task: {e}")))?
             .map_err(|e| {
                 if e.is_permanent() {
-                    ImageFailure::Unprintable(Unprintable {
-                        reason: e.to_string(),
+                    ImageFailure::Unprintable(Unprintable::Image {
                         code: e.code(),
+                        message: e.to_string(),
                     })
                 } else {
                     ImageFailure::Ours(e.into())
                 }
             })?;
-        let (print_key, preview_key) = print_keys(order, item.line, j);
+        let PrintFileKeys {
+            print: print_key,
+            preview: preview_key,
+        } = PrintFileKeys::of(order, item.line, j);
         let record = RenderedImage {
             image: j as u32,
             print: RenderedFile {

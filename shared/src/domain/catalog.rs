@@ -257,6 +257,17 @@ impl Catalog {
         self.products.get(sku)
     }
 
+    /// The product whose sheet an item of `product` prints its photos on:
+    /// a photo box prints its photos as the product it contains, anything
+    /// else as itself.
+    pub fn printed_as<'a>(&'a self, product: &'a Product) -> &'a Product {
+        product
+            .contains
+            .as_ref()
+            .and_then(|c| self.product(c.sku.as_str()))
+            .unwrap_or(product)
+    }
+
     pub fn products(&self) -> impl Iterator<Item = &Product> {
         self.products.values()
     }
@@ -321,6 +332,8 @@ mod tests {
         let boxed = catalog.product("photobox-10x15").unwrap();
         assert_eq!(boxed.images_per_item, 10);
         assert_eq!(boxed.contains.as_ref().unwrap().sku.as_str(), "photo-10x15");
+        assert_eq!(catalog.printed_as(boxed).sku.as_str(), "photo-10x15");
+        assert_eq!(catalog.printed_as(canvas).sku.as_str(), "canvas-40x60");
         for country in CountryCode::ALL {
             assert!(catalog.ships_to(country), "{country}");
         }

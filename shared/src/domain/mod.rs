@@ -13,8 +13,12 @@
 //! - [`notify`]: who is told what, on which channel; daily caps; webhook signatures
 //! - [`signature`]: the timestamped HMAC-SHA256 signature scheme (Stripe's)
 //!   that Stripe's events and printworks' tenant calls share
+//! - [`print`]: where an image's print files are stored, why an image cannot
+//!   be printed and the hold that follows
 //! - [`production`]: the plant choice, print jobs and plant status reports
 //! - [`tenant`]: tenants and API keys
+//! - [`upload`]: upload ids, their tenant-scoped keys, which uploads an order
+//!   may use
 
 pub mod catalog;
 pub mod events;
@@ -24,7 +28,9 @@ pub mod notify;
 pub mod order;
 pub mod payment;
 pub mod pricing;
+pub mod print;
 pub mod production;
 pub mod signature;
 pub mod state;
 pub mod tenant;
+pub mod upload;

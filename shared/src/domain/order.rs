@@ -1,6 +1,11 @@
-//! Orders: the request a client sends ([`OrderRequest`], parsed strictly at
-//! the edge), its validation against the catalog and the tenant, and the
-//! stored [`Order`] with the transitions that emit events.
+//! Orders: the request a client sends ([`OrderRequest`], read strictly at
+//! the edge), its parts parsed into domain values against the catalog and
+//! the tenant ([`parse`]: [`OrderParts`] and the types it is made of), and
+//! the stored [`Order`] with the transitions that emit events.
+//!
+//! - [`parse`]: `Text`, `EmailAddress`, `PhoneNumber`, `Quantity`,
+//!   `InvalidField`, `Customer::parse`, `Address::parse`, `Shipping::parse`,
+//!   `ItemImage::parse`, `OrderLine`, `OrderParts` (re-exported here).
 
 use super::catalog::{Catalog, ShippingMethod};
 use super::events::{EventEnvelope, EventType};
@@ -12,6 +17,9 @@ use super::tenant::{PaymentSetup, Tenant, TenantId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
+
+pub mod parse;
+pub use parse::{EmailAddress, InvalidField, OrderLine, OrderParts, PhoneNumber, Quantity, Text};
 
 pub const MAX_ITEMS: usize = 50;
 pub const MAX_QUANTITY: i64 = 100;
@@ -65,32 +73,8 @@ impl std::fmt::Display for OrderId {
     }
 }
 
-/// An upload id handed out by `POST /v1/uploads`: `upl_` and 32 hex digits.
 /// The longest photo side a crop rectangle may reach.
 pub const MAX_PHOTO_SIDE: u32 = 65_535;
-
-fn err_none<T>(errors: &mut Vec<FieldError>, field: &str, message: &str) -> Option<T> {
-    errors.push(FieldError {
-        field: field.to_string(),
-        message: message.to_string(),
-    });
-    None
-}
-
-pub fn upload_id_valid(raw: &str) -> bool {
-    raw.strip_prefix("upl_").is_some_and(|hex| {
-        hex.len() == 32
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
-}
-
-/// The blob key of an upload: always under the uploading tenant's prefix,
-/// so an order can only ever point at its own tenant's photos.
-pub fn upload_key(tenant: &TenantId, upload_id: &str) -> String {
-    format!("uploads/{tenant}/{upload_id}")
-}
 
 // ---------------------------------------------------------------- request --
 
@@ -188,6 +172,33 @@ pub enum Fit {
     Fit,
 }
 
+/// What an `Idempotency-Key` is bound to: the SHA-256 (hex) of the request
+/// as the server read it, serialized again. That form is canonical (fixed
+/// field order, sorted option maps), so key order and whitespace in the
+/// body do not change it; the same key with another request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyFingerprint(String);
+
+impl IdempotencyFingerprint {
+    pub fn of(request: &OrderRequest) -> Result<IdempotencyFingerprint, serde_json::Error> {
+        use sha2::{Digest, Sha256};
+        let canonical = serde_json::to_vec(request)?;
+        Ok(IdempotencyFingerprint(hex::encode(Sha256::digest(
+            canonical,
+        ))))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<IdempotencyFingerprint> for String {
+    fn from(fingerprint: IdempotencyFingerprint) -> String {
+        fingerprint.0
+    }
+}
+
 /// Field names a client might send to set what only the server decides.
 pub const SERVER_ONLY_FIELDS: &[&str] = &[
     "price",
@@ -238,62 +249,6 @@ pub fn find_server_only_field(value: &serde_json::Value) -> Option<String> {
 pub struct FieldError {
     pub field: String,
     pub message: String,
-}
-
-/// A free-text field: not blank, at most `max` characters and no control
-/// characters (tab and newline included) as sent; kept trimmed. The limits
-/// apply to the value as sent so that they are the OpenAPI schema's
-/// (`maxLength`, `pattern`), which cannot trim.
-fn text(errors: &mut Vec<FieldError>, field: &str, value: &str, max: usize) -> String {
-    let trimmed = value.trim();
-    if trimmed.is_empty() {
-        errors.push(FieldError {
-            field: field.into(),
-            message: "must not be empty".into(),
-        });
-    } else if value.chars().count() > max {
-        errors.push(FieldError {
-            field: field.into(),
-            message: format!("must be at most {max} characters"),
-        });
-    } else if value.chars().any(char::is_control) {
-        errors.push(FieldError {
-            field: field.into(),
-            message: "must not contain control characters".into(),
-        });
-    }
-    trimmed.to_string()
-}
-
-fn optional_text(
-    errors: &mut Vec<FieldError>,
-    field: &str,
-    value: &Option<String>,
-    max: usize,
-) -> Option<String> {
-    value.as_ref().map(|v| text(errors, field, v, max))
-}
-
-fn email_valid(email: &str) -> bool {
-    let mut parts = email.splitn(2, '@');
-    let (Some(local), Some(domain)) = (parts.next(), parts.next()) else {
-        return false;
-    };
-    email.len() <= 254
-        && !local.is_empty()
-        && local.len() <= 64
-        && !domain.contains('@')
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-}
-
-fn phone_valid(phone: &str) -> bool {
-    let digits = phone.strip_prefix('+').unwrap_or(phone);
-    phone.starts_with('+')
-        && (6..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 // ------------------------------------------------------------------ order --
@@ -453,271 +408,33 @@ impl Order {
         next
     }
 
-    /// Validates a request for `tenant` against `catalog` and builds the
-    /// order with the events that announce it. Every error is collected, so a
-    /// client learns all that is wrong at once.
+    /// Parses a request for `tenant` against `catalog` ([`OrderParts`];
+    /// every problem is reported, so a client learns all that is wrong at
+    /// once), prices it and builds the order with the events that announce
+    /// it.
     pub fn place(
         catalog: &Catalog,
         tenant: &Tenant,
         request: &OrderRequest,
         now: OffsetDateTime,
     ) -> Result<(Order, Vec<EventEnvelope>), Vec<FieldError>> {
-        let mut errors = Vec::new();
-        let err = |errors: &mut Vec<FieldError>, field: &str, message: String| {
-            errors.push(FieldError {
-                field: field.to_string(),
-                message,
-            })
-        };
-
-        let locale = Locale::parse(&request.locale);
-        if locale.is_none() {
-            err(
-                &mut errors,
-                "locale",
-                "must be one of de, en, fr, it, nl, es".into(),
-            );
-        }
-        let currency = Currency::parse(&request.currency);
-        match currency {
-            None => err(&mut errors, "currency", "must be EUR or CHF".into()),
-            Some(c) if !tenant.currencies.contains(&c) => err(
-                &mut errors,
-                "currency",
-                format!("{c} is not enabled for this account"),
-            ),
-            Some(_) => {}
-        }
-
-        let customer = Customer {
-            name: text(&mut errors, "customer.name", &request.customer.name, 100),
-            email: request.customer.email.trim().to_string(),
-            phone: request
-                .customer
-                .phone
-                .as_ref()
-                .map(|p| p.replace([' ', '-'], "")),
-        };
-        if !email_valid(&customer.email) {
-            err(
-                &mut errors,
-                "customer.email",
-                "is not a valid e-mail address".into(),
-            );
-        }
-        if let Some(phone) = &customer.phone
-            && !phone_valid(phone)
-        {
-            err(
-                &mut errors,
-                "customer.phone",
-                "must be in international format, e.g. +4930123456".into(),
-            );
-        }
-
-        let method = match request.shipping.method.as_str() {
-            "standard" => Some(ShippingMethod::Standard),
-            "express" => Some(ShippingMethod::Express),
-            _ => {
-                err(
-                    &mut errors,
-                    "shipping.method",
-                    "must be standard or express".into(),
-                );
-                None
-            }
-        };
-        let a = &request.shipping.address;
-        let country = CountryCode::parse(&a.country);
-        match country {
-            None => err(
-                &mut errors,
-                "shipping.address.country",
-                format!("we do not ship to {:?}", a.country),
-            ),
-            Some(c) if !tenant.countries.contains(&c) || !catalog.ships_to(c) => err(
-                &mut errors,
-                "shipping.address.country",
-                format!("{c} is not enabled for this account"),
-            ),
-            Some(c) if !c.postal_code_valid(a.postal_code.trim()) => err(
-                &mut errors,
-                "shipping.address.postal_code",
-                format!("is not a valid postal code for {c}"),
-            ),
-            Some(_) => {}
-        }
-        let address_name = text(&mut errors, "shipping.address.name", &a.name, 100);
-        let company = optional_text(&mut errors, "shipping.address.company", &a.company, 100);
-        let line1 = text(&mut errors, "shipping.address.line1", &a.line1, 100);
-        let line2 = optional_text(&mut errors, "shipping.address.line2", &a.line2, 100);
-        let city = text(&mut errors, "shipping.address.city", &a.city, 60);
-        let reference = optional_text(&mut errors, "reference", &request.reference, 64);
-
-        if request.items.is_empty() {
-            err(
-                &mut errors,
-                "items",
-                "must contain at least one item".into(),
-            );
-        } else if request.items.len() > MAX_ITEMS {
-            err(
-                &mut errors,
-                "items",
-                format!("must contain at most {MAX_ITEMS} items"),
-            );
-        }
-
-        let mut items = Vec::with_capacity(request.items.len());
-        let mut lines = Vec::with_capacity(request.items.len());
-        for (i, item) in request.items.iter().enumerate().take(MAX_ITEMS) {
-            let at = |field: &str| format!("items[{i}].{field}");
-            let Some(product) = catalog.product(&item.sku) else {
-                err(
-                    &mut errors,
-                    &at("sku"),
-                    format!("unknown product {:?}", item.sku),
-                );
-                continue;
-            };
-            if !(1..=MAX_QUANTITY).contains(&item.quantity) {
-                err(
-                    &mut errors,
-                    &at("quantity"),
-                    format!("must be between 1 and {MAX_QUANTITY}"),
-                );
-            }
-            let mut options = BTreeMap::new();
-            for (name, value) in &item.options {
-                match product.options.get(name) {
-                    None => err(
-                        &mut errors,
-                        &at(&format!("options.{name}")),
-                        format!("{} has no option {name:?}", item.sku),
-                    ),
-                    Some(spec) if !spec.values.contains(value) => err(
-                        &mut errors,
-                        &at(&format!("options.{name}")),
-                        format!("must be one of {}", spec.values.join(", ")),
-                    ),
-                    Some(_) => {
-                        options.insert(name.clone(), value.clone());
-                    }
-                }
-            }
-            for (name, spec) in &product.options {
-                options
-                    .entry(name.clone())
-                    .or_insert_with(|| spec.default.clone());
-            }
-            if item.images.len() != product.images_per_item as usize {
-                let n = product.images_per_item;
-                err(
-                    &mut errors,
-                    &at("images"),
-                    format!(
-                        "{} takes exactly {n} image{}",
-                        item.sku,
-                        if n == 1 { "" } else { "s" }
-                    ),
-                );
-            }
-            let mut images = Vec::with_capacity(item.images.len());
-            for (j, image) in item.images.iter().enumerate() {
-                let field = at(&format!("images[{j}]"));
-                let source = match (&image.upload_id, &image.url) {
-                    (Some(id), None) if upload_id_valid(id) => Some(ImageSource::Upload {
-                        upload_id: id.clone(),
-                        key: upload_key(&tenant.id, id),
-                    }),
-                    (Some(_), None) => err_none(
-                        &mut errors,
-                        &format!("{field}.upload_id"),
-                        "is not an upload id from POST /v1/uploads",
-                    ),
-                    (None, Some(url)) if url_acceptable(url) => {
-                        Some(ImageSource::Url { url: url.clone() })
-                    }
-                    (None, Some(_)) => err_none(
-                        &mut errors,
-                        &format!("{field}.url"),
-                        "must be an https URL of at most 2048 characters",
-                    ),
-                    _ => err_none(&mut errors, &field, "needs exactly one of upload_id or url"),
-                };
-                let fit = match image.fit.as_deref() {
-                    None | Some("fill") => Some(Fit::Fill),
-                    Some("fit") => Some(Fit::Fit),
-                    Some(_) => {
-                        err_none(&mut errors, &format!("{field}.fit"), "must be fill or fit")
-                    }
-                };
-                if let Some(c) = image.crop {
-                    let fits = c.width > 0
-                        && c.height > 0
-                        && u64::from(c.x) + u64::from(c.width) <= u64::from(MAX_PHOTO_SIDE)
-                        && u64::from(c.y) + u64::from(c.height) <= u64::from(MAX_PHOTO_SIDE);
-                    if !fits {
-                        err(
-                            &mut errors,
-                            &format!("{field}.crop"),
-                            format!(
-                                "needs a width and height above 0, inside {MAX_PHOTO_SIDE} pixels"
-                            ),
-                        );
-                    }
-                }
-                if let Some(bg) = &image.background {
-                    let hex = bg.strip_prefix('#').unwrap_or("");
-                    if hex.len() != 6 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                        err(
-                            &mut errors,
-                            &format!("{field}.background"),
-                            "must be a colour like #ffffff".into(),
-                        );
-                    }
-                }
-                if let (Some(source), Some(fit)) = (source, fit) {
-                    images.push(ItemImage {
-                        source,
-                        fit,
-                        crop: image.crop,
-                        background: image.background.clone(),
-                    });
-                }
-            }
-            let quantity = u32::try_from(item.quantity.clamp(1, MAX_QUANTITY)).unwrap_or(1);
-            if let Some(c) = currency {
-                let unit_price = product.unit_price(c);
-                let line_total =
-                    super::money::Money::new(unit_price.amount * i64::from(quantity), c);
-                items.push(OrderItem {
-                    line: (i + 1) as u32,
-                    sku: product.sku.as_str().to_string(),
-                    name: product.name.clone(),
-                    quantity,
-                    options,
-                    images,
-                    unit_price,
-                    line_total,
-                    renders: Vec::new(),
-                });
-            }
-            lines.push((product, quantity));
-        }
-
-        let (Some(locale), Some(currency), Some(method), Some(country), true) =
-            (locale, currency, method, country, errors.is_empty())
-        else {
-            return Err(errors);
-        };
+        let parts = OrderParts::parse(request, catalog, tenant)?;
+        let (country, method, currency) = (
+            parts.shipping.address.country,
+            parts.shipping.method,
+            parts.currency,
+        );
+        let lines: Vec<_> = parts
+            .lines
+            .iter()
+            .map(|l| (l.product, l.quantity.get()))
+            .collect();
         let totals = pricing::quote(catalog, &lines, country, method, currency).map_err(|e| {
             vec![FieldError {
                 field: "items".into(),
                 message: e.to_string(),
             }]
         })?;
-
         let state = if tenant.pays_by_invoice() {
             OrderState::Paid
         } else {
@@ -731,56 +448,56 @@ impl Order {
             cancel_reason: None,
             created_at: now,
             updated_at: now,
-            locale,
+            locale: parts.locale,
             currency,
-            customer,
-            shipping: Shipping {
-                method,
-                address: Address {
-                    name: address_name,
-                    company,
-                    line1,
-                    line2,
-                    postal_code: a.postal_code.trim().to_string(),
-                    city,
-                    country,
-                },
-            },
-            items,
+            customer: parts.customer,
+            shipping: parts.shipping,
+            items: parts
+                .lines
+                .into_iter()
+                .zip(1..)
+                .map(|(l, line)| l.priced(line, currency))
+                .collect(),
             totals,
             payment: tenant.payment.clone(),
             payment_status: None,
             production: None,
-            reference,
+            reference: parts.reference,
             version: 0,
         };
-        let payment_method = match &order.payment {
+        let events = order.placement_events(now);
+        Ok((order, events))
+    }
+
+    /// `OrderPlaced`, and `OrderPaid` for an order paid by invoice.
+    fn placement_events(&self, now: OffsetDateTime) -> Vec<EventEnvelope> {
+        let payment_method = match &self.payment {
             PaymentSetup::Invoice => "invoice",
             PaymentSetup::Provider { .. } => "provider",
         };
         let mut events = vec![EventEnvelope::new(
             EventType::OrderPlaced,
-            &order.id,
-            &order.tenant,
+            &self.id,
+            &self.tenant,
             now,
             serde_json::json!({
-                "total": order.totals.total,
-                "items": order.items.len(),
-                "locale": order.locale,
-                "ship_to": country,
+                "total": self.totals.total,
+                "items": self.items.len(),
+                "locale": self.locale,
+                "ship_to": self.shipping.address.country,
                 "payment": payment_method,
             }),
         )];
-        if state == OrderState::Paid {
+        if self.state == OrderState::Paid {
             events.push(EventEnvelope::new(
                 EventType::OrderPaid,
-                &order.id,
-                &order.tenant,
+                &self.id,
+                &self.tenant,
                 now,
-                serde_json::json!({ "amount": order.totals.total, "method": "invoice" }),
+                serde_json::json!({ "amount": self.totals.total, "method": "invoice" }),
             ));
         }
-        Ok((order, events))
+        events
     }
 
     /// The state production is judged by: for a held order, where it was.
@@ -880,16 +597,6 @@ impl Order {
         );
         Ok((next, event))
     }
-}
-
-fn url_acceptable(url: &str) -> bool {
-    url.len() <= 2048
-        && url.strip_prefix("https://").is_some_and(|rest| {
-            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-            !host.is_empty()
-                && !host.contains('@')
-                && !url.chars().any(|c| c.is_whitespace() || c.is_control())
-        })
 }
 
 #[cfg(test)]
@@ -1072,6 +779,44 @@ mod tests {
                 "expected an error on {field}, got {errors:?}"
             );
         }
+    }
+
+    #[test]
+    fn problems_come_in_the_order_of_the_request_s_fields() {
+        let mut r = request();
+        r.locale = "pt".into();
+        r.currency = "USD".into();
+        r.customer.name = " ".into();
+        r.shipping.method = "drone".into();
+        r.shipping.address.country = "US".into();
+        r.reference = Some("r".repeat(65));
+        let mut second = r.items[0].clone();
+        r.items[0].sku = "poster-1x1".into();
+        second.quantity = 0;
+        second.images[0] = ImageRequest {
+            url: Some("http://example.com/a.jpg".into()),
+            ..Default::default()
+        };
+        r.items.push(second);
+        let errors =
+            Order::place(Catalog::builtin(), &tenant(TenantKind::B2c), &r, now()).unwrap_err();
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "locale",
+                "currency",
+                "customer.name",
+                "shipping.method",
+                "shipping.address.country",
+                "reference",
+                "items[0].sku",
+                "items[1].quantity",
+                "items[1].images[0].url",
+            ]
+        );
+        assert_eq!(errors[4].message, "we do not ship to \"US\"");
+        assert_eq!(errors[7].message, "must be between 1 and 100");
     }
 
     #[test]

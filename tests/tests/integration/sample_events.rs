@@ -556,8 +556,10 @@ async fn every_dispatch_sample_sends_its_orders_jobs_to_the_plant() {
 
 #[tokio::test]
 async fn every_render_sample_renders_its_order_into_files() {
-    use printworks::domain::order::{ImageSource, upload_key};
+    use printworks::domain::order::ImageSource;
+    use printworks::domain::print::PrintFileKeys;
     use printworks::domain::state::OrderState;
+    use printworks::domain::upload::upload_key;
     use printworks::ports::BlobStore;
     use sha2::{Digest, Sha256};
     let samples = files("render");
@@ -636,7 +638,10 @@ async fn every_render_sample_renders_its_order_into_files() {
     assert_eq!(order.state, OrderState::Rendered);
     let renders = &order.items[0].renders;
     assert_eq!(renders.len(), 1, "one render for the one photo");
-    let (print_key, preview_key) = render::print_keys(&order, 1, 0);
+    let PrintFileKeys {
+        print: print_key,
+        preview: preview_key,
+    } = PrintFileKeys::of(&order, 1, 0);
     assert_eq!(
         (&renders[0].print.key, &renders[0].preview.key),
         (&print_key, &preview_key)
