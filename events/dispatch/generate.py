@@ -35,8 +35,8 @@ def renders(line, images):
         base = f"{TENANT}/{ORDER_ID}/{line}-{j + 1}"
         out.append({
             "image": j,
-            "print": rendered_file(f"{base}/print.jpg", f"print of {base}"),
-            "preview": rendered_file(f"{base}/preview.jpg", f"preview of {base}"),
+            "print": rendered_file(f"{base}/print.jpg", f"print of {base}/print.jpg"),
+            "preview": rendered_file(f"{base}/preview.jpg", f"preview of {base}/preview.jpg"),
             "effective_dpi": 300,
             "warnings": [],
         })
