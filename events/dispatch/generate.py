@@ -75,8 +75,17 @@ def sqs_record(message_id, body, attributes, sender, sent_at, queue_arn):
     }
 
 
-def write(name, value):
-    with open(os.path.join(HERE, f"{name}.json"), "w") as f:
+def topic_record(message_id, envelope, sent_at, queue_arn):
+    """An event envelope as the events topic delivers it raw to a queue
+    subscribed by `type`, as Lambda's SQS event source hands it over."""
+    body = json.dumps(envelope, separators=(",", ":"))
+    attributes = {"type": {"stringValue": envelope["type"], "stringListValues": [],
+                           "binaryListValues": [], "dataType": "String"}}
+    return sqs_record(message_id, body, attributes, "AIDAIT2UOQQY3AUEKVGXU", sent_at, queue_arn)
+
+
+def write(name, value, here=HERE):
+    with open(os.path.join(here, f"{name}.json"), "w") as f:
         json.dump(value, f, indent=2, ensure_ascii=False)
         f.write("\n")
 
@@ -88,10 +97,7 @@ def main():
         "data": {"items": [{"line": line, "sku": sku, "renders": renders(line, images)}
                            for line, (sku, _, images) in enumerate(ITEMS, start=1)]},
     }
-    body = json.dumps(envelope, separators=(",", ":"))
-    attributes = {"type": {"stringValue": "OrderRendered", "stringListValues": [], "binaryListValues": [], "dataType": "String"}}
-    record = sqs_record("5f0c2a1e-8b7d-4c39-9e61-2d4a7b0c9f12", body, attributes,
-                        "AIDAIT2UOQQY3AUEKVGXU", SENT_AT, QUEUE_ARN)
+    record = topic_record("5f0c2a1e-8b7d-4c39-9e61-2d4a7b0c9f12", envelope, SENT_AT, QUEUE_ARN)
     write("order-rendered", {"Records": [record]})
 
 

@@ -16,11 +16,11 @@ notifier: one e-mail per event, one SMS for the shipment.
 
     python3 events/notify/generate.py
 """
-import hashlib, json, os, sys
+import os, sys
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "dispatch"))
-from generate import sqs_record, write as _write  # noqa: E402
+from generate import topic_record, write as write_in  # noqa: E402
 
 TENANT = "acme-prints"
 ORDER_ID = "ord_0192f1f0a0b07c3e9d2a4b5c6d7e8f95"
@@ -30,15 +30,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def write(name, value):
-    with open(os.path.join(HERE, f"{name}.json"), "w") as f:
-        json.dump(value, f, indent=2, ensure_ascii=False)
-        f.write("\n")
+    write_in(name, value, HERE)
 
 
 def record(message_id, envelope):
-    body = json.dumps(envelope, separators=(",", ":"))
-    attributes = {"type": {"stringValue": envelope["type"], "stringListValues": [], "binaryListValues": [], "dataType": "String"}}
-    return sqs_record(message_id, body, attributes, "AIDAIT2UOQQY3AUEKVGXU", SENT_AT, QUEUE_ARN)
+    return topic_record(message_id, envelope, SENT_AT, QUEUE_ARN)
 
 
 def main():

@@ -18,7 +18,7 @@ import json, os, sys
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "dispatch"))
-from generate import sqs_record  # noqa: E402
+from generate import topic_record, write as write_in  # noqa: E402
 
 TENANT = "acme-prints"  # printworks::testing::b2b_tenant
 ORDER_ID = "ord_0192f1f0a0b07c3e9d2a4b5c6d7e8f96"
@@ -33,22 +33,13 @@ QUEUE_ARN = "arn:aws:sqs:eu-central-1:123456789012:printworks-RenderQueue-2H8M4R
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def write(name, value):
-    with open(os.path.join(HERE, f"{name}.json"), "w") as f:
-        json.dump(value, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-
-
 def main():
     envelope = {
         "id": EVENT_ID, "type": "OrderPaid", "order_id": ORDER_ID, "tenant": TENANT,
         "occurred_at": PAID_AT, "data": {"amount": AMOUNT, "method": "invoice"},
     }
-    body = json.dumps(envelope, separators=(",", ":"))
-    attributes = {"type": {"stringValue": "OrderPaid", "stringListValues": [], "binaryListValues": [], "dataType": "String"}}
-    record = sqs_record("3b9e6d14-7a2c-4f85-b0d3-8c1e5f9a2d47", body, attributes,
-                        "AIDAIT2UOQQY3AUEKVGXU", SENT_AT, QUEUE_ARN)
-    write("order-paid", {"Records": [record]})
+    record = topic_record("3b9e6d14-7a2c-4f85-b0d3-8c1e5f9a2d47", envelope, SENT_AT, QUEUE_ARN)
+    write_in("order-paid", {"Records": [record]}, HERE)
 
 
 if __name__ == "__main__":
