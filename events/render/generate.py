@@ -14,7 +14,7 @@ and preview stored.
 The event's data is what Order::place records for a B2B order (paid by
 invoice on placement): the order's total; the test checks that it matches.
 """
-import json, os, sys
+import os, sys
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "dispatch"))
