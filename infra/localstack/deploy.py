@@ -280,10 +280,11 @@ def function_url(lam, function_name: str, endpoint: str) -> dict:
     hostname = host.split(":")[0]
     return {
         "function_url": url,
-        # The name is LocalStack's (*.localhost.localstack.cloud), which
-        # public DNS resolves to 127.0.0.1; offline, connect to `connect`
-        # and send `host` as the Host header (curl --resolve, reqwest's
-        # ClientBuilder::resolve).
+        # LocalStack routes function URLs by host name only:
+        # <id>.lambda-url.<region>.localhost:PORT, which not every resolver
+        # resolves (*.localhost). Connect to `connect` and send `host` as
+        # the Host header (curl -H "Host: ...", or --resolve; reqwest's
+        # ClientBuilder::resolve(hostname, connect)).
         "hostname": hostname,
         "host": f"{hostname}:{port}",
         "connect": f"127.0.0.1:{port}",

@@ -239,8 +239,18 @@ class HostRuntime:
                 self.logs(first_line),
             )
         assert inv.result is not None
-        inv.result.logs = self.logs(first_line)
+        inv.result.logs = self._framed(inv, self.logs(first_line))
         return inv.result
+
+    def _framed(self, inv: _Invocation, output: str) -> str:
+        """The invocation's output between Lambda's START, END and REPORT lines."""
+        took_ms = (time.time() - (inv.deadline_ms / 1000 - self.timeout_seconds)) * 1000
+        return (
+            f"START RequestId: {inv.request_id} Version: $LATEST\n"
+            f"{output}"
+            f"END RequestId: {inv.request_id}\n"
+            f"REPORT RequestId: {inv.request_id}\tDuration: {took_ms:.2f} ms\n"
+        )
 
     # -- logs -----------------------------------------------------------------
     def logs(self, first_line: int = 0) -> str:
