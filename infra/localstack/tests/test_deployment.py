@@ -173,6 +173,13 @@ HARMLESS = {
 }
 
 
+def function_output(stack: dict, name: str, lines: int = 20) -> str:
+    path = Path(stack.get("lambda_logs", "")) / f"{name}.log"
+    if not path.is_file():
+        return f"(no {path})"
+    return "".join(path.read_text(errors="replace").splitlines(True)[-lines:])
+
+
 def test_every_function_of_the_stack_is_checked(stack):
     assert set(stack["functions"]) == set(HARMLESS)
 
@@ -181,10 +188,16 @@ def test_every_function_of_the_stack_is_checked(stack):
 def test_every_function_starts_and_answers(stack, logical_id):
     lam = aws(stack, "lambda")
     name = stack["functions"][logical_id]
-    out = lam.invoke(FunctionName=name, Payload=json.dumps(HARMLESS[logical_id]).encode(), LogType="Tail")
+    try:
+        out = lam.invoke(FunctionName=name, Payload=json.dumps(HARMLESS[logical_id]).encode())
+    except lam.exceptions.ClientError as e:
+        # A process that ends before its first `next` (a configuration
+        # error) fails the environment's start: LocalStack answers the
+        # Invoke with a ServiceException (AWS: FunctionError Runtime.ExitError).
+        pytest.fail(f"{logical_id} did not start: {e}\nits output:\n{function_output(stack, name)}")
     payload = out["Payload"].read().decode()
     assert "FunctionError" not in out, (
-        f"{logical_id} failed: {payload}\nits output: {stack.get('lambda_logs')}/{name}.log"
+        f"{logical_id} failed: {payload}\nits output:\n{function_output(stack, name)}"
     )
     body = json.loads(payload)
     if HARMLESS[logical_id].get("version") == "2.0":
