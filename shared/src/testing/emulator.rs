@@ -1,4 +1,7 @@
-//! The AWS emulator (moto server) in tests (feature `testing-aws`).
+//! The AWS emulators in tests (feature `testing-aws`): moto server for S3,
+//! SQS, SNS, Secrets Manager and SES, and AWS's DynamoDB Local for
+//! DynamoDB (and its streams), which isolates concurrent transactions as
+//! DynamoDB does (moto does not).
 //!
 //! These helpers live here, in `printworks::testing`, because two test
 //! suites need them: the cross-crate tests (`printworks-tests`, which
@@ -7,11 +10,17 @@
 //! `edge-agent` whose types do not match the first; both suites already
 //! depend on `printworks`, so the helpers cost them nothing new.
 //!
-//! `scripts/test` starts moto and sets `AWS_ENDPOINT_URL`; without it an
+//! `scripts/test` starts both, sets `AWS_ENDPOINT_URL` (moto) and
+//! `AWS_ENDPOINT_URL_DYNAMODB` (DynamoDB Local); without the first an
 //! emulator test calls [`endpoint`], is told `None` and returns, unless
-//! `PRINTWORKS_REQUIRE_EMULATOR=1` makes it fail. The SDK configuration of
-//! the adapters ([`crate::adapters::aws::load_sdk_config`]) picks the same
-//! variable up, so clients built from it talk to the emulator.
+//! `PRINTWORKS_REQUIRE_EMULATOR=1` makes it fail (as it does when the
+//! second is missing). The SDK configuration of the adapters
+//! ([`crate::adapters::aws::load_sdk_config`]) picks both variables up from
+//! the environment: a DynamoDB client built from it talks to
+//! `AWS_ENDPOINT_URL_DYNAMODB`, every other client to `AWS_ENDPOINT_URL`.
+//! (An endpoint set in code on the shared configuration, as
+//! `sdk_config_for` does, would win over the service's variable; the
+//! emulator tests load theirs from the environment.)
 
 use crate::adapters::aws::s3::S3Blobs;
 use aws_sdk_dynamodb::types::{
@@ -19,16 +28,26 @@ use aws_sdk_dynamodb::types::{
     StreamSpecification, StreamViewType,
 };
 
-/// The emulator endpoint (`AWS_ENDPOINT_URL`). When
-/// `PRINTWORKS_REQUIRE_EMULATOR=1` and it is missing, this panics rather
-/// than skipping, so the script can insist that these tests really ran.
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn required() -> bool {
+    std::env::var("PRINTWORKS_REQUIRE_EMULATOR").as_deref() == Ok("1")
+}
+
+/// The emulator endpoint (`AWS_ENDPOINT_URL`, moto). When
+/// `PRINTWORKS_REQUIRE_EMULATOR=1` and it or DynamoDB Local's
+/// (`AWS_ENDPOINT_URL_DYNAMODB`) is missing, this panics rather than
+/// skipping, so the script can insist that these tests really ran, with
+/// DynamoDB on DynamoDB Local.
 pub fn endpoint() -> Option<String> {
-    match std::env::var("AWS_ENDPOINT_URL")
-        .ok()
-        .filter(|v| !v.is_empty())
-    {
+    if required() && var("AWS_ENDPOINT_URL_DYNAMODB").is_none() {
+        panic!("PRINTWORKS_REQUIRE_EMULATOR=1 but AWS_ENDPOINT_URL_DYNAMODB is not set");
+    }
+    match var("AWS_ENDPOINT_URL") {
         Some(endpoint) => Some(endpoint),
-        None if std::env::var("PRINTWORKS_REQUIRE_EMULATOR").as_deref() == Ok("1") => {
+        None if required() => {
             panic!("PRINTWORKS_REQUIRE_EMULATOR=1 but AWS_ENDPOINT_URL is not set")
         }
         None => {
@@ -36,6 +55,13 @@ pub fn endpoint() -> Option<String> {
             None
         }
     }
+}
+
+/// Where DynamoDB calls go: `AWS_ENDPOINT_URL_DYNAMODB` (DynamoDB Local),
+/// else `AWS_ENDPOINT_URL`, as the SDK decides. For the calls a test makes
+/// without the SDK (the DynamoDB Streams API).
+pub fn dynamodb_endpoint() -> Option<String> {
+    var("AWS_ENDPOINT_URL_DYNAMODB").or_else(|| var("AWS_ENDPOINT_URL"))
 }
 
 /// A fresh suffix for one test's resource names (ten hex digits), so tests
@@ -79,6 +105,19 @@ pub async fn create_orders_table(sdk: &aws_config::SdkConfig, table: &str) {
         .send()
         .await
         .unwrap_or_else(|e| panic!("creating table {table}: {e:?}"));
+    // The SDK chose the endpoint from the environment; a client pinned to
+    // DynamoDB Local's endpoint finds the table there, or the test stops.
+    if let Some(local) = var("AWS_ENDPOINT_URL_DYNAMODB") {
+        let pinned = aws_sdk_dynamodb::config::Builder::from(sdk)
+            .endpoint_url(&local)
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(pinned)
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("table {table} is not in DynamoDB Local at {local}: {e:?}"));
+    }
 }
 
 /// Creates `bucket` in the configuration's region (path-style client, as

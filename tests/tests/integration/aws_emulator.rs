@@ -1,5 +1,10 @@
-//! The AWS adapters against moto server. `scripts/test` starts moto and sets
-//! `AWS_ENDPOINT_URL`; without it these tests say so and return.
+//! The AWS adapters against the emulators: DynamoDB (and its stream) on
+//! AWS's DynamoDB Local, everything else on moto server. `scripts/test`
+//! starts both and sets `AWS_ENDPOINT_URL` (moto) and
+//! `AWS_ENDPOINT_URL_DYNAMODB` (DynamoDB Local); without them these tests
+//! say so and return. The concurrency tests here (claims, duplicate
+//! payment deliveries) run truly concurrently: DynamoDB Local isolates
+//! transactions as DynamoDB does.
 
 use printworks::adapters::aws::dynamodb::DynamoStore;
 use printworks::adapters::aws::load_sdk_config;
@@ -10,7 +15,8 @@ use printworks::domain::events::EventEnvelope;
 use printworks::domain::tenant::mint_api_key;
 use printworks::ports::{BlobStore, TenantStore};
 use printworks::testing::emulator::{
-    create_bucket, create_orders_table, create_queue as create_sqs_queue, queue_arn, run_id,
+    create_bucket, create_orders_table, create_queue as create_sqs_queue, dynamodb_endpoint,
+    queue_arn, run_id,
 };
 use printworks_tests::{api_router, emulator, openapi, request_example};
 use serde_json::{Value, json};
@@ -19,7 +25,6 @@ use std::time::Duration;
 
 struct Fixture {
     sdk: aws_config::SdkConfig,
-    endpoint: String,
     table: String,
     bucket: String,
     topic_arn: String,
@@ -52,7 +57,7 @@ async fn create_queue(
     url
 }
 
-async fn fixture(endpoint: String) -> Fixture {
+async fn fixture() -> Fixture {
     let sdk = load_sdk_config().await;
     let run = run_id();
     let (table, bucket) = (format!("orders-{run}"), format!("uploads-{run}"));
@@ -77,7 +82,6 @@ async fn fixture(endpoint: String) -> Fixture {
     let all_queue = create_queue(&sdk, &topic_arn, &format!("audit-{run}"), None).await;
     Fixture {
         sdk,
-        endpoint,
         table,
         bucket,
         topic_arn,
@@ -101,9 +105,11 @@ async fn stream_batch(f: &Fixture) -> Value {
         .latest_stream_arn
         .unwrap();
     let client = reqwest::Client::new();
+    // DynamoDB Local serves the Streams API at its DynamoDB endpoint.
+    let streams = dynamodb_endpoint().expect("the DynamoDB endpoint");
     let call = |target: &'static str, body: Value| {
         let client = client.clone();
-        let endpoint = f.endpoint.clone();
+        let endpoint = streams.clone();
         async move {
             let res = client
                 .post(&endpoint)
@@ -150,8 +156,10 @@ async fn drain(queue: &SqsQueue, want: usize) -> Vec<EventEnvelope> {
 
 #[tokio::test]
 async fn emulator_order_through_dynamodb_stream_sns_and_sqs() {
-    let Some(endpoint) = emulator() else { return };
-    let f = fixture(endpoint).await;
+    if emulator().is_none() {
+        return;
+    }
+    let f = fixture().await;
     let store = Arc::new(DynamoStore::from_sdk(&f.sdk, &f.table));
     let blobs = Arc::new(S3Blobs::from_sdk(&f.sdk, &f.bucket, true));
     let tenants = printworks_local::seed::demo_tenants();
@@ -318,8 +326,10 @@ async fn emulator_order_through_dynamodb_stream_sns_and_sqs() {
 
 #[tokio::test]
 async fn emulator_presigned_upload_and_download_over_http() {
-    let Some(endpoint) = emulator() else { return };
-    let f = fixture(endpoint).await;
+    if emulator().is_none() {
+        return;
+    }
+    let f = fixture().await;
     let blobs = S3Blobs::from_sdk(&f.sdk, &f.bucket, true);
     let photo: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
     let key = "uploads/demo-brand/upl_0123456789abcdef0123456789abcdef";
@@ -370,8 +380,10 @@ async fn emulator_render_from_s3_through_the_topic() {
     use printworks::ports::OrderStore;
     use sha2::Digest;
 
-    let Some(endpoint) = emulator() else { return };
-    let f = fixture(endpoint).await;
+    if emulator().is_none() {
+        return;
+    }
+    let f = fixture().await;
     let store = Arc::new(DynamoStore::from_sdk(&f.sdk, &f.table));
     let uploads = Arc::new(S3Blobs::from_sdk(&f.sdk, &f.bucket, true));
     let prints_bucket = format!("{}-prints", f.bucket);
@@ -521,8 +533,10 @@ async fn emulator_signed_webhooks_pay_the_order_and_reach_the_topic() {
     use printworks::ports::{OrderStore, PaymentStore};
     use printworks::webhooks::stripe;
 
-    let Some(endpoint) = emulator() else { return };
-    let f = fixture(endpoint).await;
+    if emulator().is_none() {
+        return;
+    }
+    let f = fixture().await;
     let store = Arc::new(DynamoStore::from_sdk(&f.sdk, &f.table));
     let uploads = Arc::new(S3Blobs::from_sdk(&f.sdk, &f.bucket, true));
     let brand = printworks_local::seed::demo_tenants().remove(0);
@@ -620,16 +634,18 @@ async fn emulator_signed_webhooks_pay_the_order_and_reach_the_topic() {
         "placed"
     );
 
-    // Stripe signs with old and new during the rotation; delivered three
-    // times. One after the other: moto's TransactWriteItems is not isolated
-    // from concurrent requests (a concurrent run once left the record of a
-    // no-change delivery over the applied one's), so the concurrent
-    // duplicates are shown on SQLite (payment-webhook's tests); DynamoDB's
-    // own transactions are serializable.
+    // Stripe signs with old and new during the rotation; delivered four
+    // times at once (DynamoDB Local isolates the transactions as DynamoDB
+    // does): one delivery applies, the others change nothing.
     let header =
         stripe::signature_header(&[b"whsec_emulator_old", b"whsec_emulator_new"], now, &body);
-    for _ in 0..3 {
-        let (status, text) = send(header.clone()).await;
+    let deliveries = tokio::join!(
+        send(header.clone()),
+        send(header.clone()),
+        send(header.clone()),
+        send(header.clone())
+    );
+    for (status, text) in [deliveries.0, deliveries.1, deliveries.2, deliveries.3] {
         assert_eq!((status, text.as_str()), (200, r#"{"received":true}"#));
     }
     let paid = store.get(&brand.id, &order_id).await.unwrap().unwrap();
@@ -713,61 +729,19 @@ async fn claim_all(
     claims.into_iter().map(|(_, c)| c).collect()
 }
 
-/// An HTTP proxy in front of moto that passes one request at a time.
-/// moto applies a transaction's items one by one and undoes a cancelled
-/// one by restoring a copy of the table taken before it, so two requests
-/// handled at once can undo each other's writes; DynamoDB executes each
-/// request atomically (transactions serializably). One request at a time
-/// gives moto that atomicity, while the tests' concurrent claims still
-/// interleave freely between their reads and their transactions.
-async fn one_request_at_a_time(endpoint: &str) -> String {
-    let upstream = endpoint.trim_end_matches('/').to_string();
-    let lock = Arc::new(tokio::sync::Mutex::new(reqwest::Client::new()));
-    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-        let (upstream, lock) = (upstream.clone(), lock.clone());
-        async move {
-            let (parts, body) = req.into_parts();
-            let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            let client = lock.lock().await;
-            let mut forward = client.request(parts.method, format!("{upstream}{path}"));
-            for (name, value) in &parts.headers {
-                if name != http::header::HOST && name != http::header::CONTENT_LENGTH {
-                    forward = forward.header(name, value);
-                }
-            }
-            let res = forward.body(body).send().await.unwrap();
-            let mut out = http::Response::builder().status(res.status());
-            for (name, value) in res.headers() {
-                if name != http::header::CONTENT_LENGTH && name != http::header::TRANSFER_ENCODING {
-                    out = out.header(name, value);
-                }
-            }
-            let bytes = res.bytes().await.unwrap();
-            out.body(axum::body::Body::from(bytes)).unwrap()
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
-}
-
 #[tokio::test]
 async fn emulator_notify_store_claims_once_and_caps_with_deferral() {
     use printworks::domain::notify::{Channel, cap_day, next_day};
     use printworks::domain::tenant::TenantId;
     use printworks::ports::{Claim, NotificationStatus, NotificationStore};
 
-    let Some(endpoint) = emulator() else { return };
-    let f = fixture(endpoint.clone()).await;
-    let serialized = aws_sdk_dynamodb::config::Builder::from(&f.sdk)
-        .endpoint_url(one_request_at_a_time(&endpoint).await)
-        .build();
-    let store = Arc::new(DynamoStore::new(
-        aws_sdk_dynamodb::Client::from_conf(serialized),
-        &f.table,
-    ));
+    if emulator().is_none() {
+        return;
+    }
+    let f = fixture().await;
+    // The claims below run truly concurrently, each its own TransactWriteItems
+    // on DynamoDB Local.
+    let store = Arc::new(DynamoStore::from_sdk(&f.sdk, &f.table));
     let day1 = time::macros::datetime!(2026-11-22 21:00:00 UTC);
     let lease = Duration::from_secs(120);
     let sent = |tenant: &TenantId, day| {
@@ -984,7 +958,7 @@ async fn emulator_notify_sends_one_email_per_event_through_the_topic() {
     };
 
     let Some(endpoint) = emulator() else { return };
-    let f = fixture(endpoint.clone()).await;
+    let f = fixture().await;
     let run = uuid::Uuid::new_v4().simple().to_string();
     let store = Arc::new(DynamoStore::from_sdk(&f.sdk, &f.table));
     let uploads = Arc::new(S3Blobs::from_sdk(&f.sdk, &f.bucket, true));
