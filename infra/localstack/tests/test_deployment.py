@@ -19,6 +19,8 @@ there is no stack.json or LocalStack is not answering.
 from __future__ import annotations
 
 import json
+import os
+import time
 import re
 import urllib.request
 from pathlib import Path
@@ -241,3 +243,46 @@ def test_the_schedule_invokes_the_notify_sweep(stack):
     payload = json.loads(out["Payload"].read())
     assert "FunctionError" not in out, payload
     assert "swept" in payload, payload
+
+
+@pytest.mark.skipif(
+    os.environ.get("LOCALSTACK_WAIT_SCHEDULE") != "1",
+    reason="waits up to two minutes for a schedule to fire: LOCALSTACK_WAIT_SCHEDULE=1",
+)
+def test_eventbridge_delivers_the_sweep_on_a_schedule(stack):
+    """The deployed rule fires every 15 minutes, too long to wait: a copy of it
+    at rate(1 minute), with the deployed rule's own target and input, shows
+    that EventBridge's schedule reaches the function (its invocation appears
+    in the function's log group)."""
+    rule_name = next(
+        r["physical_id"]
+        for r in stack["stack"]["resources"].values()
+        if r["type"] == "AWS::Events::Rule"
+    )
+    events, logs = aws(stack, "events"), aws(stack, "logs")
+    target = events.list_targets_by_rule(Rule=rule_name)["Targets"][0]
+    notify = stack["functions"]["NotifyFunction"]
+    probe = f"{rule_name}-probe"
+    began_ms = int(time.time() * 1000)
+    events.put_rule(Name=probe, ScheduleExpression="rate(1 minute)", State="ENABLED")
+    events.put_targets(
+        Rule=probe, Targets=[{"Id": "sweep", "Arn": target["Arn"], "Input": target["Input"]}]
+    )
+    try:
+        deadline = time.time() + 130
+        seen = []
+        while time.time() < deadline and not seen:
+            time.sleep(5)
+            try:
+                found = logs.filter_log_events(
+                    logGroupName=f"/aws/lambda/{notify}",
+                    startTime=began_ms,
+                    filterPattern="START",
+                )
+                seen = found["events"]
+            except logs.exceptions.ResourceNotFoundException:
+                pass
+        assert seen, "no invocation of the notify function within 130 s of a rate(1 minute) rule"
+    finally:
+        events.remove_targets(Rule=probe, Ids=["sweep"])
+        events.delete_rule(Name=probe)
