@@ -227,17 +227,14 @@ def deploy_stack(cfn, s3, name: str, template: dict, params: dict[str, str], end
         exists = False
     started = time.monotonic()
     if exists:
-        try:
-            cfn.update_stack(
-                StackName=name, TemplateURL=url, Parameters=parameters, Capabilities=caps
-            )
-        except cfn.exceptions.ClientError as e:
-            if "No updates are to be performed" not in str(e):
-                raise
-        want = {"UPDATE_COMPLETE", "CREATE_COMPLETE"}
-    else:
-        cfn.create_stack(StackName=name, TemplateURL=url, Parameters=parameters, Capabilities=caps)
-        want = {"CREATE_COMPLETE"}
+        # LocalStack can neither update nor delete this stack: both fail with
+        # "Invalid arguments list definition for Fn::Join" (the
+        # SesSenderDomains condition). scripts/localstack deploy restarts
+        # LocalStack (on the same port) and deploys again on exit code 4.
+        print(f"stack {name} exists; LocalStack cannot update or delete it", file=sys.stderr)
+        sys.exit(4)
+    cfn.create_stack(StackName=name, TemplateURL=url, Parameters=parameters, Capabilities=caps)
+    want = {"CREATE_COMPLETE"}
     while True:
         stack = cfn.describe_stacks(StackName=name)["Stacks"][0]
         status = stack["StackStatus"]
@@ -296,7 +293,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--endpoint", required=True)
     ap.add_argument("--stack", default="printworks")
-    ap.add_argument("--plant", default="muc")
+    ap.add_argument(
+        "--plant",
+        action="append",
+        help="a plant stack to deploy (repeatable; default: muc). Dispatch sends a job to "
+        "plant-<id>-jobs of the plant the catalog chooses: a plant without its stack "
+        "fails that send (QueueDoesNotExist).",
+    )
     ap.add_argument("--target-dir", default=str(ROOT / "target" / "debug"))
     args = ap.parse_args()
     endpoint = args.endpoint.rstrip("/")
@@ -330,25 +333,27 @@ def main() -> None:
         cfn, s3, args.stack, template, {"Stage": "dev", "LogLevel": "info"}, endpoint
     )
 
-    user = f"plant-{args.plant}-agent"
-    try:
-        agent_arn = iam.get_user(UserName=user)["User"]["Arn"]
-    except iam.exceptions.NoSuchEntityException:
-        agent_arn = iam.create_user(UserName=user)["User"]["Arn"]
-    plant_template = load_template(ROOT / "infra" / "plant.yaml")
-    plant_stack = deploy_stack(
-        cfn,
-        s3,
-        f"{args.stack}-plant-{args.plant}",
-        plant_template,
-        {
-            "PlantId": args.plant,
-            "PlantEventsQueueArn": main_stack["outputs"]["PlantEventsQueueArn"],
-            "AgentPrincipalArn": agent_arn,
-            "AlarmTopicArn": main_stack["outputs"]["AlarmTopicArn"],
-        },
-        endpoint,
-    )
+    plants = {}
+    for plant in args.plant or ["muc"]:
+        user = f"plant-{plant}-agent"
+        try:
+            agent_arn = iam.get_user(UserName=user)["User"]["Arn"]
+        except iam.exceptions.NoSuchEntityException:
+            agent_arn = iam.create_user(UserName=user)["User"]["Arn"]
+        plant_stack = deploy_stack(
+            cfn,
+            s3,
+            f"{args.stack}-plant-{plant}",
+            load_template(ROOT / "infra" / "plant.yaml"),
+            {
+                "PlantId": plant,
+                "PlantEventsQueueArn": main_stack["outputs"]["PlantEventsQueueArn"],
+                "AgentPrincipalArn": agent_arn,
+                "AlarmTopicArn": main_stack["outputs"]["AlarmTopicArn"],
+            },
+            endpoint,
+        )
+        plants[plant] = {**plant_stack, "agent_user_arn": agent_arn}
 
     functions = {
         logical: r["physical_id"]
@@ -362,7 +367,7 @@ def main() -> None:
         "account": account,
         "artifacts_bucket": ARTIFACTS_BUCKET,
         "stack": main_stack,
-        "plants": {args.plant: {**plant_stack, "agent_user_arn": agent_arn}},
+        "plants": plants,
         "functions": functions,
         "api": api,
         "lambda_logs": str(STATE / "lambda-logs"),
