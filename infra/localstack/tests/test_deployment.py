@@ -286,3 +286,95 @@ def test_eventbridge_delivers_the_sweep_on_a_schedule(stack):
     finally:
         events.remove_targets(Rule=probe, Ids=["sweep"])
         events.delete_rule(Name=probe)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("PRINTWORKS_LOCALSTACK_API_KEY"),
+    reason="needs a B2B tenant's key: PRINTWORKS_LOCALSTACK_API_KEY from "
+    "`printworks tenant add --kind b2b --env dev --aws-table <OrdersTableName>` "
+    "(printworks-local built with --features aws), and the plant stacks the "
+    "catalog chooses (PLANTS='muc btf')",
+)
+def test_an_order_goes_through_the_api_stand_in_to_its_plants_queue(stack):
+    """upload (presigned S3 PUT) -> order (paid on placement, B2B) -> table
+    stream -> events-publisher -> SNS -> render -> dispatch -> the plant's
+    job queue, all on the deployed stack."""
+    import io
+    import uuid
+
+    from PIL import Image
+
+    key = os.environ["PRINTWORKS_LOCALSTACK_API_KEY"]
+    api = stack["api"]
+
+    def call(method: str, path: str, body=None):
+        req = urllib.request.Request(
+            f"http://{api['connect']}{path}",
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={
+                "Host": api["host"],
+                "Authorization": f"Bearer {key}",
+                "Content-Type": "application/json",
+                "Idempotency-Key": str(uuid.uuid4()),
+            },
+        )
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return json.loads(r.read())
+
+    buf = io.BytesIO()
+    Image.linear_gradient("L").resize((3600, 4800)).convert("RGB").save(buf, "JPEG", quality=85)
+    photo = buf.getvalue()
+    upload = call("POST", "/v1/uploads", {"content_type": "image/jpeg", "size_bytes": len(photo)})
+    put = urllib.request.Request(
+        upload["upload"]["url"], data=photo, method="PUT", headers=upload["upload"]["headers"]
+    )
+    urllib.request.urlopen(put, timeout=60).read()
+    order = call(
+        "POST",
+        "/v1/orders",
+        {
+            "locale": "de",
+            "currency": "EUR",
+            "customer": {"name": "Erika Mustermann", "email": "erika@example.com"},
+            "shipping": {
+                "method": "standard",
+                "address": {
+                    "name": "Erika Mustermann",
+                    "line1": "Heidestr. 17",
+                    "postal_code": "51147",
+                    "city": "Köln",
+                    "country": "DE",
+                },
+            },
+            "items": [
+                {
+                    "sku": "poster-30x40",
+                    "quantity": 1,
+                    "options": {"finish": "matte"},
+                    "images": [{"upload_id": upload["key"].rsplit("/", 1)[1]}],
+                }
+            ],
+        },
+    )
+    states = []
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        state = call("GET", f"/v1/orders/{order['id']}")["state"]
+        if not states or states[-1] != state:
+            states.append(state)
+        if state in ("dispatched", "on_hold"):
+            break
+        time.sleep(2)
+    assert states[-1] == "dispatched", states
+    sqs = aws(stack, "sqs")
+    waiting = {
+        plant: int(
+            sqs.get_queue_attributes(
+                QueueUrl=p["outputs"]["JobsQueueUrl"],
+                AttributeNames=["ApproximateNumberOfMessages"],
+            )["Attributes"]["ApproximateNumberOfMessages"]
+        )
+        for plant, p in stack["plants"].items()
+    }
+    assert sum(waiting.values()) >= 1, waiting
