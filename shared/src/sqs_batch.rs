@@ -60,9 +60,9 @@ where
             other => other,
         };
         match result {
-            Ok(outcome) => tracing::info!(function, message = %id, ?outcome, "handled"),
+            Ok(outcome) => tracing::info!(function, message_id = %id, ?outcome, "handled"),
             Err(e) => {
-                tracing::error!(function, message = %id, attempt, error = %format!("{e:#}"), "failed; the message will be retried");
+                tracing::error!(function, message_id = %id, attempt, error = %format!("{e:#}"), "failed; the message will be retried");
                 let mut failure = BatchItemFailure::default();
                 failure.item_identifier = id;
                 failures.push(failure);
