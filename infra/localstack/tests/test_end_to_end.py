@@ -71,17 +71,10 @@ STATE = ROOT / "target" / "localstack"
 STACK_JSON = STATE / "stack.json"
 TIMINGS_JSON = STATE / "e2e-timings.json"
 # `printworks tenant add --aws-table` needs printworks-local's `aws` feature,
-# which `cargo build --workspace`/`cargo test --workspace` build without
-# (and then overwrite target/debug/printworks): PRINTWORKS_BIN, else a copy
-# kept under target/localstack/bin, else target/debug/printworks.
-PRINTWORKS_AWS_COPY = STATE / "bin" / "printworks"
-PRINTWORKS = Path(
-    os.environ.get("PRINTWORKS_BIN")
-    or next(
-        (str(p) for p in (PRINTWORKS_AWS_COPY,) if p.is_file()),
-        str(ROOT / "target" / "debug" / "printworks"),
-    )
-)
+# which the workspace's test build turns on (tests/Cargo.toml), as
+# `cargo build --workspace --all-targets` does: PRINTWORKS_BIN, else
+# target/debug/printworks.
+PRINTWORKS = Path(os.environ.get("PRINTWORKS_BIN") or ROOT / "target" / "debug" / "printworks")
 EDGE_AGENT = ROOT / "target" / "debug" / "edge-agent"
 STAGE_TIMEOUT = float(os.environ.get("E2E_STAGE_TIMEOUT", "120"))
 PLANT = "muc"
@@ -394,11 +387,10 @@ def test_a_b2c_order_from_upload_to_shipped_e_mails(stack, one_at_a_time, tmp_pa
                 env=aws_env(stack), capture_output=True, text=True, timeout=60,
             )
             if "no AWS support" in out.stderr:
-                pytest.skip(
+                pytest.fail(
                     f"{PRINTWORKS} has no AWS support (tenant add --aws-table): "
-                    "cargo build --workspace --bins --features printworks-local/aws && "
-                    f"mkdir -p {PRINTWORKS_AWS_COPY.parent} && "
-                    f"cp target/debug/printworks {PRINTWORKS_AWS_COPY}"
+                    "build it with the workspace's test features: "
+                    "cargo build --workspace --all-targets"
                 )
             assert out.returncode == 0, out.stdout + out.stderr
             key = next(l for l in out.stdout.split() if l.startswith("pw_"))
