@@ -10,7 +10,7 @@ use printworks::domain::notify::{DailyCaps, TenantWebhook, mint_webhook_secret};
 use printworks::domain::tenant::{PaymentSetup, Tenant, TenantId, TenantKind};
 use printworks::ports::TenantStore;
 use printworks_local::platform::{self, Options};
-use printworks_local::seed;
+use printworks_local::{operators, seed};
 
 mod render_cmd;
 use printworks::domain::catalog::Catalog;
@@ -142,6 +142,35 @@ enum Command {
         #[command(subcommand)]
         command: Box<TenantCommand>,
     },
+    /// Manage operators (the shop's staff and the plants' operators).
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Create an operator and print its new key (shown once).
+    Add {
+        /// 2 to 40 of a-z, 0-9, '.', '-', '_', starting with a letter.
+        #[arg(long)]
+        id: String,
+        /// `admin`, `support` (the orders of every tenant) or
+        /// `plant:<plant id>` (that plant's jobs).
+        #[arg(long)]
+        role: String,
+        #[arg(long, default_value = "./var")]
+        data_dir: PathBuf,
+        /// The environment in the key (`pwop_<env>_...`): `local` for
+        /// `printworks up`, the stack's Stage (e.g. `prod`) on AWS.
+        #[arg(long, default_value = "local")]
+        env: String,
+        /// Write to this DynamoDB table (a deployed stack's OrdersTable)
+        /// instead of the local data directory. Needs the `aws` feature.
+        #[arg(long)]
+        aws_table: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -267,6 +296,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Demo { data_dir, orders } => demo(data_dir, orders).await,
         Command::Tenant { command } => tenant(*command).await,
+        Command::Operator { command } => operator(command).await,
         Command::Pay {
             order_id,
             provider,
@@ -554,5 +584,65 @@ async fn add_to_aws(
 ) -> anyhow::Result<seed::CreatedTenant> {
     bail!(
         "this build has no AWS support: cargo run -p printworks-local --features aws -- tenant add ..."
+    )
+}
+
+async fn operator(command: OperatorCommand) -> anyhow::Result<()> {
+    let OperatorCommand::Add {
+        id,
+        role,
+        data_dir,
+        env,
+        aws_table,
+    } = command;
+    let now = time::OffsetDateTime::now_utc();
+    let (operator, key) = match aws_table {
+        Some(table) => add_operator_to_aws(&table, &id, &role, &env, now).await?,
+        None => {
+            let db = Arc::new(Db::open(platform::db_path(&data_dir), Durability::Normal)?);
+            let store = SqliteStore::new(db.clone());
+            let added = operators::add(&store, &id, &role, &env, now).await;
+            db.close();
+            added?
+        }
+    };
+    println!(
+        "operator {} ({}) created; its key (shown once, the bearer token of /v1/ops):",
+        operator.id,
+        operator.role.as_string()
+    );
+    println!("{}", key.full);
+    Ok(())
+}
+
+#[cfg(feature = "aws")]
+async fn add_operator_to_aws(
+    table: &str,
+    id: &str,
+    role: &str,
+    env: &str,
+    now: time::OffsetDateTime,
+) -> anyhow::Result<(
+    printworks::domain::operator::Operator,
+    printworks::domain::operator::NewOperatorKey,
+)> {
+    use printworks::adapters::aws::{dynamodb::DynamoStore, load_sdk_config};
+    let store = DynamoStore::from_sdk(&load_sdk_config().await, table);
+    Ok(operators::add(&store, id, role, env, now).await?)
+}
+
+#[cfg(not(feature = "aws"))]
+async fn add_operator_to_aws(
+    _table: &str,
+    _id: &str,
+    _role: &str,
+    _env: &str,
+    _now: time::OffsetDateTime,
+) -> anyhow::Result<(
+    printworks::domain::operator::Operator,
+    printworks::domain::operator::NewOperatorKey,
+)> {
+    bail!(
+        "this build has no AWS support: cargo run -p printworks-local --features aws -- operator add ..."
     )
 }

@@ -2,6 +2,7 @@
 //! `aws` and `local` adapter families implement them.
 
 use crate::domain::events::EventEnvelope;
+use crate::domain::operator::{Operator, OperatorId, OperatorKeyRecord};
 use crate::domain::order::{Order, OrderId};
 use crate::domain::tenant::{ApiKeyRecord, Tenant, TenantId};
 use async_trait::async_trait;
@@ -65,6 +66,21 @@ pub trait TenantStore: Send + Sync {
     async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError>;
     async fn put_tenant(&self, tenant: &Tenant) -> Result<(), StoreError>;
     async fn put_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+}
+
+/// The operators and their keys (`printworks operator add`, the operator
+/// API's authentication).
+#[async_trait]
+pub trait OperatorStore: Send + Sync {
+    async fn operator_key(&self, key_id: &str) -> Result<Option<OperatorKeyRecord>, StoreError>;
+    async fn operator(&self, id: &OperatorId) -> Result<Option<Operator>, StoreError>;
+    /// Adds the operator with its first key, both or neither;
+    /// [`StoreError::Conflict`] if the operator id is taken.
+    async fn add_operator(
+        &self,
+        operator: &Operator,
+        key: &OperatorKeyRecord,
+    ) -> Result<(), StoreError>;
 }
 
 #[async_trait]

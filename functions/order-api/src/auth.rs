@@ -4,7 +4,7 @@
 
 use crate::error::ApiError;
 use axum::http::HeaderMap;
-use printworks::domain::tenant::{ApiKeyRecord, PresentedKey, Tenant};
+use printworks::domain::tenant::{ApiKeyRecord, KeyKind, PresentedKey, Tenant};
 use printworks::ports::TenantStore;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -53,6 +53,13 @@ pub async fn authenticate(
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(ApiError::unauthorized)?;
     let presented = PresentedKey::parse(raw.trim()).map_err(|_| ApiError::unauthorized())?;
+    if presented.kind != KeyKind::Tenant {
+        return Err(ApiError::new(
+            http::StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "an operator key (pwop_...) is not a tenant's API key: operators use /v1/ops/...",
+        ));
+    }
     if presented.env != env {
         return Err(ApiError::unauthorized());
     }

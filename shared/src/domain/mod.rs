@@ -7,6 +7,7 @@
 //! - [`locale`]: ship-to countries and languages
 //! - [`pricing`]: the server-side quote
 //! - [`state`]: the order state machine and its monotonic rank
+//! - [`operator`]: operators, their roles and keys
 //! - [`order`]: the order request, its validation, the stored order, transitions
 //! - [`events`]: the event envelope
 //! - [`payment`]: the checkout, provider events and what they do to an order
@@ -25,6 +26,7 @@ pub mod events;
 pub mod locale;
 pub mod money;
 pub mod notify;
+pub mod operator;
 pub mod order;
 pub mod payment;
 pub mod pricing;

@@ -1,6 +1,7 @@
 //! Tenants (white-label brands and B2B customers) and their API keys.
 //!
-//! A key reads `pw_<env>_<keyid>_<secret>`. Only the SHA-256 of the secret is
+//! A key reads `pw_<env>_<keyid>_<secret>` (an operator's, `pwop_...`:
+//! [`KeyKind`]). Only the SHA-256 of the secret is
 //! stored: the secret is 40 random alphanumerics (about 238 bits), so a fast
 //! hash is as safe as a slow password hash and does not cap throughput;
 //! and no key is stored in the clear. The comparison is in constant time.
@@ -124,9 +125,29 @@ pub struct ApiKeyRecord {
     pub revoked: bool,
 }
 
+/// Whose key it is: a tenant's (`pw_...`, the tenant API) or an
+/// operator's (`pwop_...`, the operator API). The prefix is part of the
+/// key, and each kind is looked up in its own records: a key of one kind
+/// never authenticates as the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Tenant,
+    Operator,
+}
+
+impl KeyKind {
+    fn prefix(self) -> &'static str {
+        match self {
+            KeyKind::Tenant => "pw",
+            KeyKind::Operator => "pwop",
+        }
+    }
+}
+
 /// A key as a client presents it, parsed but not yet verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresentedKey {
+    pub kind: KeyKind,
     pub env: String,
     pub key_id: String,
     secret: String,
@@ -148,9 +169,11 @@ fn alnum(s: &str, lower_only: bool) -> bool {
 }
 
 impl PresentedKey {
+    /// Parses a key of either kind (`pw_<env>_<key id>_<secret>` or
+    /// `pwop_...`); the caller checks [`PresentedKey::kind`].
     pub fn parse(raw: &str) -> Result<PresentedKey, KeyError> {
         let mut parts = raw.split('_');
-        let (Some("pw"), Some(env), Some(key_id), Some(secret), None) = (
+        let (Some(prefix), Some(env), Some(key_id), Some(secret), None) = (
             parts.next(),
             parts.next(),
             parts.next(),
@@ -159,6 +182,10 @@ impl PresentedKey {
         ) else {
             return Err(KeyError::Malformed);
         };
+        let kind = [KeyKind::Tenant, KeyKind::Operator]
+            .into_iter()
+            .find(|k| k.prefix() == prefix)
+            .ok_or(KeyError::Malformed)?;
         let env_ok = (1..=12).contains(&env.len()) && env.bytes().all(|b| b.is_ascii_lowercase());
         if !env_ok
             || key_id.len() != KEY_ID_LEN
@@ -169,30 +196,56 @@ impl PresentedKey {
             return Err(KeyError::Malformed);
         }
         Ok(PresentedKey {
+            kind,
             env: env.to_string(),
             key_id: key_id.to_string(),
             secret: secret.to_string(),
         })
     }
 
-    /// Constant-time check of the secret against the stored hash.
-    pub fn matches(&self, record: &ApiKeyRecord) -> bool {
-        let Ok(stored) = hex::decode(&record.secret_sha256) else {
+    /// Constant-time check of the secret against a stored hash, and of
+    /// everything else the key names.
+    fn matches_secret(&self, kind: KeyKind, key_id: &str, env: &str, sha256_hex: &str) -> bool {
+        let Ok(stored) = hex::decode(sha256_hex) else {
             return false;
         };
         let presented = Sha256::digest(self.secret.as_bytes());
         let same: bool = presented.as_slice().ct_eq(&stored).into();
-        same && !record.revoked && record.key_id == self.key_id && record.env == self.env
+        same && self.kind == kind && key_id == self.key_id && env == self.env
+    }
+
+    /// Whether this is the tenant key `record` keeps (constant time).
+    pub fn matches(&self, record: &ApiKeyRecord) -> bool {
+        !record.revoked
+            && self.matches_secret(
+                KeyKind::Tenant,
+                &record.key_id,
+                &record.env,
+                &record.secret_sha256,
+            )
+    }
+
+    /// Whether this is the operator key `record` keeps (constant time).
+    pub fn matches_operator(&self, record: &super::operator::OperatorKeyRecord) -> bool {
+        !record.revoked
+            && self.matches_secret(
+                KeyKind::Operator,
+                &record.key_id,
+                &record.env,
+                &record.secret_sha256,
+            )
     }
 }
 
-/// A freshly minted key: the full text is shown once, the record is stored.
-pub struct NewApiKey {
+/// A freshly minted key of `kind`: its full text (shown once), its id and
+/// the hex SHA-256 of its secret (stored).
+pub(crate) struct MintedKey {
     pub full: String,
-    pub record: ApiKeyRecord,
+    pub key_id: String,
+    pub secret_sha256: String,
 }
 
-pub fn mint_api_key(env: &str, tenant_id: &TenantId) -> NewApiKey {
+pub(crate) fn mint_key(kind: KeyKind, env: &str) -> MintedKey {
     const LOWER: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     const MIXED: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     let mut rng = rand::rng();
@@ -203,15 +256,32 @@ pub fn mint_api_key(env: &str, tenant_id: &TenantId) -> NewApiKey {
     };
     let key_id = pick(LOWER, KEY_ID_LEN);
     let secret = pick(MIXED, SECRET_LEN);
-    let full = format!("pw_{env}_{key_id}_{secret}");
-    let record = ApiKeyRecord {
+    MintedKey {
+        full: format!("{}_{env}_{key_id}_{secret}", kind.prefix()),
         key_id,
+        secret_sha256: hex::encode(Sha256::digest(secret.as_bytes())),
+    }
+}
+
+/// A freshly minted key: the full text is shown once, the record is stored.
+pub struct NewApiKey {
+    pub full: String,
+    pub record: ApiKeyRecord,
+}
+
+pub fn mint_api_key(env: &str, tenant_id: &TenantId) -> NewApiKey {
+    let minted = mint_key(KeyKind::Tenant, env);
+    let record = ApiKeyRecord {
+        key_id: minted.key_id,
         tenant_id: tenant_id.clone(),
         env: env.to_string(),
-        secret_sha256: hex::encode(Sha256::digest(secret.as_bytes())),
+        secret_sha256: minted.secret_sha256,
         revoked: false,
     };
-    NewApiKey { full, record }
+    NewApiKey {
+        full: minted.full,
+        record,
+    }
 }
 
 #[cfg(test)]

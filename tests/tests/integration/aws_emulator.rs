@@ -1210,3 +1210,55 @@ async fn emulator_notify_sends_one_email_per_event_through_the_topic() {
     assert_eq!(texts.len(), 1, "{texts:?}");
     assert_eq!(texts[0]["message_id"].as_str(), Some(provider_id.as_str()));
 }
+
+#[tokio::test]
+async fn emulator_operators_are_added_once_with_their_key() {
+    use printworks::domain::operator::{Operator, OperatorId, Role, mint_operator_key};
+    use printworks::domain::tenant::PresentedKey;
+    use printworks::ports::{OperatorStore, StoreError};
+
+    if emulator().is_none() {
+        return;
+    }
+    let f = fixture().await;
+    let store = DynamoStore::from_sdk(&f.sdk, &f.table);
+    let id = OperatorId::parse("muc-night").unwrap();
+    let operator = Operator {
+        id: id.clone(),
+        role: Role::Plant("muc".into()),
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
+    };
+    let key = mint_operator_key("prod", &id);
+    store.add_operator(&operator, &key.record).await.unwrap();
+    let presented = PresentedKey::parse(&key.full).unwrap();
+    let record = store
+        .operator_key(&presented.key_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(presented.matches_operator(&record));
+    assert_eq!(store.operator(&id).await.unwrap(), Some(operator.clone()));
+    assert!(
+        store.api_key(&presented.key_id).await.unwrap().is_none(),
+        "an operator key is not a tenant's"
+    );
+
+    // The id again: refused as a whole, the second key not written.
+    let again = mint_operator_key("prod", &id);
+    let admin = Operator {
+        role: Role::Admin,
+        ..operator.clone()
+    };
+    assert!(matches!(
+        store.add_operator(&admin, &again.record).await,
+        Err(StoreError::Conflict)
+    ));
+    assert!(
+        store
+            .operator_key(&again.record.key_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store.operator(&id).await.unwrap(), Some(operator));
+}

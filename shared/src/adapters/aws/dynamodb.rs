@@ -7,6 +7,8 @@
 //! | outbox event | `OUTBOX#<event id>` | `OUTBOX` |
 //! | tenant | `TENANT#<tenant>` | `TENANT` |
 //! | API key | `APIKEY#<key id>` | `APIKEY` |
+//! | operator | `OPERATOR#<operator id>` | `OPERATOR` |
+//! | operator key | `OPKEY#<key id>` | `OPKEY` |
 //! | payment provider event | `PAYEVT#<provider>#<event id>` | `PAYEVT` |
 //! | provider payment id -> order | `PAYREF#<provider>#<payment id>` | `PAYREF` |
 //! | a plant's open-job count | `PLANT#<plant id>` | `PLANT` |
@@ -32,11 +34,13 @@
 //! once the stream has carried them.
 
 use crate::domain::events::EventEnvelope;
+use crate::domain::operator::{Operator, OperatorId, OperatorKeyRecord};
 use crate::domain::order::{Order, OrderId};
 use crate::domain::tenant::{ApiKeyRecord, Tenant, TenantId};
 use crate::ports::{
-    NewOrder, OrderStore, PaymentRecord, PaymentStore, PaymentWrite, PaymentWriteOutcome,
-    PlaceOutcome, ProductionStore, StoreError, StoredResponse, TenantStore, check_successor,
+    NewOrder, OperatorStore, OrderStore, PaymentRecord, PaymentStore, PaymentWrite,
+    PaymentWriteOutcome, PlaceOutcome, ProductionStore, StoreError, StoredResponse, TenantStore,
+    check_successor,
 };
 use anyhow::{Context, anyhow};
 use async_trait::async_trait;
@@ -279,6 +283,48 @@ impl TenantStore for DynamoStore {
     async fn put_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
         self.put_doc(format!("APIKEY#{}", key.key_id), "APIKEY", json(key)?)
             .await
+    }
+}
+
+#[async_trait]
+impl OperatorStore for DynamoStore {
+    async fn operator_key(&self, key_id: &str) -> Result<Option<OperatorKeyRecord>, StoreError> {
+        match self.get_item(format!("OPKEY#{key_id}"), "OPKEY").await? {
+            Some(item) => Ok(Some(parse(doc_of(&item)?)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn operator(&self, id: &OperatorId) -> Result<Option<Operator>, StoreError> {
+        match self.get_item(format!("OPERATOR#{id}"), "OPERATOR").await? {
+            Some(item) => Ok(Some(parse(doc_of(&item)?)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The operator and its key in one transaction, each conditional on
+    /// not existing.
+    async fn add_operator(
+        &self,
+        operator: &Operator,
+        key_record: &OperatorKeyRecord,
+    ) -> Result<(), StoreError> {
+        let mut op = key(format!("OPERATOR#{}", operator.id), "OPERATOR");
+        op.insert("doc".into(), s(json(operator)?));
+        let mut opkey = key(format!("OPKEY#{}", key_record.key_id), "OPKEY");
+        opkey.insert("doc".into(), s(json(key_record)?));
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(put(&self.table, op, Some("attribute_not_exists(pk)"))?)
+            .transact_items(put(&self.table, opkey, Some("attribute_not_exists(pk)"))?)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(&e) == Some(true) => Err(StoreError::Conflict),
+            Err(e) => Err(anyhow!(e).context("DynamoDB TransactWriteItems").into()),
+        }
     }
 }
 

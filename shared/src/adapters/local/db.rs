@@ -58,6 +58,15 @@ CREATE TABLE IF NOT EXISTS api_keys (
     tenant_id TEXT NOT NULL,
     doc TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS operators (
+    id TEXT PRIMARY KEY,
+    doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS operator_keys (
+    key_id TEXT PRIMARY KEY,
+    operator_id TEXT NOT NULL REFERENCES operators(id),
+    doc TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS orders (
     tenant_id TEXT NOT NULL,
     id TEXT NOT NULL,

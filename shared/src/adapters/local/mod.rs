@@ -14,6 +14,7 @@ pub mod blobs;
 pub mod bus;
 pub mod db;
 pub mod notify;
+pub mod operators;
 pub mod outbox;
 #[cfg(feature = "sqs-api")]
 pub mod sqs_api;
