@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import select
 import signal
 import subprocess
 import threading
@@ -96,6 +97,13 @@ class HostRuntime:
         self._serving = False
         self._log_lines: list[str] = []
         self._log_lock = threading.Lock()
+        # `_drained`: the output pump tells an invocation that every byte
+        # written before the request for it (`_flush_asked`) is in
+        # `_log_lines` (see `_wait_for_output`).
+        self._drain = threading.Condition()
+        self._flush_asked = 0
+        self._drained = 0
+        self._pump_done = False
         self._server = _make_server(self)
         self._server_thread = threading.Thread(
             target=self._server.serve_forever, name=f"runtime-api-{name}", daemon=True
@@ -239,8 +247,20 @@ class HostRuntime:
                 self.logs(first_line),
             )
         assert inv.result is not None
+        self._wait_for_output()
         inv.result.logs = self._framed(inv, self.logs(first_line))
         return inv.result
+
+    def _wait_for_output(self, timeout: float = 2.0) -> None:
+        """Waits until what the process printed before its response is in
+        `_log_lines`: the process wrote it before it posted the response,
+        so once the pump, asked after that, finds the pipe empty, it has
+        read and kept all of it (its next look at the pipe begins after
+        the ask)."""
+        with self._drain:
+            self._flush_asked += 1
+            asked = self._flush_asked
+            self._drain.wait_for(lambda: self._drained >= asked or self._pump_done, timeout)
 
     def _framed(self, inv: _Invocation, output: str) -> str:
         """The invocation's output between Lambda's START, END and REPORT lines."""
@@ -259,17 +279,41 @@ class HostRuntime:
 
     def _pump_output(self) -> None:
         assert self.process is not None and self.process.stdout is not None
+        fd = self.process.stdout.fileno()
         sink = open(self.log_file, "ab") if self.log_file else None
+        partial = b""
+
+        def keep(lines: list[bytes]) -> None:
+            with self._log_lock:
+                self._log_lines.extend(l.decode("utf-8", "replace") + "\n" for l in lines)
+
         try:
-            for raw in self.process.stdout:
+            while True:
+                with self._drain:
+                    asked = self._flush_asked
+                readable, _, _ = select.select([fd], [], [], 0.05)
+                if not readable:
+                    # Nothing to read now: all written before `asked` is kept.
+                    with self._drain:
+                        self._drained = max(self._drained, asked)
+                        self._drain.notify_all()
+                    continue
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
                 if sink:
-                    sink.write(raw)
+                    sink.write(chunk)
                     sink.flush()
-                with self._log_lock:
-                    self._log_lines.append(raw.decode("utf-8", "replace"))
+                *lines, partial = (partial + chunk).split(b"\n")
+                keep(lines)
         finally:
+            if partial:
+                keep([partial])
             if sink:
                 sink.close()
+            with self._drain:
+                self._pump_done = True
+                self._drain.notify_all()
 
     def _watch_exit(self) -> None:
         assert self.process is not None
