@@ -127,7 +127,11 @@ def aws(stack: dict, service: str):
 
 
 def aws_env(stack: dict) -> dict:
-    env = dict(os.environ)
+    """The environment of the programs this test runs (printworks, the
+    edge agent): every AWS call to LocalStack. Inherited endpoints go:
+    `scripts/test` exports `AWS_ENDPOINT_URL_DYNAMODB` (DynamoDB Local, for
+    the emulator tests), which the SDKs would prefer to `AWS_ENDPOINT_URL`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(
         AWS_ENDPOINT_URL=stack["endpoint"],
         AWS_REGION=stack["region"],

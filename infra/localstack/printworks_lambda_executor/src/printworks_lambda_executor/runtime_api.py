@@ -363,12 +363,17 @@ def _make_server(runtime: HostRuntime) -> ThreadingHTTPServer:
             pass
 
         def _reply(self, status: int, body: bytes = b"", headers: dict | None = None):
-            self.send_response(status)
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                # The process was killed while it waited (a stop): no one
+                # is left to answer.
+                pass
 
         def _body(self) -> bytes:
             length = int(self.headers.get("Content-Length") or 0)
