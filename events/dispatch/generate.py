@@ -95,7 +95,8 @@ def main():
         "id": EVENT_ID, "type": "OrderRendered", "order_id": ORDER_ID, "tenant": TENANT,
         "occurred_at": RENDERED_AT,
         "data": {"items": [{"line": line, "sku": sku, "renders": renders(line, images)}
-                           for line, (sku, _, images) in enumerate(ITEMS, start=1)]},
+                           for line, (sku, _, images) in enumerate(ITEMS, start=1)],
+                 "attempt": 1},
     }
     record = topic_record("5f0c2a1e-8b7d-4c39-9e61-2d4a7b0c9f12", envelope, SENT_AT, QUEUE_ARN)
     write("order-rendered", {"Records": [record]})

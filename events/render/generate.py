@@ -36,7 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def main():
     envelope = {
         "id": EVENT_ID, "type": "OrderPaid", "order_id": ORDER_ID, "tenant": TENANT,
-        "occurred_at": PAID_AT, "data": {"amount": AMOUNT, "method": "invoice"},
+        "occurred_at": PAID_AT, "data": {"amount": AMOUNT, "method": "invoice", "attempt": 1},
     }
     record = topic_record("3b9e6d14-7a2c-4f85-b0d3-8c1e5f9a2d47", envelope, SENT_AT, QUEUE_ARN)
     write_in("order-paid", {"Records": [record]}, HERE)

@@ -68,14 +68,15 @@ impl QueueSpec {
     }
 }
 
-/// `OrderPaid` to render, one message per invocation (a render is long).
+/// `OrderPaid` to render, one message per invocation (a render is long);
+/// and `OrderResumed`, of which render takes those to render again.
 pub const RENDER: QueueSpec = QueueSpec {
     name: "render",
     resource: "RenderQueue",
     dead_letter_resource: "RenderDeadLetterQueue",
     subscription: Some(Subscription {
         resource: "RenderSubscription",
-        events: &[EventType::OrderPaid],
+        events: &[EventType::OrderPaid, EventType::OrderResumed],
     }),
     visibility_timeout: Duration::from_secs(720),
     max_receive_count: 5,
@@ -85,14 +86,15 @@ pub const RENDER: QueueSpec = QueueSpec {
     }),
 };
 
-/// `OrderRendered` to dispatch.
+/// `OrderRendered` to dispatch; and `OrderResumed`, of which dispatch
+/// takes those to dispatch again or to send jobs made anew.
 pub const DISPATCH: QueueSpec = QueueSpec {
     name: "dispatch",
     resource: "DispatchQueue",
     dead_letter_resource: "DispatchDeadLetterQueue",
     subscription: Some(Subscription {
         resource: "DispatchSubscription",
-        events: &[EventType::OrderRendered],
+        events: &[EventType::OrderRendered, EventType::OrderResumed],
     }),
     visibility_timeout: Duration::from_secs(180),
     max_receive_count: 5,

@@ -18,6 +18,7 @@ pub use config::{Config, Ports, Resources};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use printworks::domain::catalog::Catalog;
 use printworks::domain::events::{EventEnvelope, EventType};
+use printworks::domain::ops;
 use printworks::domain::order::Order;
 use printworks::domain::production::{Dispatch, Job, JobFile, JobProduct};
 use printworks::domain::state::OrderState;
@@ -84,12 +85,14 @@ const MAX_CONFLICTS: u32 = 5;
 impl Dispatcher {
     #[tracing::instrument(skip_all, fields(order_id = %event.order_id, tenant = %event.tenant))]
     pub async fn handle(&self, event: &EventEnvelope) -> Result<Outcome, Retry> {
-        if event.event_type != EventType::OrderRendered {
+        let dispatches_again = ops::stage_of(event) == Some(ops::Stage::Dispatch);
+        if event.event_type != EventType::OrderRendered && !dispatches_again {
             return Ok(Outcome::Skipped(format!(
                 "{} is not dispatched",
                 event.event_type.as_str()
             )));
         }
+        let attempt = ops::attempt_of(event);
         // Each attempt reads the order afresh; a write that lost to another
         // writer is decided again on what that writer left.
         retry::on_conflict(MAX_CONFLICTS, || async {
@@ -102,6 +105,14 @@ impl Dispatcher {
                 tracing::warn!("OrderRendered for an unknown order");
                 return Ok(Outcome::Skipped("unknown order".into()));
             };
+            // Work of an earlier production attempt is not done: an
+            // operator released or reprinted the order since.
+            if !order.starts_work_of(attempt) {
+                return Ok(Outcome::Skipped(format!(
+                    "the order is in attempt {}, the message of attempt {attempt}",
+                    order.attempt
+                )));
+            }
             match order.state {
                 OrderState::Rendered => {}
                 OrderState::Dispatched => {
@@ -159,33 +170,36 @@ impl Dispatcher {
         })
     }
 
-    /// Builds the job messages of a dispatched order and sends them.
+    /// Builds the job messages of a dispatched order and sends them, each
+    /// to its plant's queue (a reprint may go to another plant than the
+    /// order's). Returns the plants (comma-separated) and the count sent.
     async fn send_jobs(&self, order: &Order) -> Result<(String, usize), Retry> {
         let jobs = self.jobs(order).await?;
-        let plant = order
-            .production
-            .as_ref()
-            .map(|p| p.plant.clone())
-            .unwrap_or_default();
-        let bodies = jobs
-            .iter()
-            .map(serde_json::to_string)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Retry(e.into()))?;
-        let queue = self
-            .plants
-            .0
-            .get(&plant)
-            .ok_or_else(|| Retry(anyhow::anyhow!("no job queue for plant {plant}")))?;
-        match queue.send_batch(&bodies).await {
-            Ok(()) => Ok((plant, bodies.len())),
-            Err(QueueError::NotSent { failed, cause }) => Err(Retry(anyhow::anyhow!(
-                "{} of {} jobs not sent to plant {plant}: {cause:#}",
-                failed.len(),
-                bodies.len()
-            ))),
-            Err(e) => Err(Retry(anyhow::anyhow!("plant {plant} job queue: {e}"))),
+        let mut by_plant: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for job in &jobs {
+            let body = serde_json::to_string(job).map_err(|e| Retry(e.into()))?;
+            by_plant.entry(job.plant.as_str()).or_default().push(body);
         }
+        for (plant, bodies) in &by_plant {
+            let queue = self
+                .plants
+                .0
+                .get(*plant)
+                .ok_or_else(|| Retry(anyhow::anyhow!("no job queue for plant {plant}")))?;
+            match queue.send_batch(bodies).await {
+                Ok(()) => {}
+                Err(QueueError::NotSent { failed, cause }) => {
+                    return Err(Retry(anyhow::anyhow!(
+                        "{} of {} jobs not sent to plant {plant}: {cause:#}",
+                        failed.len(),
+                        bodies.len()
+                    )));
+                }
+                Err(e) => return Err(Retry(anyhow::anyhow!("plant {plant} job queue: {e}"))),
+            }
+        }
+        let plants: Vec<&str> = by_plant.keys().copied().collect();
+        Ok((plants.join(","), jobs.len()))
     }
 
     /// The job messages of a dispatched order, with fresh presigned URLs.
@@ -196,7 +210,14 @@ impl Dispatcher {
             .ok_or_else(|| Retry(anyhow::anyhow!("the order has no production record")))?;
         let now = self.clock.now();
         let mut jobs = Vec::with_capacity(production.jobs.len());
-        for record in &production.jobs {
+        // The current attempt's jobs: those of earlier attempts were sent
+        // then (a reprint sends only the jobs it makes anew).
+        for record in production
+            .jobs
+            .iter()
+            .filter(|j| j.attempt == order.attempt)
+        {
+            let (packing_ref, jobs_in_package) = production.package_of(record);
             let item = order
                 .items
                 .iter()
@@ -222,7 +243,7 @@ impl Dispatcher {
             let size = product.map(|p| (p.trim_mm.width, p.trim_mm.height));
             jobs.push(Job {
                 job_id: record.job_id.clone(),
-                plant: production.plant.clone(),
+                plant: production.plant_of(record).to_string(),
                 tenant: order.tenant.clone(),
                 order_id: order.id.clone(),
                 line: record.line,
@@ -239,9 +260,9 @@ impl Dispatcher {
                 files_expire_at: now + self.url_ttl,
                 shipping_method: order.shipping.method,
                 ship_to: order.shipping.address.clone(),
-                packing_ref: production.packing_ref.clone(),
-                jobs_in_package: production.jobs.len() as u32,
-                barcode: format!("{}-{}-{}", production.packing_ref, record.line, record.copy),
+                barcode: format!("{packing_ref}-{}-{}", record.line, record.copy),
+                packing_ref,
+                jobs_in_package,
             });
         }
         Ok(jobs)

@@ -325,3 +325,86 @@ async fn other_events_and_unknown_orders_are_skipped_and_bad_messages_fail() {
     assert_eq!(failed, ["bad"]);
     assert_eq!(env.order(&event).await.state, OrderState::Dispatched);
 }
+
+/// A reprint (an operator's new attempt) sends only the jobs it makes anew,
+/// to the plant chosen for them; the first attempt's `OrderRendered`,
+/// delivered again, starts nothing.
+#[tokio::test]
+async fn a_reprint_sends_only_its_new_jobs_and_the_old_attempt_starts_nothing() {
+    use printworks::domain::operator::OperatorId;
+    use printworks::domain::production::{JobState, JobStatusReport, StatusOutcome};
+
+    let env = setup(&["muc", "btf"]).await;
+    let rendered = env.rendered(&[("poster-30x40", 2)], "AT").await;
+    env.dispatcher.handle(&rendered).await.unwrap();
+    assert_eq!(env.jobs("muc").await.len(), 2);
+    env.published().await;
+    // Both jobs ship.
+    for i in 0..2 {
+        let order = env.order(&rendered).await;
+        let job = order.production.as_ref().unwrap().jobs[i].clone();
+        let report = JobStatusReport {
+            job_id: job.job_id.clone(),
+            plant: "muc".into(),
+            tenant: order.tenant.clone(),
+            order_id: order.id.clone(),
+            status: JobState::Shipped,
+            at: env.now(),
+            carrier: Some("DHL".into()),
+            tracking: Some(format!("JJD{i}")),
+            reason: None,
+        };
+        let StatusOutcome::Changed { next, events, .. } =
+            order.apply_job_status(&report, env.now())
+        else {
+            panic!("not applied");
+        };
+        env.store
+            .transition_counted(&next, &order, events, "muc", -1)
+            .await
+            .unwrap();
+    }
+    let order = env.order(&rendered).await;
+    assert_eq!(order.state, OrderState::Shipped);
+    let first = order.production.as_ref().unwrap().jobs[1].job_id.clone();
+    let acted = order
+        .reprint(
+            &OperatorId::parse("anna").unwrap(),
+            "parcel lost",
+            std::slice::from_ref(&first),
+            Some("btf"),
+            Catalog::builtin(),
+            env.now(),
+        )
+        .unwrap();
+    let resumed = acted.events[0].clone();
+    env.store
+        .transition_counted(&acted.next, &order, acted.events, "btf", 1)
+        .await
+        .unwrap();
+
+    // The old attempt's OrderRendered, delivered again: nothing happens.
+    let late = env.dispatcher.handle(&rendered).await.unwrap();
+    assert!(
+        matches!(late, Outcome::Skipped(ref why) if why.contains("attempt")),
+        "{late:?}"
+    );
+    assert!(env.jobs("muc").await.is_empty());
+
+    let outcome = env.dispatcher.handle(&resumed).await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Resent {
+            plant: "btf".into(),
+            jobs: 1
+        }
+    );
+    let jobs = env.jobs("btf").await;
+    assert!(env.jobs("muc").await.is_empty());
+    let [job] = &jobs[..] else { panic!("{jobs:?}") };
+    assert_eq!(job.job_id, format!("{first}-2"));
+    assert_eq!(job.plant, "btf");
+    assert!(job.packing_ref.ends_with("-A2"), "{}", job.packing_ref);
+    assert_eq!(job.jobs_in_package, 1);
+    assert_eq!(env.open_jobs().await["btf"], 1);
+}

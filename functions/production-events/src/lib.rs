@@ -27,6 +27,9 @@ pub enum Outcome {
     Applied { events: Vec<String> },
     /// Stale or duplicate.
     NoChange,
+    /// A report of a job an operator had made anew (a reprint, a failed
+    /// job made again): it changes nothing.
+    Superseded,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +85,10 @@ impl ProductionEvents {
                 .ok_or_else(|| Failure::Rejected(format!("no order {}", report.order_id)))?;
             match order.apply_job_status(report, self.clock.now()) {
                 StatusOutcome::NoChange => Ok(Outcome::NoChange),
+                StatusOutcome::Superseded => {
+                    tracing::info!("a report of a superseded job: nothing changes");
+                    Ok(Outcome::Superseded)
+                }
                 StatusOutcome::Unknown(why) => Err(Failure::Rejected(why).into()),
                 StatusOutcome::Changed {
                     next,

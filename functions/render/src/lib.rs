@@ -19,6 +19,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 pub use config::{Config, Ports, Resources};
 use printworks::domain::catalog::Catalog;
 use printworks::domain::events::{EventEnvelope, EventType};
+use printworks::domain::ops;
 use printworks::domain::order::{
     ImageSource, ItemImage, Order, OrderItem, RenderedFile, RenderedImage,
 };
@@ -106,9 +107,11 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl Renderer {
-    /// Handles one `OrderPaid` delivery; `attempt` counts deliveries from 1.
+    /// Handles one `OrderPaid` (or `OrderResumed` to render again)
+    /// delivery; `attempt` counts deliveries from 1.
     pub async fn handle(&self, event: &EventEnvelope, attempt: u32) -> Result<Outcome, Retry> {
-        if event.event_type != EventType::OrderPaid {
+        let renders_again = ops::stage_of(event) == Some(ops::Stage::Render);
+        if event.event_type != EventType::OrderPaid && !renders_again {
             return Ok(Outcome::Skipped(format!(
                 "{} is not rendered",
                 event.event_type.as_str()
@@ -123,6 +126,15 @@ impl Renderer {
             tracing::warn!(order = %event.order_id, "OrderPaid for an unknown order");
             return Ok(Outcome::Skipped("unknown order".into()));
         };
+        // Work of an earlier production attempt is not done (an operator
+        // released the order since: that attempt renders).
+        if !order.starts_work_of(ops::attempt_of(event)) {
+            return Ok(Outcome::Skipped(format!(
+                "the order is in attempt {}, the message of attempt {}",
+                order.attempt,
+                ops::attempt_of(event)
+            )));
+        }
         if order.state != OrderState::Paid {
             return Ok(Outcome::Skipped(format!(
                 "the order is {}",

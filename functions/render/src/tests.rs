@@ -156,3 +156,45 @@ async fn our_own_bucket_failing_is_retried_and_never_holds_the_order() {
     }
     assert_eq!(s.host.0.load(Ordering::SeqCst), 0, "no URL was fetched");
 }
+
+/// A render hold released by an operator starts attempt 2: the first
+/// attempt's `OrderPaid`, delivered again, starts nothing, and the
+/// release's `OrderResumed` renders (here: fetches again).
+#[tokio::test]
+async fn after_a_release_only_the_new_attempt_renders() {
+    use printworks::domain::operator::OperatorId;
+
+    let s = setup().await;
+    let (tenant, id, paid) = paid(&s, None).await;
+    let Outcome::Held { .. } = s.renderer.handle(&paid, 4).await.unwrap() else {
+        panic!("not held");
+    };
+    let held = state(&s, &tenant, &id).await;
+    let acted = held
+        .release(
+            &OperatorId::parse("anna").unwrap(),
+            "the customer's host is back",
+            None,
+            Catalog::builtin(),
+            s.env.now(),
+        )
+        .unwrap();
+    s.env
+        .store
+        .transition(&acted.next, &held, acted.events.clone())
+        .await
+        .unwrap();
+    let fetched = s.host.0.load(Ordering::SeqCst);
+    let late = s.renderer.handle(&paid, 1).await.unwrap();
+    assert!(
+        matches!(&late, Outcome::Skipped(why) if why.contains("attempt 2")),
+        "{late:?}"
+    );
+    assert_eq!(s.host.0.load(Ordering::SeqCst), fetched, "nothing fetched");
+    // The release's own message renders: the host is still down here, so
+    // it is retried (it would render once the host answers).
+    let err = s.renderer.handle(&acted.events[0], 1).await.unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+    assert_eq!(s.host.0.load(Ordering::SeqCst), fetched + 1);
+    assert_eq!(state(&s, &tenant, &id).await.state, OrderState::Paid);
+}

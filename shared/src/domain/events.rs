@@ -24,10 +24,13 @@ pub enum EventType {
     PaymentActionRequired,
     /// Money went back to the customer (any refund, partial or full).
     PaymentRefunded,
+    /// An operator released a held order or reprinted jobs: a new
+    /// production attempt (`data.attempt`) goes on at `data.stage`.
+    OrderResumed,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 12] = [
+    pub const ALL: [EventType; 13] = [
         EventType::OrderPlaced,
         EventType::OrderPaid,
         EventType::OrderCancelled,
@@ -40,6 +43,7 @@ impl EventType {
         EventType::PaymentFailed,
         EventType::PaymentActionRequired,
         EventType::PaymentRefunded,
+        EventType::OrderResumed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +60,7 @@ impl EventType {
             EventType::PaymentFailed => "PaymentFailed",
             EventType::PaymentActionRequired => "PaymentActionRequired",
             EventType::PaymentRefunded => "PaymentRefunded",
+            EventType::OrderResumed => "OrderResumed",
         }
     }
 

@@ -6,8 +6,11 @@
 //! - [`money`]: integer minor units with a currency
 //! - [`locale`]: ship-to countries and languages
 //! - [`pricing`]: the server-side quote
-//! - [`state`]: the order state machine and its monotonic rank
+//! - [`state`]: the order state machine and its rank (monotonic within a
+//!   production attempt)
 //! - [`operator`]: operators, their roles and keys
+//! - [`ops`]: operators' actions on an order (release, reprint, cancel) and
+//!   the production attempts that let an order go back
 //! - [`order`]: the order request, its validation, the stored order, transitions
 //! - [`events`]: the event envelope
 //! - [`payment`]: the checkout, provider events and what they do to an order
@@ -27,6 +30,7 @@ pub mod locale;
 pub mod money;
 pub mod notify;
 pub mod operator;
+pub mod ops;
 pub mod order;
 pub mod payment;
 pub mod pricing;

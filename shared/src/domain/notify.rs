@@ -157,7 +157,8 @@ impl Template {
             EventType::OrderRendered
             | EventType::OrderDispatched
             | EventType::OrderInProduction
-            | EventType::ProductionFailed => return None,
+            | EventType::ProductionFailed
+            | EventType::OrderResumed => return None,
         })
     }
 

@@ -383,6 +383,25 @@ pub struct Order {
     /// writers that read the same order cannot both win.
     #[serde(default)]
     pub version: u64,
+    /// The production attempt: 1 from placement; an operator's release or
+    /// reprint starts the next. Every message that starts work carries the
+    /// attempt it belongs to, and work of an earlier attempt is not done
+    /// (see [`super::ops`]).
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+    /// The plant an operator chose for the next dispatch (a release at a
+    /// chosen plant); dispatch takes it and clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plant_choice: Option<String>,
+    /// What operators did to the order, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<super::ops::ActionRecord>,
+}
+
+/// The attempt of an order placed, and of one stored before attempts
+/// existed.
+pub fn first_attempt() -> u32 {
+    1
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -464,6 +483,9 @@ impl Order {
             production: None,
             reference: parts.reference,
             version: 0,
+            attempt: first_attempt(),
+            plant_choice: None,
+            actions: Vec::new(),
         };
         let events = order.placement_events(now);
         Ok((order, events))
@@ -494,7 +516,7 @@ impl Order {
                 &self.id,
                 &self.tenant,
                 now,
-                serde_json::json!({ "amount": self.totals.total, "method": "invoice" }),
+                serde_json::json!({ "amount": self.totals.total, "method": "invoice", "attempt": self.attempt }),
             ));
         }
         events
@@ -566,7 +588,7 @@ impl Order {
             &self.id,
             &self.tenant,
             now,
-            serde_json::json!({ "items": items }),
+            serde_json::json!({ "items": items, "attempt": self.attempt }),
         );
         Ok((next, event))
     }

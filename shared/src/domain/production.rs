@@ -88,7 +88,7 @@ impl JobState {
     }
 
     /// The order state that a job in this state allows at most.
-    fn order_state(self) -> OrderState {
+    pub(crate) fn order_state(self) -> OrderState {
         match self {
             JobState::Accepted | JobState::Printing => OrderState::InProduction,
             JobState::Printed => OrderState::Printed,
@@ -100,10 +100,23 @@ impl JobState {
     }
 }
 
-/// The stable id of one copy of one item: `job_<order hex>-<line>-<copy>`.
+/// The stable id of one copy of one item in the first production attempt:
+/// `job_<order hex>-<line>-<copy>`.
 pub fn job_id(order: &OrderId, line: u32, copy: u32) -> String {
+    job_id_of_attempt(order, line, copy, 1)
+}
+
+/// The id of one copy of one item made in production attempt `attempt`:
+/// the first attempt's as [`job_id`], a later one's with `-<attempt>`
+/// appended. An agent never takes a journaled id again, so a copy made
+/// again (a reprint, a failed job made anew) needs an id of its own.
+pub fn job_id_of_attempt(order: &OrderId, line: u32, copy: u32, attempt: u32) -> String {
     let hex = order.as_str().trim_start_matches("ord_");
-    format!("job_{hex}-{line}-{copy}")
+    if attempt <= 1 {
+        format!("job_{hex}-{line}-{copy}")
+    } else {
+        format!("job_{hex}-{line}-{copy}-{attempt}")
+    }
 }
 
 /// Whether `raw` has the shape of a job id (it becomes a file name at the
@@ -114,7 +127,8 @@ pub fn job_id_valid(raw: &str) -> bool {
         && raw[4..]
             .bytes()
             .all(|b| b.is_ascii_hexdigit() || b.is_ascii_digit() || b == b'-')
-        && raw[4..].split('-').count() == 3
+        && matches!(raw[4..].split('-').count(), 3 | 4)
+        && raw[4..].split('-').all(|part| !part.is_empty())
 }
 
 /// Whether `raw` is a plant id as the catalog and the queues spell it.
@@ -154,24 +168,7 @@ pub fn choose_plant(
     order: &Order,
     open_jobs: &BTreeMap<String, i64>,
 ) -> Result<String, NoPlant> {
-    let mut able: Vec<&String> = catalog.plants.keys().collect();
-    for item in &order.items {
-        let Some(product) = catalog.product(&item.sku) else {
-            return Err(NoPlant {
-                reason: format!("the product {} is no longer made", item.sku),
-            });
-        };
-        able.retain(|p| product.plants.contains(p));
-    }
-    if able.is_empty() {
-        let skus: Vec<&str> = order.items.iter().map(|i| i.sku.as_str()).collect();
-        return Err(NoPlant {
-            reason: format!(
-                "no plant makes all of {} together; the order must be split",
-                skus.join(", ")
-            ),
-        });
-    }
+    let able = able_plants(catalog, order.items.iter().map(|i| i.sku.as_str()))?;
     let country = order.shipping.address.country;
     let local: Vec<&String> = able
         .iter()
@@ -189,6 +186,53 @@ pub fn choose_plant(
     })
 }
 
+/// The plants that make every one of `skus` (by id), or why there is none.
+pub fn able_plants<'a, 'c>(
+    catalog: &'c Catalog,
+    skus: impl Iterator<Item = &'a str> + Clone,
+) -> Result<Vec<&'c String>, NoPlant> {
+    let mut able: Vec<&String> = catalog.plants.keys().collect();
+    for sku in skus.clone() {
+        let Some(product) = catalog.product(sku) else {
+            return Err(NoPlant {
+                reason: format!("the product {sku} is no longer made"),
+            });
+        };
+        able.retain(|p| product.plants.contains(p));
+    }
+    if able.is_empty() {
+        let mut skus: Vec<&str> = skus.collect();
+        skus.dedup();
+        return Err(NoPlant {
+            reason: format!(
+                "no plant makes all of {} together; the order must be split",
+                skus.join(", ")
+            ),
+        });
+    }
+    Ok(able)
+}
+
+/// `plant` if it makes every one of `skus`; else why not, naming the
+/// plants that do.
+pub fn plant_makes<'a>(
+    catalog: &Catalog,
+    plant: &str,
+    skus: impl Iterator<Item = &'a str> + Clone,
+) -> Result<(), NoPlant> {
+    let able = able_plants(catalog, skus)?;
+    if able.iter().any(|p| p.as_str() == plant) {
+        return Ok(());
+    }
+    let names: Vec<&str> = able.iter().map(|p| p.as_str()).collect();
+    Err(NoPlant {
+        reason: format!(
+            "plant {plant} does not make all of it; plants that do: {}",
+            names.join(", ")
+        ),
+    })
+}
+
 /// One job as the order keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -196,6 +240,13 @@ pub struct JobRecord {
     pub line: u32,
     /// 1..=the item's quantity.
     pub copy: u32,
+    /// The production attempt that made this job (1 at the first dispatch).
+    #[serde(default = "super::order::first_attempt")]
+    pub attempt: u32,
+    /// Where it is made, when not at the order's plant (a reprint sent
+    /// elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plant: Option<String>,
     /// None until the plant reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<JobState>,
@@ -220,7 +271,12 @@ pub struct Production {
     pub packing_ref: String,
     #[serde(with = "time::serde::rfc3339")]
     pub dispatched_at: OffsetDateTime,
+    /// The current jobs, one per item copy: what the order follows.
     pub jobs: Vec<JobRecord>,
+    /// Jobs made anew by a later attempt (a reprint, a failed job made
+    /// again), as they last stood: their reports change nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub superseded: Vec<JobRecord>,
 }
 
 impl Production {
@@ -230,6 +286,30 @@ impl Production {
             .iter()
             .filter(|j| !j.status.is_some_and(JobState::is_final))
             .count() as i64
+    }
+
+    /// Where `job` is made.
+    pub fn plant_of<'a>(&'a self, job: &'a JobRecord) -> &'a str {
+        job.plant.as_deref().unwrap_or(&self.plant)
+    }
+
+    /// The package `job` is packed in and how many jobs it holds: the
+    /// current jobs of its attempt at its plant. A later attempt's
+    /// package has a reference of its own (`<ref>-A<attempt>`): the first
+    /// package may have left the plant long ago.
+    pub fn package_of(&self, job: &JobRecord) -> (String, u32) {
+        let reference = if job.attempt <= 1 {
+            self.packing_ref.clone()
+        } else {
+            format!("{}-A{}", self.packing_ref, job.attempt)
+        };
+        let plant = self.plant_of(job);
+        let count = self
+            .jobs
+            .iter()
+            .filter(|j| j.attempt == job.attempt && self.plant_of(j) == plant)
+            .count() as u32;
+        (reference, count)
     }
 }
 
@@ -258,7 +338,13 @@ impl Order {
                 OrderState::Dispatched,
             ));
         }
-        let plant = match choose_plant(catalog, self, open_jobs) {
+        // An operator's choice (a release at a chosen plant) comes first.
+        let chosen = match &self.plant_choice {
+            Some(plant) => plant_makes(catalog, plant, self.items.iter().map(|i| i.sku.as_str()))
+                .map(|()| plant.clone()),
+            None => choose_plant(catalog, self, open_jobs),
+        };
+        let plant = match chosen {
             Ok(plant) => plant,
             Err(no) => {
                 let reason = format!("We cannot produce this order: {}.", no.reason);
@@ -273,9 +359,11 @@ impl Order {
             .iter()
             .flat_map(|item| {
                 (1..=item.quantity).map(move |copy| JobRecord {
-                    job_id: job_id(&self.id, item.line, copy),
+                    job_id: job_id_of_attempt(&self.id, item.line, copy, self.attempt),
                     line: item.line,
                     copy,
+                    attempt: self.attempt,
+                    plant: None,
                     status: None,
                     status_at: None,
                     carrier: None,
@@ -289,8 +377,10 @@ impl Order {
             plant,
             dispatched_at: now,
             jobs,
+            superseded: Vec::new(),
         };
         next.state = OrderState::Dispatched;
+        next.plant_choice = None;
         let event = EventEnvelope::new(
             EventType::OrderDispatched,
             &self.id,
@@ -300,6 +390,7 @@ impl Order {
                 "plant": production.plant,
                 "packing_ref": production.packing_ref,
                 "jobs": production.jobs.iter().map(|j| &j.job_id).collect::<Vec<_>>(),
+                "attempt": self.attempt,
             }),
         );
         next.production = Some(production);
@@ -454,6 +545,9 @@ pub enum StatusOutcome {
     },
     /// Stale or duplicate: the job already has this status or a later one.
     NoChange,
+    /// A job an operator's later attempt made anew (a reprint, a failed job
+    /// made again): its reports change nothing.
+    Superseded,
     /// Not a job of this order at this plant (misrouted or forged).
     Unknown(String),
 }
@@ -468,25 +562,34 @@ impl Order {
         let Some(production) = &self.production else {
             return StatusOutcome::Unknown("the order was never dispatched".into());
         };
-        if production.plant != report.plant {
-            return StatusOutcome::Unknown(format!(
-                "the order is made at {}, not {}",
-                production.plant, report.plant
-            ));
-        }
         let Some(index) = production
             .jobs
             .iter()
             .position(|j| j.job_id == report.job_id)
         else {
+            if let Some(old) = production
+                .superseded
+                .iter()
+                .find(|j| j.job_id == report.job_id)
+                && production.plant_of(old) == report.plant
+            {
+                return StatusOutcome::Superseded;
+            }
             return StatusOutcome::Unknown(format!("no job {} in the order", report.job_id));
         };
+        let job_plant = production.plant_of(&production.jobs[index]);
+        if job_plant != report.plant {
+            return StatusOutcome::Unknown(format!(
+                "job {} is made at {job_plant}, not {}",
+                report.job_id, report.plant
+            ));
+        }
         let current = production.jobs[index].status;
         if !JobState::advances(current, report.status) {
             return StatusOutcome::NoChange;
         }
         let mut next = self.successor(now);
-        let plant = production.plant.clone();
+        let plant = job_plant.to_string();
         let packing_ref = production.packing_ref.clone();
         let Some(prod) = next.production.as_mut() else {
             return StatusOutcome::NoChange;
@@ -569,12 +672,31 @@ impl Order {
                     .into_iter()
                     .map(|(carrier, tracking)| serde_json::json!({ "carrier": carrier, "tracking": tracking }))
                     .collect();
-                events.push(event(
-                    EventType::OrderShipped,
-                    serde_json::json!({
-                        "plant": plant, "packing_ref": packing_ref, "shipments": shipments,
-                    }),
-                ));
+                // A reprint ships again: its shipments, and beside them
+                // those of the jobs it replaced.
+                let mut earlier: Vec<(String, String)> = next
+                    .production
+                    .as_ref()
+                    .map(|p| {
+                        p.superseded
+                            .iter()
+                            .filter_map(|j| Some((j.carrier.clone()?, j.tracking.clone()?)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                earlier.sort();
+                earlier.dedup();
+                let mut data = serde_json::json!({
+                    "plant": plant, "packing_ref": packing_ref, "shipments": shipments,
+                    "attempt": self.attempt,
+                });
+                if !earlier.is_empty() {
+                    data["earlier_shipments"] = earlier
+                        .into_iter()
+                        .map(|(carrier, tracking)| serde_json::json!({ "carrier": carrier, "tracking": tracking }))
+                        .collect();
+                }
+                events.push(event(EventType::OrderShipped, data));
             }
         }
         StatusOutcome::Changed {

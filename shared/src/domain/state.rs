@@ -1,6 +1,8 @@
-//! The order state machine. Every state has a rank; a state only moves to a
-//! higher rank, which is what the stores' conditional writes enforce
-//! (`rank = observed` when writing `rank = new`, with `new > observed`).
+//! The order state machine. Every state has a rank; within a production
+//! attempt a state only moves to a higher rank. An operator's release or
+//! reprint starts a new attempt, which may begin lower
+//! ([`super::ops`]): the pair (attempt, rank) only grows. The stores'
+//! writes are conditional on the rank and version read.
 
 use serde::{Deserialize, Serialize};
 
@@ -40,8 +42,10 @@ impl OrderState {
         OrderState::Cancelled,
     ];
 
-    /// The monotonic rank. `OnHold` ranks above every production state so no
-    /// late production event can overwrite a hold; `Cancelled` is final.
+    /// The rank, monotonic within an attempt. `OnHold` ranks above every
+    /// production state so no late production event can overwrite a hold
+    /// (only an operator's release, a new attempt, leaves it);
+    /// `Cancelled` is final.
     pub fn rank(self) -> u32 {
         match self {
             OrderState::Placed => 10,
