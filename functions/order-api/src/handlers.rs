@@ -372,9 +372,15 @@ pub async fn get_order(
 }
 
 /// The order as the API shows it: with `checkout` while a provider-paid
-/// order waits for its payment (what the storefront passes to the provider).
+/// order waits for its payment (what the storefront passes to the provider);
+/// without what is the shop's own (the operators' actions, with their ids
+/// and reasons, and a plant an operator chose).
 fn order_body(order: &Order) -> Result<serde_json::Value, ApiError> {
     let mut body = serde_json::to_value(order).map_err(|e| StoreError::Unexpected(e.into()))?;
+    if let Some(fields) = body.as_object_mut() {
+        fields.remove("actions");
+        fields.remove("plant_choice");
+    }
     if let (Some(checkout), Some(fields)) = (order.checkout(), body.as_object_mut()) {
         fields.insert(
             "checkout".into(),
@@ -455,4 +461,44 @@ pub async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this route does not take that method",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use printworks::domain::catalog::Catalog;
+    use printworks::domain::operator::OperatorId;
+    use printworks::domain::order::Hold;
+    use printworks::domain::state::OrderState;
+    use printworks::testing::paid_order;
+
+    /// A tenant sees the attempt, not the shop's own records of who did
+    /// what to its order, nor a plant an operator chose.
+    #[test]
+    fn the_order_body_keeps_the_operators_records_to_the_shop() {
+        let now = time::OffsetDateTime::UNIX_EPOCH;
+        let mut held = paid_order(&[("poster-30x40", 1)], "DE", now).order;
+        held.state = OrderState::OnHold;
+        held.hold = Some(Hold {
+            reason: "plant down".into(),
+            from: OrderState::Rendered,
+        });
+        let released = held
+            .release(
+                &OperatorId::parse("anna").unwrap(),
+                "btf makes it",
+                Some("btf"),
+                Catalog::builtin(),
+                now,
+            )
+            .unwrap()
+            .next;
+        assert!(!released.actions.is_empty() && released.plant_choice.is_some());
+        let body = order_body(&released).unwrap();
+        assert_eq!(body["attempt"], 2);
+        assert_eq!(body["state"], "rendered");
+        assert!(body.get("actions").is_none(), "{body}");
+        assert!(body.get("plant_choice").is_none(), "{body}");
+        assert!(!body.to_string().contains("anna"), "{body}");
+    }
 }
