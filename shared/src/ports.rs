@@ -100,6 +100,48 @@ pub trait OrderStore: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
+/// An operator's action, written as one transaction: the order (only if
+/// it is still as read), its outbox events, the plants' open-job counts
+/// it changes, and the idempotency record of the operator's key (only if
+/// that key was not used before).
+#[derive(Debug, Clone)]
+pub struct OpsWrite {
+    pub operator: OperatorId,
+    pub next: Order,
+    pub observed: Order,
+    pub events: Vec<EventEnvelope>,
+    /// Plant -> jobs added to its open-job count (jobs made anew).
+    pub open_jobs: BTreeMap<String, i64>,
+    pub idempotency: IdempotencyRecord,
+}
+
+/// What the operator API needs beyond [`OrderStore`]: any tenant's order
+/// by its id, and actions written with the operator's idempotency key.
+/// Operators' keys are their own: one operator's key never replays
+/// another's request, nor a tenant's.
+#[async_trait]
+pub trait OpsStore: Send + Sync {
+    /// An order by its id alone, whatever its tenant.
+    async fn find_order(&self, id: &OrderId) -> Result<Option<Order>, StoreError>;
+    /// The operator's earlier request under `key`, if any.
+    async fn ops_request(
+        &self,
+        operator: &OperatorId,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+    /// Writes `write` atomically: [`PlaceOutcome::Created`]; the key's
+    /// earlier response ([`PlaceOutcome::Replayed`], nothing written) or
+    /// [`PlaceOutcome::KeyReused`] if the operator used the key before;
+    /// [`StoreError::Conflict`] if the order changed since it was read.
+    async fn act(&self, write: OpsWrite) -> Result<PlaceOutcome, StoreError>;
+}
+
+/// The idempotency scope of an operator's requests: never a tenant id
+/// (tenant ids have no `:`), so the two kinds of keys cannot meet.
+pub fn ops_scope(operator: &OperatorId) -> String {
+    format!("ops:{operator}")
+}
+
 /// Checks the one rule every store's `transition` relies on.
 pub fn check_successor(next: &Order, observed: &Order) -> Result<(), StoreError> {
     if next.version != observed.version + 1 || next.id != observed.id {

@@ -47,12 +47,8 @@ pub async fn authenticate(
     store: &dyn TenantStore,
     cache: &KeyCache,
 ) -> Result<Tenant, ApiError> {
-    let raw = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(ApiError::unauthorized)?;
-    let presented = PresentedKey::parse(raw.trim()).map_err(|_| ApiError::unauthorized())?;
+    let raw = crate::request::bearer(headers).ok_or_else(ApiError::unauthorized)?;
+    let presented = PresentedKey::parse(raw).map_err(|_| ApiError::unauthorized())?;
     if presented.kind != KeyKind::Tenant {
         return Err(ApiError::new(
             http::StatusCode::UNAUTHORIZED,

@@ -3,12 +3,15 @@
 
 use crate::auth::authenticate;
 use crate::error::ApiError;
-use crate::{App, MAX_BODY_BYTES};
+use crate::App;
+use crate::request::{
+    check_content_type, idempotency_key, json_body, read_body, stored_to_response, typed,
+};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use printworks::domain::money::Money;
 use printworks::domain::order::{
@@ -30,88 +33,6 @@ const CANCEL_ATTEMPTS: u32 = 3;
 
 async fn tenant_of(app: &App, headers: &HeaderMap) -> Result<Tenant, ApiError> {
     authenticate(headers, &app.config.env, app.tenants.as_ref(), &app.keys).await
-}
-
-/// The body's bytes, or why they could not be read (too large, cut off).
-fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("the body must be at most {MAX_BODY_BYTES} bytes"),
-            )
-        } else {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                rejection.body_text(),
-            )
-        }
-    })
-}
-
-/// The body as JSON: size, content type and syntax checked, with JSON errors.
-fn json_body(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-    allow_empty: bool,
-) -> Result<serde_json::Value, ApiError> {
-    let bytes = read_body(body)?;
-    if allow_empty && bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(serde_json::json!({}));
-    }
-    check_content_type(headers)?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!("the body is not valid JSON: {e}"),
-        )
-    })
-}
-
-/// A body, if typed, must be typed as JSON.
-fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    match headers.get(http::header::CONTENT_TYPE) {
-        Some(ct)
-            if !ct
-                .to_str()
-                .unwrap_or("")
-                .trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/json") =>
-        {
-            Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the body as application/json",
-            ))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Deserializes with the path of the offending field in the message. The
-/// body must be a JSON object (serde would also fill a struct from an array).
-fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
-    if !value.is_object() {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
-            "the body must be a JSON object",
-        ));
-    }
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        let message = if path == "." {
-            inner
-        } else {
-            format!("{path}: {inner}")
-        };
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message)
-    })
 }
 
 /// Where `sent` has an array but `typed` (the request as the server read
@@ -147,34 +68,6 @@ fn array_for_object(
             .find_map(|(i, (s, t))| array_for_object(s, t, &format!("{path}[{i}]"))),
         _ => None,
     }
-}
-
-fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .unwrap_or("");
-    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "idempotency_key_required",
-            "send an Idempotency-Key header (1-255 printable characters, e.g. a UUID) with every order",
-        ));
-    }
-    Ok(key.to_string())
-}
-
-fn stored_to_response(stored: StoredResponse, replayed: bool) -> Response {
-    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
-    let json = HeaderValue::from_static("application/json");
-    let mut response = (status, [(http::header::CONTENT_TYPE, json)], stored.body).into_response();
-    if replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    response
 }
 
 #[tracing::instrument(skip_all, fields(tenant))]

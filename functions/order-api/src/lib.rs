@@ -8,7 +8,8 @@
 //!   Lambda runtime, the tests and the sample events do).
 //! - `handlers`: one function per route, thin: parse, call the domain,
 //!   call the ports, map the result.
-//! - `auth`: API key to tenant; `error`: the JSON error body.
+//! - `auth`: API key to tenant; `error`: the JSON error body;
+//!   [`request`]: reading bodies and idempotency keys (ops-api uses it too).
 //! - [`config`]: [`Config`], [`Resources`] and the constructors [`App::new`]
 //!   (local runner, tests) and `App::on_aws` (Lambda).
 //!
@@ -18,6 +19,7 @@ mod auth;
 pub mod config;
 mod error;
 mod handlers;
+pub mod request;
 
 pub use config::{Config, Resources};
 pub use error::ApiError;

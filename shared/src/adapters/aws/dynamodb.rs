@@ -3,7 +3,8 @@
 //! | item | pk | sk |
 //! |---|---|---|
 //! | order | `ORDER#<tenant>#<order id>` | `ORDER` |
-//! | idempotency record | `IDEM#<tenant>#<key>` | `IDEM` |
+//! | order id -> tenant (the operator API finds any tenant's order) | `ORDERID#<order id>` | `ORDERID` |
+//! | idempotency record | `IDEM#<tenant>#<key>`, an operator's `IDEM#ops:<operator>#<key>` | `IDEM` |
 //! | outbox event | `OUTBOX#<event id>` | `OUTBOX` |
 //! | tenant | `TENANT#<tenant>` | `TENANT` |
 //! | API key | `APIKEY#<key id>` | `APIKEY` |
@@ -39,8 +40,8 @@ use crate::domain::order::{Order, OrderId};
 use crate::domain::tenant::{ApiKeyRecord, Tenant, TenantId};
 use crate::ports::{
     NewOrder, OperatorStore, OrderStore, PaymentRecord, PaymentStore, PaymentWrite,
-    PaymentWriteOutcome, PlaceOutcome, ProductionStore, StoreError, StoredResponse, TenantStore,
-    check_successor,
+    IdempotencyRecord, OpsStore, OpsWrite, PaymentWriteOutcome, PlaceOutcome, ProductionStore,
+    StoreError, StoredResponse, TenantStore, check_successor, ops_scope,
 };
 use anyhow::{Context, anyhow};
 use async_trait::async_trait;
@@ -82,7 +83,17 @@ fn order_pk(tenant: &TenantId, id: &OrderId) -> String {
 }
 
 fn idem_pk(tenant: &TenantId, key: &str) -> String {
-    format!("IDEM#{tenant}#{key}")
+    scoped_idem_pk(tenant.as_str(), key)
+}
+
+/// An idempotency record's key in `scope`: a tenant, or an operator's
+/// [`ops_scope`].
+fn scoped_idem_pk(scope: &str, key: &str) -> String {
+    format!("IDEM#{scope}#{key}")
+}
+
+fn order_ref_pk(id: &OrderId) -> String {
+    format!("ORDERID#{id}")
 }
 
 fn doc_of(item: &Item) -> Result<&str, StoreError> {
@@ -234,28 +245,55 @@ impl DynamoStore {
         key: &str,
         hash: &str,
     ) -> Result<Option<PlaceOutcome>, StoreError> {
-        let Some(item) = self.get_item(idem_pk(tenant, key), "IDEM").await? else {
+        self.scoped_outcome(tenant.as_str(), key, hash).await
+    }
+
+    /// The earlier request under `key` in `scope`.
+    async fn idempotency_record(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let Some(item) = self.get_item(scoped_idem_pk(scope, key), "IDEM").await? else {
             return Ok(None);
         };
-        let stored_hash = item
-            .get("request_hash")
-            .and_then(|v| v.as_s().ok())
-            .ok_or_else(|| anyhow!("IDEM item without hash"))?;
-        if stored_hash != hash {
-            return Ok(Some(PlaceOutcome::KeyReused));
-        }
+        let hash = item.get("request_hash").and_then(|v| v.as_s().ok());
         let status = item
             .get("status")
             .and_then(|v| v.as_n().ok())
             .and_then(|n| n.parse().ok());
         let body = item.get("body").and_then(|v| v.as_s().ok());
-        let (Some(status), Some(body)) = (status, body) else {
-            return Err(anyhow!("IDEM item without status or body").into());
+        let (Some(hash), Some(status), Some(body)) = (hash, status, body) else {
+            return Err(anyhow!("IDEM item without hash, status or body").into());
         };
-        Ok(Some(PlaceOutcome::Replayed(StoredResponse {
-            status,
-            body: body.clone(),
-        })))
+        Ok(Some(IdempotencyRecord {
+            key: key.to_string(),
+            request_hash: hash.clone(),
+            response: StoredResponse {
+                status,
+                body: body.clone(),
+            },
+        }))
+    }
+
+    /// What a request with `hash` under an earlier-used key gets: the
+    /// earlier response, or [`PlaceOutcome::KeyReused`].
+    async fn scoped_outcome(
+        &self,
+        scope: &str,
+        key: &str,
+        hash: &str,
+    ) -> Result<Option<PlaceOutcome>, StoreError> {
+        Ok(self
+            .idempotency_record(scope, key)
+            .await?
+            .map(|earlier| {
+                if earlier.request_hash == hash {
+                    PlaceOutcome::Replayed(earlier.response)
+                } else {
+                    PlaceOutcome::KeyReused
+                }
+            }))
     }
 }
 
@@ -337,6 +375,8 @@ impl OrderStore for DynamoStore {
         idem.insert("order_id".into(), s(new.order.id.as_str()));
         idem.insert("status".into(), n(new.idempotency.response.status));
         idem.insert("body".into(), s(&new.idempotency.response.body));
+        let mut order_ref = key(order_ref_pk(&new.order.id), "ORDERID");
+        order_ref.insert("tenant".into(), s(tenant.as_str()));
         let mut items = vec![
             put(&self.table, idem, Some("attribute_not_exists(pk)"))?,
             put(
@@ -344,6 +384,7 @@ impl OrderStore for DynamoStore {
                 order_item(&new.order)?,
                 Some("attribute_not_exists(pk)"),
             )?,
+            put(&self.table, order_ref, Some("attribute_not_exists(pk)"))?,
         ];
         for event in &new.events {
             items.push(put(&self.table, outbox_item(event)?, None)?);
@@ -423,6 +464,84 @@ impl DynamoStore {
             Ok(_) => Ok(()),
             Err(err) if condition_failed(&err).is_some() => Err(StoreError::Conflict),
             Err(err) => Err(anyhow!(err).context("DynamoDB TransactWriteItems").into()),
+        }
+    }
+}
+
+#[async_trait]
+impl OpsStore for DynamoStore {
+    async fn find_order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
+        let Some(item) = self.get_item(order_ref_pk(id), "ORDERID").await? else {
+            return Ok(None);
+        };
+        let tenant = item
+            .get("tenant")
+            .and_then(|v| v.as_s().ok())
+            .and_then(|t| TenantId::parse(t).ok())
+            .ok_or_else(|| anyhow!("ORDERID item without a valid tenant"))?;
+        self.get(&tenant, id).await
+    }
+
+    async fn ops_request(
+        &self,
+        operator: &OperatorId,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.idempotency_record(&ops_scope(operator), key).await
+    }
+
+    /// The idempotency record (conditional on not existing), the order
+    /// (conditional on the rank and version read), the plants' counters
+    /// and the outbox events in one `TransactWriteItems`.
+    async fn act(&self, write: OpsWrite) -> Result<PlaceOutcome, StoreError> {
+        let scope = ops_scope(&write.operator);
+        let record = &write.idempotency;
+        let mut idem = key(scoped_idem_pk(&scope, &record.key), "IDEM");
+        idem.insert("request_hash".into(), s(&record.request_hash));
+        idem.insert("order_id".into(), s(write.next.id.as_str()));
+        idem.insert("status".into(), n(record.response.status));
+        idem.insert("body".into(), s(&record.response.body));
+        let mut items = vec![
+            put(&self.table, idem, Some("attribute_not_exists(pk)"))?,
+            conditional_order_put(&self.table, &write.next, &write.observed)?,
+        ];
+        for (plant, delta) in &write.open_jobs {
+            let counter = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(plant_pk(plant), "PLANT")))
+                .update_expression("ADD open_jobs :delta")
+                .expression_attribute_values(":delta", n(delta))
+                .build()
+                .context("building Update")?;
+            items.push(TransactWriteItem::builder().update(counter).build());
+        }
+        for event in &write.events {
+            items.push(put(&self.table, outbox_item(event)?, None)?);
+        }
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(PlaceOutcome::Created),
+            Err(err) => {
+                let Some(failed) = failed_conditions(&err) else {
+                    return Err(anyhow!(err).context("DynamoDB TransactWriteItems").into());
+                };
+                // The key was used (by this request or another): its
+                // outcome. Otherwise the order changed, or a concurrent
+                // transaction touched it: the caller reads it again.
+                if failed.first() == Some(&true)
+                    && let Some(outcome) = self
+                        .scoped_outcome(&scope, &record.key, &record.request_hash)
+                        .await?
+                {
+                    return Ok(outcome);
+                }
+                Err(StoreError::Conflict)
+            }
         }
     }
 }

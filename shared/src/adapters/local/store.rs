@@ -3,11 +3,13 @@
 
 use super::db::{Db, json_err, sql};
 use crate::domain::events::EventEnvelope;
+use crate::domain::operator::OperatorId;
 use crate::domain::order::{Order, OrderId};
 use crate::domain::tenant::{ApiKeyRecord, Tenant, TenantId};
 use crate::ports::{
-    NewOrder, OrderStore, PaymentRecord, PaymentStore, PaymentWrite, PaymentWriteOutcome,
+    IdempotencyRecord, NewOrder, OpsStore, OpsWrite, OrderStore, PaymentRecord, PaymentStore, PaymentWrite, PaymentWriteOutcome,
     PlaceOutcome, ProductionStore, StoreError, StoredResponse, TenantStore, check_successor,
+    ops_scope,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -141,25 +143,9 @@ impl OrderStore for SqliteStore {
         self.db
             .write(move |c| {
                 let tenant = new.order.tenant.as_str();
-                let existing: Option<(String, u16, String)> = c
-                    .prepare_cached("SELECT request_hash, status, body FROM idempotency WHERE tenant_id = ?1 AND key = ?2")
-                    .map_err(sql)?
-                    .query_row(params![tenant, new.idempotency.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                    .optional()
-                    .map_err(sql)?;
-                if let Some((hash, status, body)) = existing {
-                    if hash != new.idempotency.request_hash {
-                        return Ok(PlaceOutcome::KeyReused);
-                    }
-                    return Ok(PlaceOutcome::Replayed(StoredResponse { status, body }));
+                if let Some(outcome) = claim_key(c, tenant, &new.idempotency, &created)? {
+                    return Ok(outcome);
                 }
-                let response = &new.idempotency.response;
-                c.prepare_cached(
-                    "INSERT INTO idempotency (tenant_id, key, request_hash, status, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(sql)?
-                .execute(params![tenant, new.idempotency.key, new.idempotency.request_hash, response.status, response.body, created])
-                .map_err(sql)?;
                 c.prepare_cached(
                     "INSERT INTO orders (tenant_id, id, state, rank, doc, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
                 )
@@ -247,6 +233,106 @@ impl ProductionStore for SqliteStore {
                 .execute(params![plant, delta])
                 .map_err(sql)?;
                 append_outbox(c, &events)
+            })
+            .await
+    }
+}
+
+/// The earlier request under `key` in `scope` (a tenant, or an operator's
+/// [`ops_scope`]).
+fn idempotency_record(
+    c: &Connection,
+    scope: &str,
+    key: &str,
+) -> Result<Option<IdempotencyRecord>, StoreError> {
+    c.prepare_cached(
+        "SELECT request_hash, status, body FROM idempotency WHERE tenant_id = ?1 AND key = ?2",
+    )
+    .map_err(sql)?
+    .query_row(params![scope, key], |r| {
+        Ok(IdempotencyRecord {
+            key: key.to_string(),
+            request_hash: r.get(0)?,
+            response: StoredResponse {
+                status: r.get(1)?,
+                body: r.get(2)?,
+            },
+        })
+    })
+    .optional()
+    .map_err(sql)
+}
+
+/// Records `record` under `scope` unless its key was used before: then
+/// the earlier response (same request) or [`PlaceOutcome::KeyReused`].
+fn claim_key(
+    c: &Connection,
+    scope: &str,
+    record: &IdempotencyRecord,
+    created: &str,
+) -> Result<Option<PlaceOutcome>, StoreError> {
+    if let Some(earlier) = idempotency_record(c, scope, &record.key)? {
+        return Ok(Some(if earlier.request_hash == record.request_hash {
+            PlaceOutcome::Replayed(earlier.response)
+        } else {
+            PlaceOutcome::KeyReused
+        }));
+    }
+    c.prepare_cached(
+        "INSERT INTO idempotency (tenant_id, key, request_hash, status, body, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .map_err(sql)?
+    .execute(params![
+        scope,
+        record.key,
+        record.request_hash,
+        record.response.status,
+        record.response.body,
+        created
+    ])
+    .map_err(sql)?;
+    Ok(None)
+}
+
+#[async_trait]
+impl OpsStore for SqliteStore {
+    async fn find_order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
+        SqliteStore::find_order(self, id).await
+    }
+
+    async fn ops_request(
+        &self,
+        operator: &OperatorId,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let (scope, key) = (ops_scope(operator), key.to_string());
+        self.db
+            .read(move |c| idempotency_record(c, &scope, &key))
+            .await
+    }
+
+    async fn act(&self, write: OpsWrite) -> Result<PlaceOutcome, StoreError> {
+        let update = OrderUpdate::new(&write.next, &write.observed)?;
+        let created = ts(write.next.updated_at)?;
+        let scope = ops_scope(&write.operator);
+        self.db
+            .write(move |c| {
+                if let Some(outcome) = claim_key(c, &scope, &write.idempotency, &created)? {
+                    return Ok(outcome);
+                }
+                update.apply(c)?;
+                for (plant, delta) in &write.open_jobs {
+                    c.prepare_cached(
+                        "INSERT INTO plant_load (plant, open_jobs) VALUES (?1, ?2) \
+                         ON CONFLICT(plant) DO UPDATE SET open_jobs = open_jobs + excluded.open_jobs",
+                    )
+                    .map_err(sql)?
+                    .execute(params![plant, delta])
+                    .map_err(sql)?;
+                }
+                append_outbox(c, &write.events)?;
+                Ok(PlaceOutcome::Created)
             })
             .await
     }

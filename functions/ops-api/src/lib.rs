@@ -1,0 +1,105 @@
+//! ops-api: the operator API (`/v1/ops/...`) beside the tenant API, for
+//! shop staff (`admin`, `support`: every tenant's orders) and plant
+//! operators (`plant:<id>`: their plant's orders), each with an operator
+//! key (`printworks operator add`).
+//!
+//! # Layout
+//!
+//! - [`routes`] lists every route (checked against `infra/openapi.yaml`);
+//!   [`router`] builds the axum router; [`handle`] runs one API Gateway
+//!   request through it.
+//! - `handlers`: one function per route: authenticate, read the body,
+//!   call [`Ops`].
+//! - [`Ops`] (`ops`): the actions over the ports, also what
+//!   `printworks ops` runs against a deployment's table; `view`: the
+//!   order as operators see it.
+//! - `auth`: operator key to operator; errors are the tenant API's
+//!   ([`order_api::ApiError`]), requests read with [`order_api::request`].
+//!
+//! On AWS it is a function of its own, with the orders table as its only
+//! resource; the same router serves `printworks up` locally.
+
+mod auth;
+pub mod config;
+mod handlers;
+mod ops;
+mod view;
+
+pub use config::{Config, Resources};
+pub use ops::{Action, Answer, Ops, allowed_for};
+pub use view::order_view;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{MethodRouter, get, post};
+use http::Method;
+use printworks::ports::OperatorStore;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+/// What the handlers need, built once per cold start.
+pub struct App {
+    pub config: Config,
+    pub ops: Ops,
+    pub operators: Arc<dyn OperatorStore>,
+}
+
+impl App {
+    pub fn new(config: Config, ops: Ops, operators: Arc<dyn OperatorStore>) -> App {
+        App {
+            config,
+            ops,
+            operators,
+        }
+    }
+}
+
+type State = Arc<App>;
+
+/// Every route: method, path (OpenAPI syntax) and handler.
+pub fn routes() -> Vec<(Method, &'static str, MethodRouter<State>)> {
+    vec![
+        (Method::GET, "/v1/ops/orders/{id}", get(handlers::show)),
+        (
+            Method::POST,
+            "/v1/ops/orders/{id}/release",
+            post(handlers::release),
+        ),
+        (
+            Method::POST,
+            "/v1/ops/orders/{id}/reprint",
+            post(handlers::reprint),
+        ),
+        (
+            Method::POST,
+            "/v1/ops/orders/{id}/cancel",
+            post(handlers::cancel),
+        ),
+    ]
+}
+
+/// The operator API's router on `app`'s ports. Only `/v1/ops/...`: merged
+/// beside the tenant API locally, its own integration on AWS.
+pub fn router(app: Arc<App>) -> Router {
+    let mut router = Router::new();
+    for (_, path, method_router) in routes() {
+        router = router.route(path, method_router.fallback(handlers::method_not_allowed));
+    }
+    router
+        .layer(DefaultBodyLimit::max(order_api::MAX_BODY_BYTES))
+        .with_state(app)
+}
+
+/// [`router`] answering any other path with a JSON 404 (the Lambda: API
+/// Gateway sends it only `/v1/ops/...`, but a function URL sends all).
+pub fn lambda_router(app: Arc<App>) -> Router {
+    router(app).fallback(handlers::no_route)
+}
+
+/// Runs one API Gateway (HTTP API, payload v2) request through the router.
+pub async fn handle(router: &Router, request: lambda_http::Request) -> axum::response::Response {
+    match router.clone().oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}

@@ -1,0 +1,282 @@
+//! The operator actions on any tenant's order, for the HTTP handlers and
+//! for `printworks ops` alike: who may do what ([`Role::may`]), the
+//! domain's decision ([`Order::release`], [`Order::reprint`],
+//! [`Order::cancel_by_operator`]), and the write with the operator's
+//! idempotency key ([`OpsStore::act`]), read again and decided again when
+//! the order changed under it.
+
+use crate::view::order_view;
+use axum::http::StatusCode;
+use order_api::ApiError;
+use printworks::domain::catalog::Catalog;
+use printworks::domain::operator::{Operator, OpsAction};
+use printworks::domain::ops::Refusal;
+use printworks::domain::order::{Order, OrderId};
+use printworks::ports::{
+    Clock, IdempotencyRecord, OpsStore, OpsWrite, PlaceOutcome, StoreError, StoredResponse,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Lost races with other writers of the order before the operator is told
+/// to try again.
+const ACT_ATTEMPTS: u32 = 5;
+
+/// An operator's request, as its body reads (the action is the route's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    Release {
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plant: Option<String>,
+    },
+    Reprint {
+        jobs: Vec<String>,
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plant: Option<String>,
+    },
+    Cancel {
+        reason: String,
+    },
+}
+
+impl Action {
+    pub fn kind(&self) -> OpsAction {
+        match self {
+            Action::Release { .. } => OpsAction::Release,
+            Action::Reprint { .. } => OpsAction::Reprint,
+            Action::Cancel { .. } => OpsAction::Cancel,
+        }
+    }
+
+    /// The request's fingerprint for its idempotency key: the order and
+    /// the action with its fields, canonical (field order, whitespace and
+    /// the route do not change it).
+    fn fingerprint(&self, order: &OrderId) -> String {
+        use sha2::{Digest, Sha256};
+        let canonical = serde_json::json!({ "order": order.as_str(), "request": self });
+        hex::encode(Sha256::digest(canonical.to_string()))
+    }
+}
+
+/// What an action returned: the response to send, and whether it is the
+/// stored response of an earlier request with the same key.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub response: StoredResponse,
+    pub replayed: bool,
+}
+
+/// The operator actions over a store.
+pub struct Ops {
+    pub catalog: Arc<Catalog>,
+    pub store: Arc<dyn OpsStore>,
+    pub clock: Arc<dyn Clock>,
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("order")
+}
+
+fn internal(e: impl Into<anyhow::Error>) -> ApiError {
+    ApiError::from(StoreError::Unexpected(e.into()))
+}
+
+/// 403: the operator's role does not allow `action` on this order; says
+/// what the role allows.
+fn forbidden(operator: &Operator, action: OpsAction, order: &Order) -> ApiError {
+    let allowed: Vec<&str> = operator
+        .role
+        .allowed_actions()
+        .iter()
+        .map(|a| a.as_str())
+        .collect();
+    let scope = match &operator.role {
+        printworks::domain::operator::Role::Plant(plant) => {
+            format!(" on orders made at plant {plant}")
+        }
+        _ => String::new(),
+    };
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!(
+            "operator {} ({}) may not {} order {}: the role may {}{scope}",
+            operator.id,
+            operator.role.as_string(),
+            action.as_str(),
+            order.id,
+            allowed.join(", "),
+        ),
+    )
+    .with_details(serde_json::json!({
+        "role": operator.role.as_string(),
+        "role_allows": allowed,
+    }))
+}
+
+/// The plant whose operators may see the order: where it is made.
+fn plant_of(order: &Order) -> Option<&str> {
+    order.production.as_ref().map(|p| p.plant.as_str())
+}
+
+/// What this operator may do to the order now.
+pub fn allowed_for(operator: &Operator, order: &Order) -> Vec<OpsAction> {
+    order
+        .ops_actions()
+        .into_iter()
+        .filter(|a| operator.role.may(*a, plant_of(order)))
+        .collect()
+}
+
+impl Ops {
+    pub fn new(catalog: Arc<Catalog>, store: Arc<dyn OpsStore>, clock: Arc<dyn Clock>) -> Ops {
+        Ops {
+            catalog,
+            store,
+            clock,
+        }
+    }
+
+    /// The order if it exists and the operator may take `action` on it.
+    async fn order_for(
+        &self,
+        operator: &Operator,
+        id: &OrderId,
+        action: OpsAction,
+    ) -> Result<Order, ApiError> {
+        let order = self.store.find_order(id).await?.ok_or_else(not_found)?;
+        if !operator.role.may(action, plant_of(&order)) {
+            return Err(forbidden(operator, action, &order));
+        }
+        Ok(order)
+    }
+
+    /// Any tenant's order as operators see it ([`order_view`]).
+    pub async fn show(
+        &self,
+        operator: &Operator,
+        id: &OrderId,
+    ) -> Result<serde_json::Value, ApiError> {
+        let order = self.order_for(operator, id, OpsAction::Show).await?;
+        Ok(order_view(&order, &allowed_for(operator, &order)))
+    }
+
+    /// Takes `action` on the order once per `key`: a repeated request gets
+    /// the first response again, the key with another request a 422.
+    pub async fn act(
+        &self,
+        operator: &Operator,
+        id: &OrderId,
+        action: &Action,
+        key: &str,
+    ) -> Result<Answer, ApiError> {
+        let fingerprint = action.fingerprint(id);
+        if let Some(earlier) = self.store.ops_request(&operator.id, key).await? {
+            return replay_or_refuse(earlier.request_hash == fingerprint, earlier.response);
+        }
+        for _ in 0..ACT_ATTEMPTS {
+            let observed = self.order_for(operator, id, action.kind()).await?;
+            let now = self.clock.now();
+            let decided = match action {
+                Action::Release { reason, plant } => {
+                    observed.release(&operator.id, reason, plant.as_deref(), &self.catalog, now)
+                }
+                Action::Reprint {
+                    jobs,
+                    reason,
+                    plant,
+                } => observed.reprint(
+                    &operator.id,
+                    reason,
+                    jobs,
+                    plant.as_deref(),
+                    &self.catalog,
+                    now,
+                ),
+                Action::Cancel { reason } => observed.cancel_by_operator(&operator.id, reason, now),
+            };
+            let acted = decided.map_err(|refusal| refused(operator, &observed, refusal))?;
+            let mut body = order_view(&acted.next, &allowed_for(operator, &acted.next));
+            body["action"] = serde_json::to_value(acted.next.actions.last()).map_err(internal)?;
+            let response = StoredResponse {
+                status: 200,
+                body: serde_json::to_string(&body).map_err(internal)?,
+            };
+            let write = OpsWrite {
+                operator: operator.id.clone(),
+                next: acted.next,
+                observed,
+                events: acted.events,
+                open_jobs: acted.open_jobs,
+                idempotency: IdempotencyRecord {
+                    key: key.to_string(),
+                    request_hash: fingerprint.clone(),
+                    response: response.clone(),
+                },
+            };
+            match self.store.act(write).await {
+                Ok(PlaceOutcome::Created) => {
+                    tracing::info!(
+                        operator = operator.id.as_str(),
+                        order_id = id.as_str(),
+                        action = action.kind().as_str(),
+                        "operator action taken"
+                    );
+                    return Ok(Answer {
+                        response,
+                        replayed: false,
+                    });
+                }
+                Ok(PlaceOutcome::Replayed(stored)) => return replay_or_refuse(true, stored),
+                Ok(PlaceOutcome::KeyReused) => {
+                    return replay_or_refuse(false, response);
+                }
+                // The order moved on (a report, a payment): decide again on
+                // what it is now.
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Conflict.into())
+    }
+}
+
+fn replay_or_refuse(same_request: bool, stored: StoredResponse) -> Result<Answer, ApiError> {
+    if same_request {
+        Ok(Answer {
+            response: stored,
+            replayed: true,
+        })
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used for another request: send a new key",
+        ))
+    }
+}
+
+/// 409 (not now: with what this operator may do instead) or 422 (the
+/// request names something wrong).
+fn refused(operator: &Operator, order: &Order, refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::NotNow { message, .. } => {
+            let allowed: Vec<&str> = allowed_for(operator, order)
+                .iter()
+                .map(|a| a.as_str())
+                .collect();
+            ApiError::new(StatusCode::CONFLICT, "action_not_allowed", message).with_details(
+                serde_json::json!({ "state": order.state, "allowed_actions": allowed }),
+            )
+        }
+        Refusal::Invalid { field, message } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            format!("{field}: {message}"),
+        )
+        .with_details(serde_json::json!({ "field": field })),
+    }
+}

@@ -1,0 +1,125 @@
+//! An order as operators see it: the whole stored order (any tenant's,
+//! with its payments and the operators' actions), plus what is derived
+//! for a person: its timeline, its jobs by production attempt, and what
+//! this operator may do now.
+
+use printworks::domain::operator::OpsAction;
+use printworks::domain::order::Order;
+use printworks::domain::production::JobRecord;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+fn at(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// One dated line of the order's history, from what the order records:
+/// placement, payment flags, dispatch, every job report (current and
+/// superseded jobs), every operator action, and where it stands now.
+fn timeline(order: &Order) -> Vec<Value> {
+    let mut lines: Vec<(OffsetDateTime, Value)> =
+        vec![(order.created_at, json!({ "event": "placed", "attempt": 1 }))];
+    if let Some(ledger) = &order.payment_status {
+        for flag in &ledger.flags {
+            lines.push((
+                flag.at,
+                json!({ "event": "payment_flagged", "code": flag.code, "detail": flag.message }),
+            ));
+        }
+    }
+    if let Some(production) = &order.production {
+        lines.push((
+            production.dispatched_at,
+            json!({ "event": "dispatched", "plant": production.plant, "attempt": 1 }),
+        ));
+        let jobs = production.jobs.iter().map(|j| (j, false));
+        for (job, superseded) in jobs.chain(production.superseded.iter().map(|j| (j, true))) {
+            if let (Some(status), Some(when)) = (job.status, job.status_at) {
+                lines.push((
+                    when,
+                    json!({
+                        "event": format!("job_{}", status.as_str()),
+                        "job_id": job.job_id,
+                        "attempt": job.attempt,
+                        "plant": production.plant_of(job),
+                        "superseded": superseded,
+                        "detail": job.reason,
+                    }),
+                ));
+            }
+        }
+    }
+    for action in &order.actions {
+        lines.push((
+            action.at,
+            json!({
+                "event": format!("operator_{}", action.action.as_str()),
+                "operator": action.operator,
+                "attempt": action.attempt,
+                "detail": action.reason,
+            }),
+        ));
+    }
+    let detail = order
+        .hold
+        .as_ref()
+        .map(|h| h.reason.clone())
+        .or_else(|| order.cancel_reason.clone());
+    lines.push((
+        order.updated_at,
+        json!({ "event": format!("now_{}", order.state.as_str()), "attempt": order.attempt, "detail": detail }),
+    ));
+    // Stable: equal times keep the order above (placed before dispatched).
+    lines.sort_by_key(|(when, _)| *when);
+    lines
+        .into_iter()
+        .map(|(when, mut line)| {
+            line["at"] = at(when).into();
+            if line.get("detail").is_some_and(Value::is_null) {
+                line.as_object_mut().map(|o| o.remove("detail"));
+            }
+            line
+        })
+        .collect()
+}
+
+/// The jobs by the attempt that made them, each marked current or
+/// superseded (made anew by a later attempt).
+fn attempts(order: &Order) -> Vec<Value> {
+    let mut by_attempt: BTreeMap<u32, Vec<Value>> = BTreeMap::new();
+    if let Some(production) = &order.production {
+        let job = |j: &JobRecord, current: bool| {
+            let mut v = serde_json::to_value(j).unwrap_or(Value::Null);
+            v["plant"] = production.plant_of(j).into();
+            v["current"] = current.into();
+            v["package"] = production.package_of(j).0.into();
+            v
+        };
+        for j in &production.jobs {
+            by_attempt.entry(j.attempt).or_default().push(job(j, true));
+        }
+        for j in &production.superseded {
+            by_attempt.entry(j.attempt).or_default().push(job(j, false));
+        }
+    }
+    by_attempt
+        .into_iter()
+        .map(|(attempt, jobs)| json!({ "attempt": attempt, "jobs": jobs }))
+        .collect()
+}
+
+/// The operator's view of `order`, `allowed` being what this operator
+/// may do now.
+pub fn order_view(order: &Order, allowed: &[OpsAction]) -> Value {
+    let allowed: Vec<&str> = allowed.iter().map(|a| a.as_str()).collect();
+    json!({
+        "order": order,
+        "timeline": timeline(order),
+        "attempts": attempts(order),
+        "payments": { "setup": order.payment, "status": order.payment_status },
+        "actions": order.actions,
+        "allowed_actions": allowed,
+    })
+}
