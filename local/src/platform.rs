@@ -356,7 +356,13 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
     let notifier = Arc::new(notifier(&options, store_arc.clone(), clock.clone())?);
     let (shutdown, mut stop_server) = watch::channel(false);
     let base_url = format!("http://{addr}");
+    let ops = ops_api::App::new(
+        ops_api::Config::for_env(&options.env)?,
+        ops_api::Ops::new(catalog.clone(), store_arc.clone(), clock.clone()),
+        store_arc.clone(),
+    );
     let router = order_api::router(Arc::new(app))
+        .merge(ops_api::router(Arc::new(ops)))
         .merge(payment_webhook::router(Arc::new(webhooks)))
         .merge(blob_routes::router(blobs, faults.clone()))
         .nest("/prints", blob_routes::router(prints, faults.clone()))

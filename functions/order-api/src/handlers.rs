@@ -1,9 +1,9 @@
 //! One function per route. Each authenticates, parses its input into domain
 //! types, calls the domain and the ports, and maps the outcome to JSON.
 
+use crate::App;
 use crate::auth::authenticate;
 use crate::error::ApiError;
-use crate::App;
 use crate::request::{
     check_content_type, idempotency_key, json_body, read_body, stored_to_response, typed,
 };

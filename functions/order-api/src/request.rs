@@ -122,7 +122,6 @@ pub fn stored_to_response(stored: StoredResponse, replayed: bool) -> Response {
     response
 }
 
-
 /// The bearer token of `Authorization`, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers

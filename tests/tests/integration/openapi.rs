@@ -19,12 +19,17 @@ fn the_router_serves_exactly_the_paths_of_the_spec() {
         .map(|(method, path, _)| (method.to_string(), path.to_string()))
         .collect();
     served.extend(
+        ops_api::routes()
+            .iter()
+            .map(|(method, path, _)| (method.to_string(), path.to_string())),
+    );
+    served.extend(
         payment_webhook::routes()
             .iter()
             .map(|(method, path, _)| (method.to_string(), path.to_string())),
     );
     assert_eq!(served, in_spec);
-    assert_eq!(served.len(), 6);
+    assert_eq!(served.len(), 10);
 }
 
 fn validator(spec: &serde_json::Value, schema: &serde_json::Value) -> jsonschema::Validator {
@@ -66,7 +71,10 @@ fn every_request_body_has_a_complete_example_that_validates() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 3, "uploads, orders and cancel have request bodies");
+    assert_eq!(
+        checked, 6,
+        "uploads, orders, cancel and the three operator actions have request bodies"
+    );
 }
 
 #[test]

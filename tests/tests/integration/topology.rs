@@ -250,6 +250,10 @@ fn functions() -> Vec<(&'static str, Load)> {
             order_api::Config::from_vars(v)?;
             order_api::Resources::from_vars(v).map(drop)
         }),
+        ("OpsApiFunction", |v| {
+            ops_api::Config::from_vars(v)?;
+            ops_api::Resources::from_vars(v).map(drop)
+        }),
         ("EventsPublisherFunction", |v| {
             events_publisher::Resources::from_vars(v).map(drop)
         }),

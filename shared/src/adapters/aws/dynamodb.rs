@@ -39,9 +39,9 @@ use crate::domain::operator::{Operator, OperatorId, OperatorKeyRecord};
 use crate::domain::order::{Order, OrderId};
 use crate::domain::tenant::{ApiKeyRecord, Tenant, TenantId};
 use crate::ports::{
-    NewOrder, OperatorStore, OrderStore, PaymentRecord, PaymentStore, PaymentWrite,
-    IdempotencyRecord, OpsStore, OpsWrite, PaymentWriteOutcome, PlaceOutcome, ProductionStore,
-    StoreError, StoredResponse, TenantStore, check_successor, ops_scope,
+    IdempotencyRecord, NewOrder, OperatorStore, OpsStore, OpsWrite, OrderStore, PaymentRecord,
+    PaymentStore, PaymentWrite, PaymentWriteOutcome, PlaceOutcome, ProductionStore, StoreError,
+    StoredResponse, TenantStore, check_successor, ops_scope,
 };
 use anyhow::{Context, anyhow};
 use async_trait::async_trait;
@@ -284,16 +284,13 @@ impl DynamoStore {
         key: &str,
         hash: &str,
     ) -> Result<Option<PlaceOutcome>, StoreError> {
-        Ok(self
-            .idempotency_record(scope, key)
-            .await?
-            .map(|earlier| {
-                if earlier.request_hash == hash {
-                    PlaceOutcome::Replayed(earlier.response)
-                } else {
-                    PlaceOutcome::KeyReused
-                }
-            }))
+        Ok(self.idempotency_record(scope, key).await?.map(|earlier| {
+            if earlier.request_hash == hash {
+                PlaceOutcome::Replayed(earlier.response)
+            } else {
+                PlaceOutcome::KeyReused
+            }
+        }))
     }
 }
 

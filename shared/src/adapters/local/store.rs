@@ -7,9 +7,9 @@ use crate::domain::operator::OperatorId;
 use crate::domain::order::{Order, OrderId};
 use crate::domain::tenant::{ApiKeyRecord, Tenant, TenantId};
 use crate::ports::{
-    IdempotencyRecord, NewOrder, OpsStore, OpsWrite, OrderStore, PaymentRecord, PaymentStore, PaymentWrite, PaymentWriteOutcome,
-    PlaceOutcome, ProductionStore, StoreError, StoredResponse, TenantStore, check_successor,
-    ops_scope,
+    IdempotencyRecord, NewOrder, OpsStore, OpsWrite, OrderStore, PaymentRecord, PaymentStore,
+    PaymentWrite, PaymentWriteOutcome, PlaceOutcome, ProductionStore, StoreError, StoredResponse,
+    TenantStore, check_successor, ops_scope,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
