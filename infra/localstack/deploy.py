@@ -19,8 +19,9 @@ takes as it takes YAML.
 
 Then: an IAM user for the plant's agent (the plant stack's
 `AgentPrincipalArn`), the plant stack (`muc` by default), and a Lambda
-function URL on the order-api function, the stand-in for the HTTP API
-(API Gateway v2 is not in LocalStack's community edition).
+function URL on the order-api function and one on ops-api, the
+stand-ins for the HTTP API (API Gateway v2 is not in LocalStack's
+community edition).
 """
 
 from __future__ import annotations
@@ -361,6 +362,9 @@ def main() -> None:
         if r["type"] == "AWS::Lambda::Function"
     }
     api = function_url(lam, functions["OrderApiFunction"], endpoint)
+    # The operator API's function, behind its own URL (on AWS, the same
+    # HTTP API routes /v1/ops/* to it).
+    ops_api = function_url(lam, functions["OpsApiFunction"], endpoint)
     out = {
         "endpoint": endpoint,
         "region": REGION,
@@ -370,6 +374,7 @@ def main() -> None:
         "plants": plants,
         "functions": functions,
         "api": api,
+        "ops_api": ops_api,
         "lambda_logs": str(STATE / "lambda-logs"),
     }
     path = STATE / "stack.json"

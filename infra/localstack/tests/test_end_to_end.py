@@ -20,7 +20,13 @@ timed:
               through GET /v1/orders/{id};
  6. e-mails   notify's placed, paid and shipped e-mails to the customer,
               read back from LocalStack's SES (GET /_aws/ses);
- 7. no dead letters in any queue of the stack or the plant stack.
+ 7. no dead letters in any queue of the stack or the plant stack;
+ 8. reprint   an operator (`printworks operator add --aws-table`) sees the
+              order through the operator API (ops-api's function URL; a
+              tenant key is a 401), reprints its job with an
+              Idempotency-Key (replayed once), and the order ships again
+              in attempt 2 from the same running agent: the first job
+              superseded, the new one shipped; still no dead letters.
 
 Workarounds (docs/decisions/localstack.md): API Gateway v2 is not in the
 community edition, so the payment webhook's route gets a function URL of
@@ -637,6 +643,54 @@ def test_a_b2c_order_from_upload_to_shipped_e_mails(stack, one_at_a_time, tmp_pa
             assert not full, "dead letters:\n" + json.dumps(full, indent=1)
 
         stages.run("7 no dead letters (stack + plant)", no_dead_letters)
+
+        # -- 8. an operator reprints the parcel; it ships again ------------------
+        def reprint():
+            env_of_keys = lam.get_function_configuration(FunctionName=api_fn)["Environment"][
+                "Variables"
+            ]["PRINTWORKS_ENV"]
+            operator = f"cs-{secrets.token_hex(3)}"
+            out = subprocess.run(
+                [str(PRINTWORKS), "operator", "add", "--id", operator, "--role", "support",
+                 "--env", env_of_keys, "--aws-table", table],
+                env=aws_env(stack), capture_output=True, text=True, timeout=60,
+            )
+            assert out.returncode == 0, out.stdout + out.stderr
+            key = next(l for l in out.stdout.split() if l.startswith("pwop_"))
+            ops = Api({"api": stack["ops_api"]}, key)
+            path = f"/v1/ops/orders/{ctx['order_id']}"
+            # A tenant's key is not an operator's.
+            status, _, doc = Api({"api": stack["ops_api"]}, ctx["api"].key).call("GET", path)
+            assert status == 401, (status, doc)
+            status, _, shown = ops.call("GET", path)
+            assert status == 200, (status, shown)
+            assert shown["order"]["tenant"] == ctx["tenant"]
+            assert "reprint" in shown["allowed_actions"], shown["allowed_actions"]
+            job_id = ctx["job"]["job_id"]
+            body = {"jobs": [job_id], "reason": "parcel damaged in transit"}
+            status, _, acted = ops.call("POST", f"{path}/reprint", body, {"Idempotency-Key": "e2e-reprint"})
+            assert status == 200, (status, acted)
+            assert acted["order"]["attempt"] == 2 and acted["action"]["operator"] == operator
+            # The same key again: the first answer, nothing done twice.
+            status, headers, again = ops.call("POST", f"{path}/reprint", body, {"Idempotency-Key": "e2e-reprint"})
+            assert (status, headers.get("idempotent-replayed")) == (200, "true"), (status, again)
+
+            def shipped_again():
+                assert agent.poll() is None, f"edge-agent exited ({agent.returncode})"
+                o = order_now()
+                return o["state"] == "shipped" and o.get("attempt") == 2 and o
+
+            wait_for("the reprint shipped", shipped_again)
+            status, _, shown = ops.call("GET", path)
+            assert status == 200, (status, shown)
+            attempts = {a["attempt"]: a["jobs"] for a in shown["attempts"]}
+            assert sorted(attempts) == [1, 2], shown["attempts"]
+            assert [j["status"] for j in attempts[2]] == ["shipped"], attempts
+            assert [(j["job_id"], j["current"]) for j in attempts[1]] == [(job_id, False)], attempts
+            assert [a["action"] for a in shown["actions"]] == ["reprint"]
+            no_dead_letters()
+
+        stages.run("8 operator API: reprint ships again", reprint)
     except BaseException:
         print("\n==== the order ====")
         if "order_id" in ctx:
