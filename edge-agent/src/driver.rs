@@ -181,10 +181,14 @@ impl HotFolder {
     }
 }
 
+/// The file beside a simulated machine's log that jams it: the next job it
+/// takes fails, and the file is removed (one jam, one failed job).
+pub const JAM_FILE: &str = "jam";
+
 /// A machine for demos and tests: takes each ticket from the hot folder,
 /// "prints" it after `delay` (appending the job id to `printed.log`, with
-/// an fsync), fails `failure_rate` of them, and moves the job to `done` or
-/// `error`. Its log is the record of every job it took and printed: a job
+/// an fsync), fails `failure_rate` of them and the next one after a jam
+/// ([`JAM_FILE`]), and moves the job to `done` or `error`. Its log is the record of every job it took and printed: a job
 /// handed to it twice shows twice, which is what the agent's tests count.
 pub struct SimulatedMachine {
     folders: Folders,
@@ -242,7 +246,10 @@ impl SimulatedMachine {
         for job_id in ready {
             let raw = fs::read(self.folders.hot.join(ticket_name(&job_id)))?;
             let ticket: Option<Ticket> = serde_json::from_slice(&raw).ok();
-            let failed = rand::random::<f64>() < self.failure_rate;
+            // A jam (the file `jam` beside the log, written by a test or a
+            // demo) fails the next job the machine takes, then is cleared.
+            let jammed = fs::remove_file(self.log.with_file_name(JAM_FILE)).is_ok();
+            let failed = jammed || rand::random::<f64>() < self.failure_rate;
             let target = if failed {
                 &self.folders.error
             } else {

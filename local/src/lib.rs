@@ -11,7 +11,7 @@
 //! - [`blob_routes`]: `PUT`/`GET /blobs/...` (and `/prints/blobs/...`) for presigned URLs.
 //! - [`catch_panic`]: a handler that panics answers 500 with the JSON error
 //!   body instead of dropping the connection.
-//! - [`operators`]: `printworks operator add`.
+//! - [`operators`]: `printworks operator add`; [`ops_cmd`]: `printworks ops ...`.
 //! - [`payments`]: the local webhook secrets and `printworks pay`.
 //! - [`seed`]: the demo tenants and `printworks tenant add`.
 //! - [`workers`]: the queue consumers (render, dispatch, production-events)
@@ -22,6 +22,7 @@ pub mod blob_routes;
 pub mod catch_panic;
 pub mod demo;
 pub mod operators;
+pub mod ops_cmd;
 pub mod payments;
 pub mod platform;
 pub mod seed;

@@ -147,6 +147,70 @@ enum Command {
         #[command(subcommand)]
         command: OperatorCommand,
     },
+    /// An operator's work on an order (the operator API): show it, release
+    /// a hold, reprint jobs, cancel it.
+    Ops(Box<OpsArgs>),
+}
+
+#[derive(clap::Args)]
+struct OpsArgs {
+    /// The operator's key (`printworks operator add` prints it).
+    #[arg(long, env = "PRINTWORKS_OPERATOR_KEY", hide_env_values = true)]
+    key: String,
+    /// The operator API: `printworks up`, or a deployment's API URL.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:3000",
+        conflicts_with = "aws_table"
+    )]
+    url: String,
+    /// Act on a deployment's orders table directly (the AWS credentials of
+    /// the environment), through the same operator API in this process.
+    #[arg(long)]
+    aws_table: Option<String>,
+    /// Print the whole JSON answer instead of a summary.
+    #[arg(long)]
+    json: bool,
+    #[command(subcommand)]
+    command: OpsCommand,
+}
+
+#[derive(Subcommand)]
+enum OpsCommand {
+    /// The order with its timeline, jobs by attempt, payments and actions.
+    Show { order: String },
+    /// Release a held order where it stopped (optionally at another plant).
+    Release {
+        order: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        plant: Option<String>,
+        /// Repeat a request safely with the key it printed.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Make printed jobs anew (damaged, lost in transit); the order ships again.
+    Reprint {
+        order: String,
+        /// A job to reprint (repeatable).
+        #[arg(long = "job", required = true)]
+        jobs: Vec<String>,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        plant: Option<String>,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Cancel an order that has not shipped (the plant is told).
+    Cancel {
+        order: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -297,6 +361,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Demo { data_dir, orders } => demo(data_dir, orders).await,
         Command::Tenant { command } => tenant(*command).await,
         Command::Operator { command } => operator(command).await,
+        Command::Ops(args) => ops(*args).await,
         Command::Pay {
             order_id,
             provider,
@@ -585,6 +650,94 @@ async fn add_to_aws(
     bail!(
         "this build has no AWS support: cargo run -p printworks-local --features aws -- tenant add ..."
     )
+}
+
+async fn ops(args: OpsArgs) -> anyhow::Result<()> {
+    use printworks_local::ops_cmd::{self, OpsRequest, Target};
+    use serde_json::json;
+    let key_or_new = |key: Option<String>| key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let request = match args.command {
+        OpsCommand::Show { order } => OpsRequest::show(&order),
+        OpsCommand::Release {
+            order,
+            reason,
+            plant,
+            idempotency_key,
+        } => OpsRequest::act(
+            &order,
+            "release",
+            json!({ "reason": reason, "plant": plant }),
+            key_or_new(idempotency_key),
+        ),
+        OpsCommand::Reprint {
+            order,
+            jobs,
+            reason,
+            plant,
+            idempotency_key,
+        } => OpsRequest::act(
+            &order,
+            "reprint",
+            json!({ "jobs": jobs, "reason": reason, "plant": plant }),
+            key_or_new(idempotency_key),
+        ),
+        OpsCommand::Cancel {
+            order,
+            reason,
+            idempotency_key,
+        } => OpsRequest::act(
+            &order,
+            "cancel",
+            json!({ "reason": reason }),
+            key_or_new(idempotency_key),
+        ),
+    };
+    let target = match &args.aws_table {
+        Some(table) => Target::Router(ops_router_on_aws(table, &args.key).await?),
+        None => Target::Http(args.url.clone()),
+    };
+    let answer = ops_cmd::accepted(ops_cmd::send(&target, &args.key, &request).await?)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer.body)?);
+    } else {
+        println!("{}", ops_cmd::summary(&answer.body));
+    }
+    if let Some(key) = &request.idempotency_key {
+        let again = if answer.replayed {
+            "a repeat: nothing was done again"
+        } else {
+            "repeat with it to be sure it happens once"
+        };
+        println!("  Idempotency-Key {key} ({again})");
+    }
+    Ok(())
+}
+
+/// The operator API's router on the deployed `table`, for the environment
+/// of `key` (the key is still checked against the table by the router).
+#[cfg(feature = "aws")]
+async fn ops_router_on_aws(table: &str, key: &str) -> anyhow::Result<axum::Router> {
+    use printworks::adapters::aws::{dynamodb::DynamoStore, load_sdk_config};
+    use printworks::domain::tenant::PresentedKey;
+    let env = PresentedKey::parse(key)
+        .map_err(|e| anyhow::anyhow!("--key is not an operator key: {e}"))?
+        .env;
+    let store = Arc::new(DynamoStore::from_sdk(&load_sdk_config().await, table));
+    let app = ops_api::App::new(
+        ops_api::Config::for_env(&env)?,
+        ops_api::Ops::new(
+            Arc::new(Catalog::builtin().clone()),
+            store.clone(),
+            Arc::new(printworks::clock::SystemClock),
+        ),
+        store,
+    );
+    Ok(ops_api::router(Arc::new(app)))
+}
+
+#[cfg(not(feature = "aws"))]
+async fn ops_router_on_aws(_table: &str, _key: &str) -> anyhow::Result<axum::Router> {
+    bail!("this build has no AWS support: cargo run -p printworks-local --features aws -- ops ...")
 }
 
 async fn operator(command: OperatorCommand) -> anyhow::Result<()> {

@@ -1,0 +1,198 @@
+//! `printworks ops show|release|reprint|cancel ORDER ...`: the operator
+//! API from a terminal. Each command is one request of the operator API,
+//! with the operator's key: over HTTP to `printworks up` (or a deployed
+//! API), or, with `--aws-table`, through the same ops-api router run in
+//! this process on the deployed table (the table's stream carries the
+//! action's events on, as it does for the Lambda). Either way the key
+//! decides who acts, the role what is allowed, and the Idempotency-Key
+//! that the action happens once.
+
+use anyhow::{Context, bail};
+use axum::Router;
+use http::{Method, Request};
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// Where the requests go.
+pub enum Target {
+    /// An operator API's base URL (`http://127.0.0.1:3000`).
+    Http(String),
+    /// An ops-api router in this process (on a deployed table).
+    Router(Router),
+}
+
+/// One operator request.
+#[derive(Debug, Clone)]
+pub struct OpsRequest {
+    pub method: Method,
+    pub path: String,
+    pub body: Option<Value>,
+    pub idempotency_key: Option<String>,
+}
+
+impl OpsRequest {
+    pub fn show(order: &str) -> OpsRequest {
+        OpsRequest {
+            method: Method::GET,
+            path: format!("/v1/ops/orders/{order}"),
+            body: None,
+            idempotency_key: None,
+        }
+    }
+
+    /// `action` (release, reprint, cancel) with `body`, once per `key`.
+    pub fn act(order: &str, action: &str, body: Value, key: String) -> OpsRequest {
+        OpsRequest {
+            method: Method::POST,
+            path: format!("/v1/ops/orders/{order}/{action}"),
+            body: Some(body),
+            idempotency_key: Some(key),
+        }
+    }
+}
+
+/// The answer: status, whether it replays an earlier request, JSON body.
+#[derive(Debug, Clone)]
+pub struct OpsAnswer {
+    pub status: u16,
+    pub replayed: bool,
+    pub body: Value,
+}
+
+/// Sends `request` with the operator `key` to `target`.
+pub async fn send(target: &Target, key: &str, request: &OpsRequest) -> anyhow::Result<OpsAnswer> {
+    let body = request
+        .body
+        .as_ref()
+        .map(|b| b.to_string())
+        .unwrap_or_default();
+    let (status, replayed, bytes) = match target {
+        Target::Http(base) => {
+            let url = format!("{}{}", base.trim_end_matches('/'), request.path);
+            let mut builder = reqwest::Client::new()
+                .request(request.method.clone(), &url)
+                .bearer_auth(key)
+                .timeout(std::time::Duration::from_secs(30));
+            if let Some(k) = &request.idempotency_key {
+                builder = builder.header("idempotency-key", k);
+            }
+            if request.body.is_some() {
+                builder = builder
+                    .header("content-type", "application/json")
+                    .body(body);
+            }
+            let response = builder
+                .send()
+                .await
+                .with_context(|| format!("{} {url}", request.method))?;
+            let status = response.status().as_u16();
+            let replayed = response.headers().contains_key("idempotent-replayed");
+            (status, replayed, response.bytes().await?.to_vec())
+        }
+        Target::Router(router) => {
+            let mut builder = Request::builder()
+                .method(request.method.clone())
+                .uri(&request.path)
+                .header("authorization", format!("Bearer {key}"));
+            if let Some(k) = &request.idempotency_key {
+                builder = builder.header("idempotency-key", k);
+            }
+            if request.body.is_some() {
+                builder = builder.header("content-type", "application/json");
+            }
+            let response = router
+                .clone()
+                .oneshot(builder.body(axum::body::Body::from(body))?)
+                .await?;
+            let status = response.status().as_u16();
+            let replayed = response.headers().contains_key("idempotent-replayed");
+            let bytes = axum::body::to_bytes(response.into_body(), 4 << 20).await?;
+            (status, replayed, bytes.to_vec())
+        }
+    };
+    let body = serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "the operator API answered {status} with a body that is not JSON: {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+        )
+    })?;
+    Ok(OpsAnswer {
+        status,
+        replayed,
+        body,
+    })
+}
+
+/// A short account of an operator view or action result, for a person.
+pub fn summary(body: &Value) -> String {
+    let order = &body["order"];
+    let mut out = format!(
+        "order {} of {}: {} (attempt {})",
+        order["id"].as_str().unwrap_or("?"),
+        order["tenant"].as_str().unwrap_or("?"),
+        order["state"].as_str().unwrap_or("?"),
+        order["attempt"].as_u64().unwrap_or(1),
+    );
+    if let Some(reason) = order["hold"]["reason"].as_str() {
+        out.push_str(&format!("\n  on hold: {reason}"));
+    }
+    if let Some(action) = body.get("action") {
+        out.push_str(&format!(
+            "\n  done: {} by {} ({})",
+            action["action"].as_str().unwrap_or("?"),
+            action["operator"].as_str().unwrap_or("?"),
+            action["reason"].as_str().unwrap_or("")
+        ));
+    }
+    for line in body["timeline"].as_array().into_iter().flatten() {
+        let what = [
+            line["job_id"].as_str(),
+            line["plant"].as_str(),
+            line["operator"].as_str(),
+            line["detail"].as_str(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+        out.push_str(&format!(
+            "\n  {}  {:<22} {what}",
+            line["at"].as_str().unwrap_or(""),
+            line["event"].as_str().unwrap_or("")
+        ));
+    }
+    let allowed: Vec<&str> = body["allowed_actions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    out.push_str(&format!("\n  you may now: {}", allowed.join(", ")));
+    out
+}
+
+/// The error of a refused request, for a person: its message, and what is
+/// allowed instead when the API said so.
+pub fn refusal(answer: &OpsAnswer) -> anyhow::Error {
+    let error = &answer.body["error"];
+    let mut message = format!(
+        "{} {}: {}",
+        answer.status,
+        error["code"].as_str().unwrap_or("error"),
+        error["message"].as_str().unwrap_or("")
+    );
+    if let Some(allowed) = error["details"]["allowed_actions"].as_array() {
+        let names: Vec<&str> = allowed.iter().filter_map(Value::as_str).collect();
+        message.push_str(&format!(" (allowed now: {})", names.join(", ")));
+    }
+    anyhow::anyhow!(message)
+}
+
+/// The answer's body if it succeeded, else the refusal as an error.
+pub fn accepted(answer: OpsAnswer) -> anyhow::Result<OpsAnswer> {
+    if (200..300).contains(&answer.status) {
+        Ok(answer)
+    } else {
+        bail!(refusal(&answer))
+    }
+}
