@@ -19,6 +19,7 @@ mod chaos;
 mod local_e2e;
 mod local_first_start;
 mod local_notify;
+mod local_ops;
 mod local_payments;
 mod local_plants;
 mod local_render;

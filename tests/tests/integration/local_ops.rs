@@ -1,0 +1,498 @@
+//! Operators on `printworks up`, through the HTTP operator API (with the
+//! code `printworks ops` runs): a hold released after each kind of stop, a
+//! reprint that ships again, a release racing a late report of the old
+//! attempt; each job of each attempt printed exactly once by the plants'
+//! simulated machines.
+
+use printworks::domain::events::EventType;
+use printworks::domain::order::OrderId;
+use printworks::domain::production::{JobState, JobStatusReport};
+use printworks::domain::tenant::TenantId;
+use printworks::ports::OrderStore;
+use printworks::topology;
+use printworks_local::ops_cmd::{self, OpsAnswer, OpsRequest, Target};
+use printworks_local::payments::{self, PayEvent};
+use printworks_local::platform::{self, Options, PlantOptions, Running};
+use printworks_tests::{OrderForm, photo, poll_order, seeded_key, upload};
+use reqwest::Client;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+struct Shop {
+    _dir: tempfile::TempDir,
+    app: Running,
+    base: String,
+    client: Client,
+    /// demo-b2b's key (invoice: paid when placed).
+    b2b: String,
+    /// A `support` operator's key.
+    support: String,
+    /// Plant muc's operator.
+    muc: String,
+}
+
+async fn shop(plants: PlantOptions) -> Shop {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        port: 0,
+        plants,
+        ..Options::new(dir.path())
+    };
+    let app = platform::start(options).await.expect("the platform starts");
+    let now = time::OffsetDateTime::now_utc();
+    let add = |id: &'static str, role: &'static str| {
+        let store = app.store.clone();
+        async move {
+            printworks_local::operators::add(&store, id, role, "local", now)
+                .await
+                .unwrap()
+                .1
+                .full
+        }
+    };
+    let (support, muc) = (add("cs", "support").await, add("pia", "plant:muc").await);
+    Shop {
+        base: app.base_url(),
+        b2b: seeded_key(&app, "demo-b2b"),
+        client: Client::new(),
+        _dir: dir,
+        app,
+        support,
+        muc,
+    }
+}
+
+impl Shop {
+    async fn ops(&self, key: &str, request: &OpsRequest) -> OpsAnswer {
+        ops_cmd::send(&Target::Http(self.base.clone()), key, request)
+            .await
+            .unwrap()
+    }
+
+    async fn act(&self, order: &str, action: &str, body: Value) -> Value {
+        let key = format!("{action}-{}", uuid::Uuid::new_v4());
+        let request = OpsRequest::act(order, action, body, key);
+        let answer = self.ops(&self.support, &request).await;
+        assert_eq!(answer.status, 200, "{action}: {}", answer.body);
+        // Sent again, the same answer: the action happened once.
+        let again = self.ops(&self.support, &request).await;
+        assert!(
+            again.replayed && again.body == answer.body,
+            "{}",
+            again.body
+        );
+        answer.body
+    }
+
+    async fn place(&self, form: &OrderForm) -> String {
+        printworks_tests::place(&self.client, &self.base, &self.b2b, form).await["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn until(&self, id: &str, done: impl Fn(&str) -> bool) -> Value {
+        poll_order(
+            &self.client,
+            &self.base,
+            &self.b2b,
+            id,
+            Duration::from_secs(90),
+            done,
+        )
+        .await
+    }
+
+    /// The order as operators see it.
+    async fn shown(&self, id: &str) -> Value {
+        let answer = self.ops(&self.support, &OpsRequest::show(id)).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        answer.body
+    }
+
+    /// Every job id either plant's machine printed, with how often.
+    fn printed(&self) -> BTreeMap<String, usize> {
+        let mut count = BTreeMap::new();
+        for plant in ["muc", "btf"] {
+            let log = platform::plant_dir(self.app.data_dir.as_path(), plant).join("printed.log");
+            for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+                *count.entry(line.to_string()).or_insert(0) += 1;
+            }
+        }
+        count
+    }
+}
+
+fn poster(upload_id: &str, quantity: u32) -> OrderForm {
+    OrderForm::items(json!([{
+        "sku": "poster-30x40", "quantity": quantity, "images": [{"upload_id": upload_id}]
+    }]))
+}
+
+/// The jobs of the operator view, by attempt: (job id, status, current).
+fn jobs_by_attempt(shown: &Value) -> BTreeMap<u64, Vec<(String, String, bool)>> {
+    shown["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let jobs = a["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| {
+                    (
+                        j["job_id"].as_str().unwrap().to_string(),
+                        j["status"].as_str().unwrap_or("-").to_string(),
+                        j["current"].as_bool().unwrap(),
+                    )
+                })
+                .collect();
+            (a["attempt"].as_u64().unwrap(), jobs)
+        })
+        .collect()
+}
+
+fn jam(data_dir: &Path, plant: &str) {
+    let dir = platform::plant_dir(data_dir, plant);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(edge_agent::driver::JAM_FILE), b"").unwrap();
+}
+
+#[tokio::test]
+async fn a_reprint_ships_again_and_every_job_is_printed_once() {
+    let shop = shop(PlantOptions::default()).await;
+    let upload_id = upload(&shop.client, &shop.base, &shop.b2b, photo(1800, 2400), true).await;
+    let id = shop.place(&poster(&upload_id, 2)).await;
+    let first = shop.until(&id, |s| s == "shipped").await;
+    let jobs: Vec<String> = first["production"]["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(jobs.len(), 2, "{first}");
+    let plant = first["production"]["plant"].as_str().unwrap().to_string();
+
+    // Refusals first, over HTTP: a shipped order cannot be released (409,
+    // with what may be done), another plant's operator may not reprint
+    // (403) unless the order is theirs, an unknown order is a 404.
+    let release = OpsRequest::act(&id, "release", json!({"reason": "x"}), "r1".into());
+    let refused = shop.ops(&shop.support, &release).await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert_eq!(
+        refused.body["error"]["details"]["allowed_actions"],
+        json!(["show", "reprint"])
+    );
+    let by_muc = OpsRequest::act(
+        &id,
+        "reprint",
+        json!({"jobs": [jobs[0]], "reason": "damaged"}),
+        "m1".into(),
+    );
+    let answer = shop.ops(&shop.muc, &by_muc).await;
+    assert_eq!(
+        answer.status,
+        if plant == "muc" { 200 } else { 403 },
+        "{}",
+        answer.body
+    );
+    let reprinted = if plant == "muc" {
+        answer.body
+    } else {
+        shop.act(
+            &id,
+            "reprint",
+            json!({"jobs": [jobs[0]], "reason": "parcel damaged in transit"}),
+        )
+        .await
+    };
+    let unknown = OpsRequest::show("ord_00000000000000000000000000000000");
+    assert_eq!(shop.ops(&shop.support, &unknown).await.status, 404);
+    assert_eq!(reprinted["order"]["attempt"], 2);
+    assert_eq!(reprinted["order"]["state"], "dispatched", "{reprinted}");
+
+    // It ships again; the first job superseded, the second untouched.
+    let again = shop.until(&id, |s| s == "shipped").await;
+    assert_eq!(again["attempt"], 2, "{again}");
+    let shown = shop.shown(&id).await;
+    let by_attempt = jobs_by_attempt(&shown);
+    assert_eq!(by_attempt[&1].len(), 2, "{by_attempt:?}");
+    assert!(by_attempt[&1].contains(&(jobs[0].clone(), "shipped".into(), false)));
+    assert!(by_attempt[&1].contains(&(jobs[1].clone(), "shipped".into(), true)));
+    let new_job = &by_attempt[&2][0];
+    assert_eq!((new_job.1.as_str(), new_job.2), ("shipped", true));
+    assert_eq!(new_job.0, format!("{}-2", jobs[0]));
+
+    // Each job, original and reprint, printed exactly once.
+    let printed = shop.printed();
+    for job in [&jobs[0], &jobs[1], &new_job.0] {
+        assert_eq!(printed.get(job), Some(&1), "{job}: {printed:?}");
+    }
+    assert_eq!(printed.len(), 3, "{printed:?}");
+
+    // The customer hears of it: OrderResumed, then a second OrderShipped
+    // with the new tracking beside the first.
+    // (The relay publishes what the outbox holds: wait for it to catch up.)
+    let (tenant, order) = (
+        TenantId::parse("demo-b2b").unwrap(),
+        OrderId::parse(&id).unwrap(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let events = loop {
+        let events = shop.app.bus.events_of(&tenant, &order).await.unwrap();
+        let shipped = events
+            .iter()
+            .filter(|e| e.event_type == EventType::OrderShipped);
+        if shipped.count() >= 2 || std::time::Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let kinds: Vec<EventType> = events.iter().map(|e| e.event_type).collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == EventType::OrderShipped)
+            .count(),
+        2,
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&EventType::OrderResumed), "{kinds:?}");
+    let last = events
+        .iter()
+        .rev()
+        .find(|e| e.event_type == EventType::OrderShipped)
+        .unwrap();
+    assert_eq!(last.data["attempt"], 2, "{}", last.data);
+    assert!(
+        !last.data["earlier_shipments"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{}",
+        last.data
+    );
+    shop.app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_print_is_released_the_new_job_ships_and_a_late_report_of_the_old_changes_nothing()
+{
+    let shop = shop(PlantOptions::default()).await;
+    // Both machines jam once: whichever plant makes the order fails its
+    // first job.
+    for plant in ["muc", "btf"] {
+        jam(&shop.app.data_dir, plant);
+    }
+    let upload_id = upload(&shop.client, &shop.base, &shop.b2b, photo(1800, 2400), true).await;
+    let id = shop.place(&poster(&upload_id, 1)).await;
+    let held = shop.until(&id, |s| s == "on_hold").await;
+    let failed = held["production"]["jobs"][0]["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let plant = held["production"]["plant"].as_str().unwrap().to_string();
+
+    // The release and a late (duplicate) report of the failed job race.
+    let late = JobStatusReport {
+        job_id: failed.clone(),
+        plant: plant.clone(),
+        tenant: TenantId::parse("demo-b2b").unwrap(),
+        order_id: OrderId::parse(&id).unwrap(),
+        status: JobState::Failed,
+        at: time::OffsetDateTime::now_utc(),
+        carrier: None,
+        tracking: None,
+        reason: Some("simulated machine fault: paper jam".into()),
+    };
+    let late = [serde_json::to_string(&late).unwrap()];
+    let (released, sent) = tokio::join!(
+        shop.act(
+            &id,
+            "release",
+            json!({"reason": "jam cleared, print it again"})
+        ),
+        shop.app
+            .bus
+            .send(topology::PLANT_EVENTS.name, "job_status", &late)
+    );
+    sent.unwrap();
+    assert_eq!(
+        released["action"]["details"]["stage"], "dispatch",
+        "{released}"
+    );
+    let shipped = shop.until(&id, |s| s == "shipped").await;
+    assert_eq!(shipped["attempt"], 2);
+    let by_attempt = jobs_by_attempt(&shop.shown(&id).await);
+    assert_eq!(
+        by_attempt[&1],
+        vec![(failed.clone(), "failed".into(), false)]
+    );
+    assert_eq!(by_attempt[&2][0].1, "shipped");
+    let printed = shop.printed();
+    assert_eq!(
+        printed.get(&failed),
+        None,
+        "the jammed job was never printed"
+    );
+    assert_eq!(printed.get(&by_attempt[&2][0].0), Some(&1), "{printed:?}");
+    // The late report came and went without a dead letter.
+    let dlq = shop
+        .app
+        .bus
+        .depth(&topology::PLANT_EVENTS.dead_letter_name())
+        .await;
+    assert_eq!(dlq.unwrap_or(0), 0);
+    shop.app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_render_hold_is_released_at_the_plant_the_operator_chooses() {
+    let shop = shop(PlantOptions::default()).await;
+    // The order names an upload whose photo has not arrived: render holds it.
+    let created: Value = shop
+        .client
+        .post(format!("{}/v1/uploads", shop.base))
+        .bearer_auth(&shop.b2b)
+        .json(&json!({"content_type": "image/jpeg", "size_bytes": photo(1800, 2400).len()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let upload_id = created["upload_id"].as_str().unwrap();
+    // To Switzerland: muc serves CH, so dispatch would choose muc.
+    let id = shop
+        .place(&poster(upload_id, 1).ship_to("CH", "8001", "Zürich"))
+        .await;
+    let held = shop.until(&id, |s| s == "on_hold").await;
+    assert_eq!(held["hold"]["from"], "paid", "{held}");
+
+    // The customer sends the photo; the operator releases it to btf.
+    let put = shop
+        .client
+        .put(created["upload"]["url"].as_str().unwrap())
+        .header("Content-Type", "image/jpeg")
+        .body(photo(1800, 2400))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let released = shop
+        .act(
+            &id,
+            "release",
+            json!({"reason": "photo arrived; muc is busy", "plant": "btf"}),
+        )
+        .await;
+    assert_eq!(released["order"]["state"], "paid");
+    assert_eq!(released["action"]["details"]["stage"], "render");
+    let shipped = shop.until(&id, |s| s == "shipped").await;
+    assert_eq!(shipped["production"]["plant"], "btf", "{shipped}");
+    assert_eq!(shipped["attempt"], 2);
+    let job = shipped["production"]["jobs"][0]["job_id"].as_str().unwrap();
+    assert_eq!(shop.printed().get(job), Some(&1));
+    shop.app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_refund_in_production_holds_the_order_and_a_release_lets_it_ship() {
+    // Slow machines: the refund arrives while the job is being made.
+    let shop = shop(PlantOptions {
+        print_delay: Duration::from_secs(3),
+        ..PlantOptions::default()
+    })
+    .await;
+    let b2c = seeded_key(&shop.app, "demo-brand");
+    let upload_id = upload(&shop.client, &shop.base, &b2c, photo(1800, 2400), true).await;
+    let placed =
+        printworks_tests::place(&shop.client, &shop.base, &b2c, &poster(&upload_id, 1)).await;
+    let id = OrderId::parse(placed["id"].as_str().unwrap()).unwrap();
+    let tenant = TenantId::parse("demo-brand").unwrap();
+    let secrets = payments::load_or_create_secrets(&shop.app.data_dir).unwrap();
+    let pay = |event: PayEvent| {
+        let (store, secrets, base, tenant, id) = (
+            shop.app.store.clone(),
+            secrets.clone(),
+            shop.base.clone(),
+            tenant.clone(),
+            id.clone(),
+        );
+        async move {
+            let order = store.get(&tenant, &id).await.unwrap().unwrap();
+            let provider = match &order.payment {
+                printworks::domain::tenant::PaymentSetup::Provider { provider, .. } => {
+                    provider.clone()
+                }
+                other => panic!("{other:?}"),
+            };
+            let webhook = payments::signed_event(
+                &secrets,
+                &order,
+                &provider,
+                event,
+                None,
+                time::OffsetDateTime::now_utc(),
+            )
+            .unwrap();
+            let (status, body) = payments::send(&base, &webhook).await.unwrap();
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    pay(PayEvent::Succeeded).await;
+    poll_order(
+        &shop.client,
+        &shop.base,
+        &b2c,
+        id.as_str(),
+        Duration::from_secs(60),
+        |s| s == "dispatched" || s == "in_production",
+    )
+    .await;
+    pay(PayEvent::Refund).await;
+    let held = poll_order(
+        &shop.client,
+        &shop.base,
+        &b2c,
+        id.as_str(),
+        Duration::from_secs(30),
+        |s| s == "on_hold",
+    )
+    .await;
+    assert!(
+        held["hold"]["reason"].as_str().unwrap().contains("refund"),
+        "{held}"
+    );
+
+    // The bank reversed the refund: customer service lets production go on.
+    let released = shop
+        .act(
+            id.as_str(),
+            "release",
+            json!({"reason": "the refund was reversed by the bank"}),
+        )
+        .await;
+    assert_eq!(
+        released["action"]["details"]["stage"], "production",
+        "{released}"
+    );
+    let shipped = poll_order(
+        &shop.client,
+        &shop.base,
+        &b2c,
+        id.as_str(),
+        Duration::from_secs(60),
+        |s| s == "shipped",
+    )
+    .await;
+    // Nothing was made anew: the one job, printed once.
+    let jobs = shipped["production"]["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "{shipped}");
+    let job = jobs[0]["job_id"].as_str().unwrap();
+    assert_eq!(shop.printed().get(job), Some(&1));
+    shop.app.stop().await.unwrap();
+}
