@@ -14,7 +14,7 @@ use crate::config::{AfterPrint, Config, DriverConfig};
 use crate::driver::{HotFolder, MachineResult, SimulatedMachine, sync_dir};
 use crate::faults::{Faults, Step};
 use crate::journal::{Details, Intake, Journal};
-use printworks::domain::production::{Job, JobState};
+use printworks::domain::production::{Job, JobCancel, JobState, PlantMessage};
 use printworks::ports::{MessageQueue, QueueError, QueueMessage};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -35,6 +35,12 @@ pub enum Taken {
     Failed(String, String),
     /// Journaled before: the message was only deleted.
     Duplicate(String),
+    /// A cancelled order's jobs, recorded to be taken off the floor (the
+    /// message deleted); the number of jobs.
+    CancelRecorded(usize),
+    /// Its order was cancelled before it came: journaled as cancelled,
+    /// never downloaded nor printed.
+    Cancelled(String),
     /// The same job is being taken right now from another message.
     Busy(String),
     /// Not a job for this plant: left on the queue for its dead-letter queue.
@@ -105,6 +111,11 @@ impl Drop for InFlight<'_> {
 
 fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
+}
+
+/// The reason of a job cancelled before it reached the machine.
+fn cancelled_before(reason: &str) -> String {
+    format!("never printed: the order was cancelled ({reason})")
 }
 
 impl Agent {
@@ -245,9 +256,19 @@ impl Agent {
         message: QueueMessage,
         stop: watch::Receiver<bool>,
     ) -> anyhow::Result<Taken> {
-        let job = match Job::parse(&message.body) {
-            Ok(job) if job.plant == self.config.plant => job,
-            Ok(job) => {
+        let job = match PlantMessage::parse(&message.body) {
+            Ok(PlantMessage::Cancel(cancel)) if cancel.plant == self.config.plant => {
+                return self.record_cancel(&message, cancel).await;
+            }
+            Ok(PlantMessage::Cancel(cancel)) => {
+                tracing::error!(order = %cancel.order_id, plant = %cancel.plant, "a cancellation for another plant; left for the dead-letter queue");
+                return Ok(Taken::Refused(format!(
+                    "cancellation for plant {}",
+                    cancel.plant
+                )));
+            }
+            Ok(PlantMessage::Job(job)) if job.plant == self.config.plant => *job,
+            Ok(PlantMessage::Job(job)) => {
                 tracing::error!(job = %job.job_id, plant = %job.plant, "a job for another plant; left for the dead-letter queue");
                 return Ok(Taken::Refused(format!("job for plant {}", job.plant)));
             }
@@ -274,6 +295,16 @@ impl Agent {
         if self.journal.contains(&id).await? {
             self.delete(&message).await?;
             return Ok(Taken::Duplicate(id));
+        }
+        // Its order was cancelled before it came: journaled as cancelled
+        // (and reported), never downloaded.
+        if let Some(reason) = self.journal.cancel_request(&id).await? {
+            self.journal
+                .take(&job, Intake::Cancelled(cancelled_before(&reason)), now())
+                .await?;
+            self.delete(&message).await?;
+            self.report_wake.notify_one();
+            return Ok(Taken::Cancelled(id));
         }
         let heartbeat = self.keep_hidden(&message);
         let downloaded = tokio::select! {
@@ -310,7 +341,67 @@ impl Agent {
                 tracing::warn!(job = %id, reason, "job failed at intake");
                 Taken::Failed(id, reason)
             }
+            Intake::Cancelled(_) => Taken::Cancelled(id),
         })
+    }
+
+    /// Records a cancellation durably, then deletes its message; the floor
+    /// takes the jobs off (see [`Agent::cancel_pass`]).
+    async fn record_cancel(
+        &self,
+        message: &QueueMessage,
+        cancel: JobCancel,
+    ) -> anyhow::Result<Taken> {
+        let jobs = cancel.cancel_jobs.len();
+        tracing::info!(order = %cancel.order_id, jobs, "order cancelled: taking its jobs off the floor");
+        self.journal
+            .request_cancel(cancel.cancel_jobs, cancel.reason, now())
+            .await?;
+        self.delete(message).await?;
+        self.floor_wake.notify_one();
+        Ok(Taken::CancelRecorded(jobs))
+    }
+
+    /// Takes the jobs of cancelled orders off the floor: one not handed
+    /// to the machine yet is cancelled; one in the hot folder is taken
+    /// back if the machine has not taken it (else it is left to the
+    /// machine, and cancelled once printed); a printed or packed one is
+    /// not packed or shipped. Each ends `cancelled`, the reason saying
+    /// which. Returns how many jobs changed state.
+    async fn cancel_pass(&self) -> anyhow::Result<usize> {
+        let mut moved = 0;
+        for (id, state, reason) in self.journal.to_cancel().await? {
+            let why = match state {
+                JobState::Accepted => cancelled_before(&reason),
+                JobState::Printing => {
+                    let machine = self.machine.clone();
+                    let job = id.clone();
+                    let withdrawn =
+                        tokio::task::spawn_blocking(move || machine.withdraw(&job)).await??;
+                    if !withdrawn {
+                        // The machine took it: it is printed (or fails) and
+                        // is cancelled then.
+                        continue;
+                    }
+                    format!("taken off the hot folder before the machine took it; {reason}")
+                }
+                _ => format!("printed, not shipped; {reason}"),
+            };
+            let details = Details {
+                reason: Some(why),
+                ..Details::default()
+            };
+            let ended = self
+                .journal
+                .advance(vec![id.clone()], JobState::Cancelled, details, now())
+                .await?;
+            if !ended.is_empty() {
+                self.forget_spool(&id).await;
+                tracing::info!(job = %id, was = state.as_str(), "job cancelled");
+            }
+            moved += ended.len();
+        }
+        Ok(moved)
     }
 
     async fn delete(&self, message: &QueueMessage) -> anyhow::Result<()> {
@@ -477,7 +568,8 @@ impl Agent {
     }
 
     async fn floor_pass(&self, check_results: bool) -> anyhow::Result<usize> {
-        let mut moved = 0;
+        // Cancellations first: a cancelled job is never handed over.
+        let mut moved = self.cancel_pass().await?;
         // Hand-off, in batches: one folder fsync, one journal commit.
         loop {
             let accepted = self.journal.jobs_in(JobState::Accepted, 64).await?;
@@ -554,6 +646,8 @@ impl Agent {
                 .await?
                 .len();
         }
+        // A job printed after its order was cancelled is not packed.
+        moved += self.cancel_pass().await?;
         if let AfterPrint::Simulate {
             ship_delay_ms,
             carrier,

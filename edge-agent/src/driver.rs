@@ -74,6 +74,16 @@ pub fn file_name(job_id: &str, name: &str) -> String {
     format!("{job_id}.{name}")
 }
 
+/// A ticket taken back from the hot folder (a dot file: no machine reads it).
+fn withdrawn_name(job_id: &str) -> String {
+    format!(".{job_id}.ticket.withdrawn")
+}
+
+/// A ticket the simulated machine claimed (a dot file).
+fn claimed_name(job_id: &str) -> String {
+    format!(".{job_id}.ticket.claimed")
+}
+
 fn error_note(job_id: &str) -> String {
     format!("{job_id}.error.txt")
 }
@@ -125,12 +135,14 @@ impl HotFolder {
         Ok(HotFolder { folders })
     }
 
-    /// Whether the job's ticket is in the hot, done or error folder.
+    /// Whether the job's ticket is in the hot, done or error folder (or
+    /// claimed by the simulated machine).
     pub fn handed_over(&self, job_id: &str) -> bool {
         let ticket = ticket_name(job_id);
         [&self.folders.hot, &self.folders.done, &self.folders.error]
             .iter()
             .any(|d| d.join(&ticket).exists())
+            || self.folders.hot.join(claimed_name(job_id)).exists()
     }
 
     /// Puts a job with its files from `spool` into the hot folder, unless
@@ -160,6 +172,38 @@ impl HotFolder {
 
     pub fn sync(&self) -> io::Result<()> {
         sync_dir(&self.folders.hot)
+    }
+
+    /// Takes a handed-over job back, if the machine has not taken it:
+    /// its ticket is renamed out of the machine's sight (one atomic
+    /// rename, the same the machine claims a job with), then the ticket
+    /// and files are removed. `false` if the machine had it first.
+    pub fn withdraw(&self, job_id: &str) -> io::Result<bool> {
+        let ticket = self.folders.hot.join(ticket_name(job_id));
+        let withdrawn = self.folders.hot.join(withdrawn_name(job_id));
+        match fs::rename(&ticket, &withdrawn) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Withdrawn before a crash, or taken by the machine.
+                if !withdrawn.exists() {
+                    return Ok(false);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        let raw = fs::read(&withdrawn)?;
+        let files = serde_json::from_slice::<Ticket>(&raw)
+            .map(|t| t.files)
+            .unwrap_or_default();
+        for file in files {
+            match fs::remove_file(self.folders.hot.join(&file)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        fs::remove_file(&withdrawn)?;
+        sync_dir(&self.folders.hot)?;
+        Ok(true)
     }
 
     /// Where the machine is with a handed-over job.
@@ -231,6 +275,14 @@ impl SimulatedMachine {
         let mut ready = Vec::new();
         for entry in fs::read_dir(&self.folders.hot)? {
             let name = entry?.file_name().to_string_lossy().into_owned();
+            // A job claimed before a crash is finished at once.
+            if let Some(job_id) = name
+                .strip_prefix('.')
+                .and_then(|n| n.strip_suffix(".ticket.claimed"))
+            {
+                ready.push(job_id.to_string());
+                continue;
+            }
             if name.starts_with('.') {
                 continue;
             }
@@ -242,9 +294,23 @@ impl SimulatedMachine {
             }
         }
         ready.sort();
+        ready.dedup();
         let mut finished = 0;
         for job_id in ready {
-            let raw = fs::read(self.folders.hot.join(ticket_name(&job_id)))?;
+            // The machine takes a job by renaming its ticket out of the hot
+            // folder's sight, atomically: a job the agent took back
+            // (`HotFolder::withdraw`) is simply gone.
+            let claimed = self.folders.hot.join(claimed_name(&job_id));
+            match fs::rename(self.folders.hot.join(ticket_name(&job_id)), &claimed) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound && claimed.exists() => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.seen.remove(&job_id);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            let raw = fs::read(&claimed)?;
             let ticket: Option<Ticket> = serde_json::from_slice(&raw).ok();
             // A jam (the file `jam` beside the log, written by a test or a
             // demo) fails the next job the machine takes, then is cleared.
@@ -274,10 +340,7 @@ impl SimulatedMachine {
                     fs::rename(&from, target.join(&file))?;
                 }
             }
-            fs::rename(
-                self.folders.hot.join(ticket_name(&job_id)),
-                target.join(ticket_name(&job_id)),
-            )?;
+            fs::rename(&claimed, target.join(ticket_name(&job_id)))?;
             sync_dir(target)?;
             self.seen.remove(&job_id);
             finished += 1;
@@ -313,5 +376,70 @@ impl SimulatedMachine {
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Folders;
+
+    /// A ticket and one print file in the hot folder, as a hand-off leaves them.
+    fn handed(folders: &Folders, job_id: &str) {
+        let file = file_name(job_id, "1.jpg");
+        fs::write(folders.hot.join(&file), b"print").unwrap();
+        let ticket = serde_json::json!({
+            "job_id": job_id, "order_id": "ord_x", "sku": "poster-30x40", "product": "Poster",
+            "width_mm": 300, "height_mm": 400, "options": {}, "copy": 1, "copies": 1,
+            "barcode": "B", "packing_ref": "P", "files": [file],
+        });
+        fs::write(folders.hot.join(ticket_name(job_id)), ticket.to_string()).unwrap();
+    }
+
+    fn setup() -> (tempfile::TempDir, HotFolder, SimulatedMachine, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let folders = Folders::under(dir.path());
+        let hot = HotFolder::new(folders.clone()).unwrap();
+        let log = dir.path().join("printed.log");
+        let machine = SimulatedMachine::new(folders, log.clone(), Duration::ZERO, 0.0).unwrap();
+        (dir, hot, machine, log)
+    }
+
+    #[test]
+    fn a_job_taken_back_before_the_machine_took_it_is_never_printed() {
+        let (_dir, hot, mut machine, log) = setup();
+        handed(&hot.folders, "job_a-1-1");
+        handed(&hot.folders, "job_b-1-1");
+        assert!(hot.withdraw("job_a-1-1").unwrap());
+        // Nothing of it is left in the hot folder; taking it back again is
+        // harmless and says the machine does not have it.
+        let left: Vec<String> = fs::read_dir(&hot.folders.hot)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(left.iter().all(|n| !n.contains("job_a")), "{left:?}");
+        assert!(!hot.withdraw("job_a-1-1").unwrap());
+        machine.step().unwrap();
+        assert_eq!(SimulatedMachine::printed(&log).unwrap(), vec!["job_b-1-1"]);
+        assert_eq!(hot.result("job_b-1-1"), MachineResult::Printed);
+    }
+
+    #[test]
+    fn a_job_the_machine_claimed_cannot_be_taken_back() {
+        let (_dir, hot, mut machine, log) = setup();
+        handed(&hot.folders, "job_a-1-1");
+        // The machine claims the ticket (as its step does), and crashes
+        // before it prints: the agent cannot take it back, and the
+        // machine finishes it when it comes back.
+        fs::rename(
+            hot.folders.hot.join(ticket_name("job_a-1-1")),
+            hot.folders.hot.join(claimed_name("job_a-1-1")),
+        )
+        .unwrap();
+        assert!(hot.handed_over("job_a-1-1"));
+        assert!(!hot.withdraw("job_a-1-1").unwrap());
+        machine.step().unwrap();
+        assert_eq!(SimulatedMachine::printed(&log).unwrap(), vec!["job_a-1-1"]);
+        assert_eq!(hot.result("job_a-1-1"), MachineResult::Printed);
     }
 }

@@ -26,6 +26,13 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 CREATE INDEX IF NOT EXISTS jobs_package ON jobs (packing_ref);
+-- A cancelled order's jobs to take off the floor (the plant's job queue
+-- said so); kept even for a job not received yet, which is then refused.
+CREATE TABLE IF NOT EXISTS cancel_requests (
+    job_id TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    requested_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id TEXT NOT NULL,
@@ -37,7 +44,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 
 pub const SCHEMA: Schema = Schema {
     name: "edge-agent journal",
-    version: 1,
+    // 2: cancel_requests (created by the DDL, which only adds tables).
+    version: 2,
     ddl: DDL,
     migrate: |_, _| Ok(()),
 };
@@ -49,6 +57,8 @@ pub enum Intake {
     Accepted,
     /// Cannot be made (a checksum mismatch, a file that is gone).
     Failed(String),
+    /// Its order was cancelled before the job arrived: never made.
+    Cancelled(String),
 }
 
 /// Extra facts of a status: the carrier and tracking number of a shipment,
@@ -169,6 +179,13 @@ impl Journal {
                             ..Details::default()
                         },
                     ),
+                    Intake::Cancelled(reason) => (
+                        JobState::Cancelled,
+                        Details {
+                            reason: Some(reason),
+                            ..Details::default()
+                        },
+                    ),
                 };
                 let at = ts(now)?;
                 let inserted = c
@@ -227,6 +244,69 @@ impl Journal {
                     moved.push(id);
                 }
                 Ok(moved)
+            })
+            .await
+    }
+
+    /// Records that `job_ids` are to be taken off the floor (once per job:
+    /// a repeated request keeps the first reason).
+    pub async fn request_cancel(
+        &self,
+        job_ids: Vec<String>,
+        reason: String,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.db
+            .write(move |c| {
+                let at = ts(now)?;
+                for id in job_ids {
+                    c.prepare_cached(
+                        "INSERT INTO cancel_requests (job_id, reason, requested_at) VALUES (?1, ?2, ?3) \
+                         ON CONFLICT(job_id) DO NOTHING",
+                    )
+                    .map_err(sql)?
+                    .execute(params![id, reason, at])
+                    .map_err(sql)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Why `job_id` is to be cancelled, if it is.
+    pub async fn cancel_request(&self, job_id: &str) -> Result<Option<String>, StoreError> {
+        let id = job_id.to_string();
+        self.db
+            .read(move |c| {
+                c.prepare_cached("SELECT reason FROM cancel_requests WHERE job_id = ?1")
+                    .map_err(sql)?
+                    .query_row([id], |r| r.get(0))
+                    .optional()
+                    .map_err(sql)
+            })
+            .await
+    }
+
+    /// Journaled jobs to cancel that have not ended: (id, state, reason).
+    pub async fn to_cancel(&self) -> Result<Vec<(String, JobState, String)>, StoreError> {
+        self.db
+            .read(move |c| {
+                let rows: Vec<(String, String, String)> = c
+                    .prepare_cached(
+                        "SELECT j.job_id, j.state, r.reason FROM cancel_requests r \
+                         JOIN jobs j ON j.job_id = r.job_id \
+                         WHERE j.state IN ('accepted', 'printing', 'printed', 'packed') \
+                         ORDER BY j.job_id",
+                    )
+                    .map_err(sql)?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .map_err(sql)?
+                    .collect::<Result<_, _>>()
+                    .map_err(sql)?;
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|(id, state, reason)| Some((id, JobState::parse(&state)?, reason)))
+                    .collect())
             })
             .await
     }

@@ -86,15 +86,20 @@ pub const RENDER: QueueSpec = QueueSpec {
     }),
 };
 
-/// `OrderRendered` to dispatch; and `OrderResumed`, of which dispatch
-/// takes those to dispatch again or to send jobs made anew.
+/// `OrderRendered` to dispatch; `OrderResumed`, of which dispatch takes
+/// those to dispatch again or to send jobs made anew; and
+/// `OrderCancelled`, whose unfinished jobs it tells the plants to stop.
 pub const DISPATCH: QueueSpec = QueueSpec {
     name: "dispatch",
     resource: "DispatchQueue",
     dead_letter_resource: "DispatchDeadLetterQueue",
     subscription: Some(Subscription {
         resource: "DispatchSubscription",
-        events: &[EventType::OrderRendered, EventType::OrderResumed],
+        events: &[
+            EventType::OrderRendered,
+            EventType::OrderResumed,
+            EventType::OrderCancelled,
+        ],
     }),
     visibility_timeout: Duration::from_secs(180),
     max_receive_count: 5,

@@ -20,7 +20,7 @@ use printworks::domain::catalog::Catalog;
 use printworks::domain::events::{EventEnvelope, EventType};
 use printworks::domain::ops;
 use printworks::domain::order::Order;
-use printworks::domain::production::{Dispatch, Job, JobFile, JobProduct};
+use printworks::domain::production::{Dispatch, Job, JobCancel, JobFile, JobProduct};
 use printworks::domain::state::OrderState;
 use printworks::ports::{
     BlobStore, Clock, MessageQueue, OrderStore, ProductionStore, QueueError, StoreError,
@@ -62,6 +62,11 @@ pub enum Outcome {
     Held {
         reason: String,
     },
+    /// A cancelled order's unfinished jobs: the plants were told to stop them.
+    Stopped {
+        plants: String,
+        jobs: usize,
+    },
     Skipped(String),
 }
 
@@ -85,6 +90,9 @@ const MAX_CONFLICTS: u32 = 5;
 impl Dispatcher {
     #[tracing::instrument(skip_all, fields(order_id = %event.order_id, tenant = %event.tenant))]
     pub async fn handle(&self, event: &EventEnvelope) -> Result<Outcome, Retry> {
+        if event.event_type == EventType::OrderCancelled {
+            return self.stop_jobs(event).await;
+        }
         let dispatches_again = ops::stage_of(event) == Some(ops::Stage::Dispatch);
         if event.event_type != EventType::OrderRendered && !dispatches_again {
             return Ok(Outcome::Skipped(format!(
@@ -173,6 +181,61 @@ impl Dispatcher {
     /// Builds the job messages of a dispatched order and sends them, each
     /// to its plant's queue (a reprint may go to another plant than the
     /// order's). Returns the plants (comma-separated) and the count sent.
+    /// An order cancelled after dispatch: tells each plant to take the
+    /// jobs it has not finished off its floor (`OrderCancelled` names
+    /// them). Sent again on a redelivery: an agent that did it already
+    /// finds the jobs cancelled and does nothing.
+    async fn stop_jobs(&self, event: &EventEnvelope) -> Result<Outcome, Retry> {
+        let mut by_plant: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for job in event.data["jobs_to_stop"].as_array().into_iter().flatten() {
+            if let (Some(id), Some(plant)) = (job["job_id"].as_str(), job["plant"].as_str()) {
+                by_plant
+                    .entry(plant.to_string())
+                    .or_default()
+                    .push(id.to_string());
+            }
+        }
+        if by_plant.is_empty() {
+            return Ok(Outcome::Skipped(
+                "cancelled before any job left for a plant".into(),
+            ));
+        }
+        let reason = event.data["reason"].as_str().unwrap_or("cancelled");
+        let mut stopped = 0;
+        for (plant, jobs) in &by_plant {
+            let queue = self
+                .plants
+                .0
+                .get(plant)
+                .ok_or_else(|| Retry(anyhow::anyhow!("no job queue for plant {plant}")))?;
+            // One message per 500 jobs keeps each under SQS's 256 KiB.
+            let bodies = jobs
+                .chunks(500)
+                .map(|chunk| {
+                    serde_json::to_string(&JobCancel {
+                        cancel_jobs: chunk.to_vec(),
+                        plant: plant.clone(),
+                        tenant: event.tenant.clone(),
+                        order_id: event.order_id.clone(),
+                        reason: reason.to_string(),
+                        at: event.occurred_at,
+                    })
+                    .map_err(|e| Retry(e.into()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            queue
+                .send_batch(&bodies)
+                .await
+                .map_err(|e| Retry(anyhow::anyhow!("plant {plant} job queue: {e}")))?;
+            stopped += jobs.len();
+        }
+        let plants: Vec<&str> = by_plant.keys().map(String::as_str).collect();
+        Ok(Outcome::Stopped {
+            plants: plants.join(","),
+            jobs: stopped,
+        })
+    }
+
     async fn send_jobs(&self, order: &Order) -> Result<(String, usize), Retry> {
         let jobs = self.jobs(order).await?;
         let mut by_plant: BTreeMap<&str, Vec<String>> = BTreeMap::new();

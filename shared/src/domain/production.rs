@@ -38,16 +38,21 @@ pub enum JobState {
     Shipped,
     /// Could not be made (bad file, machine error); a person must look.
     Failed,
+    /// Taken off the plant's floor because the order was cancelled: never
+    /// handed to the machine, taken back from its hot folder before the
+    /// machine took it, or printed and not shipped (the reason says).
+    Cancelled,
 }
 
 impl JobState {
-    pub const ALL: [JobState; 6] = [
+    pub const ALL: [JobState; 7] = [
         JobState::Accepted,
         JobState::Printing,
         JobState::Printed,
         JobState::Packed,
         JobState::Shipped,
         JobState::Failed,
+        JobState::Cancelled,
     ];
 
     pub fn rank(self) -> u32 {
@@ -56,12 +61,15 @@ impl JobState {
             JobState::Printing => 2,
             JobState::Printed => 3,
             JobState::Packed => 4,
-            JobState::Shipped | JobState::Failed => 5,
+            JobState::Shipped | JobState::Failed | JobState::Cancelled => 5,
         }
     }
 
     pub fn is_final(self) -> bool {
-        matches!(self, JobState::Shipped | JobState::Failed)
+        matches!(
+            self,
+            JobState::Shipped | JobState::Failed | JobState::Cancelled
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +80,7 @@ impl JobState {
             JobState::Packed => "packed",
             JobState::Shipped => "shipped",
             JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
         }
     }
 
@@ -94,8 +103,9 @@ impl JobState {
             JobState::Printed => OrderState::Printed,
             JobState::Packed => OrderState::Packed,
             JobState::Shipped => OrderState::Shipped,
-            // Never reached: a failed job holds the order instead.
-            JobState::Failed => OrderState::InProduction,
+            // Never reached: a failed job holds the order instead, and a
+            // cancelled job belongs to a cancelled order.
+            JobState::Failed | JobState::Cancelled => OrderState::InProduction,
         }
     }
 }
@@ -491,6 +501,51 @@ impl Job {
     }
 }
 
+/// The message on a plant's job queue that takes jobs of a cancelled
+/// order off the floor: the agent withdraws each from its machine if the
+/// machine has not taken it, and reports `cancelled`; one it has not
+/// received yet is refused when it comes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobCancel {
+    pub cancel_jobs: Vec<String>,
+    pub plant: String,
+    pub tenant: TenantId,
+    pub order_id: OrderId,
+    pub reason: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// What a plant's job queue carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlantMessage {
+    Job(Box<Job>),
+    Cancel(JobCancel),
+}
+
+impl PlantMessage {
+    /// A cancellation (it names `cancel_jobs`) or a job, checked as
+    /// [`Job::parse`] checks a job.
+    pub fn parse(raw: &str) -> Result<PlantMessage, JobError> {
+        let value: serde_json::Value = serde_json::from_str(raw)?;
+        if value.get("cancel_jobs").is_none() {
+            return Ok(PlantMessage::Job(Box::new(Job::parse(raw)?)));
+        }
+        let cancel: JobCancel = serde_json::from_value(value)?;
+        if !plant_id_valid(&cancel.plant) {
+            return Err(JobError::Invalid(format!("plant {:?}", cancel.plant)));
+        }
+        if cancel.cancel_jobs.is_empty() || cancel.cancel_jobs.len() > 10_000 {
+            return Err(JobError::Invalid("cancel_jobs: 1 to 10000 job ids".into()));
+        }
+        if let Some(bad) = cancel.cancel_jobs.iter().find(|j| !job_id_valid(j)) {
+            return Err(JobError::Invalid(format!("job id {bad:?}")));
+        }
+        Ok(PlantMessage::Cancel(cancel))
+    }
+}
+
 /// A status an edge agent reports for one job (the `plant-events` queue).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobStatusReport {
@@ -584,6 +639,13 @@ impl Order {
                 report.job_id, report.plant
             ));
         }
+        if report.status == JobState::Cancelled && self.state != OrderState::Cancelled {
+            return StatusOutcome::Unknown(format!(
+                "job {} reported cancelled, but the order is {}",
+                report.job_id,
+                self.state.as_str()
+            ));
+        }
         let current = production.jobs[index].status;
         if !JobState::advances(current, report.status) {
             return StatusOutcome::NoChange;
@@ -601,7 +663,7 @@ impl Order {
             job.carrier = report.carrier.clone();
             job.tracking = report.tracking.clone();
         }
-        if report.status == JobState::Failed {
+        if matches!(report.status, JobState::Failed | JobState::Cancelled) {
             job.reason = report.reason.clone();
         }
         let (line, copy) = (job.line, job.copy);

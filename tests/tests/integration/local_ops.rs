@@ -496,3 +496,131 @@ async fn a_refund_in_production_holds_the_order_and_a_release_lets_it_ship() {
     assert_eq!(shop.printed().get(job), Some(&1));
     shop.app.stop().await.unwrap();
 }
+
+/// The tickets of the order's jobs in `plant`'s hot folder.
+fn hot_tickets(data_dir: &Path, plant: &str, jobs: &[String]) -> usize {
+    let hot = platform::plant_dir(data_dir, plant).join("hot");
+    jobs.iter()
+        .filter(|j| hot.join(format!("{j}.ticket.json")).exists())
+        .count()
+}
+
+fn job_ids(order: &Value) -> Vec<String> {
+    order["production"]["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Waits until every job of the order reports `cancelled`; the jobs.
+async fn until_jobs_cancelled(shop: &Shop, id: &str) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown = shop.shown(id).await;
+        let jobs = shown["order"]["production"]["jobs"]
+            .as_array()
+            .unwrap()
+            .clone();
+        if jobs.iter().all(|j| j["status"] == "cancelled") {
+            return jobs;
+        }
+        assert!(std::time::Instant::now() < deadline, "{jobs:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_cancel_after_dispatch_takes_unprinted_jobs_out_of_the_hot_folder() {
+    // The machine waits 30 s before it takes a job: long enough to cancel.
+    let shop = shop(PlantOptions {
+        print_delay: Duration::from_secs(30),
+        ..PlantOptions::default()
+    })
+    .await;
+    let upload_id = upload(&shop.client, &shop.base, &shop.b2b, photo(1800, 2400), true).await;
+    let id = shop.place(&poster(&upload_id, 2)).await;
+    let order = shop.until(&id, |s| s == "in_production").await;
+    let (jobs, plant) = (
+        job_ids(&order),
+        order["production"]["plant"].as_str().unwrap().to_string(),
+    );
+    // Both jobs handed to the machine: their tickets in the hot folder.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while hot_tickets(&shop.app.data_dir, &plant, &jobs) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the jobs never reached the hot folder"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let cancelled = shop
+        .act(
+            &id,
+            "cancel",
+            json!({"reason": "the customer called: wrong photo"}),
+        )
+        .await;
+    assert_eq!(cancelled["order"]["state"], "cancelled");
+    let to_stop = &cancelled["action"]["details"]["jobs_to_stop"];
+    assert_eq!(to_stop.as_array().unwrap().len(), 2, "{cancelled}");
+
+    // The agent takes both back and reports them; nothing is printed.
+    let records = until_jobs_cancelled(&shop, &id).await;
+    for job in &records {
+        let reason = job["reason"].as_str().unwrap();
+        assert!(reason.contains("taken off the hot folder"), "{reason}");
+    }
+    assert_eq!(hot_tickets(&shop.app.data_dir, &plant, &jobs), 0);
+    let hot = platform::plant_dir(&shop.app.data_dir, &plant).join("hot");
+    let left: Vec<String> = std::fs::read_dir(&hot)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| jobs.iter().any(|j| n.contains(j.as_str())))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(shop.printed().is_empty(), "{:?}", shop.printed());
+    let stored = shop.until(&id, |s| s == "cancelled").await;
+    assert_eq!(stored["state"], "cancelled");
+    shop.app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cancel_after_printing_stops_the_parcel_and_keeps_what_was_printed() {
+    // Printed at once, shipped only after a minute: cancelled in between.
+    let shop = shop(PlantOptions {
+        ship_delay: Duration::from_secs(60),
+        ..PlantOptions::default()
+    })
+    .await;
+    let upload_id = upload(&shop.client, &shop.base, &shop.b2b, photo(1800, 2400), true).await;
+    let id = shop.place(&poster(&upload_id, 1)).await;
+    let packed = shop.until(&id, |s| s == "packed").await;
+    let jobs = job_ids(&packed);
+    shop.act(
+        &id,
+        "cancel",
+        json!({"reason": "address turned out to be fraud"}),
+    )
+    .await;
+    let records = until_jobs_cancelled(&shop, &id).await;
+    let reason = records[0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("printed, not shipped"), "{reason}");
+    // What was printed stays on record: printed once, never shipped.
+    assert_eq!(shop.printed().get(&jobs[0]), Some(&1));
+    let shown = shop.shown(&id).await;
+    let events: Vec<&str> = shown["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["event"].as_str().unwrap())
+        .collect();
+    assert!(
+        events.contains(&"operator_cancel") && events.contains(&"job_cancelled"),
+        "{events:?}"
+    );
+    assert!(!events.contains(&"job_shipped"), "{events:?}");
+    shop.app.stop().await.unwrap();
+}
