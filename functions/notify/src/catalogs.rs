@@ -113,6 +113,8 @@ pub(crate) fn check_catalogs(catalogs: &HashMap<Locale, Catalog>) -> Result<(), 
             "cancel.customer",
             "cancel.refunded",
             "cancel.chargeback",
+            "cancel.shop",
+            "order_resumed.reprint",
         ]
         .map(String::from),
     );

@@ -50,6 +50,13 @@ pub(crate) struct View<'a> {
     sms_tracking: Option<String>,
     cancel: CancelView,
     refund: RefundView,
+    resumed: ResumedView,
+}
+
+/// Why the order goes on again: a released hold, or a reprint.
+#[derive(Serialize, Default)]
+struct ResumedView {
+    key: &'static str,
 }
 
 #[derive(Serialize)]
@@ -219,6 +226,7 @@ impl<'a> View<'a> {
             sms_tracking: None,
             cancel: CancelView::default(),
             refund: RefundView::default(),
+            resumed: ResumedView::default(),
         };
         match template {
             Template::OrderOnHold => {
@@ -270,9 +278,13 @@ impl<'a> View<'a> {
                     .get("reason")
                     .and_then(|v| v.as_str())
                     .or(order.cancel_reason.as_deref());
+                let by_shop = data.get("by").and_then(|v| v.as_str()) == Some("operator");
                 view.cancel.key = match reason {
                     Some("refunded") => "cancel.refunded",
                     Some("chargeback") => "cancel.chargeback",
+                    // An operator's reason is the shop's own note, never
+                    // shown to the customer.
+                    _ if by_shop => "cancel.shop",
                     _ => "cancel.customer",
                 };
             }
@@ -288,6 +300,14 @@ impl<'a> View<'a> {
                         Some(false) => Some("partial"),
                         None => None,
                     },
+                };
+            }
+            Template::OrderResumed => {
+                let reprint = data.get("action").and_then(|v| v.as_str()) == Some("reprint");
+                view.resumed.key = if reprint {
+                    "order_resumed.reprint"
+                } else {
+                    "order_resumed.intro"
                 };
             }
             Template::OrderPlaced

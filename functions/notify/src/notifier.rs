@@ -3,7 +3,7 @@
 use crate::context::MessageContext;
 use crate::templates::Templates;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use printworks::domain::events::EventEnvelope;
+use printworks::domain::events::{EventEnvelope, EventType};
 use printworks::domain::notify::{
     Channel, DailyCaps, Planned, notification_id, plan, redact_contacts, webhook_signature,
 };
@@ -371,8 +371,17 @@ impl Notifier {
 }
 
 /// The body a tenant's webhook gets: the event as it happened, with the
-/// tenant's own order reference.
+/// tenant's own order reference. What an operator wrote (the reason of a
+/// release, reprint or cancel) and the plant an operator chose are the
+/// shop's own records, as in the tenant API: left out.
 pub fn webhook_body(event: &EventEnvelope, order: &Order) -> anyhow::Result<String> {
+    let mut data = event.data.clone();
+    let by_operator = event.event_type == EventType::OrderResumed
+        || data.get("by").and_then(|v| v.as_str()) == Some("operator");
+    if by_operator && let Some(fields) = data.as_object_mut() {
+        fields.remove("reason");
+        fields.remove("plant");
+    }
     Ok(serde_json::to_string(&serde_json::json!({
         "id": event.id,
         "type": event.event_type.as_str(),
@@ -380,6 +389,6 @@ pub fn webhook_body(event: &EventEnvelope, order: &Order) -> anyhow::Result<Stri
         "tenant": event.tenant,
         "order_id": event.order_id,
         "reference": order.reference,
-        "data": event.data,
+        "data": data,
     }))?)
 }

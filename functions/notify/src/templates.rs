@@ -105,6 +105,8 @@ static TEMPLATE_SOURCES: &[(&str, &str)] = template_sources!(
     "email/payment_action_required.txt.j2",
     "email/order_on_hold.html.j2",
     "email/order_on_hold.txt.j2",
+    "email/order_resumed.html.j2",
+    "email/order_resumed.txt.j2",
     "email/order_shipped.html.j2",
     "email/order_shipped.txt.j2",
     "email/order_cancelled.html.j2",
@@ -455,6 +457,35 @@ mod tests {
                 ),
             ),
             (
+                "resumed-release",
+                T::OrderResumed,
+                event(
+                    order,
+                    E::OrderResumed,
+                    json!({"action": "release", "stage": "render", "attempt": 2,
+                           "reason": "INTERNAL: the customer sent a better photo"}),
+                ),
+            ),
+            (
+                "resumed-reprint",
+                T::OrderResumed,
+                event(
+                    order,
+                    E::OrderResumed,
+                    json!({"action": "reprint", "stage": "dispatch", "attempt": 2,
+                           "reason": "INTERNAL: parcel damaged"}),
+                ),
+            ),
+            (
+                "cancelled-by-the-shop",
+                T::OrderCancelled,
+                event(
+                    order,
+                    E::OrderCancelled,
+                    json!({"reason": "INTERNAL: suspected fraud", "from": "dispatched", "by": "operator"}),
+                ),
+            ),
+            (
                 "cancelled-customer",
                 T::OrderCancelled,
                 event(
@@ -738,6 +769,36 @@ mod tests {
             }
             "cancelled-customer" | "cancelled-odd" => assert!(has("cancel.customer"), "{what}"),
             "cancelled-refunded" => assert!(has("cancel.refunded"), "{what}"),
+            // An operator's reason is the shop's note: never in the message.
+            "cancelled-by-the-shop" => {
+                assert!(has("cancel.shop") && !has("cancel.customer"), "{what}");
+                assert!(
+                    !text.contains("INTERNAL") && !email.html.contains("INTERNAL"),
+                    "{what}"
+                );
+            }
+            "resumed-release" | "resumed-reprint" => {
+                // By what follows the order number: the subject shares
+                // what precedes it in some languages.
+                let tail = |key: &str| {
+                    let full = parse_catalogs().expect("catalogs parse")[&lang][key].clone();
+                    let after = full
+                        .rsplit('}')
+                        .next()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string();
+                    text.contains(&after)
+                };
+                let reprint = case == "resumed-reprint";
+                assert_eq!(tail("order_resumed.reprint"), reprint, "{what}");
+                assert_eq!(tail("order_resumed.intro"), !reprint, "{what}");
+                assert!(has("order_resumed.outro"), "{what}");
+                assert!(
+                    !text.contains("INTERNAL") && !email.html.contains("INTERNAL"),
+                    "{what}"
+                );
+            }
             "cancelled-chargeback" => assert!(has("cancel.chargeback"), "{what}"),
             "refund-full" => {
                 assert!(

@@ -759,3 +759,45 @@ fn caps_config_names_every_channel() {
         .collect();
     assert!(all.values().all(|n| *n > 0));
 }
+
+/// A tenant's webhook hears that an order goes on again or was cancelled
+/// by the shop, but not the operator's own note nor the plant chosen (the
+/// tenant API keeps those to the shop as well).
+#[test]
+fn webhooks_of_operator_actions_leave_the_shops_notes_out() {
+    let now = start_time();
+    let order = printworks::testing::paid_order(&[("poster-30x40", 1)], "DE", now).order;
+    let resumed = EventEnvelope::new(
+        EventType::OrderResumed,
+        &order.id,
+        &order.tenant,
+        now,
+        serde_json::json!({"action": "release", "stage": "dispatch", "attempt": 2,
+                           "plant": "btf", "reason": "NOTE: muc is down"}),
+    );
+    let cancelled = EventEnvelope::new(
+        EventType::OrderCancelled,
+        &order.id,
+        &order.tenant,
+        now,
+        serde_json::json!({"by": "operator", "reason": "NOTE: fraud", "attempt": 1}),
+    );
+    for event in [&resumed, &cancelled] {
+        let body: serde_json::Value =
+            serde_json::from_str(&crate::notifier::webhook_body(event, &order).unwrap()).unwrap();
+        assert_eq!(body["type"], event.event_type.as_str());
+        assert_eq!(body["data"]["attempt"], event.data["attempt"], "{body}");
+        assert!(!body.to_string().contains("NOTE"), "{body}");
+        assert!(body["data"].get("plant").is_none(), "{body}");
+    }
+    // A customer's own cancellation keeps its reason.
+    let by_customer = EventEnvelope::new(
+        EventType::OrderCancelled,
+        &order.id,
+        &order.tenant,
+        now,
+        serde_json::json!({"reason": "wrong size"}),
+    );
+    let body = crate::notifier::webhook_body(&by_customer, &order).unwrap();
+    assert!(body.contains("wrong size"), "{body}");
+}

@@ -688,6 +688,26 @@ def test_a_b2c_order_from_upload_to_shipped_e_mails(stack, one_at_a_time, tmp_pa
             assert [j["status"] for j in attempts[2]] == ["shipped"], attempts
             assert [(j["job_id"], j["current"]) for j in attempts[1]] == [(job_id, False)], attempts
             assert [a["action"] for a in shown["actions"]] == ["reprint"]
+            # The customer hears of it in German: the reprint's e-mail, then
+            # a second shipped e-mail.
+            catalog = json.loads((ROOT / "functions/notify/i18n/de.json").read_text())
+            resumed = re.escape(catalog["order_resumed.subject"]).replace(re.escape("{number}"), r"\S+")
+            shipped = re.escape(catalog["order_shipped.subject"]).replace(re.escape("{number}"), r"\S+")
+
+            def subjects():
+                status, _, raw = http(f"{endpoint}/_aws/ses")
+                assert status == 200, raw[:300]
+                found = [
+                    str(email.message_from_string(m.get("RawData") or "", policy=email.policy.default)["Subject"])
+                    for m in json.loads(raw).get("messages", [])
+                    if ctx["email"] in (m.get("RawData") or "")
+                ]
+                ok = sum(bool(re.fullmatch(resumed, s)) for s in found) == 1 and sum(
+                    bool(re.fullmatch(shipped, s)) for s in found
+                ) == 2
+                return ok and found
+
+            wait_for("the reprint's e-mail and the second shipped e-mail", subjects)
             no_dead_letters()
 
         stages.run("8 operator API: reprint ships again", reprint)

@@ -112,18 +112,20 @@ pub enum Template {
     PaymentFailed,
     PaymentActionRequired,
     OrderOnHold,
+    OrderResumed,
     OrderShipped,
     OrderCancelled,
     PaymentRefunded,
 }
 
 impl Template {
-    pub const ALL: [Template; 8] = [
+    pub const ALL: [Template; 9] = [
         Template::OrderPlaced,
         Template::OrderPaid,
         Template::PaymentFailed,
         Template::PaymentActionRequired,
         Template::OrderOnHold,
+        Template::OrderResumed,
         Template::OrderShipped,
         Template::OrderCancelled,
         Template::PaymentRefunded,
@@ -137,6 +139,7 @@ impl Template {
             Template::PaymentFailed => "payment_failed",
             Template::PaymentActionRequired => "payment_action_required",
             Template::OrderOnHold => "order_on_hold",
+            Template::OrderResumed => "order_resumed",
             Template::OrderShipped => "order_shipped",
             Template::OrderCancelled => "order_cancelled",
             Template::PaymentRefunded => "payment_refunded",
@@ -151,14 +154,14 @@ impl Template {
             EventType::PaymentFailed => Template::PaymentFailed,
             EventType::PaymentActionRequired => Template::PaymentActionRequired,
             EventType::OrderOnHold => Template::OrderOnHold,
+            EventType::OrderResumed => Template::OrderResumed,
             EventType::OrderShipped => Template::OrderShipped,
             EventType::OrderCancelled => Template::OrderCancelled,
             EventType::PaymentRefunded => Template::PaymentRefunded,
             EventType::OrderRendered
             | EventType::OrderDispatched
             | EventType::OrderInProduction
-            | EventType::ProductionFailed
-            | EventType::OrderResumed => return None,
+            | EventType::ProductionFailed => return None,
         })
     }
 
@@ -174,12 +177,13 @@ impl Template {
 
 /// The events the notify queue subscribes to (the template's filter and
 /// the local runner's subscription are this list).
-pub const NOTIFY_EVENTS: [EventType; 9] = [
+pub const NOTIFY_EVENTS: [EventType; 10] = [
     EventType::OrderPlaced,
     EventType::OrderPaid,
     EventType::PaymentFailed,
     EventType::PaymentActionRequired,
     EventType::OrderOnHold,
+    EventType::OrderResumed,
     EventType::OrderDispatched,
     EventType::OrderShipped,
     EventType::OrderCancelled,

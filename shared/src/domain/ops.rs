@@ -556,6 +556,12 @@ impl Order {
         let mut data = details;
         data["attempt"] = next.attempt.into();
         data["reason"] = reason.into();
+        // What the operator did (the customer's e-mail says it in its words).
+        data["action"] = next
+            .actions
+            .last()
+            .map_or("release", |a| a.action.as_str())
+            .into();
         self.ops_event(EventType::OrderResumed, data, now)
     }
 

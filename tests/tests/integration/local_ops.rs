@@ -489,6 +489,27 @@ async fn a_refund_in_production_holds_the_order_and_a_release_lets_it_ship() {
         |s| s == "shipped",
     )
     .await;
+    // The customer hears that the order goes on, in the order's language
+    // (German), and not the operator's note.
+    let outbox = platform::outbox_dir(&shop.app.data_dir);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let resumed = loop {
+        let found = std::fs::read_dir(&outbox)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .find(|eml| eml.contains("geht weiter"));
+        if let Some(eml) = found {
+            break eml;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no OrderResumed e-mail in {outbox:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(resumed.contains("Subject: Ihre Bestellung"), "{resumed}");
+    assert!(!resumed.contains("reversed by the bank"), "{resumed}");
     // Nothing was made anew: the one job, printed once.
     let jobs = shipped["production"]["jobs"].as_array().unwrap();
     assert_eq!(jobs.len(), 1, "{shipped}");
