@@ -8,12 +8,18 @@
 //!
 //! - every order is in the end state its inputs explain: shipped, cancelled
 //!   (the customer cancelled before paying), or on hold with the reason
-//!   (a photo too small to print);
-//! - every job reached a hot folder exactly once (the machines'
-//!   `printed.log`, written by the simulated machines in this process,
-//!   which are never killed);
-//! - exactly one notification per (order, event, channel): the ledger, the
-//!   outbox's send log and the tenant webhook receiver agree;
+//!   (a photo too small to print); an operator reprints a job of some
+//!   shipped orders (they ship again, in attempt 2) and cancels others as
+//!   soon as they are dispatched (cancelled, or shipped if the parcel left
+//!   first), through the operator API while the faults are on;
+//! - every job of every attempt reached a hot folder exactly once (the
+//!   machines' `printed.log`, written by the simulated machines in this
+//!   process, which are never killed), and a job of an order cancelled
+//!   after dispatch at most once, as its record says (never printed,
+//!   printed and stopped, or shipped before the cancel arrived);
+//! - exactly one notification per (order, event, channel) (a reprinted
+//!   order ships twice: two `OrderShipped`): the ledger, the outbox's send
+//!   log and the tenant webhook receiver agree;
 //! - the dead-letter queues hold the messages the test poisoned and
 //!   nothing else;
 //! - the same orders with the faults off end the same way.
@@ -31,6 +37,8 @@ use printworks::domain::locale::{CountryCode, Locale};
 use printworks::domain::money::Currency;
 use printworks::domain::notify::{NotifySettings, TenantWebhook};
 use printworks::domain::order::{Order, OrderId};
+use printworks::domain::production::JobState;
+use printworks::domain::state::OrderState;
 use printworks::domain::tenant::{PaymentSetup, Tenant, TenantId, TenantKind};
 use printworks::faults::{FaultPlan, Faults, Outage};
 use printworks::ports::NotificationStatus;
@@ -75,6 +83,12 @@ enum Kind {
     Cancelled,
     /// demo-b2b with a photo far too small: on hold.
     TooSmall,
+    /// demo-b2b by invoice; once shipped, an operator reprints its first
+    /// job: shipped again, in attempt 2.
+    Reprinted,
+    /// demo-b2b by invoice; an operator cancels it once it is dispatched:
+    /// cancelled (or shipped, if it shipped before the cancel).
+    Stopped,
 }
 
 #[derive(Debug, Clone)]
@@ -91,7 +105,9 @@ fn scenario(n: usize) -> Vec<Spec> {
     (0..n)
         .map(|i| {
             let kind = match i % 20 {
-                0..=9 => Kind::Invoice,
+                0..=7 => Kind::Invoice,
+                8 => Kind::Reprinted,
+                9 => Kind::Stopped,
                 10..=13 => Kind::Webhooked,
                 14..=16 => Kind::Paid,
                 17 | 18 => Kind::Cancelled,
@@ -127,13 +143,25 @@ fn scenario(n: usize) -> Vec<Spec> {
         .collect()
 }
 
+/// What the operator did to an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Acted {
+    /// Reprinted its first job once it shipped.
+    Reprinted,
+    /// Cancelled it after dispatch.
+    Cancelled,
+    /// Found it shipped before the cancel (no cancel, or a 409).
+    ShippedFirst,
+}
+
 /// What a run ended with, by order number.
 #[derive(Debug, Default, PartialEq)]
 struct Ends {
     /// state, hold reason
     states: BTreeMap<usize, (String, Option<String>)>,
-    /// (event type, channel) of every notification sent
-    notifications: BTreeMap<usize, BTreeSet<(String, String)>>,
+    /// (event type, channel) of the notifications sent, with how many
+    /// (orders an operator stopped: left out, their end is a race)
+    notifications: BTreeMap<usize, BTreeMap<(String, String), usize>>,
     jobs: BTreeMap<usize, usize>,
 }
 
@@ -380,10 +408,25 @@ async fn run(specs: &[Spec], faults: Faults, kill_agents: bool) -> Ends {
         .await
         .unwrap();
     let key_of = |kind: Kind| match kind {
-        Kind::Invoice | Kind::TooSmall => printworks_tests::seeded_key(&running, "demo-b2b"),
+        Kind::Invoice | Kind::TooSmall | Kind::Reprinted | Kind::Stopped => {
+            printworks_tests::seeded_key(&running, "demo-b2b")
+        }
         Kind::Webhooked => chaos.api_key.clone(),
         Kind::Paid | Kind::Cancelled => printworks_tests::seeded_key(&running, "demo-brand"),
     };
+
+    // Customer service, reprinting and cancelling through the operator API.
+    let operator = printworks_local::operators::add(
+        &running.store,
+        "chaos-cs",
+        "support",
+        "local",
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap()
+    .1
+    .full;
 
     // The machines (in this process: never killed) and the agents (not).
     let (stop, stopped) = watch::channel(false);
@@ -512,13 +555,71 @@ async fn run(specs: &[Spec], faults: Faults, kill_agents: bool) -> Ends {
     // Wait for every order to end, then stop killing and wait for quiet.
     let deadline = Instant::now() + Duration::from_secs(900);
     let mut orders: Vec<Option<Order>> = vec![None; ids.len()];
+    // What the operator did to each order it acts on.
+    let mut acted: BTreeMap<usize, Acted> = BTreeMap::new();
+    let done = |i: usize, o: &Order, acted: &BTreeMap<usize, Acted>| match specs[i].kind {
+        Kind::Reprinted => acted.contains_key(&i) && o.attempt == 2 && is_final(o),
+        Kind::Stopped => is_final(o) && (acted.contains_key(&i) || o.state == OrderState::Shipped),
+        _ => is_final(o),
+    };
     loop {
         for (i, id) in ids.iter().enumerate() {
-            if orders[i].as_ref().is_none_or(|o| !is_final(o)) {
+            if orders[i].as_ref().is_none_or(|o| !done(i, o, &acted)) {
                 orders[i] = running.store.find_order(id).await.unwrap();
             }
+            let Some(order) = &orders[i] else { continue };
+            if acted.contains_key(&i) {
+                continue;
+            }
+            let (action, body) = match (specs[i].kind, order.state) {
+                (Kind::Reprinted, OrderState::Shipped) => {
+                    let job = &order.production.as_ref().unwrap().jobs[0].job_id;
+                    (
+                        "reprint",
+                        json!({"jobs": [job], "reason": "parcel damaged in transit"}),
+                    )
+                }
+                (Kind::Stopped, OrderState::Shipped) => {
+                    acted.insert(i, Acted::ShippedFirst);
+                    continue;
+                }
+                (
+                    Kind::Stopped,
+                    OrderState::Dispatched
+                    | OrderState::InProduction
+                    | OrderState::Printed
+                    | OrderState::Packed,
+                ) => ("cancel", json!({"reason": "the customer called"})),
+                _ => continue,
+            };
+            let res = send_retrying(
+                client
+                    .post(format!("{base}/v1/ops/orders/{id}/{action}"))
+                    .bearer_auth(&operator)
+                    .header("Idempotency-Key", format!("chaos-{action}-{i}"))
+                    .json(&body),
+            )
+            .await;
+            let status = res.status().as_u16();
+            let answer: Value = res.json().await.unwrap();
+            let outcome = match (action, status) {
+                ("reprint", 200) => Acted::Reprinted,
+                ("cancel", 200) => Acted::Cancelled,
+                // Shipped while the request was on its way: what is
+                // allowed now says so.
+                ("cancel", 409) if answer["error"]["details"]["state"] == "shipped" => {
+                    Acted::ShippedFirst
+                }
+                _ => panic!("{label}: order {i}: {action} answered {status}: {answer}"),
+            };
+            acted.insert(i, outcome);
+            orders[i] = running.store.find_order(id).await.unwrap();
         }
-        if orders.iter().all(|o| o.as_ref().is_some_and(is_final)) {
+        if orders
+            .iter()
+            .enumerate()
+            .all(|(i, o)| o.as_ref().is_some_and(|o| done(i, o, &acted)))
+        {
             break;
         }
         agents
@@ -530,7 +631,7 @@ async fn run(specs: &[Spec], faults: Faults, kill_agents: bool) -> Ends {
             let open: Vec<String> = orders
                 .iter()
                 .flatten()
-                .filter(|o| !is_final(o))
+                .filter(|o| !is_final(o) || o.attempt == 1)
                 .take(10)
                 .map(|o| format!("{} {:?}", o.id, o.state))
                 .collect();
@@ -582,9 +683,13 @@ async fn run(specs: &[Spec], faults: Faults, kill_agents: bool) -> Ends {
     let _ = stop.send(true);
     agents.lock().unwrap().iter_mut().for_each(Agent::kill);
 
-    // 1. End states, explained by the inputs.
+    // 1. End states, explained by the inputs (read again: the reports of
+    // a cancelled order's jobs arrive after it ended).
     let mut ends = Ends::default();
-    let orders: Vec<Order> = orders.into_iter().map(Option::unwrap).collect();
+    let mut orders: Vec<Order> = Vec::with_capacity(ids.len());
+    for id in &ids {
+        orders.push(running.store.find_order(id).await.unwrap().unwrap());
+    }
     let mut by_state = BTreeMap::<String, usize>::new();
     for (i, (spec, order)) in specs.iter().zip(&orders).enumerate() {
         let state = serde_json::to_value(order.state)
@@ -593,12 +698,15 @@ async fn run(specs: &[Spec], faults: Faults, kill_agents: bool) -> Ends {
             .unwrap()
             .to_string();
         let reason = order.hold.as_ref().map(|h| h.reason.clone());
-        let expected = match spec.kind {
-            Kind::Invoice | Kind::Webhooked | Kind::Paid => "shipped",
-            Kind::Cancelled => "cancelled",
-            Kind::TooSmall => "on_hold",
+        let expected = match (spec.kind, acted.get(&i)) {
+            (Kind::Invoice | Kind::Webhooked | Kind::Paid | Kind::Reprinted, _) => "shipped",
+            (Kind::Stopped, Some(Acted::ShippedFirst)) => "shipped",
+            (Kind::Cancelled, _) | (Kind::Stopped, _) => "cancelled",
+            (Kind::TooSmall, _) => "on_hold",
         };
         assert_eq!(state, expected, "{label}: order {i} ({spec:?}): {order:?}");
+        let attempt = if spec.kind == Kind::Reprinted { 2 } else { 1 };
+        assert_eq!(order.attempt, attempt, "{label}: order {i}: {order:?}");
         if spec.kind == Kind::TooSmall {
             let reason = reason.as_deref().unwrap_or("");
             assert!(
@@ -607,6 +715,12 @@ async fn run(specs: &[Spec], faults: Faults, kill_agents: bool) -> Ends {
             );
         }
         *by_state.entry(state.clone()).or_default() += 1;
+        // An operator's cancel races the plant: which end is a race.
+        let state = if spec.kind == Kind::Stopped {
+            "stopped".to_string()
+        } else {
+            state
+        };
         ends.states.insert(i, (state, reason));
     }
 
@@ -618,33 +732,64 @@ async fn run(specs: &[Spec], faults: Faults, kill_agents: bool) -> Ends {
     }
     let mut jobs_at = BTreeMap::<&str, usize>::new();
     let mut all_jobs = BTreeSet::new();
+    let mut printed_jobs = 0;
+    // Jobs of orders cancelled after dispatch: never printed, printed and
+    // stopped, shipped before the cancel reached the plant.
+    let mut stopped_jobs = BTreeMap::<&str, usize>::new();
     for (i, order) in orders.iter().enumerate() {
         let Some(production) = &order.production else {
             ends.jobs.insert(i, 0);
             continue;
         };
-        let plant = PLANTS.iter().find(|p| **p == production.plant).unwrap();
-        for job in &production.jobs {
+        let cancelled_after_dispatch = acted.get(&i) == Some(&Acted::Cancelled);
+        // Every job of every attempt: the current ones and those a reprint
+        // replaced.
+        let jobs: Vec<_> = production
+            .jobs
+            .iter()
+            .chain(&production.superseded)
+            .collect();
+        for job in &jobs {
+            let plant = production.plant_of(job);
+            let plant = *PLANTS.iter().find(|p| **p == plant).unwrap();
             let here = printed[plant].iter().filter(|j| **j == job.job_id).count();
             let total: usize = printed
                 .values()
                 .map(|log| log.iter().filter(|j| **j == job.job_id).count())
                 .sum();
-            assert_eq!(
-                (here, total),
-                (1, 1),
-                "{label}: job {} printed {total} times",
-                job.job_id
-            );
+            assert_eq!(here, total, "{label}: job {} printed elsewhere", job.job_id);
+            if cancelled_after_dispatch {
+                let reason = job.reason.as_deref().unwrap_or("");
+                let (kind, prints) = match job.status {
+                    Some(JobState::Shipped) => ("shipped before the cancel", 1),
+                    Some(JobState::Cancelled) if reason.starts_with("printed") => {
+                        ("printed, not shipped", 1)
+                    }
+                    Some(JobState::Cancelled) => ("never printed", 0),
+                    other => panic!("{label}: order {i}: job {} ended {other:?}", job.job_id),
+                };
+                assert_eq!(
+                    total, prints,
+                    "{label}: job {} ({kind}) printed {total} times",
+                    job.job_id
+                );
+                *stopped_jobs.entry(kind).or_default() += 1;
+            } else {
+                assert_eq!(
+                    total, 1,
+                    "{label}: job {} printed {total} times",
+                    job.job_id
+                );
+            }
+            printed_jobs += total;
             all_jobs.insert(job.job_id.clone());
+            *jobs_at.entry(plant).or_default() += 1;
         }
-        *jobs_at.entry(plant).or_default() += production.jobs.len();
-        ends.jobs.insert(i, production.jobs.len());
+        ends.jobs.insert(i, jobs.len());
     }
     let printed_total: usize = printed.values().map(Vec::len).sum();
     assert_eq!(
-        printed_total,
-        all_jobs.len(),
+        printed_total, printed_jobs,
         "{label}: a printed job no order knows"
     );
     assert!(
@@ -655,20 +800,24 @@ async fn run(specs: &[Spec], faults: Faults, kill_agents: bool) -> Ends {
     );
     let expected_jobs: u32 = specs
         .iter()
-        .filter(|s| matches!(s.kind, Kind::Invoice | Kind::Webhooked | Kind::Paid))
-        .map(|s| s.quantity)
+        .map(|s| match s.kind {
+            Kind::Invoice | Kind::Webhooked | Kind::Paid | Kind::Stopped => s.quantity,
+            // One job made anew.
+            Kind::Reprinted => s.quantity + 1,
+            Kind::Cancelled | Kind::TooSmall => 0,
+        })
         .sum();
     assert_eq!(
         all_jobs.len(),
         expected_jobs as usize,
-        "{label}: jobs of the shipped orders"
+        "{label}: jobs of the dispatched orders, every attempt"
     );
 
     // 3. One notification per (order, event, channel), sent once.
     let mut channels = BTreeMap::<String, usize>::new();
     let mut sent_ids = BTreeSet::new();
     for (i, order) in orders.iter().enumerate() {
-        let mut seen = BTreeSet::new();
+        let mut seen = BTreeMap::<(String, String), usize>::new();
         for record in running.store.notifications_of(&order.id).await.unwrap() {
             let key = (
                 record.event_type.as_str().to_string(),
@@ -679,14 +828,22 @@ async fn run(specs: &[Spec], faults: Faults, kill_agents: bool) -> Ends {
                 "{label}: order {i}: {key:?} is {:?}",
                 record.status
             );
-            assert!(
-                seen.insert(key.clone()),
-                "{label}: order {i}: {key:?} twice"
-            );
+            *seen.entry(key.clone()).or_default() += 1;
             *channels.entry(key.1.clone()).or_default() += 1;
             sent_ids.insert(record.id.clone());
         }
-        ends.notifications.insert(i, seen);
+        for (key, n) in &seen {
+            // A reprinted order ships twice; everything else happens once.
+            let allowed = if specs[i].kind == Kind::Reprinted && key.0 == "OrderShipped" {
+                2
+            } else {
+                1
+            };
+            assert_eq!(*n, allowed, "{label}: order {i}: {key:?} {n} times");
+        }
+        if specs[i].kind != Kind::Stopped {
+            ends.notifications.insert(i, seen);
+        }
     }
     let outbox = OutboxFolder::open(platform::outbox_dir(data), Arc::new(SystemClock)).unwrap();
     let sent_log = outbox.sent_log().unwrap();
@@ -776,9 +933,15 @@ async fn run(specs: &[Spec], faults: Faults, kill_agents: bool) -> Ends {
     dead -= handled_dead;
 
     let counts = faults.counts();
+    let mut actions = BTreeMap::<String, usize>::new();
+    for outcome in acted.values() {
+        *actions.entry(format!("{outcome:?}")).or_default() += 1;
+    }
     let report = format!(
         "chaos ({label}): {} orders placed in {:.1} s, quiet after {:.1} s: {by_state:?}; \
-         {} jobs each printed exactly once ({jobs_at:?}); notifications each sent once: {channels:?} \
+         {} jobs of every attempt ({jobs_at:?}), each printed exactly once but those of orders \
+         cancelled after dispatch ({stopped_jobs:?}); operator actions: {actions:?}; \
+         notifications each sent once: {channels:?} \
          ({} in the outbox's send log, {} webhooks received); dead-letter queues: {dead} poisoned \
          message(s), {handled_dead} handled but dead-lettered (every acknowledgement lost), and \
          nothing else; agents killed: {:?}; faults: {counts}",
