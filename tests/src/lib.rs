@@ -136,6 +136,33 @@ pub fn photo(w: u32, h: u32) -> Vec<u8> {
     .unwrap()
 }
 
+/// Asks for an upload URL for `size` bytes of JPEG: the API's answer
+/// (`upload_id`, `upload.url`, ...).
+pub async fn request_upload(client: &Client, base: &str, key: &str, size: usize) -> Value {
+    client
+        .post(format!("{base}/v1/uploads"))
+        .bearer_auth(key)
+        .json(&json!({"content_type": "image/jpeg", "size_bytes": size}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// PUTs `bytes` to the presigned URL of `requested` ([`request_upload`]).
+pub async fn put_upload(client: &Client, requested: &Value, bytes: Vec<u8>) {
+    let put = client
+        .put(requested["upload"]["url"].as_str().unwrap())
+        .header("Content-Type", "image/jpeg")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+}
+
 /// Uploads `bytes` through the API's presigned URL; returns the upload id.
 pub async fn upload(
     client: &Client,
@@ -144,25 +171,9 @@ pub async fn upload(
     bytes: Vec<u8>,
     complete: bool,
 ) -> String {
-    let res: Value = client
-        .post(format!("{base}/v1/uploads"))
-        .bearer_auth(key)
-        .json(&json!({"content_type": "image/jpeg", "size_bytes": bytes.len()}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let res = request_upload(client, base, key, bytes.len()).await;
     if complete {
-        let put = client
-            .put(res["upload"]["url"].as_str().unwrap())
-            .header("Content-Type", "image/jpeg")
-            .body(bytes)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(put.status(), 200);
+        put_upload(client, &res, bytes).await;
     }
     res["upload_id"].as_str().unwrap().to_string()
 }

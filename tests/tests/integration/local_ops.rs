@@ -13,7 +13,9 @@ use printworks::topology;
 use printworks_local::ops_cmd::{self, OpsAnswer, OpsRequest, Target};
 use printworks_local::payments::{self, PayEvent};
 use printworks_local::platform::{self, Options, PlantOptions, Running};
-use printworks_tests::{OrderForm, photo, poll_order, seeded_key, upload};
+use printworks_tests::{
+    OrderForm, photo, poll_order, put_upload, request_upload, seeded_key, upload,
+};
 use reqwest::Client;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -353,17 +355,8 @@ async fn a_failed_print_is_released_the_new_job_ships_and_a_late_report_of_the_o
 async fn a_render_hold_is_released_at_the_plant_the_operator_chooses() {
     let shop = shop(PlantOptions::default()).await;
     // The order names an upload whose photo has not arrived: render holds it.
-    let created: Value = shop
-        .client
-        .post(format!("{}/v1/uploads", shop.base))
-        .bearer_auth(&shop.b2b)
-        .json(&json!({"content_type": "image/jpeg", "size_bytes": photo(1800, 2400).len()}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let photo_bytes = photo(1800, 2400);
+    let created = request_upload(&shop.client, &shop.base, &shop.b2b, photo_bytes.len()).await;
     let upload_id = created["upload_id"].as_str().unwrap();
     // To Switzerland: muc serves CH, so dispatch would choose muc.
     let id = shop
@@ -373,15 +366,7 @@ async fn a_render_hold_is_released_at_the_plant_the_operator_chooses() {
     assert_eq!(held["hold"]["from"], "paid", "{held}");
 
     // The customer sends the photo; the operator releases it to btf.
-    let put = shop
-        .client
-        .put(created["upload"]["url"].as_str().unwrap())
-        .header("Content-Type", "image/jpeg")
-        .body(photo(1800, 2400))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 200);
+    put_upload(&shop.client, &created, photo_bytes).await;
     let released = shop
         .act(
             &id,

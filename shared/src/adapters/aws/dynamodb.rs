@@ -503,14 +503,7 @@ impl OpsStore for DynamoStore {
             conditional_order_put(&self.table, &write.next, &write.observed)?,
         ];
         for (plant, delta) in &write.open_jobs {
-            let counter = Update::builder()
-                .table_name(&self.table)
-                .set_key(Some(key(plant_pk(plant), "PLANT")))
-                .update_expression("ADD open_jobs :delta")
-                .expression_attribute_values(":delta", n(delta))
-                .build()
-                .context("building Update")?;
-            items.push(TransactWriteItem::builder().update(counter).build());
+            items.push(open_jobs_update(&self.table, plant, *delta)?);
         }
         for event in &write.events {
             items.push(put(&self.table, outbox_item(event)?, None)?);
@@ -547,6 +540,18 @@ fn plant_pk(plant: &str) -> String {
     format!("PLANT#{plant}")
 }
 
+/// Adds `delta` to `plant`'s open-job count, inside a transaction.
+fn open_jobs_update(table: &str, plant: &str, delta: i64) -> Result<TransactWriteItem, StoreError> {
+    let counter = Update::builder()
+        .table_name(table)
+        .set_key(Some(key(plant_pk(plant), "PLANT")))
+        .update_expression("ADD open_jobs :delta")
+        .expression_attribute_values(":delta", n(delta))
+        .build()
+        .context("building Update")?;
+    Ok(TransactWriteItem::builder().update(counter).build())
+}
+
 #[async_trait]
 impl ProductionStore for DynamoStore {
     async fn open_jobs(&self, plants: &[String]) -> Result<BTreeMap<String, i64>, StoreError> {
@@ -574,14 +579,7 @@ impl ProductionStore for DynamoStore {
         delta: i64,
     ) -> Result<(), StoreError> {
         let mut items = vec![conditional_order_put(&self.table, next, observed)?];
-        let counter = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(plant_pk(plant), "PLANT")))
-            .update_expression("ADD open_jobs :delta")
-            .expression_attribute_values(":delta", n(delta))
-            .build()
-            .context("building Update")?;
-        items.push(TransactWriteItem::builder().update(counter).build());
+        items.push(open_jobs_update(&self.table, plant, delta)?);
         for event in &events {
             items.push(put(&self.table, outbox_item(event)?, None)?);
         }

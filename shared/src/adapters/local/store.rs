@@ -225,17 +225,23 @@ impl ProductionStore for SqliteStore {
         self.db
             .write(move |c| {
                 update.apply(c)?;
-                c.prepare_cached(
-                    "INSERT INTO plant_load (plant, open_jobs) VALUES (?1, ?2) \
-                     ON CONFLICT(plant) DO UPDATE SET open_jobs = open_jobs + excluded.open_jobs",
-                )
-                .map_err(sql)?
-                .execute(params![plant, delta])
-                .map_err(sql)?;
+                add_open_jobs(c, &plant, delta)?;
                 append_outbox(c, &events)
             })
             .await
     }
+}
+
+/// Adds `delta` to `plant`'s open-job count, inside a write job.
+fn add_open_jobs(c: &Connection, plant: &str, delta: i64) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO plant_load (plant, open_jobs) VALUES (?1, ?2) \
+         ON CONFLICT(plant) DO UPDATE SET open_jobs = open_jobs + excluded.open_jobs",
+    )
+    .map_err(sql)?
+    .execute(params![plant, delta])
+    .map_err(sql)?;
+    Ok(())
 }
 
 /// The earlier request under `key` in `scope` (a tenant, or an operator's
@@ -323,13 +329,7 @@ impl OpsStore for SqliteStore {
                 }
                 update.apply(c)?;
                 for (plant, delta) in &write.open_jobs {
-                    c.prepare_cached(
-                        "INSERT INTO plant_load (plant, open_jobs) VALUES (?1, ?2) \
-                         ON CONFLICT(plant) DO UPDATE SET open_jobs = open_jobs + excluded.open_jobs",
-                    )
-                    .map_err(sql)?
-                    .execute(params![plant, delta])
-                    .map_err(sql)?;
+                    add_open_jobs(c, plant, *delta)?;
                 }
                 append_outbox(c, &write.events)?;
                 Ok(PlaceOutcome::Created)
