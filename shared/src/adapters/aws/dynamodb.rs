@@ -142,6 +142,23 @@ fn order_item(order: &Order) -> Result<Item, StoreError> {
     Ok(item)
 }
 
+/// The size DynamoDB counts for `order`'s item, to which its 400 KB item
+/// limit applies: the UTF-8 length of every attribute name and string
+/// value, a number as about one byte per two digits plus one.
+pub fn order_item_size(order: &Order) -> Result<usize, StoreError> {
+    Ok(order_item(order)?
+        .iter()
+        .map(|(name, value)| {
+            name.len()
+                + match value {
+                    AttributeValue::S(s) => s.len(),
+                    AttributeValue::N(n) => n.len().div_ceil(2) + 1,
+                    _ => 0,
+                }
+        })
+        .sum())
+}
+
 /// The order put, conditional on the stored rank and version being those
 /// of `observed`. An order stored before versions existed has none: that
 /// is version 0.
