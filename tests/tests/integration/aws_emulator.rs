@@ -1262,3 +1262,125 @@ async fn emulator_operators_are_added_once_with_their_key() {
     );
     assert_eq!(store.operator(&id).await.unwrap(), Some(operator));
 }
+
+/// The operator API on DynamoDB (Local), through its router as the Lambda
+/// runs it: any tenant's order found by id (`ORDERID#`), an action written
+/// once per key with the order in one transaction, and two operators
+/// releasing the same hold at once: one wins, the other hears 409.
+#[tokio::test]
+async fn emulator_operator_actions_happen_once_per_key_and_once_per_hold() {
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use printworks::domain::operator::{Operator, OperatorId, Role, mint_operator_key};
+    use printworks::domain::state::OrderState;
+    use printworks::ports::{OperatorStore, OpsStore, OrderStore};
+    use tower::ServiceExt;
+
+    if emulator().is_none() {
+        return;
+    }
+    let f = fixture().await;
+    let store = Arc::new(DynamoStore::from_sdk(&f.sdk, &f.table));
+    let now = time::OffsetDateTime::now_utc();
+    let mut keys = Vec::new();
+    for name in ["anna", "ben"] {
+        let id = OperatorId::parse(name).unwrap();
+        let key = mint_operator_key("prod", &id);
+        let operator = Operator {
+            id,
+            role: Role::Support,
+            created_at: now,
+        };
+        store.add_operator(&operator, &key.record).await.unwrap();
+        keys.push(key.full);
+    }
+    let new = printworks::testing::paid_order(&[("poster-30x40", 1)], "DE", now);
+    let placed = new.order.clone();
+    store.place(new).await.unwrap();
+    let (held, event) = placed
+        .hold("The photo is too small.", json!({"code": "too_small"}), now)
+        .unwrap();
+    store.transition(&held, &placed, vec![event]).await.unwrap();
+    assert_eq!(
+        store.find_order(&held.id).await.unwrap(),
+        Some(held.clone())
+    );
+
+    let app = ops_api::App::new(
+        ops_api::Config::for_env("prod").unwrap(),
+        ops_api::Ops::new(
+            Arc::new(printworks::domain::catalog::Catalog::builtin().clone()),
+            store.clone(),
+            Arc::new(printworks::clock::SystemClock),
+        ),
+        store.clone(),
+    );
+    let router = ops_api::lambda_router(Arc::new(app));
+    let release = |key: String, idem: &'static str, reason: &'static str| {
+        let router = router.clone();
+        let path = format!("/v1/ops/orders/{}/release", held.id);
+        async move {
+            let request = http::Request::post(path)
+                .header("authorization", format!("Bearer {key}"))
+                .header("idempotency-key", idem)
+                .header("content-type", "application/json")
+                .body(Body::from(json!({ "reason": reason }).to_string()))
+                .unwrap();
+            let response = router.oneshot(request).await.unwrap();
+            let status = response.status().as_u16();
+            let replayed = response.headers().contains_key("idempotent-replayed");
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (
+                status,
+                replayed,
+                serde_json::from_slice::<Value>(&body).unwrap(),
+            )
+        }
+    };
+
+    // Two operators release the same hold at once: one release.
+    let (a, b) = tokio::join!(
+        release(keys[0].clone(), "a-1", "photo replaced"),
+        release(keys[1].clone(), "b-1", "photo replaced too"),
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409], "{a:?} {b:?}");
+    let (winner_key, winner) = if a.0 == 200 {
+        (&keys[0], a)
+    } else {
+        (&keys[1], b)
+    };
+    let stored = store.find_order(&held.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.state, stored.attempt, stored.actions.len()),
+        (OrderState::Paid, 2, 1)
+    );
+    assert_eq!(
+        winner.2["action"]["operator"],
+        stored.actions[0].operator.as_str()
+    );
+
+    // The winner's request again: its first answer, nothing written; the
+    // key with another request: refused.
+    let idem = if winner_key == &keys[0] { "a-1" } else { "b-1" };
+    let reason = if winner_key == &keys[0] {
+        "photo replaced"
+    } else {
+        "photo replaced too"
+    };
+    let again = release(winner_key.clone(), idem, reason).await;
+    assert_eq!((again.0, again.1), (200, true));
+    assert_eq!(again.2, winner.2);
+    let reused = release(winner_key.clone(), idem, "something else").await;
+    assert_eq!(reused.0, 422, "{:?}", reused.2);
+    let after = store.find_order(&held.id).await.unwrap().unwrap();
+    assert_eq!(after.version, stored.version, "nothing written again");
+
+    // An order no tenant has: 404.
+    let unknown = http::Request::get("/v1/ops/orders/ord_00000000000000000000000000000000")
+        .header("authorization", format!("Bearer {}", keys[0]))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(router.clone().oneshot(unknown).await.unwrap().status(), 404);
+}
