@@ -17,7 +17,7 @@ use crate::journal::{Details, Intake, Journal};
 use printworks::domain::production::{Job, JobCancel, JobState, PlantMessage};
 use printworks::ports::{MessageQueue, QueueError, QueueMessage};
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -96,6 +96,9 @@ pub struct Agent {
     floor_wake: Notify,
     report_wake: Notify,
     in_flight: Mutex<HashSet<String>>,
+    /// One download per sha256 at a time: copies of one print taken at
+    /// once wait for the first and link its file from the cache.
+    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Removes a job id from the in-flight set when its intake ends.
@@ -145,6 +148,7 @@ impl Agent {
             floor_wake: Notify::new(),
             report_wake: Notify::new(),
             in_flight: Mutex::new(HashSet::new()),
+            fetching: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -435,25 +439,32 @@ impl Agent {
     }
 
     /// Downloads every file of `job` into `<spool>/<job id>/`, checking
-    /// size and sha256, each fsynced and renamed into place.
+    /// size and sha256, each fsynced and renamed into place. A file whose
+    /// sha256 the spool's cache holds (another copy of the same print) is
+    /// linked from there instead of fetched again ([`SpoolCache`]).
     async fn download(&self, job: &Job) -> Result<(), DownloadError> {
         let dir = self.config.spool_dir().join(&job.job_id);
         let io = |e: std::io::Error| DownloadError::Transient(anyhow::anyhow!(e).context("spool"));
         tokio::fs::create_dir_all(&dir).await.map_err(io)?;
+        let cache = SpoolCache::of(&self.config.spool_dir());
         for file in &job.files {
-            let part = dir.join(format!(
-                ".{}.{}.part",
-                file.name,
-                uuid::Uuid::new_v4().simple()
-            ));
-            let result = self.fetch_to(file, job.files_expire_at, &part).await;
-            if result.is_err() {
-                let _ = tokio::fs::remove_file(&part).await;
+            let lock = self
+                .fetching
+                .lock()
+                .map_err(|_| DownloadError::Transient(anyhow::anyhow!("fetch locks poisoned")))?
+                .entry(file.sha256.to_ascii_lowercase())
+                .or_default()
+                .clone();
+            let fetched = {
+                let _one_at_a_time = lock.lock().await;
+                self.fetch_or_link(job, file, &dir, &cache).await
+            };
+            if let Ok(mut locks) = self.fetching.lock()
+                && Arc::strong_count(&lock) == 2
+            {
+                locks.remove(&file.sha256.to_ascii_lowercase());
             }
-            result?;
-            tokio::fs::rename(&part, dir.join(&file.name))
-                .await
-                .map_err(io)?;
+            fetched?;
         }
         let spool = self.config.spool_dir();
         tokio::task::spawn_blocking(move || {
@@ -463,6 +474,35 @@ impl Agent {
         .await
         .map_err(|e| DownloadError::Transient(e.into()))?
         .map_err(io)
+    }
+
+    /// `file` of `job` into `dir`: linked from the cache if it holds it,
+    /// else fetched, verified and kept there.
+    async fn fetch_or_link(
+        &self,
+        job: &Job,
+        file: &printworks::domain::production::JobFile,
+        dir: &Path,
+        cache: &SpoolCache,
+    ) -> Result<(), DownloadError> {
+        let io = |e: std::io::Error| DownloadError::Transient(anyhow::anyhow!(e).context("spool"));
+        if cache.link_into(file, &dir.join(&file.name)).map_err(io)? {
+            return Ok(());
+        }
+        let part = dir.join(format!(
+            ".{}.{}.part",
+            file.name,
+            uuid::Uuid::new_v4().simple()
+        ));
+        let result = self.fetch_to(file, job.files_expire_at, &part).await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&part).await;
+        }
+        result?;
+        cache.keep(file, &part);
+        tokio::fs::rename(&part, dir.join(&file.name))
+            .await
+            .map_err(io)
     }
 
     async fn fetch_to(
@@ -541,6 +581,10 @@ impl Agent {
             let check_results = results_checked.elapsed() >= Duration::from_secs(1);
             if check_results {
                 results_checked = std::time::Instant::now();
+                let cache = SpoolCache::of(&self.config.spool_dir());
+                if let Err(e) = tokio::task::spawn_blocking(move || cache.sweep(CACHE_KEEP)).await {
+                    tracing::warn!(error = %e, "sweeping the spool cache failed");
+                }
             }
             match self.floor_pass(check_results).await {
                 Ok(moved) if moved > 0 => self.report_wake.notify_one(),
@@ -797,6 +841,85 @@ fn log_taken(done: Result<anyhow::Result<Taken>, tokio::task::JoinError>) {
 
 /// Removes partial downloads left by a crash; a job downloaded but never
 /// journaled is downloaded again when its message comes back.
+/// How long a cached print file no job uses any more is kept: the copies
+/// of one order's item arrive together, and may be minutes apart.
+const CACHE_KEEP: Duration = Duration::from_secs(15 * 60);
+
+/// The spool's files by sha256 (`<spool>/.by-sha256/<sha256>`): hard links
+/// to verified downloads, so copies of one print file (an item of 100
+/// copies is 100 jobs with the same file) are fetched once. An entry only
+/// ever holds bytes whose size and sha256 were checked; losing one (a
+/// crash, the sweep) only costs a download.
+#[derive(Clone)]
+struct SpoolCache(PathBuf);
+
+impl SpoolCache {
+    fn of(spool: &Path) -> SpoolCache {
+        SpoolCache(spool.join(".by-sha256"))
+    }
+
+    fn entry(&self, file: &printworks::domain::production::JobFile) -> PathBuf {
+        self.0.join(file.sha256.to_ascii_lowercase())
+    }
+
+    /// Links the cached bytes of `file` to `target` (a temporary name,
+    /// then renamed into place); false if the cache does not hold them.
+    fn link_into(
+        &self,
+        file: &printworks::domain::production::JobFile,
+        target: &Path,
+    ) -> std::io::Result<bool> {
+        let entry = self.entry(file);
+        match std::fs::metadata(&entry) {
+            Ok(meta) if meta.len() == file.bytes => {}
+            _ => return Ok(false),
+        }
+        let tmp = target.with_file_name(format!(
+            ".{}.{}.link",
+            file.name,
+            uuid::Uuid::new_v4().simple()
+        ));
+        if std::fs::hard_link(&entry, &tmp).is_err() {
+            // Swept meanwhile: fetch it.
+            return Ok(false);
+        }
+        std::fs::rename(&tmp, target)?;
+        Ok(true)
+    }
+
+    /// Keeps a verified download for the next copy (best effort).
+    fn keep(&self, file: &printworks::domain::production::JobFile, verified: &Path) {
+        let _ = std::fs::create_dir_all(&self.0);
+        let _ = std::fs::hard_link(verified, self.entry(file));
+    }
+
+    /// Removes the entries no job's spool links to any more (one link:
+    /// the cache's own) that have been unused for `keep`.
+    fn sweep(&self, keep: Duration) -> std::io::Result<usize> {
+        use std::os::unix::fs::MetadataExt;
+        let entries = match std::fs::read_dir(&self.0) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let now = std::time::SystemTime::now();
+        let mut removed = 0;
+        for entry in entries {
+            let path = entry?.path();
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            // ctime: when the last job's link went away.
+            let changed = std::time::UNIX_EPOCH + Duration::from_secs(meta.ctime().max(0) as u64);
+            let idle = now.duration_since(changed).unwrap_or_default();
+            if meta.nlink() <= 1 && idle >= keep && std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
 fn clean_spool(spool: &Path) -> std::io::Result<()> {
     for entry in std::fs::read_dir(spool)? {
         let dir: PathBuf = entry?.path();
@@ -805,10 +928,63 @@ fn clean_spool(spool: &Path) -> std::io::Result<()> {
         }
         for file in std::fs::read_dir(&dir)? {
             let path = file?.path();
-            if path.extension().is_some_and(|e| e == "part") {
+            if path.extension().is_some_and(|e| e == "part" || e == "link") {
                 std::fs::remove_file(&path)?;
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use printworks::domain::production::JobFile;
+
+    fn file(bytes: &[u8]) -> JobFile {
+        JobFile {
+            name: "1.jpg".into(),
+            url: "http://example.invalid/1.jpg".into(),
+            sha256: hex::encode(Sha256::digest(bytes)),
+            bytes: bytes.len() as u64,
+            width: 1,
+            height: 1,
+        }
+    }
+
+    #[test]
+    fn the_spool_cache_links_kept_files_and_sweeps_only_unused_ones() {
+        let spool = tempfile::tempdir().unwrap();
+        let cache = SpoolCache::of(spool.path());
+        let (a, b) = (file(b"print a"), file(b"print b"));
+        for (f, bytes) in [(&a, b"print a"), (&b, b"print b")] {
+            let dir = spool.path().join(format!("job-{}", &f.sha256[..8]));
+            std::fs::create_dir_all(&dir).unwrap();
+            let part = dir.join(".1.jpg.part");
+            std::fs::write(&part, bytes).unwrap();
+            cache.keep(f, &part);
+            std::fs::rename(&part, dir.join("1.jpg")).unwrap();
+        }
+        // Another copy of a: linked, the same bytes, no fetch.
+        let copy = spool.path().join("copy");
+        std::fs::create_dir_all(&copy).unwrap();
+        assert!(cache.link_into(&a, &copy.join("1.jpg")).unwrap());
+        assert_eq!(std::fs::read(copy.join("1.jpg")).unwrap(), b"print a");
+        // A file of another size is not taken from the cache.
+        let wrong = JobFile {
+            bytes: 3,
+            ..a.clone()
+        };
+        assert!(!cache.link_into(&wrong, &copy.join("2.jpg")).unwrap());
+        // b's job is done: only the cache links it, and it goes; a stays.
+        std::fs::remove_dir_all(spool.path().join(format!("job-{}", &b.sha256[..8]))).unwrap();
+        assert_eq!(cache.sweep(Duration::ZERO).unwrap(), 1);
+        assert!(!cache.link_into(&b, &copy.join("3.jpg")).unwrap());
+        assert!(cache.link_into(&a, &copy.join("4.jpg")).unwrap());
+        // Unused, but not yet for long enough: kept.
+        std::fs::remove_dir_all(spool.path().join(format!("job-{}", &a.sha256[..8]))).unwrap();
+        std::fs::remove_dir_all(&copy).unwrap();
+        assert_eq!(cache.sweep(Duration::from_secs(600)).unwrap(), 0);
+        assert_eq!(cache.sweep(Duration::ZERO).unwrap(), 1);
+    }
 }

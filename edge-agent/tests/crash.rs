@@ -54,10 +54,14 @@ struct Plant {
     reports: Vec<JobStatusReport>,
 }
 
+/// How often each file was fetched.
+static FETCHES: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
+
 async fn serve_file(
     State(files): State<Files>,
     UrlPath(name): UrlPath<String>,
 ) -> impl IntoResponse {
+    *FETCHES.lock().unwrap().entry(name.clone()).or_default() += 1;
     match files.lock().unwrap().get(&name) {
         Some(bytes) => (axum::http::StatusCode::OK, bytes.clone()).into_response(),
         None => axum::http::StatusCode::NOT_FOUND.into_response(),
@@ -607,6 +611,42 @@ async fn a_file_whose_checksum_does_not_match_is_not_printed_and_is_reported_fai
         plant.bus.depth(JOBS).await.unwrap(),
         0,
         "the bad job's message is not redelivered forever"
+    );
+    assert!(agent.terminate().await.success());
+}
+
+/// The copies of one item share their print file: the agent fetches it
+/// once (its spool's cache by sha256) and every copy is still printed, each
+/// once, from a file checked against its sha256.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_of_one_print_download_it_once() {
+    let mut plant = Plant::start(Duration::from_millis(50), false).await;
+    let order = OrderId::new();
+    let first = plant.job(1, &order, false);
+    let name = first.files[0].url.rsplit('/').next().unwrap().to_string();
+    let jobs: Vec<Job> = (1..=6)
+        .map(|copy| Job {
+            job_id: job_id(&order, 1, copy),
+            copy,
+            copies: 6,
+            jobs_in_package: 6,
+            ..first.clone()
+        })
+        .collect();
+    plant.send(&jobs).await;
+    let mut agent = plant.spawn_agent(None);
+    plant
+        .wait_for(&jobs, &ALL_STATUSES, Duration::from_secs(60))
+        .await;
+    let mut printed = plant.printed();
+    printed.sort();
+    let mut ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
+    ids.sort();
+    assert_eq!(printed, ids, "each copy printed once");
+    assert_eq!(
+        FETCHES.lock().unwrap().get(&name).copied(),
+        Some(1),
+        "six copies of one print, one download"
     );
     assert!(agent.terminate().await.success());
 }
