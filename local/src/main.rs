@@ -696,7 +696,13 @@ async fn ops(args: OpsArgs) -> anyhow::Result<()> {
         Some(table) => Target::Router(ops_router_on_aws(table, &args.key).await?),
         None => Target::Http(args.url.clone()),
     };
-    let answer = ops_cmd::accepted(ops_cmd::send(&target, &args.key, &request).await?)?;
+    let answer = ops_cmd::send(&target, &args.key, &request).await?;
+    if !(200..300).contains(&answer.status) {
+        // A refusal is an answer, not a failure of this program: said in
+        // one line (what is allowed instead included), exit status 1.
+        eprintln!("refused: {}", ops_cmd::refusal(&answer));
+        std::process::exit(1);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&answer.body)?);
     } else {

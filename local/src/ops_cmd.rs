@@ -7,7 +7,7 @@
 //! decides who acts, the role what is allowed, and the Idempotency-Key
 //! that the action happens once.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use axum::Router;
 use http::{Method, Request};
 use serde_json::Value;
@@ -181,18 +181,11 @@ pub fn refusal(answer: &OpsAnswer) -> anyhow::Error {
         error["code"].as_str().unwrap_or("error"),
         error["message"].as_str().unwrap_or("")
     );
-    if let Some(allowed) = error["details"]["allowed_actions"].as_array() {
+    if let Some(allowed) = error["details"]["allowed_actions"].as_array()
+        && !message.contains("allowed now")
+    {
         let names: Vec<&str> = allowed.iter().filter_map(Value::as_str).collect();
         message.push_str(&format!(" (allowed now: {})", names.join(", ")));
     }
     anyhow::anyhow!(message)
-}
-
-/// The answer's body if it succeeded, else the refusal as an error.
-pub fn accepted(answer: OpsAnswer) -> anyhow::Result<OpsAnswer> {
-    if (200..300).contains(&answer.status) {
-        Ok(answer)
-    } else {
-        bail!(refusal(&answer))
-    }
 }
