@@ -93,6 +93,35 @@ pub const SAMPLE_KEY: &str = "pw_local_sampleevents0000_SampleSecretForEventFixt
 /// The order the GET and cancel sample events name.
 pub const SAMPLE_ORDER_ID: &str = "ord_0192f1f0a0b07c3e9d2a4b5c6d7e8f90";
 
+/// The operator key the ops-api sample events carry (`events/ops-api`): a
+/// `support` operator's.
+pub const SAMPLE_OPERATOR_KEY: &str =
+    "pwop_local_sampleevents0000_SampleSecretForEventFixtures000000000000";
+
+/// The operator of [`SAMPLE_OPERATOR_KEY`] (`sample-support`) and its
+/// stored key.
+pub fn sample_operator() -> (
+    printworks::domain::operator::Operator,
+    printworks::domain::operator::OperatorKeyRecord,
+) {
+    use printworks::domain::operator::{Operator, OperatorId, OperatorKeyRecord, Role};
+    let parts: Vec<&str> = SAMPLE_OPERATOR_KEY.split('_').collect();
+    let id = OperatorId::parse("sample-support").expect("a valid operator id");
+    let key = OperatorKeyRecord {
+        key_id: parts[2].to_string(),
+        operator_id: id.clone(),
+        env: parts[1].to_string(),
+        secret_sha256: sha256_hex(parts[3].as_bytes()),
+        revoked: false,
+    };
+    let operator = Operator {
+        id,
+        role: Role::Support,
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
+    };
+    (operator, key)
+}
+
 /// The stored record of [`SAMPLE_KEY`] for `tenant`.
 pub fn sample_key(tenant: &TenantId) -> ApiKeyRecord {
     let parts: Vec<&str> = SAMPLE_KEY.split('_').collect();

@@ -145,6 +145,79 @@ async fn every_order_api_sample_gets_its_expected_response() {
     db.close();
 }
 
+/// The operator API's samples, in the order they tell a story: a held
+/// order shown, refused for a tenant's key and without a reason, released
+/// (in a new attempt), refused a second release (409 with what is allowed),
+/// cancelled.
+#[tokio::test]
+async fn every_ops_api_sample_gets_its_expected_response() {
+    use printworks::domain::state::OrderState;
+    use printworks::ports::OperatorStore;
+    let expected: [(&str, u16, &str); 6] = [
+        (
+            "show-held-order",
+            200,
+            "\"allowed_actions\":[\"show\",\"release\",\"cancel\"]",
+        ),
+        ("release-with-a-tenant-key", 401, "tenant"),
+        ("release-without-a-reason", 422, "reason"),
+        ("release-held-order", 200, "\"attempt\":2"),
+        ("release-again", 409, "action_not_allowed"),
+        ("cancel-released-order", 200, "\"state\":\"cancelled\""),
+    ];
+    let samples = files("ops-api");
+    let mut names: Vec<&str> = expected.iter().map(|e| e.0).collect();
+    names.sort();
+    assert_eq!(
+        samples.keys().map(String::as_str).collect::<Vec<_>>(),
+        names
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Db::open(dir.path().join("db.sqlite"), Durability::Normal).unwrap());
+    let store = Arc::new(SqliteStore::new(db));
+    let (operator, key) = printworks_tests::sample_operator();
+    store.add_operator(&operator, &key).await.unwrap();
+    // The order they name, paid and held before rendering.
+    let now = time::OffsetDateTime::now_utc();
+    let mut new = printworks::testing::paid_order(&[("poster-30x40", 1)], "DE", now);
+    new.order.id = OrderId::parse(SAMPLE_ORDER_ID).unwrap();
+    let placed = new.order.clone();
+    store.place(new).await.unwrap();
+    let (held, event) = placed
+        .hold(
+            "The photo is too small.",
+            serde_json::json!({"code": "too_small"}),
+            now,
+        )
+        .unwrap();
+    store.transition(&held, &placed, vec![event]).await.unwrap();
+
+    let app = ops_api::App::new(
+        ops_api::Config::for_env("local").unwrap(),
+        ops_api::Ops::new(
+            Arc::new(Catalog::builtin().clone()),
+            store.clone(),
+            Arc::new(SystemClock),
+        ),
+        store.clone(),
+    );
+    let router = ops_api::lambda_router(Arc::new(app));
+    for (name, want_status, marker) in expected {
+        let request = lambda_http::request::from_str(&samples[name])
+            .unwrap_or_else(|e| panic!("{name}: not an API Gateway v2 event: {e}"));
+        let response = ops_api::handle(&router, request).await;
+        let status = response.status().as_u16();
+        let body = String::from_utf8(body_bytes(response).await).unwrap();
+        assert_eq!(status, want_status, "{name}: {body}");
+        assert!(body.contains(marker), "{name}: {marker} not in {body}");
+    }
+    let order = store.get(&held.tenant, &held.id).await.unwrap().unwrap();
+    assert_eq!((order.state, order.attempt), (OrderState::Cancelled, 2));
+    let actions: Vec<&str> = order.actions.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(actions, ["release", "cancel"]);
+}
+
 async fn body_bytes(response: axum::response::Response) -> Vec<u8> {
     axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
