@@ -358,11 +358,10 @@ impl Agent {
     ) -> anyhow::Result<Taken> {
         let jobs = cancel.cancel_jobs.len();
         tracing::info!(order = %cancel.order_id, jobs, "order cancelled: taking its jobs off the floor");
-        self.journal
-            .request_cancel(cancel.cancel_jobs, cancel.reason, now())
-            .await?;
+        self.journal.request_cancel(&cancel, now()).await?;
         self.delete(message).await?;
         self.floor_wake.notify_one();
+        self.report_wake.notify_one();
         Ok(Taken::CancelRecorded(jobs))
     }
 

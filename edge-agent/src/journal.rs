@@ -6,7 +6,7 @@
 //! status, and a job id seen once is never taken again.
 
 use printworks::adapters::local::db::{Db, Durability, Schema};
-use printworks::domain::production::{Job, JobState, JobStatusReport};
+use printworks::domain::production::{Job, JobCancel, JobState, JobStatusReport};
 use printworks::ports::StoreError;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeMap;
@@ -252,21 +252,50 @@ impl Journal {
     /// a repeated request keeps the first reason).
     pub async fn request_cancel(
         &self,
-        job_ids: Vec<String>,
-        reason: String,
+        cancel: &JobCancel,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
+        let cancel = cancel.clone();
         self.db
             .write(move |c| {
                 let at = ts(now)?;
-                for id in job_ids {
-                    c.prepare_cached(
-                        "INSERT INTO cancel_requests (job_id, reason, requested_at) VALUES (?1, ?2, ?3) \
-                         ON CONFLICT(job_id) DO NOTHING",
-                    )
-                    .map_err(sql)?
-                    .execute(params![id, reason, at])
-                    .map_err(sql)?;
+                for id in &cancel.cancel_jobs {
+                    let new = c
+                        .prepare_cached(
+                            "INSERT INTO cancel_requests (job_id, reason, requested_at) VALUES (?1, ?2, ?3) \
+                             ON CONFLICT(job_id) DO NOTHING",
+                        )
+                        .map_err(sql)?
+                        .execute(params![id, cancel.reason, at])
+                        .map_err(sql)?
+                        == 1;
+                    // A job this plant never received (it may never be sent:
+                    // dispatch sends no job of a cancelled order) is
+                    // reported now, so its record ends; if it comes after
+                    // all, it is refused and reported again, which changes
+                    // nothing.
+                    if new && state_of(c, id)?.is_none() {
+                        let body = json(&JobStatusReport {
+                            job_id: id.clone(),
+                            plant: cancel.plant.clone(),
+                            tenant: cancel.tenant.clone(),
+                            order_id: cancel.order_id.clone(),
+                            status: JobState::Cancelled,
+                            at: now,
+                            carrier: None,
+                            tracking: None,
+                            reason: Some(format!(
+                                "never received: the order was cancelled ({})",
+                                cancel.reason
+                            )),
+                        })?;
+                        c.prepare_cached(
+                            "INSERT INTO outbox (job_id, status, body) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                        )
+                        .map_err(sql)?
+                        .execute(params![id, JobState::Cancelled.as_str(), body])
+                        .map_err(sql)?;
+                    }
                 }
                 Ok(())
             })

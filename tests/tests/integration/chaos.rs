@@ -679,6 +679,34 @@ async fn run(specs: &[Spec], faults: Faults, kill_agents: bool) -> Ends {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // The jobs of an order cancelled after dispatch are reported after
+    // the order ended (taken off the floor, printed and stopped, or never
+    // received): wait until each has its last report.
+    loop {
+        let mut open = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            if acted.get(&i) != Some(&Acted::Cancelled) {
+                continue;
+            }
+            let order = running.store.find_order(id).await.unwrap().unwrap();
+            open.extend(
+                order
+                    .production
+                    .iter()
+                    .flat_map(|p| p.jobs.iter())
+                    .filter(|j| !j.status.is_some_and(JobState::is_final))
+                    .map(|j| (i, j.job_id.clone(), j.status)),
+            );
+        }
+        if open.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{label}: jobs of cancelled orders without their last report: {open:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let settled_in = started.elapsed();
     let _ = stop.send(true);
     agents.lock().unwrap().iter_mut().for_each(Agent::kill);
@@ -764,6 +792,9 @@ async fn run(specs: &[Spec], faults: Faults, kill_agents: bool) -> Ends {
                     Some(JobState::Shipped) => ("shipped before the cancel", 1),
                     Some(JobState::Cancelled) if reason.starts_with("printed") => {
                         ("printed, not shipped", 1)
+                    }
+                    Some(JobState::Cancelled) if reason.starts_with("never received") => {
+                        ("never received", 0)
                     }
                     Some(JobState::Cancelled) => ("never printed", 0),
                     other => panic!("{label}: order {i}: job {} ended {other:?}", job.job_id),
