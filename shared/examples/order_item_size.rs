@@ -1,16 +1,23 @@
 //! How large an order's DynamoDB item grows, stage by stage, for an order
 //! of `LINES` lines of `COPIES` copies each (default 50 x 100 = 5,000
-//! copies): placed, rendered, dispatched, every job reported shipped. The
-//! item holds the order with every job and its last report, so it grows
-//! with the copies; DynamoDB refuses an item over 400 KB.
+//! copies): placed, rendered, dispatched, every job reported shipped.
+//!
+//! Two columns: `whole` is the one item the order was stored as before
+//! jobs were records of their own (the order with every job and its last
+//! report: it grows with the copies, and DynamoDB refuses an item over
+//! 400 KB); `largest` is the largest of the items it is stored as now (the
+//! order, its production record, one record per reported job). Reports
+//! are applied as production-events applies them: to one job's record.
 //!
 //! ```sh
 //! cargo run -p printworks --example order_item_size --features testing,aws-dynamodb [LINES COPIES]
 //! ```
 
-use printworks::adapters::aws::dynamodb::order_item_size;
+use printworks::adapters::aws::dynamodb::{stored_item_sizes, whole_order_item_size};
+use printworks::domain::job_records::{ReportOutcome, apply_report};
+use printworks::domain::production::Production;
 use printworks::domain::catalog::Catalog;
-use printworks::domain::production::{Dispatch, JobState, JobStatusReport, StatusOutcome};
+use printworks::domain::production::{Dispatch, JobState, JobStatusReport};
 use printworks::testing::{paid_order, rendered};
 use std::collections::BTreeMap;
 
@@ -28,12 +35,15 @@ fn main() {
     let now = time::OffsetDateTime::now_utc();
     let items: Vec<(&str, u32)> = (0..lines).map(|_| ("poster-30x40", copies)).collect();
     let report = |stage: &str, order: &printworks::domain::order::Order| {
-        let size = order_item_size(order).expect("an item");
+        let whole = whole_order_item_size(order).expect("an item");
+        let (bare, record, job) = stored_item_sizes(order).expect("items");
+        let largest = bare.max(record).max(job);
         let jobs = order.production.as_ref().map_or(0, |p| p.jobs.len());
         println!(
-            "{stage:<28} {jobs:>6} jobs  {size:>9} bytes  {:>5.1} % of DynamoDB's 400 KB{}",
-            100.0 * size as f64 / ITEM_LIMIT as f64,
-            if size > ITEM_LIMIT { "  (refused)" } else { "" }
+            "{stage:<24} {jobs:>5} jobs  whole {whole:>9} B {:>6.1} %{}  largest {largest:>6} B {:>5.1} % (order {bare}, production {record}, job {job})",
+            100.0 * whole as f64 / ITEM_LIMIT as f64,
+            if whole > ITEM_LIMIT { " (refused)" } else { "          " },
+            100.0 * largest as f64 / ITEM_LIMIT as f64,
         );
     };
     println!(
@@ -52,13 +62,14 @@ fn main() {
         other => panic!("not dispatched: {other:?}"),
     };
     report("dispatched", &order);
-    let jobs = order.production.as_ref().unwrap().jobs.clone();
-    let plant = order.production.as_ref().unwrap().plant.clone();
+    let production = order.production.take().expect("dispatched");
+    let mut record = production.record();
+    let mut stored: BTreeMap<String, printworks::domain::production::JobRecord> = BTreeMap::new();
     for status in [JobState::Accepted, JobState::Printed, JobState::Shipped] {
-        for job in &jobs {
+        for job in &production.jobs {
             let r = JobStatusReport {
                 job_id: job.job_id.clone(),
-                plant: plant.clone(),
+                plant: production.plant.clone(),
                 tenant: order.tenant.clone(),
                 order_id: order.id.clone(),
                 status,
@@ -67,10 +78,25 @@ fn main() {
                 tracking: (status == JobState::Shipped).then(|| "00340434161234567890".to_string()),
                 reason: None,
             };
-            if let StatusOutcome::Changed { next, .. } = order.apply_job_status(&r, now) {
-                order = *next;
+            if let ReportOutcome::Changed(change) =
+                apply_report(&order, &record, stored.get(&job.job_id), &r, now)
+            {
+                record = change.record;
+                if let Some(next) = change.order {
+                    order = next;
+                }
+                stored.insert(change.job.job_id.clone(), change.job);
             }
         }
-        report(&format!("every job {}", status.as_str()), &order);
+        let mut whole = order.clone();
+        whole.production = Some(Production::assemble(
+            &order.id,
+            &record,
+            stored.values().cloned(),
+        ));
+        report(
+            &format!("every job {} ({})", status.as_str(), whole.state.as_str()),
+            &whole,
+        );
     }
 }

@@ -171,6 +171,47 @@ pub trait ProductionStore: Send + Sync {
         plant: &str,
         delta: i64,
     ) -> Result<(), StoreError>;
+    /// What a plant's report on `job_id` needs: the order (without its
+    /// production), its production record and the job's record, if one is
+    /// stored. `None` when the order is unknown, was never dispatched, or
+    /// was stored before jobs were records of their own: then the report
+    /// is applied to the whole order ([`OrderStore::get`]).
+    async fn job_view(
+        &self,
+        tenant: &TenantId,
+        order: &OrderId,
+        job_id: &str,
+    ) -> Result<Option<JobView>, StoreError>;
+    /// Writes one report's change atomically: the job's record, the
+    /// production record (only if its revision is still the one read), the
+    /// order if it changed (only if still as read), the outbox events and
+    /// the plant's open-job count; otherwise [`StoreError::Conflict`].
+    async fn record_job(&self, write: JobWrite) -> Result<(), StoreError>;
+}
+
+/// [`ProductionStore::job_view`].
+#[derive(Debug, Clone)]
+pub struct JobView {
+    /// The order; its `production` is not read.
+    pub order: Order,
+    pub record: crate::domain::job_records::ProductionRecord,
+    pub job: Option<crate::domain::production::JobRecord>,
+}
+
+/// [`ProductionStore::record_job`].
+#[derive(Debug, Clone)]
+pub struct JobWrite {
+    pub tenant: TenantId,
+    pub order_id: OrderId,
+    pub job: crate::domain::production::JobRecord,
+    /// The new record; written with revision `observed_revision + 1`.
+    pub record: crate::domain::job_records::ProductionRecord,
+    pub observed_revision: u64,
+    /// (next, observed) when the order's state changes.
+    pub order: Option<(Order, Order)>,
+    pub events: Vec<EventEnvelope>,
+    pub plant: String,
+    pub open_jobs_delta: i64,
 }
 
 /// A provider event as received, kept once per (provider, event id).

@@ -4,7 +4,10 @@
 //! Forward only: a job's status replaces only a lower one, so a stale or
 //! duplicate report changes nothing; the order follows its slowest job and
 //! `OrderInProduction`, `OrderShipped` and `ProductionFailed` go through the
-//! outbox with the change. The plant's open-job count drops in the same
+//! outbox with the change. A report reads and writes the job's own record
+//! and the order's production record (the order itself only when its state
+//! changes), so an order of 5,000 copies costs a report no more than one
+//! of a single copy. The plant's open-job count drops in the same
 //! transaction when a job ships or fails. Reports for many jobs of one
 //! order race each other; a lost race is re-read and applied again.
 //!
@@ -15,8 +18,9 @@ pub mod config;
 pub use config::Resources;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use printworks::domain::job_records::{ReportOutcome, apply_report};
 use printworks::domain::production::{JobStatusReport, StatusOutcome};
-use printworks::ports::{Clock, OrderStore, ProductionStore, StoreError};
+use printworks::ports::{Clock, JobView, JobWrite, OrderStore, ProductionStore, StoreError};
 use printworks::retry::{self, Attempt};
 use std::sync::Arc;
 
@@ -74,40 +78,103 @@ impl ProductionEvents {
 
     #[tracing::instrument(skip_all, fields(order_id = %report.order_id, tenant = %report.tenant, job = %report.job_id, status = report.status.as_str()))]
     pub async fn apply(&self, report: &JobStatusReport) -> Result<Outcome, Failure> {
-        // Each attempt reads the order afresh: another job's report may
-        // have moved it since.
+        // Each attempt reads afresh: another job's report may have moved
+        // the order since.
         retry::on_conflict(MAX_CONFLICTS, || async {
-            let order = self
-                .orders
-                .get(&report.tenant, &report.order_id)
+            let view = self
+                .production
+                .job_view(&report.tenant, &report.order_id, &report.job_id)
                 .await
-                .map_err(|e| Failure::Retry(anyhow::anyhow!("order store: {e}")))?
-                .ok_or_else(|| Failure::Rejected(format!("no order {}", report.order_id)))?;
-            match order.apply_job_status(report, self.clock.now()) {
-                StatusOutcome::NoChange => Ok(Outcome::NoChange),
-                StatusOutcome::Superseded => {
-                    tracing::info!("a report of a superseded job: nothing changes");
-                    Ok(Outcome::Superseded)
-                }
-                StatusOutcome::Unknown(why) => Err(Failure::Rejected(why).into()),
-                StatusOutcome::Changed {
-                    next,
-                    events,
-                    closed,
-                } => {
-                    let names = events
-                        .iter()
-                        .map(|e| e.event_type.as_str().to_string())
-                        .collect();
-                    self.production
-                        .transition_counted(&next, &order, events, &report.plant, -closed)
-                        .await
-                        .map_err(Attempt::store)?;
-                    Ok(Outcome::Applied { events: names })
-                }
+                .map_err(|e| Failure::Retry(anyhow::anyhow!("order store: {e}")))?;
+            match view {
+                Some(view) => self.apply_to_job(report, view).await,
+                None => self.apply_to_whole_order(report).await,
             }
         })
         .await
+    }
+
+    /// The report applied to the one job's record: a small write.
+    async fn apply_to_job(
+        &self,
+        report: &JobStatusReport,
+        view: JobView,
+    ) -> Result<Outcome, Attempt<Failure>> {
+        match apply_report(
+            &view.order,
+            &view.record,
+            view.job.as_ref(),
+            report,
+            self.clock.now(),
+        ) {
+            ReportOutcome::NoChange => Ok(Outcome::NoChange),
+            ReportOutcome::Superseded => {
+                tracing::info!("a report of a superseded job: nothing changes");
+                Ok(Outcome::Superseded)
+            }
+            ReportOutcome::Unknown(why) => Err(Failure::Rejected(why).into()),
+            ReportOutcome::Changed(change) => {
+                let change = *change;
+                let names = change
+                    .events
+                    .iter()
+                    .map(|e| e.event_type.as_str().to_string())
+                    .collect();
+                self.production
+                    .record_job(JobWrite {
+                        tenant: report.tenant.clone(),
+                        order_id: report.order_id.clone(),
+                        job: change.job,
+                        record: change.record,
+                        observed_revision: view.record.revision,
+                        order: change.order.map(|next| (next, view.order.clone())),
+                        events: change.events,
+                        plant: report.plant.clone(),
+                        open_jobs_delta: -change.closed,
+                    })
+                    .await
+                    .map_err(Attempt::store)?;
+                Ok(Outcome::Applied { events: names })
+            }
+        }
+    }
+
+    /// An order never dispatched (the report is refused) or stored before
+    /// jobs were records of their own: the report applied to the whole
+    /// order, which moves its jobs out of it.
+    async fn apply_to_whole_order(
+        &self,
+        report: &JobStatusReport,
+    ) -> Result<Outcome, Attempt<Failure>> {
+        let order = self
+            .orders
+            .get(&report.tenant, &report.order_id)
+            .await
+            .map_err(|e| Failure::Retry(anyhow::anyhow!("order store: {e}")))?
+            .ok_or_else(|| Failure::Rejected(format!("no order {}", report.order_id)))?;
+        match order.apply_job_status(report, self.clock.now()) {
+            StatusOutcome::NoChange => Ok(Outcome::NoChange),
+            StatusOutcome::Superseded => {
+                tracing::info!("a report of a superseded job: nothing changes");
+                Ok(Outcome::Superseded)
+            }
+            StatusOutcome::Unknown(why) => Err(Failure::Rejected(why).into()),
+            StatusOutcome::Changed {
+                next,
+                events,
+                closed,
+            } => {
+                let names = events
+                    .iter()
+                    .map(|e| e.event_type.as_str().to_string())
+                    .collect();
+                self.production
+                    .transition_counted(&next, &order, events, &report.plant, -closed)
+                    .await
+                    .map_err(Attempt::store)?;
+                Ok(Outcome::Applied { events: names })
+            }
+        }
     }
 
     /// The Lambda's SQS batch of job status reports.

@@ -20,12 +20,15 @@
 //! - [`print`]: where an image's print files are stored, why an image cannot
 //!   be printed and the hold that follows
 //! - [`production`]: the plant choice, print jobs and plant status reports
+//! - [`job_records`]: how an order's jobs are stored, each a record of its
+//!   own, and a plant's report applied to one of them
 //! - [`tenant`]: tenants and API keys
 //! - [`upload`]: upload ids, their tenant-scoped keys, which uploads an order
 //!   may use
 
 pub mod catalog;
 pub mod events;
+pub mod job_records;
 pub mod locale;
 pub mod money;
 pub mod notify;

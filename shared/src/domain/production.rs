@@ -287,6 +287,11 @@ pub struct Production {
     /// again), as they last stood: their reports change nothing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub superseded: Vec<JobRecord>,
+    /// Writes of the stored production record so far (0: none yet); the
+    /// stores' writes are conditional on it
+    /// ([`super::job_records::ProductionRecord`]).
+    #[serde(default)]
+    pub revision: u64,
 }
 
 impl Production {
@@ -388,6 +393,7 @@ impl Order {
             dispatched_at: now,
             jobs,
             superseded: Vec::new(),
+            revision: self.production.as_ref().map_or(0, |p| p.revision),
         };
         next.state = OrderState::Dispatched;
         next.plant_choice = None;
@@ -614,157 +620,34 @@ impl Order {
     /// production starts, `OrderShipped` when the last job ships,
     /// `ProductionFailed` (and a hold) when a job fails.
     pub fn apply_job_status(&self, report: &JobStatusReport, now: OffsetDateTime) -> StatusOutcome {
+        use super::job_records::{ReportOutcome, apply_report};
         let Some(production) = &self.production else {
             return StatusOutcome::Unknown("the order was never dispatched".into());
         };
-        let Some(index) = production
-            .jobs
-            .iter()
-            .position(|j| j.job_id == report.job_id)
-        else {
-            if let Some(old) = production
-                .superseded
-                .iter()
-                .find(|j| j.job_id == report.job_id)
-                && production.plant_of(old) == report.plant
-            {
-                return StatusOutcome::Superseded;
-            }
-            return StatusOutcome::Unknown(format!("no job {} in the order", report.job_id));
-        };
-        let job_plant = production.plant_of(&production.jobs[index]);
-        if job_plant != report.plant {
-            return StatusOutcome::Unknown(format!(
-                "job {} is made at {job_plant}, not {}",
-                report.job_id, report.plant
-            ));
-        }
-        if report.status == JobState::Cancelled && self.state != OrderState::Cancelled {
-            return StatusOutcome::Unknown(format!(
-                "job {} reported cancelled, but the order is {}",
-                report.job_id,
-                self.state.as_str()
-            ));
-        }
-        let current = production.jobs[index].status;
-        if !JobState::advances(current, report.status) {
-            return StatusOutcome::NoChange;
-        }
-        let mut next = self.successor(now);
-        let plant = job_plant.to_string();
-        let packing_ref = production.packing_ref.clone();
-        let Some(prod) = next.production.as_mut() else {
-            return StatusOutcome::NoChange;
-        };
-        let job = &mut prod.jobs[index];
-        job.status = Some(report.status);
-        job.status_at = Some(report.at);
-        if report.status == JobState::Shipped {
-            job.carrier = report.carrier.clone();
-            job.tracking = report.tracking.clone();
-        }
-        if matches!(report.status, JobState::Failed | JobState::Cancelled) {
-            job.reason = report.reason.clone();
-        }
-        let (line, copy) = (job.line, job.copy);
-        let closed = i64::from(report.status.is_final());
-        let mut events = Vec::new();
-        let event = |kind, data| EventEnvelope::new(kind, &self.id, &self.tenant, now, data);
-
-        if report.status == JobState::Failed {
-            let reason = report.reason.clone().unwrap_or_default();
-            events.push(event(
-                EventType::ProductionFailed,
-                serde_json::json!({
-                    "plant": plant, "job_id": report.job_id, "line": line, "copy": copy, "reason": reason,
-                }),
-            ));
-            if self.state.can_move_to(OrderState::OnHold) {
-                let why = format!(
-                    "Production failed at plant {plant} (item {line}, copy {copy}): {reason}"
-                );
-                next.hold = Some(super::order::Hold {
-                    reason: why.clone(),
-                    from: self.state,
-                });
-                next.state = OrderState::OnHold;
-                events.push(event(
-                    EventType::OrderOnHold,
-                    serde_json::json!({
-                        "reason": why, "from": self.state,
-                        "details": { "code": "production_failed", "job_id": report.job_id, "line": line },
-                    }),
-                ));
-            }
-            return StatusOutcome::Changed {
-                next: Box::new(next),
-                events,
-                closed,
-            };
-        }
-
-        // The order follows its slowest job; a job not heard of yet keeps it dispatched.
-        let jobs = &next
-            .production
-            .as_ref()
-            .map(|p| p.jobs.clone())
-            .unwrap_or_default();
-        let slowest = jobs
-            .iter()
-            .map(|j| j.status.filter(|s| *s != JobState::Failed))
-            .min_by_key(|s| s.map_or(0, JobState::rank))
-            .flatten();
-        let target = slowest.map_or(OrderState::InProduction, JobState::order_state);
-        if self.state.can_move_to(target) {
-            next.state = target;
-            if self.state == OrderState::Dispatched {
-                events.push(event(
-                    EventType::OrderInProduction,
-                    serde_json::json!({ "plant": plant, "packing_ref": packing_ref }),
-                ));
-            }
-            if target == OrderState::Shipped {
-                let mut shipments: Vec<(String, String)> = jobs
-                    .iter()
-                    .filter_map(|j| Some((j.carrier.clone()?, j.tracking.clone()?)))
-                    .collect();
-                shipments.sort();
-                shipments.dedup();
-                let shipments: Vec<_> = shipments
-                    .into_iter()
-                    .map(|(carrier, tracking)| serde_json::json!({ "carrier": carrier, "tracking": tracking }))
-                    .collect();
-                // A reprint ships again: its shipments, and beside them
-                // those of the jobs it replaced.
-                let mut earlier: Vec<(String, String)> = next
-                    .production
-                    .as_ref()
-                    .map(|p| {
-                        p.superseded
-                            .iter()
-                            .filter_map(|j| Some((j.carrier.clone()?, j.tracking.clone()?)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                earlier.sort();
-                earlier.dedup();
-                let mut data = serde_json::json!({
-                    "plant": plant, "packing_ref": packing_ref, "shipments": shipments,
-                    "attempt": self.attempt,
-                });
-                if !earlier.is_empty() {
-                    data["earlier_shipments"] = earlier
-                        .into_iter()
-                        .map(|(carrier, tracking)| serde_json::json!({ "carrier": carrier, "tracking": tracking }))
-                        .collect();
+        let stored = production.jobs.iter().find(|j| j.job_id == report.job_id);
+        let mut bare = self.clone();
+        bare.production = None;
+        match apply_report(&bare, &production.record(), stored, report, now) {
+            ReportOutcome::NoChange => StatusOutcome::NoChange,
+            ReportOutcome::Superseded => StatusOutcome::Superseded,
+            ReportOutcome::Unknown(why) => StatusOutcome::Unknown(why),
+            ReportOutcome::Changed(change) => {
+                let mut next = change.order.unwrap_or_else(|| bare.successor(now));
+                let mut production = production.clone();
+                if let Some(job) = production
+                    .jobs
+                    .iter_mut()
+                    .find(|j| j.job_id == change.job.job_id)
+                {
+                    *job = change.job;
                 }
-                events.push(event(EventType::OrderShipped, data));
+                next.production = Some(production);
+                StatusOutcome::Changed {
+                    next: Box::new(next),
+                    events: change.events,
+                    closed: change.closed,
+                }
             }
-        }
-        StatusOutcome::Changed {
-            next: Box::new(next),
-            events,
-            closed,
         }
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! | item | pk | sk |
 //! |---|---|---|
-//! | order | `ORDER#<tenant>#<order id>` | `ORDER` |
+//! | order (without its production) | `ORDER#<tenant>#<order id>` | `ORDER` |
+//! | its production record (plant, job runs, tally, `revision`) | `ORDER#<tenant>#<order id>` | `PRODUCTION` |
+//! | a job a plant reported on | `ORDER#<tenant>#<order id>` | `JOB#<job id>` |
 //! | order id -> tenant (the operator API finds any tenant's order) | `ORDERID#<order id>` | `ORDERID` |
 //! | idempotency record | `IDEM#<tenant>#<key>`, an operator's `IDEM#ops:<operator>#<key>` | `IDEM` |
 //! | outbox event | `OUTBOX#<event id>` | `OUTBOX` |
@@ -24,7 +26,11 @@
 //! transaction as the record's status.
 //!
 //! Order writes are conditional on the stored `rank` and `version` being
-//! those the writer read. A provider event's record, the order it changes
+//! those the writer read; production writes on its `revision`. An order is
+//! read whole by one `Query` of its `pk`; a plant's report reads the order,
+//! the production record and its job, and writes the job and the
+//! production record (the order only when its state changes): jobs are
+//! records of their own ([`crate::domain::job_records`]). A provider event's record, the order it changes
 //! and the outbox events are one `TransactWriteItems`, the record
 //! conditional on not existing: a duplicate delivery, even a concurrent
 //! one, writes nothing.
@@ -36,10 +42,12 @@
 
 use crate::domain::events::EventEnvelope;
 use crate::domain::operator::{Operator, OperatorId, OperatorKeyRecord};
+use crate::domain::job_records::{self, ProductionRecord, ProductionWrite};
 use crate::domain::order::{Order, OrderId};
+use crate::domain::production::{JobRecord, Production};
 use crate::domain::tenant::{ApiKeyRecord, Tenant, TenantId};
 use crate::ports::{
-    IdempotencyRecord, NewOrder, OperatorStore, OpsStore, OpsWrite, OrderStore, PaymentRecord,
+    IdempotencyRecord, JobView, JobWrite, NewOrder, OperatorStore, OpsStore, OpsWrite, OrderStore, PaymentRecord,
     PaymentStore, PaymentWrite, PaymentWriteOutcome, PlaceOutcome, ProductionStore, StoreError,
     StoredResponse, TenantStore, check_successor, ops_scope,
 };
@@ -142,12 +150,31 @@ fn order_item(order: &Order) -> Result<Item, StoreError> {
     Ok(item)
 }
 
-/// The size DynamoDB counts for `order`'s item, to which its 400 KB item
-/// limit applies: the UTF-8 length of every attribute name and string
-/// value, a number as about one byte per two digits plus one.
-pub fn order_item_size(order: &Order) -> Result<usize, StoreError> {
-    Ok(order_item(order)?
-        .iter()
+fn production_item(
+    tenant: &TenantId,
+    id: &OrderId,
+    record: &ProductionRecord,
+) -> Result<Item, StoreError> {
+    let mut item = key(order_pk(tenant, id), "PRODUCTION");
+    item.insert("revision".into(), n(record.revision));
+    item.insert("doc".into(), s(json(record)?));
+    Ok(item)
+}
+
+fn job_item(tenant: &TenantId, id: &OrderId, job: &JobRecord) -> Result<Item, StoreError> {
+    let mut item = key(order_pk(tenant, id), &format!("JOB#{}", job.job_id));
+    if let Some(status) = job.status {
+        item.insert("status".into(), s(status.as_str()));
+    }
+    item.insert("doc".into(), s(json(job)?));
+    Ok(item)
+}
+
+/// The size DynamoDB counts for an item, to which its 400 KB item limit
+/// applies: the UTF-8 length of every attribute name and string value, a
+/// number as about one byte per two digits plus one.
+fn item_size(item: &Item) -> usize {
+    item.iter()
         .map(|(name, value)| {
             name.len()
                 + match value {
@@ -156,18 +183,46 @@ pub fn order_item_size(order: &Order) -> Result<usize, StoreError> {
                     _ => 0,
                 }
         })
-        .sum())
+        .sum()
+}
+
+/// The sizes of the items `order` is stored as: the order's, its
+/// production record's (0 before dispatch) and its largest job record's
+/// (0 while no plant reported).
+pub fn stored_item_sizes(order: &Order) -> Result<(usize, usize, usize), StoreError> {
+    let mut bare = order.clone();
+    let production = bare.production.take();
+    let order_size = item_size(&order_item(&bare)?);
+    let Some(production) = production else {
+        return Ok((order_size, 0, 0));
+    };
+    let record = production_item(&order.tenant, &order.id, &production.record())?;
+    let mut largest_job = 0;
+    for job in production.jobs.iter().chain(&production.superseded) {
+        if job.status.is_some() {
+            largest_job = largest_job.max(item_size(&job_item(&order.tenant, &order.id, job)?));
+        }
+    }
+    Ok((order_size, item_size(&record), largest_job))
+}
+
+/// The size of `order` stored whole in one item, as it was before jobs
+/// were records of their own (what [`stored_item_sizes`] is compared with).
+pub fn whole_order_item_size(order: &Order) -> Result<usize, StoreError> {
+    Ok(item_size(&order_item(order)?))
 }
 
 /// The order put, conditional on the stored rank and version being those
-/// of `observed`. An order stored before versions existed has none: that
-/// is version 0.
+/// of `observed` (an order stored before versions existed has none: that
+/// is version 0), and its production record (conditional on its revision)
+/// and changed job records when its production changed.
 fn conditional_order_put(
     table: &str,
     next: &Order,
     observed: &Order,
-) -> Result<TransactWriteItem, StoreError> {
+) -> Result<Vec<TransactWriteItem>, StoreError> {
     check_successor(next, observed)?;
+    let split = job_records::split(next, observed);
     let version_condition = if observed.version == 0 {
         "(attribute_not_exists(#version) OR #version = :version)"
     } else {
@@ -175,7 +230,7 @@ fn conditional_order_put(
     };
     let put = Put::builder()
         .table_name(table)
-        .set_item(Some(order_item(next)?))
+        .set_item(Some(order_item(&split.order)?))
         .condition_expression(format!(
             "attribute_exists(pk) AND #rank = :rank AND {version_condition}"
         ))
@@ -185,7 +240,44 @@ fn conditional_order_put(
         .expression_attribute_values(":version", n(observed.version))
         .build()
         .context("building Put")?;
-    Ok(TransactWriteItem::builder().put(put).build())
+    let mut items = vec![TransactWriteItem::builder().put(put).build()];
+    if let Some(production) = &split.production {
+        items.extend(production_puts(table, &next.tenant, &next.id, production)?);
+    }
+    Ok(items)
+}
+
+/// The production record, conditional on its stored revision, and the
+/// job records.
+fn production_puts(
+    table: &str,
+    tenant: &TenantId,
+    id: &OrderId,
+    write: &ProductionWrite,
+) -> Result<Vec<TransactWriteItem>, StoreError> {
+    let mut put = Put::builder()
+        .table_name(table)
+        .set_item(Some(production_item(tenant, id, &write.record)?));
+    put = if write.observed_revision == 0 {
+        put.condition_expression("attribute_not_exists(pk)")
+    } else {
+        put.condition_expression("#revision = :revision")
+            .expression_attribute_names("#revision", "revision")
+            .expression_attribute_values(":revision", n(write.observed_revision))
+    };
+    let mut items = vec![
+        TransactWriteItem::builder()
+            .put(put.build().context("building Put")?)
+            .build(),
+    ];
+    for job in &write.jobs {
+        items.push(put_item(table, job_item(tenant, id, job)?)?);
+    }
+    Ok(items)
+}
+
+fn put_item(table: &str, item: Item) -> Result<TransactWriteItem, StoreError> {
+    put(table, item, None)
 }
 
 /// Which items of a cancelled transaction failed their condition.
@@ -443,11 +535,30 @@ impl OrderStore for DynamoStore {
         Err(StoreError::Conflict)
     }
 
+    /// The order, its production record and job records: one `Query`.
     async fn get(&self, tenant: &TenantId, id: &OrderId) -> Result<Option<Order>, StoreError> {
-        match self.get_item(order_pk(tenant, id), "ORDER").await? {
-            Some(item) => Ok(Some(parse(doc_of(&item)?)?)),
-            None => Ok(None),
+        let items = self.query_pk(order_pk(tenant, id)).await?;
+        let mut order: Option<Order> = None;
+        let mut record: Option<ProductionRecord> = None;
+        let mut jobs: Vec<JobRecord> = Vec::new();
+        for item in &items {
+            let sk = item.get("sk").and_then(|v| v.as_s().ok());
+            match sk.map(String::as_str) {
+                Some("ORDER") => order = Some(parse(doc_of(item)?)?),
+                Some("PRODUCTION") => record = Some(parse(doc_of(item)?)?),
+                Some(sk) if sk.starts_with("JOB#") => jobs.push(parse(doc_of(item)?)?),
+                _ => {}
+            }
         }
+        let Some(mut order) = order else {
+            return Ok(None);
+        };
+        // An order stored before jobs were records of their own keeps its
+        // production in its document.
+        if let Some(record) = record {
+            order.production = Some(Production::assemble(&order.id, &record, jobs));
+        }
+        Ok(Some(order))
     }
 
     async fn transition(
@@ -456,7 +567,7 @@ impl OrderStore for DynamoStore {
         observed: &Order,
         events: Vec<EventEnvelope>,
     ) -> Result<(), StoreError> {
-        let mut items = vec![conditional_order_put(&self.table, next, observed)?];
+        let mut items = conditional_order_put(&self.table, next, observed)?;
         for event in &events {
             items.push(put(&self.table, outbox_item(event)?, None)?);
         }
@@ -465,6 +576,30 @@ impl OrderStore for DynamoStore {
 }
 
 impl DynamoStore {
+    /// Every item under `pk`, page by page, read consistently.
+    async fn query_pk(&self, pk: String) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .context("DynamoDB Query")?;
+            out.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(out),
+            }
+        }
+    }
+
     /// One `TransactWriteItems`; a failed condition (or a conflict with a
     /// concurrent transaction) is [`StoreError::Conflict`].
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), StoreError> {
@@ -515,10 +650,12 @@ impl OpsStore for DynamoStore {
         idem.insert("order_id".into(), s(write.next.id.as_str()));
         idem.insert("status".into(), n(record.response.status));
         idem.insert("body".into(), s(&record.response.body));
-        let mut items = vec![
-            put(&self.table, idem, Some("attribute_not_exists(pk)"))?,
-            conditional_order_put(&self.table, &write.next, &write.observed)?,
-        ];
+        let mut items = vec![put(&self.table, idem, Some("attribute_not_exists(pk)"))?];
+        items.extend(conditional_order_put(
+            &self.table,
+            &write.next,
+            &write.observed,
+        )?);
         for (plant, delta) in &write.open_jobs {
             items.push(open_jobs_update(&self.table, plant, *delta)?);
         }
@@ -595,9 +732,62 @@ impl ProductionStore for DynamoStore {
         plant: &str,
         delta: i64,
     ) -> Result<(), StoreError> {
-        let mut items = vec![conditional_order_put(&self.table, next, observed)?];
+        let mut items = conditional_order_put(&self.table, next, observed)?;
         items.push(open_jobs_update(&self.table, plant, delta)?);
         for event in &events {
+            items.push(put(&self.table, outbox_item(event)?, None)?);
+        }
+        self.transact(items).await
+    }
+
+    /// Three consistent `GetItem`s, at once.
+    async fn job_view(
+        &self,
+        tenant: &TenantId,
+        order: &OrderId,
+        job_id: &str,
+    ) -> Result<Option<JobView>, StoreError> {
+        let pk = order_pk(tenant, order);
+        let job_sk = format!("JOB#{job_id}");
+        let (order_item, record_item, job_item) = tokio::try_join!(
+            self.get_item(pk.clone(), "ORDER"),
+            self.get_item(pk.clone(), "PRODUCTION"),
+            self.get_item(pk.clone(), &job_sk),
+        )?;
+        let (Some(order_item), Some(record_item)) = (order_item, record_item) else {
+            return Ok(None);
+        };
+        Ok(Some(JobView {
+            order: parse(doc_of(&order_item)?)?,
+            record: parse(doc_of(&record_item)?)?,
+            job: job_item.map(|i| parse(doc_of(&i)?)).transpose()?,
+        }))
+    }
+
+    /// The job, the production record (conditional on its revision), the
+    /// order if it changed (conditional on its version), the plant's
+    /// counter and the outbox events in one `TransactWriteItems`.
+    async fn record_job(&self, write: JobWrite) -> Result<(), StoreError> {
+        let mut items = match &write.order {
+            Some((next, observed)) => conditional_order_put(&self.table, next, observed)?,
+            None => Vec::new(),
+        };
+        let mut record = write.record.clone();
+        record.revision = write.observed_revision + 1;
+        items.extend(production_puts(
+            &self.table,
+            &write.tenant,
+            &write.order_id,
+            &ProductionWrite {
+                record,
+                observed_revision: write.observed_revision,
+                jobs: vec![write.job.clone()],
+            },
+        )?);
+        if write.open_jobs_delta != 0 {
+            items.push(open_jobs_update(&self.table, &write.plant, write.open_jobs_delta)?);
+        }
+        for event in &write.events {
             items.push(put(&self.table, outbox_item(event)?, None)?);
         }
         self.transact(items).await
@@ -635,7 +825,7 @@ impl PaymentStore for DynamoStore {
         item.insert("doc".into(), s(json(record)?));
         let mut items = vec![put(&self.table, item, Some("attribute_not_exists(pk)"))?];
         if let Some((next, observed)) = &write.order {
-            items.push(conditional_order_put(&self.table, next, observed)?);
+            items.extend(conditional_order_put(&self.table, next, observed)?);
         }
         if let Some((payment_id, tenant, order)) = &write.payment_index {
             let mut item = key(payref_pk(&record.provider, payment_id), "PAYREF");

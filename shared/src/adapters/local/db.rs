@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
 
 const MAX_GROUP: usize = 256;
-const SCHEMA_VERSION: i32 = 4;
+const SCHEMA_VERSION: i32 = 5;
 
 /// `synchronous` in WAL mode: `Normal` survives a crash of the process
 /// (`kill -9`); `Full` also survives a power cut, at one fsync per group.
@@ -138,6 +138,20 @@ CREATE TABLE IF NOT EXISTS event_log (
     doc TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS event_log_order ON event_log (tenant_id, order_id, occurred_at);
+CREATE TABLE IF NOT EXISTS productions (
+    tenant_id TEXT NOT NULL,
+    order_id TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, order_id)
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    tenant_id TEXT NOT NULL,
+    order_id TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, order_id, job_id)
+);
 CREATE TABLE IF NOT EXISTS plant_load (
     plant TEXT PRIMARY KEY,
     open_jobs INTEGER NOT NULL
@@ -181,8 +195,9 @@ pub const PLATFORM: Schema = Schema {
             // Version 2: orders carry the version their writes are conditional on.
             conn.execute_batch("ALTER TABLE orders ADD COLUMN version INTEGER NOT NULL DEFAULT 0")?;
         }
-        // Versions 3 (event_log, plant_load) and 4 (notifications,
-        // notify_counters) only add tables.
+        // Versions 3 (event_log, plant_load), 4 (notifications,
+        // notify_counters) and 5 (productions, jobs: an order's jobs as
+        // records of their own) only add tables.
         Ok(())
     },
 };

@@ -4,10 +4,12 @@
 use super::db::{Db, json_err, sql};
 use crate::domain::events::EventEnvelope;
 use crate::domain::operator::OperatorId;
+use crate::domain::job_records::{self, ProductionRecord, ProductionWrite};
 use crate::domain::order::{Order, OrderId};
+use crate::domain::production::{JobRecord, Production};
 use crate::domain::tenant::{ApiKeyRecord, Tenant, TenantId};
 use crate::ports::{
-    IdempotencyRecord, NewOrder, OpsStore, OpsWrite, OrderStore, PaymentRecord, PaymentStore,
+    IdempotencyRecord, JobView, JobWrite, NewOrder, OpsStore, OpsWrite, OrderStore, PaymentRecord, PaymentStore,
     PaymentWrite, PaymentWriteOutcome, PlaceOutcome, ProductionStore, StoreError, StoredResponse,
     TenantStore, check_successor, ops_scope,
 };
@@ -160,18 +162,7 @@ impl OrderStore for SqliteStore {
 
     async fn get(&self, tenant: &TenantId, id: &OrderId) -> Result<Option<Order>, StoreError> {
         let (tenant, id) = (tenant.as_str().to_string(), id.as_str().to_string());
-        let doc: Option<String> = self
-            .db
-            .read(move |c| {
-                c.prepare_cached("SELECT doc FROM orders WHERE tenant_id = ?1 AND id = ?2")
-                    .map_err(sql)?
-                    .query_row(params![tenant, id], |r| r.get(0))
-                    .optional()
-                    .map_err(sql)
-            })
-            .await?;
-        doc.map(|d| serde_json::from_str(&d).map_err(json_err))
-            .transpose()
+        self.db.read(move |c| load_order(c, &tenant, &id)).await
     }
 
     async fn transition(
@@ -227,6 +218,75 @@ impl ProductionStore for SqliteStore {
                 update.apply(c)?;
                 add_open_jobs(c, &plant, delta)?;
                 append_outbox(c, &events)
+            })
+            .await
+    }
+
+    async fn job_view(
+        &self,
+        tenant: &TenantId,
+        order: &OrderId,
+        job_id: &str,
+    ) -> Result<Option<JobView>, StoreError> {
+        let (tenant, id, job_id) = (
+            tenant.as_str().to_string(),
+            order.as_str().to_string(),
+            job_id.to_string(),
+        );
+        self.db
+            .read(move |c| {
+                let doc: Option<String> = c
+                    .prepare_cached("SELECT doc FROM orders WHERE tenant_id = ?1 AND id = ?2")
+                    .map_err(sql)?
+                    .query_row(params![tenant, id], |r| r.get(0))
+                    .optional()
+                    .map_err(sql)?;
+                let Some(doc) = doc else { return Ok(None) };
+                let Some(record) = production_record(c, &tenant, &id)? else {
+                    return Ok(None);
+                };
+                let order: Order = serde_json::from_str(&doc).map_err(json_err)?;
+                let job: Option<String> = c
+                    .prepare_cached(
+                        "SELECT doc FROM jobs WHERE tenant_id = ?1 AND order_id = ?2 AND job_id = ?3",
+                    )
+                    .map_err(sql)?
+                    .query_row(params![tenant, id, job_id], |r| r.get(0))
+                    .optional()
+                    .map_err(sql)?;
+                let job = job
+                    .map(|d| serde_json::from_str(&d).map_err(json_err))
+                    .transpose()?;
+                Ok(Some(JobView { order, record, job }))
+            })
+            .await
+    }
+
+    async fn record_job(&self, write: JobWrite) -> Result<(), StoreError> {
+        let update = match &write.order {
+            Some((next, observed)) => Some(OrderUpdate::new(next, observed)?),
+            None => None,
+        };
+        let mut record = write.record.clone();
+        record.revision = write.observed_revision + 1;
+        let production = ProductionWrite {
+            record,
+            observed_revision: write.observed_revision,
+            jobs: vec![write.job.clone()],
+        };
+        self.db
+            .write(move |c| {
+                if let Some(update) = &update {
+                    update.apply(c)?;
+                }
+                write_production(
+                    c,
+                    write.tenant.as_str(),
+                    write.order_id.as_str(),
+                    &production,
+                )?;
+                add_open_jobs(c, &write.plant, write.open_jobs_delta)?;
+                append_outbox(c, &write.events)
             })
             .await
     }
@@ -338,8 +398,102 @@ impl OpsStore for SqliteStore {
     }
 }
 
+/// The whole order: its row, and its production record with the job
+/// records beside it (an order stored before jobs were records of their
+/// own keeps its production in its document).
+fn load_order(c: &Connection, tenant: &str, id: &str) -> Result<Option<Order>, StoreError> {
+    let doc: Option<String> = c
+        .prepare_cached("SELECT doc FROM orders WHERE tenant_id = ?1 AND id = ?2")
+        .map_err(sql)?
+        .query_row(params![tenant, id], |r| r.get(0))
+        .optional()
+        .map_err(sql)?;
+    let Some(doc) = doc else { return Ok(None) };
+    let mut order: Order = serde_json::from_str(&doc).map_err(json_err)?;
+    if let Some(record) = production_record(c, tenant, id)? {
+        let mut stmt = c
+            .prepare_cached("SELECT doc FROM jobs WHERE tenant_id = ?1 AND order_id = ?2")
+            .map_err(sql)?;
+        let jobs = stmt
+            .query_map(params![tenant, id], |r| r.get::<_, String>(0))
+            .map_err(sql)?
+            .map(|doc| {
+                serde_json::from_str::<JobRecord>(&doc.map_err(sql)?).map_err(json_err)
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        order.production = Some(Production::assemble(&order.id, &record, jobs));
+    }
+    Ok(Some(order))
+}
+
+fn production_record(
+    c: &Connection,
+    tenant: &str,
+    id: &str,
+) -> Result<Option<ProductionRecord>, StoreError> {
+    let doc: Option<String> = c
+        .prepare_cached("SELECT doc FROM productions WHERE tenant_id = ?1 AND order_id = ?2")
+        .map_err(sql)?
+        .query_row(params![tenant, id], |r| r.get(0))
+        .optional()
+        .map_err(sql)?;
+    doc.map(|d| serde_json::from_str(&d).map_err(json_err))
+        .transpose()
+}
+
+/// Writes `record` if the stored revision is still `observed` (0: none
+/// stored), and `jobs`; otherwise [`StoreError::Conflict`].
+fn write_production(
+    c: &Connection,
+    tenant: &str,
+    id: &str,
+    write: &ProductionWrite,
+) -> Result<(), StoreError> {
+    let doc = serde_json::to_string(&write.record).map_err(json_err)?;
+    let changed = if write.observed_revision == 0 {
+        c.prepare_cached(
+            "INSERT INTO productions (tenant_id, order_id, revision, doc) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (tenant_id, order_id) DO NOTHING",
+        )
+        .map_err(sql)?
+        .execute(params![tenant, id, write.record.revision as i64, doc])
+        .map_err(sql)?
+    } else {
+        c.prepare_cached(
+            "UPDATE productions SET revision = ?3, doc = ?4 \
+             WHERE tenant_id = ?1 AND order_id = ?2 AND revision = ?5",
+        )
+        .map_err(sql)?
+        .execute(params![
+            tenant,
+            id,
+            write.record.revision as i64,
+            doc,
+            write.observed_revision as i64
+        ])
+        .map_err(sql)?
+    };
+    if changed != 1 {
+        return Err(StoreError::Conflict);
+    }
+    let mut stmt = c
+        .prepare_cached(
+            "INSERT INTO jobs (tenant_id, order_id, job_id, doc) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (tenant_id, order_id, job_id) DO UPDATE SET doc = excluded.doc",
+        )
+        .map_err(sql)?;
+    for job in &write.jobs {
+        let doc = serde_json::to_string(job).map_err(json_err)?;
+        stmt.execute(params![tenant, id, job.job_id, doc])
+            .map_err(sql)?;
+    }
+    Ok(())
+}
+
 /// A conditional order update, ready to run inside a write job.
 struct OrderUpdate {
+    /// The order's production, written beside it.
+    production: Option<ProductionWrite>,
     doc: String,
     updated: String,
     tenant: String,
@@ -354,8 +508,10 @@ struct OrderUpdate {
 impl OrderUpdate {
     fn new(next: &Order, observed: &Order) -> Result<OrderUpdate, StoreError> {
         check_successor(next, observed)?;
+        let split = job_records::split(next, observed);
         Ok(OrderUpdate {
-            doc: serde_json::to_string(next).map_err(json_err)?,
+            production: split.production,
+            doc: serde_json::to_string(&split.order).map_err(json_err)?,
             updated: ts(next.updated_at)?,
             tenant: next.tenant.as_str().to_string(),
             id: next.id.as_str().to_string(),
@@ -389,6 +545,9 @@ impl OrderUpdate {
             .map_err(sql)?;
         if changed != 1 {
             return Err(StoreError::Conflict);
+        }
+        if let Some(production) = &self.production {
+            write_production(c, &self.tenant, &self.id, production)?;
         }
         Ok(())
     }
@@ -484,15 +643,19 @@ impl SqliteStore {
     /// machine the operator sees every tenant).
     pub async fn find_order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
         let id = id.as_str().to_string();
-        let doc: Option<String> = self
-            .db
+        self.db
             .read(move |c| {
-                c.query_row("SELECT doc FROM orders WHERE id = ?1", [id], |r| r.get(0))
+                let tenant: Option<String> = c
+                    .query_row("SELECT tenant_id FROM orders WHERE id = ?1", [&id], |r| {
+                        r.get(0)
+                    })
                     .optional()
-                    .map_err(sql)
+                    .map_err(sql)?;
+                match tenant {
+                    Some(tenant) => load_order(c, &tenant, &id),
+                    None => Ok(None),
+                }
             })
-            .await?;
-        doc.map(|d| serde_json::from_str(&d).map_err(json_err))
-            .transpose()
+            .await
     }
 }
