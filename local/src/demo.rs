@@ -641,7 +641,7 @@ fn note(event: &EventEnvelope) -> String {
         EventType::OrderDispatched => format!(
             "to {}, {} job(s), package {}",
             text(&d["plant"]),
-            d["jobs"].as_array().map_or(0, Vec::len),
+            d["job_count"].as_u64().unwrap_or(0),
             text(&d["packing_ref"])
         ),
         EventType::OrderInProduction => format!("at {}", text(&d["plant"])),

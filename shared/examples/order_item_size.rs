@@ -14,9 +14,9 @@
 //! ```
 
 use printworks::adapters::aws::dynamodb::{stored_item_sizes, whole_order_item_size};
+use printworks::domain::catalog::Catalog;
 use printworks::domain::job_records::{ReportOutcome, apply_report};
 use printworks::domain::production::Production;
-use printworks::domain::catalog::Catalog;
 use printworks::domain::production::{Dispatch, JobState, JobStatusReport};
 use printworks::testing::{paid_order, rendered};
 use std::collections::BTreeMap;
@@ -42,7 +42,11 @@ fn main() {
         println!(
             "{stage:<24} {jobs:>5} jobs  whole {whole:>9} B {:>6.1} %{}  largest {largest:>6} B {:>5.1} % (order {bare}, production {record}, job {job})",
             100.0 * whole as f64 / ITEM_LIMIT as f64,
-            if whole > ITEM_LIMIT { " (refused)" } else { "          " },
+            if whole > ITEM_LIMIT {
+                " (refused)"
+            } else {
+                "          "
+            },
             100.0 * largest as f64 / ITEM_LIMIT as f64,
         );
     };

@@ -18,9 +18,12 @@ pub use config::{Config, Ports, Resources};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use printworks::domain::catalog::Catalog;
 use printworks::domain::events::{EventEnvelope, EventType};
+use printworks::domain::job_records::JobRun;
 use printworks::domain::ops;
 use printworks::domain::order::Order;
-use printworks::domain::production::{Dispatch, Job, JobCancel, JobFile, JobProduct};
+use printworks::domain::production::{
+    Dispatch, Job, JobCancel, JobFile, JobProduct, job_id_of_attempt,
+};
 use printworks::domain::state::OrderState;
 use printworks::ports::{
     BlobStore, Clock, MessageQueue, OrderStore, ProductionStore, QueueError, StoreError,
@@ -187,13 +190,25 @@ impl Dispatcher {
     /// finds the jobs cancelled and does nothing.
     async fn stop_jobs(&self, event: &EventEnvelope) -> Result<Outcome, Retry> {
         let mut by_plant: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for job in event.data["jobs_to_stop"].as_array().into_iter().flatten() {
-            if let (Some(id), Some(plant)) = (job["job_id"].as_str(), job["plant"].as_str()) {
+        // Runs of copies (line, first..=last, attempt, plant); an event
+        // written before runs named each job (`job_id`, `plant`).
+        for entry in event.data["jobs_to_stop"].as_array().into_iter().flatten() {
+            if let (Some(id), Some(plant)) = (entry["job_id"].as_str(), entry["plant"].as_str()) {
                 by_plant
                     .entry(plant.to_string())
                     .or_default()
                     .push(id.to_string());
+                continue;
             }
+            let Ok(run) = serde_json::from_value::<JobRun>(entry.clone()) else {
+                tracing::warn!(order = %event.order_id, ?entry, "a job to stop that names no job");
+                continue;
+            };
+            let Some(plant) = &run.plant else { continue };
+            by_plant.entry(plant.clone()).or_default().extend(
+                (run.first..=run.last)
+                    .map(|copy| job_id_of_attempt(&event.order_id, run.line, copy, run.attempt)),
+            );
         }
         if by_plant.is_empty() {
             return Ok(Outcome::Skipped(
@@ -273,6 +288,7 @@ impl Dispatcher {
             .ok_or_else(|| Retry(anyhow::anyhow!("the order has no production record")))?;
         let now = self.clock.now();
         let mut jobs = Vec::with_capacity(production.jobs.len());
+        let mut urls: BTreeMap<String, String> = BTreeMap::new();
         // The current attempt's jobs: those of earlier attempts were sent
         // then (a reprint sends only the jobs it makes anew).
         for record in production
@@ -288,14 +304,22 @@ impl Dispatcher {
                 .ok_or_else(|| Retry(anyhow::anyhow!("job {} has no item", record.job_id)))?;
             let mut files = Vec::with_capacity(item.renders.len());
             for render in &item.renders {
-                let signed = self
-                    .prints
-                    .presign_get(&render.print.key, self.url_ttl)
-                    .await
-                    .map_err(store)?;
+                // Every copy of a line prints the same files: one URL each.
+                let url = match urls.get(&render.print.key) {
+                    Some(url) => url.clone(),
+                    None => {
+                        let signed = self
+                            .prints
+                            .presign_get(&render.print.key, self.url_ttl)
+                            .await
+                            .map_err(store)?;
+                        urls.insert(render.print.key.clone(), signed.url.clone());
+                        signed.url
+                    }
+                };
                 files.push(JobFile {
                     name: format!("{}.jpg", render.image + 1),
-                    url: signed.url,
+                    url,
                     sha256: render.print.sha256.clone(),
                     bytes: render.print.bytes,
                     width: render.print.width,

@@ -98,7 +98,10 @@ fn fresh_job(order: &OrderId, run: &JobRun, copy: u32) -> JobRecord {
 /// `(line, copy, attempt)` of a job id of `order` ([`job_id_of_attempt`]).
 pub fn parse_job_id(order: &OrderId, job_id: &str) -> Option<(u32, u32, u32)> {
     let hex = order.as_str().trim_start_matches("ord_");
-    let rest = job_id.strip_prefix("job_")?.strip_prefix(hex)?.strip_prefix('-')?;
+    let rest = job_id
+        .strip_prefix("job_")?
+        .strip_prefix(hex)?
+        .strip_prefix('-')?;
     let parts: Vec<u32> = rest
         .split('-')
         .map(|p| p.parse().ok())
@@ -506,4 +509,360 @@ pub fn apply_report(
         events,
         closed,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::catalog::Catalog;
+    use crate::domain::operator::OperatorId;
+    use crate::domain::production::{Dispatch, StatusOutcome};
+    use crate::testing::{paid_order, rendered};
+
+    fn at() -> OffsetDateTime {
+        time::macros::datetime!(2026-12-06 10:00:00 UTC)
+    }
+
+    fn dispatched(items: &[(&str, u32)]) -> Order {
+        let paid = paid_order(items, "DE", at()).order;
+        let rendered = rendered(&paid, at()).0;
+        match rendered
+            .dispatch(Catalog::builtin(), &BTreeMap::new(), at())
+            .unwrap()
+        {
+            Dispatch::ToPlant { next, .. } => next,
+            Dispatch::Hold { .. } => panic!("held"),
+        }
+    }
+
+    fn report(order: &Order, job: &JobRecord, status: JobState) -> JobStatusReport {
+        let production = order.production.as_ref().unwrap();
+        JobStatusReport {
+            job_id: job.job_id.clone(),
+            plant: production.plant_of(job).to_string(),
+            tenant: order.tenant.clone(),
+            order_id: order.id.clone(),
+            status,
+            at: at(),
+            carrier: (status == JobState::Shipped).then(|| "DHL".to_string()),
+            tracking: (status == JobState::Shipped).then(|| format!("JJD{}", job.job_id)),
+            reason: (status == JobState::Failed).then(|| "paper jam".to_string()),
+        }
+    }
+
+    /// What a store holds of `order`: the bare order, the production
+    /// record and the job records, as `split` writes them from scratch.
+    struct Stored {
+        order: Order,
+        record: ProductionRecord,
+        jobs: BTreeMap<String, JobRecord>,
+    }
+
+    impl Stored {
+        fn of(order: &Order) -> Stored {
+            let mut empty = order.clone();
+            empty.production = None;
+            let split = split(order, &empty);
+            let write = split
+                .production
+                .expect("a dispatched order has a production");
+            assert_eq!(write.observed_revision, 0);
+            Stored {
+                order: split.order,
+                record: write.record,
+                jobs: write
+                    .jobs
+                    .into_iter()
+                    .map(|j| (j.job_id.clone(), j))
+                    .collect(),
+            }
+        }
+
+        fn whole(&self) -> Order {
+            let mut order = self.order.clone();
+            order.production = Some(Production::assemble(
+                &order.id,
+                &self.record,
+                self.jobs.values().cloned(),
+            ));
+            order
+        }
+
+        /// A report the way production-events applies it on a store.
+        fn apply(&mut self, report: &JobStatusReport) -> (ReportOutcome, Vec<EventType>) {
+            let stored = self.jobs.get(&report.job_id);
+            let outcome = apply_report(&self.order, &self.record, stored, report, at());
+            let mut kinds = Vec::new();
+            if let ReportOutcome::Changed(change) = &outcome {
+                assert_eq!(change.record.revision, self.record.revision);
+                self.record = change.record.clone();
+                self.record.revision += 1;
+                self.jobs
+                    .insert(change.job.job_id.clone(), change.job.clone());
+                if let Some(next) = &change.order {
+                    self.order = next.clone();
+                }
+                kinds = change.events.iter().map(|e| e.event_type).collect();
+            }
+            (outcome, kinds)
+        }
+    }
+
+    #[test]
+    fn job_ids_parse_back_to_line_copy_and_attempt() {
+        let order = dispatched(&[("poster-30x40", 1)]);
+        for (line, copy, attempt) in [(0, 1, 1), (3, 100, 1), (49, 7, 2), (1, 1, 12)] {
+            let id = job_id_of_attempt(&order.id, line, copy, attempt);
+            assert_eq!(parse_job_id(&order.id, &id), Some((line, copy, attempt)));
+        }
+        let other = dispatched(&[("poster-30x40", 1)]);
+        let theirs = job_id_of_attempt(&other.id, 0, 1, 1);
+        assert_eq!(parse_job_id(&order.id, &theirs), None);
+        let hex = order.id.as_str().trim_start_matches("ord_");
+        // Attempt 1 is never written out, so `-1` is not an id we made.
+        for forged in [
+            format!("job_{hex}-0-1-1"),
+            format!("job_{hex}-0"),
+            format!("job_{hex}-0-1-2-3"),
+            format!("job_{hex}-a-1"),
+            format!("job_{hex}-0--1"),
+            format!("job_{hex}0-1"),
+            "job_".to_string(),
+            String::new(),
+        ] {
+            assert_eq!(parse_job_id(&order.id, &forged), None, "{forged}");
+        }
+    }
+
+    #[test]
+    fn five_thousand_copies_are_fifty_runs_and_assemble_back() {
+        let items: Vec<(&str, u32)> = (0..50).map(|_| ("poster-30x40", 100)).collect();
+        let order = dispatched(&items);
+        let production = order.production.as_ref().unwrap();
+        assert_eq!(production.jobs.len(), 5_000);
+        let record = production.record();
+        assert_eq!(record.jobs.len(), 50);
+        assert_eq!(record.job_count(), 5_000);
+        assert_eq!(record.tally.unheard, 5_000);
+        assert_eq!(record.open_jobs(), 5_000);
+        assert_eq!(expand(&order.id, &record.jobs), production.jobs);
+        assert_eq!(
+            Production::assemble(&order.id, &record, Vec::new()),
+            *production
+        );
+        // A stored job record replaces the fresh one; one the runs do not
+        // name is ignored.
+        let mut moved = production.jobs[4_321].clone();
+        moved.status = Some(JobState::Printed);
+        let mut foreign = moved.clone();
+        foreign.job_id = job_id_of_attempt(&order.id, 50, 1, 1);
+        let assembled = Production::assemble(&order.id, &record, [moved.clone(), foreign]);
+        assert_eq!(assembled.jobs.len(), 5_000);
+        assert_eq!(assembled.jobs[4_321], moved);
+    }
+
+    #[test]
+    fn a_report_written_small_matches_the_whole_order_path() {
+        let order = dispatched(&[("poster-30x40", 3), ("poster-50x70", 2)]);
+        let jobs = order.production.as_ref().unwrap().jobs.clone();
+        let mut whole = order.clone();
+        let mut stored = Stored::of(&order);
+        assert!(
+            stored.jobs.is_empty(),
+            "nothing reported yet: no job records"
+        );
+        let mut kinds_whole = Vec::new();
+        let mut kinds_small = Vec::new();
+        // Every job through every status, each report twice (a duplicate
+        // changes nothing on either path).
+        for status in [
+            JobState::Accepted,
+            JobState::Printing,
+            JobState::Printed,
+            JobState::Packed,
+            JobState::Shipped,
+        ] {
+            for job in &jobs {
+                for _ in 0..2 {
+                    let r = report(&order, job, status);
+                    let (small, kinds) = stored.apply(&r);
+                    kinds_small.extend(kinds);
+                    match whole.apply_job_status(&r, at()) {
+                        StatusOutcome::Changed { next, events, .. } => {
+                            assert!(matches!(small, ReportOutcome::Changed(_)));
+                            whole = *next;
+                            kinds_whole.extend(events.iter().map(|e| e.event_type));
+                        }
+                        other => {
+                            assert_eq!(other, StatusOutcome::NoChange);
+                            assert_eq!(small, ReportOutcome::NoChange);
+                        }
+                    }
+                    assert_eq!(stored.whole().state, whole.state);
+                    assert_eq!(
+                        stored.whole().production.unwrap().jobs,
+                        whole.production.as_ref().unwrap().jobs
+                    );
+                }
+            }
+        }
+        assert_eq!(whole.state, OrderState::Shipped);
+        assert_eq!(kinds_small, kinds_whole);
+        assert_eq!(
+            kinds_small,
+            vec![EventType::OrderInProduction, EventType::OrderShipped]
+        );
+        assert_eq!(stored.record.tally.shipped, 5);
+        assert_eq!(stored.record.open_jobs(), 0);
+        assert_eq!(stored.record.shipments.len(), 5);
+        // 25 changes, each one conditional write of the record.
+        assert_eq!(stored.record.revision, 1 + 25);
+    }
+
+    #[test]
+    fn reports_that_do_not_fit_change_nothing() {
+        let order = dispatched(&[("poster-30x40", 2)]);
+        let mut stored = Stored::of(&order);
+        let job = order.production.as_ref().unwrap().jobs[0].clone();
+        let mut other_plant = report(&order, &job, JobState::Accepted);
+        other_plant.plant = "nowhere".into();
+        assert!(matches!(
+            stored.apply(&other_plant).0,
+            ReportOutcome::Unknown(_)
+        ));
+        let mut no_such = report(&order, &job, JobState::Accepted);
+        no_such.job_id = job_id_of_attempt(&order.id, 0, 3, 1);
+        assert!(matches!(
+            stored.apply(&no_such).0,
+            ReportOutcome::Unknown(_)
+        ));
+        let cancelled = report(&order, &job, JobState::Cancelled);
+        assert!(matches!(
+            stored.apply(&cancelled).0,
+            ReportOutcome::Unknown(_)
+        ));
+        assert_eq!(stored.record.revision, 1);
+        assert!(stored.jobs.is_empty());
+        // Moves forward only.
+        let printed = report(&order, &job, JobState::Printed);
+        assert!(matches!(
+            stored.apply(&printed).0,
+            ReportOutcome::Changed(_)
+        ));
+        let late = report(&order, &job, JobState::Accepted);
+        assert_eq!(stored.apply(&late).0, ReportOutcome::NoChange);
+        assert_eq!(stored.jobs[&job.job_id].status, Some(JobState::Printed));
+    }
+
+    #[test]
+    fn a_failed_job_holds_the_order_from_its_own_record() {
+        let order = dispatched(&[("poster-30x40", 2)]);
+        let mut stored = Stored::of(&order);
+        let job = order.production.as_ref().unwrap().jobs[1].clone();
+        let (_, kinds) = stored.apply(&report(&order, &job, JobState::Failed));
+        assert_eq!(
+            kinds,
+            vec![EventType::ProductionFailed, EventType::OrderOnHold]
+        );
+        assert_eq!(stored.order.state, OrderState::OnHold);
+        assert_eq!(stored.record.tally.failed, 1);
+        assert_eq!(stored.record.tally.unheard, 1);
+    }
+
+    #[test]
+    fn a_reprint_supersedes_its_jobs_and_ships_beside_the_first_parcels() {
+        let order = dispatched(&[("poster-30x40", 2)]);
+        let mut stored = Stored::of(&order);
+        let first = order.production.as_ref().unwrap().jobs.clone();
+        for job in &first {
+            stored.apply(&report(&order, job, JobState::Shipped));
+        }
+        assert_eq!(stored.order.state, OrderState::Shipped);
+        // The operator reprints copy 2 (damaged): whole-order path.
+        let shipped = stored.whole();
+        let acted = shipped
+            .reprint(
+                &OperatorId::parse("anna").unwrap(),
+                "damaged in transit",
+                std::slice::from_ref(&first[1].job_id),
+                None,
+                Catalog::builtin(),
+                at(),
+            )
+            .unwrap();
+        let write = split(&acted.next, &shipped).production.unwrap();
+        assert_eq!(write.observed_revision, stored.record.revision);
+        assert_eq!(write.record.revision, stored.record.revision + 1);
+        // The new job is unheard: no job record; nothing else changed.
+        assert!(write.jobs.is_empty(), "{:?}", write.jobs);
+        assert_eq!(write.record.superseded.len(), 1);
+        assert_eq!(write.record.tally.unheard, 1);
+        stored.order = split(&acted.next, &shipped).order;
+        stored.record = write.record;
+        // The first attempt's copy 2, reported again: superseded.
+        let late = report(&shipped, &first[1], JobState::Shipped);
+        assert_eq!(stored.apply(&late).0, ReportOutcome::Superseded);
+        // The new job ships: the order ships again, with both parcels.
+        let whole = stored.whole();
+        let new_job = whole
+            .production
+            .as_ref()
+            .unwrap()
+            .jobs
+            .iter()
+            .find(|j| j.attempt > 1)
+            .unwrap()
+            .clone();
+        stored.apply(&report(&whole, &new_job, JobState::Packed));
+        let (outcome, kinds) = stored.apply(&report(&whole, &new_job, JobState::Shipped));
+        assert_eq!(kinds, vec![EventType::OrderShipped]);
+        let ReportOutcome::Changed(change) = outcome else {
+            panic!("shipped")
+        };
+        let data = &change.events[0].data;
+        assert_eq!(data["shipments"].as_array().unwrap().len(), 2);
+        assert_eq!(data["earlier_shipments"].as_array().unwrap().len(), 1);
+        assert_eq!(stored.order.state, OrderState::Shipped);
+    }
+
+    #[test]
+    fn split_writes_what_changed_and_moves_a_legacy_production_out() {
+        let order = dispatched(&[("poster-30x40", 3)]);
+        let jobs = order.production.as_ref().unwrap().jobs.clone();
+        // An order stored whole before jobs were records of their own:
+        // revision 0, two jobs reported on.
+        let mut legacy = order.clone();
+        for job in &jobs[..2] {
+            let StatusOutcome::Changed { next, .. } =
+                legacy.apply_job_status(&report(&legacy, job, JobState::Printed), at())
+            else {
+                panic!("changed")
+            };
+            legacy = *next;
+        }
+        assert_eq!(legacy.production.as_ref().unwrap().revision, 0);
+        // Any write of it moves its production out, every reported job too.
+        let next = legacy.successor(at());
+        let write = split(&next, &legacy).production.unwrap();
+        assert_eq!(write.observed_revision, 0);
+        assert_eq!(write.record.revision, 1);
+        assert_eq!(write.jobs.len(), 2);
+        // Once stored apart, a write that leaves the production as it was
+        // writes none of it.
+        let mut stored_apart = legacy.clone();
+        stored_apart.production.as_mut().unwrap().revision = 1;
+        let next = stored_apart.successor(at());
+        assert!(split(&next, &stored_apart).production.is_none());
+        assert!(split(&next, &stored_apart).order.production.is_none());
+        // A change to one job writes that job only.
+        let StatusOutcome::Changed { next, .. } = stored_apart
+            .apply_job_status(&report(&stored_apart, &jobs[2], JobState::Accepted), at())
+        else {
+            panic!("changed")
+        };
+        let write = split(&next, &stored_apart).production.unwrap();
+        assert_eq!(write.observed_revision, 1);
+        assert_eq!(write.jobs.len(), 1);
+        assert_eq!(write.jobs[0].job_id, jobs[2].job_id);
+    }
 }

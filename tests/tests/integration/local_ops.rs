@@ -570,8 +570,14 @@ async fn a_cancel_after_dispatch_takes_unprinted_jobs_out_of_the_hot_folder() {
         )
         .await;
     assert_eq!(cancelled["order"]["state"], "cancelled");
-    let to_stop = &cancelled["action"]["details"]["jobs_to_stop"];
-    assert_eq!(to_stop.as_array().unwrap().len(), 2, "{cancelled}");
+    let details = &cancelled["action"]["details"];
+    assert_eq!(details["jobs_to_stop_count"], 2, "{cancelled}");
+    let run = &details["jobs_to_stop"][0];
+    assert_eq!(
+        (&run["first"], &run["last"]),
+        (&json!(1), &json!(2)),
+        "{cancelled}"
+    );
 
     // The agent takes both back and reports them; nothing is printed.
     let records = until_jobs_cancelled(&shop, &id).await;

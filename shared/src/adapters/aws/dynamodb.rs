@@ -41,15 +41,15 @@
 //! once the stream has carried them.
 
 use crate::domain::events::EventEnvelope;
-use crate::domain::operator::{Operator, OperatorId, OperatorKeyRecord};
 use crate::domain::job_records::{self, ProductionRecord, ProductionWrite};
+use crate::domain::operator::{Operator, OperatorId, OperatorKeyRecord};
 use crate::domain::order::{Order, OrderId};
 use crate::domain::production::{JobRecord, Production};
 use crate::domain::tenant::{ApiKeyRecord, Tenant, TenantId};
 use crate::ports::{
-    IdempotencyRecord, JobView, JobWrite, NewOrder, OperatorStore, OpsStore, OpsWrite, OrderStore, PaymentRecord,
-    PaymentStore, PaymentWrite, PaymentWriteOutcome, PlaceOutcome, ProductionStore, StoreError,
-    StoredResponse, TenantStore, check_successor, ops_scope,
+    IdempotencyRecord, JobView, JobWrite, NewOrder, OperatorStore, OpsStore, OpsWrite, OrderStore,
+    PaymentRecord, PaymentStore, PaymentWrite, PaymentWriteOutcome, PlaceOutcome, ProductionStore,
+    StoreError, StoredResponse, TenantStore, check_successor, ops_scope,
 };
 use anyhow::{Context, anyhow};
 use async_trait::async_trait;
@@ -785,7 +785,11 @@ impl ProductionStore for DynamoStore {
             },
         )?);
         if write.open_jobs_delta != 0 {
-            items.push(open_jobs_update(&self.table, &write.plant, write.open_jobs_delta)?);
+            items.push(open_jobs_update(
+                &self.table,
+                &write.plant,
+                write.open_jobs_delta,
+            )?);
         }
         for event in &write.events {
             items.push(put(&self.table, outbox_item(event)?, None)?);

@@ -3,15 +3,15 @@
 
 use super::db::{Db, json_err, sql};
 use crate::domain::events::EventEnvelope;
-use crate::domain::operator::OperatorId;
 use crate::domain::job_records::{self, ProductionRecord, ProductionWrite};
+use crate::domain::operator::OperatorId;
 use crate::domain::order::{Order, OrderId};
 use crate::domain::production::{JobRecord, Production};
 use crate::domain::tenant::{ApiKeyRecord, Tenant, TenantId};
 use crate::ports::{
-    IdempotencyRecord, JobView, JobWrite, NewOrder, OpsStore, OpsWrite, OrderStore, PaymentRecord, PaymentStore,
-    PaymentWrite, PaymentWriteOutcome, PlaceOutcome, ProductionStore, StoreError, StoredResponse,
-    TenantStore, check_successor, ops_scope,
+    IdempotencyRecord, JobView, JobWrite, NewOrder, OpsStore, OpsWrite, OrderStore, PaymentRecord,
+    PaymentStore, PaymentWrite, PaymentWriteOutcome, PlaceOutcome, ProductionStore, StoreError,
+    StoredResponse, TenantStore, check_successor, ops_scope,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -417,9 +417,7 @@ fn load_order(c: &Connection, tenant: &str, id: &str) -> Result<Option<Order>, S
         let jobs = stmt
             .query_map(params![tenant, id], |r| r.get::<_, String>(0))
             .map_err(sql)?
-            .map(|doc| {
-                serde_json::from_str::<JobRecord>(&doc.map_err(sql)?).map_err(json_err)
-            })
+            .map(|doc| serde_json::from_str::<JobRecord>(&doc.map_err(sql)?).map_err(json_err))
             .collect::<Result<Vec<_>, StoreError>>()?;
         order.production = Some(Production::assemble(&order.id, &record, jobs));
     }

@@ -10,7 +10,8 @@ use crate::domain::order::{Order, OrderRequest};
 use crate::domain::state::OrderState;
 use crate::domain::tenant::{PaymentSetup, Tenant, TenantId, TenantKind};
 use crate::ports::{
-    Clock, IdempotencyRecord, NewOrder, OrderStore, PlaceOutcome, StoreError, StoredResponse,
+    Clock, IdempotencyRecord, JobWrite, NewOrder, OrderStore, PlaceOutcome, ProductionStore,
+    StoreError, StoredResponse,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -520,4 +521,140 @@ async fn the_fault_switch_duplicates_messages_crashes_the_relay_and_refuses_call
     );
     assert_eq!(down.counts().queue_outages, 4);
     db.close();
+}
+
+/// A plant's report writes the one job and the production record (the
+/// order only when its state changes), conditional on the revision read;
+/// `get` assembles the whole order again.
+#[tokio::test]
+async fn a_job_report_writes_its_job_and_the_production_record_only() {
+    use crate::domain::job_records::{ReportOutcome, apply_report};
+    use crate::domain::production::{Dispatch, JobState, JobStatusReport};
+    let (_dir, db, _clock) = setup();
+    let store = SqliteStore::new(db.clone());
+    let now = time::macros::datetime!(2026-12-06 10:00:00 UTC);
+    let items: Vec<(&str, u32)> = (0..10).map(|_| ("poster-30x40", 20)).collect();
+    let paid = crate::testing::paid_order(&items, "DE", now);
+    let tenant = paid.order.tenant.clone();
+    store.place(paid.clone()).await.unwrap();
+    let (rendered, event, _) = crate::testing::rendered(&paid.order, now);
+    store
+        .transition(&rendered, &paid.order, vec![event])
+        .await
+        .unwrap();
+    let Dispatch::ToPlant {
+        next: dispatched,
+        event,
+    } = rendered
+        .dispatch(Catalog::builtin(), &Default::default(), now)
+        .unwrap()
+    else {
+        panic!("held")
+    };
+    let plant = dispatched.production.as_ref().unwrap().plant.clone();
+    store
+        .transition_counted(&dispatched, &rendered, vec![event], &plant, 200)
+        .await
+        .unwrap();
+    let rows = |table: &'static str| {
+        let db = db.clone();
+        async move {
+            db.read(move |c| {
+                c.query_row(
+                    &format!("SELECT COUNT(*), COALESCE(MAX(LENGTH(doc)), 0) FROM {table}"),
+                    [],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+                )
+                .map_err(|e| StoreError::Unexpected(e.into()))
+            })
+            .await
+            .unwrap()
+        }
+    };
+    // 200 jobs, none heard of: one production record of 10 runs, no job rows.
+    assert_eq!(rows("productions").await.0, 1);
+    assert_eq!(rows("jobs").await.0, 0);
+    let order_doc = rows("orders").await.1;
+    assert_eq!(
+        store.get(&tenant, &dispatched.id).await.unwrap().unwrap(),
+        dispatched_stored(&dispatched)
+    );
+
+    let job_id = dispatched.production.as_ref().unwrap().jobs[57]
+        .job_id
+        .clone();
+    let report = JobStatusReport {
+        job_id: job_id.clone(),
+        plant: plant.clone(),
+        tenant: tenant.clone(),
+        order_id: dispatched.id.clone(),
+        status: JobState::Printing,
+        at: now,
+        carrier: None,
+        tracking: None,
+        reason: None,
+    };
+    let view = store
+        .job_view(&tenant, &dispatched.id, &job_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(view.job.is_none());
+    assert_eq!(view.record.revision, 1);
+    let ReportOutcome::Changed(change) =
+        apply_report(&view.order, &view.record, view.job.as_ref(), &report, now)
+    else {
+        panic!("a first report changes its job")
+    };
+    let next_order = change.order.clone().expect("production starts");
+    let write = JobWrite {
+        tenant: tenant.clone(),
+        order_id: dispatched.id.clone(),
+        job: change.job.clone(),
+        record: change.record.clone(),
+        observed_revision: view.record.revision,
+        order: Some((next_order, view.order.clone())),
+        events: change.events.clone(),
+        plant: plant.clone(),
+        open_jobs_delta: change.closed,
+    };
+    store.record_job(write.clone()).await.unwrap();
+    // The same write again (a second handler that read the same): refused.
+    assert!(matches!(
+        store.record_job(write).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(rows("jobs").await.0, 1);
+    let job_doc = rows("jobs").await.1;
+    assert!(job_doc < 400, "a job record of {job_doc} bytes");
+    let whole = store.get(&tenant, &dispatched.id).await.unwrap().unwrap();
+    assert_eq!(whole.state, OrderState::InProduction);
+    let jobs = &whole.production.as_ref().unwrap().jobs;
+    assert_eq!(jobs.len(), 200);
+    assert_eq!(jobs[57].status, Some(JobState::Printing));
+    assert_eq!(jobs.iter().filter(|j| j.status.is_some()).count(), 1);
+    assert_eq!(whole.production.as_ref().unwrap().revision, 2);
+    // The order's own row stays as small as it was (no jobs in it).
+    assert!(rows("orders").await.1 < order_doc + 200);
+
+    // A whole-order writer that read revision 1 loses to the report.
+    let mut stale = dispatched_stored(&dispatched);
+    let mut late = stale.successor(now);
+    late.production.as_mut().unwrap().jobs[3].status = Some(JobState::Accepted);
+    stale.version = whole.version;
+    late.version = whole.version + 1;
+    late.state = whole.state;
+    stale.state = whole.state;
+    assert!(matches!(
+        store.transition(&late, &stale, vec![]).await,
+        Err(StoreError::Conflict)
+    ));
+}
+
+/// The order as `get` returns it after dispatch: its production record
+/// was written once (revision 1).
+fn dispatched_stored(order: &Order) -> Order {
+    let mut stored = order.clone();
+    stored.production.as_mut().unwrap().revision = 1;
+    stored
 }
