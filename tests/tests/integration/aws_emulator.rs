@@ -1384,3 +1384,242 @@ async fn emulator_operator_actions_happen_once_per_key_and_once_per_hold() {
         .unwrap();
     assert_eq!(router.clone().oneshot(unknown).await.unwrap().status(), 404);
 }
+
+/// An order of 50 lines of 100 copies (5,000 jobs) from placement to
+/// shipped on DynamoDB (DynamoDB Local) with its print files on S3 and its
+/// jobs on an SQS queue (moto): placed through the order API, dispatched by
+/// the dispatch function, every job reported shipped to production-events.
+/// Stored whole, the shipped order would be one item of about a megabyte,
+/// which DynamoDB refuses; stored as the order, its production record and
+/// one record per job, every item stays small.
+#[tokio::test]
+async fn emulator_an_order_of_5000_copies_ships_in_small_items() {
+    use printworks::adapters::aws::dynamodb::{item_size, whole_order_item_size};
+    use printworks::domain::catalog::Catalog;
+    use printworks::domain::production::{Job, JobState, JobStatusReport};
+    use printworks::domain::state::OrderState;
+    use printworks::ports::{MessageQueue, OrderStore};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    if emulator().is_none() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let f = fixture().await;
+    let store = Arc::new(DynamoStore::from_sdk(&f.sdk, &f.table));
+    let blobs = Arc::new(S3Blobs::from_sdk(&f.sdk, &f.bucket, true));
+    let tenant = printworks_local::seed::demo_tenants()
+        .into_iter()
+        .find(|t| t.id.as_str() == "demo-b2b")
+        .unwrap();
+    store.put_tenant(&tenant).await.unwrap();
+    let key = mint_api_key("test", &tenant.id);
+    store.put_api_key(&key.record).await.unwrap();
+
+    // Placed through the order API: paid by invoice at once.
+    let router = api_router("test", store.clone(), store.clone(), blobs.clone());
+    let mut body = request_example(&openapi(), "/v1/orders");
+    body["items"] = (0..50)
+        .map(|line| {
+            json!({
+                "sku": "poster-30x40", "quantity": 100,
+                "images": [{"url": format!("https://photos.example.com/{line}.jpg")}],
+            })
+        })
+        .collect();
+    let request = http::Request::post("/v1/orders")
+        .header("authorization", format!("Bearer {}", key.full))
+        .header("idempotency-key", "five-thousand")
+        .header("content-type", "application/json")
+        .body(lambda_http::Body::Text(body.to_string()))
+        .unwrap();
+    let response = order_api::handle(&router, request).await;
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let placed: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(status, 201, "{placed}");
+    let id = printworks::domain::order::OrderId::parse(placed["id"].as_str().unwrap()).unwrap();
+    let paid = store.get(&tenant.id, &id).await.unwrap().unwrap();
+    assert_eq!(paid.state, OrderState::Paid);
+
+    // Rendered: one print file per line, on S3.
+    let now = time::OffsetDateTime::now_utc();
+    let (rendered, event, files) = printworks::testing::rendered(&paid, now);
+    for (key, bytes) in files {
+        blobs.put(&key, bytes, "image/jpeg").await.unwrap();
+    }
+    store
+        .transition(&rendered, &paid, vec![event.clone()])
+        .await
+        .unwrap();
+
+    // Dispatched: 5,000 job messages on the plant's queue. The queues are
+    // the local bus's, not moto's: moto's SQS spends time in proportion
+    // to the messages a queue holds on every call, and 5,000 of them took
+    // it over ten minutes. (The SQS adapter's batches are tested on moto
+    // above; what is new at 5,000 copies is the store's.)
+    let catalog = Arc::new(Catalog::builtin().clone());
+    let local = printworks::testing::local_env::LocalEnv::new().await;
+    let mut queues = BTreeMap::new();
+    for plant in catalog.plants.keys() {
+        let name = format!("plant-{plant}-jobs");
+        local.declare_queue(&name).await;
+        queues.insert(plant.clone(), Arc::new(local.bus.queue(&name)));
+    }
+    let dispatcher = dispatch::Dispatcher::new(
+        dispatch::Config::default(),
+        dispatch::Ports {
+            catalog: catalog.clone(),
+            orders: store.clone(),
+            production: store.clone(),
+            prints: blobs.clone(),
+            plants: dispatch::PlantQueues(
+                queues
+                    .iter()
+                    .map(|(p, q)| (p.clone(), q.clone() as Arc<dyn MessageQueue>))
+                    .collect(),
+            ),
+            clock: Arc::new(printworks::clock::SystemClock),
+        },
+    );
+    let outcome = dispatcher.handle(&event).await.unwrap();
+    let dispatched = store.get(&tenant.id, &id).await.unwrap().unwrap();
+    assert_eq!(dispatched.state, OrderState::Dispatched);
+    let plant = dispatched.production.as_ref().unwrap().plant.clone();
+    assert_eq!(
+        outcome,
+        dispatch::Outcome::Dispatched {
+            plant: plant.clone(),
+            jobs: 5_000
+        }
+    );
+    let mut received: BTreeMap<String, Job> = BTreeMap::new();
+    loop {
+        let got = queues[&plant].receive(10, Duration::ZERO).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        for m in got {
+            let job: Job = serde_json::from_str(&m.body).unwrap();
+            received.insert(job.job_id.clone(), job);
+            queues[&plant].delete(&m.receipt).await.unwrap();
+        }
+    }
+    assert_eq!(received.len(), 5_000);
+    println!(
+        "5,000 copies dispatched and received after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    // One presigned URL per print file, not one per copy, and each one
+    // fetches its file from S3.
+    let urls: BTreeSet<&str> = received
+        .values()
+        .flat_map(|j| j.files.iter().map(|f| f.url.as_str()))
+        .collect();
+    assert_eq!(urls.len(), 50);
+    let first = received.values().next().unwrap();
+    let fetched = reqwest::get(&first.files[0].url).await.unwrap();
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(
+        fetched.bytes().await.unwrap().len() as u64,
+        first.files[0].bytes
+    );
+    let stored: BTreeSet<&str> = dispatched
+        .production
+        .as_ref()
+        .unwrap()
+        .jobs
+        .iter()
+        .map(|j| j.job_id.as_str())
+        .collect();
+    assert!(
+        received
+            .keys()
+            .map(String::as_str)
+            .eq(stored.iter().copied())
+    );
+    let jobs: Vec<(String, String)> = received
+        .values()
+        .map(|j| (j.job_id.clone(), j.packing_ref.clone()))
+        .collect();
+
+    // Every job reported shipped, as the plant's agent reports them.
+    let events = production_events::ProductionEvents::new(
+        store.clone(),
+        store.clone(),
+        Arc::new(printworks::clock::SystemClock),
+    );
+    let reporting = std::time::Instant::now();
+    for (job_id, packing_ref) in &jobs {
+        let report = JobStatusReport {
+            job_id: job_id.clone(),
+            plant: plant.clone(),
+            tenant: tenant.id.clone(),
+            order_id: id.clone(),
+            status: JobState::Shipped,
+            at: time::OffsetDateTime::now_utc(),
+            carrier: Some("DHL".into()),
+            tracking: Some(format!("JJD{packing_ref}")),
+            reason: None,
+        };
+        events.apply(&report).await.unwrap();
+    }
+    let reporting = reporting.elapsed();
+    let shipped = store.get(&tenant.id, &id).await.unwrap().unwrap();
+    assert_eq!(shipped.state, OrderState::Shipped);
+    let production = shipped.production.as_ref().unwrap();
+    assert_eq!(production.jobs.len(), 5_000);
+    assert!(
+        production
+            .jobs
+            .iter()
+            .all(|j| j.status == Some(JobState::Shipped))
+    );
+
+    // The items it is stored as, read back from the table.
+    let ddb = aws_sdk_dynamodb::Client::new(&f.sdk);
+    let pk = format!("ORDER#{}#{}", tenant.id, id);
+    let mut sizes: Vec<(usize, String)> = Vec::new();
+    let mut start = None;
+    loop {
+        let page = ddb
+            .query()
+            .table_name(&f.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(
+                ":pk",
+                aws_sdk_dynamodb::types::AttributeValue::S(pk.clone()),
+            )
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        for item in page.items() {
+            let sk = item["sk"].as_s().unwrap().clone();
+            sizes.push((item_size(item), sk));
+        }
+        start = page.last_evaluated_key().cloned();
+        if start.is_none() {
+            break;
+        }
+    }
+    sizes.sort();
+    assert_eq!(
+        sizes.len(),
+        2 + 5_000,
+        "the order, its production, 5,000 jobs"
+    );
+    let (largest, largest_sk) = sizes.last().unwrap().clone();
+    let whole = whole_order_item_size(&shipped).unwrap();
+    println!(
+        "5,000 copies shipped on DynamoDB: largest item {largest} B ({largest_sk}); \
+         stored whole it would be {whole} B; {} items; 5,000 reports in {:.1} s, the test in {:.1} s",
+        sizes.len(),
+        reporting.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(largest < 64 * 1024, "{largest} B ({largest_sk})");
+    assert!(whole > 400 * 1024, "{whole} B");
+}

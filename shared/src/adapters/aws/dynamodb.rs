@@ -171,18 +171,35 @@ fn job_item(tenant: &TenantId, id: &OrderId, job: &JobRecord) -> Result<Item, St
 }
 
 /// The size DynamoDB counts for an item, to which its 400 KB item limit
-/// applies: the UTF-8 length of every attribute name and string value, a
-/// number as about one byte per two digits plus one.
-fn item_size(item: &Item) -> usize {
+/// applies: the UTF-8 length of every attribute name and string value,
+/// the length of binary values, a number as about one byte per two
+/// digits plus one, one byte for a boolean or null, and 3 bytes of
+/// overhead for each list or map with its elements' sizes.
+pub fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
     item.iter()
-        .map(|(name, value)| {
-            name.len()
-                + match value {
-                    AttributeValue::S(s) => s.len(),
-                    AttributeValue::N(n) => n.len().div_ceil(2) + 1,
-                    _ => 0,
-                }
-        })
+        .map(|(name, value)| name.len() + value_size(value))
+        .sum()
+}
+
+fn value_size(value: &AttributeValue) -> usize {
+    let number = |n: &String| n.len().div_ceil(2) + 1;
+    match value {
+        AttributeValue::S(s) => s.len(),
+        AttributeValue::N(n) => number(n),
+        AttributeValue::B(b) => b.as_ref().len(),
+        AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+        AttributeValue::Ss(v) => v.iter().map(String::len).sum(),
+        AttributeValue::Ns(v) => v.iter().map(number).sum(),
+        AttributeValue::Bs(v) => v.iter().map(|b| b.as_ref().len()).sum(),
+        AttributeValue::L(v) => 3 + v.iter().map(|e| 1 + value_size(e)).sum::<usize>(),
+        AttributeValue::M(m) => 3 + item_size_of(m),
+        _ => 0,
+    }
+}
+
+fn item_size_of(map: &HashMap<String, AttributeValue>) -> usize {
+    map.iter()
+        .map(|(name, value)| 1 + name.len() + value_size(value))
         .sum()
 }
 

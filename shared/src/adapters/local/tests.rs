@@ -534,28 +534,9 @@ async fn a_job_report_writes_its_job_and_the_production_record_only() {
     let store = SqliteStore::new(db.clone());
     let now = time::macros::datetime!(2026-12-06 10:00:00 UTC);
     let items: Vec<(&str, u32)> = (0..10).map(|_| ("poster-30x40", 20)).collect();
-    let paid = crate::testing::paid_order(&items, "DE", now);
-    let tenant = paid.order.tenant.clone();
-    store.place(paid.clone()).await.unwrap();
-    let (rendered, event, _) = crate::testing::rendered(&paid.order, now);
-    store
-        .transition(&rendered, &paid.order, vec![event])
-        .await
-        .unwrap();
-    let Dispatch::ToPlant {
-        next: dispatched,
-        event,
-    } = rendered
-        .dispatch(Catalog::builtin(), &Default::default(), now)
-        .unwrap()
-    else {
-        panic!("held")
-    };
+    let dispatched = store_dispatched(&store, &items, now).await;
+    let tenant = dispatched.tenant.clone();
     let plant = dispatched.production.as_ref().unwrap().plant.clone();
-    store
-        .transition_counted(&dispatched, &rendered, vec![event], &plant, 200)
-        .await
-        .unwrap();
     let rows = |table: &'static str| {
         let db = db.clone();
         async move {
@@ -657,4 +638,102 @@ fn dispatched_stored(order: &Order) -> Order {
     let mut stored = order.clone();
     stored.production.as_mut().unwrap().revision = 1;
     stored
+}
+
+/// `items` placed, rendered and dispatched on `store`; the order as
+/// dispatch made it.
+async fn store_dispatched(
+    store: &SqliteStore,
+    items: &[(&str, u32)],
+    now: time::OffsetDateTime,
+) -> Order {
+    use crate::domain::production::Dispatch;
+    let paid = crate::testing::paid_order(items, "DE", now);
+    store.place(paid.clone()).await.unwrap();
+    let (rendered, event, _) = crate::testing::rendered(&paid.order, now);
+    store
+        .transition(&rendered, &paid.order, vec![event])
+        .await
+        .unwrap();
+    let Dispatch::ToPlant { next, event } = rendered
+        .dispatch(Catalog::builtin(), &Default::default(), now)
+        .unwrap()
+    else {
+        panic!("held")
+    };
+    let plant = next.production.as_ref().unwrap().plant.clone();
+    let jobs = next.production.as_ref().unwrap().jobs.len() as i64;
+    store
+        .transition_counted(&next, &rendered, vec![event], &plant, jobs)
+        .await
+        .unwrap();
+    next
+}
+
+/// An order stored by an earlier version, its jobs inside its document:
+/// read whole, a report applied to the whole order (`job_view` has none),
+/// and its production moved out by that write.
+#[tokio::test]
+async fn an_order_stored_with_its_jobs_inside_is_read_and_moved_out_on_its_next_write() {
+    use crate::domain::production::{JobState, JobStatusReport, StatusOutcome};
+    let (_dir, db, _clock) = setup();
+    let store = SqliteStore::new(db.clone());
+    let now = time::macros::datetime!(2026-12-06 10:00:00 UTC);
+    let dispatched = store_dispatched(&store, &[("poster-30x40", 3)], now).await;
+    let (tenant, id) = (dispatched.tenant.clone(), dispatched.id.clone());
+    // As schema v4 kept it: the whole order in `orders.doc`.
+    let legacy = serde_json::to_string(&dispatched).unwrap();
+    let (t, i) = (tenant.as_str().to_string(), id.as_str().to_string());
+    db.write(move |c| {
+        let sql = |e: rusqlite::Error| StoreError::Unexpected(e.into());
+        c.execute("DELETE FROM productions", []).map_err(sql)?;
+        c.execute("DELETE FROM jobs", []).map_err(sql)?;
+        c.execute(
+            "UPDATE orders SET doc = ?1 WHERE tenant_id = ?2 AND id = ?3",
+            rusqlite::params![legacy, t, i],
+        )
+        .map_err(sql)?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let job = dispatched.production.as_ref().unwrap().jobs[1].clone();
+    assert!(
+        store
+            .job_view(&tenant, &id, &job.job_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let whole = store.get(&tenant, &id).await.unwrap().unwrap();
+    assert_eq!(whole, dispatched);
+    let report = JobStatusReport {
+        job_id: job.job_id.clone(),
+        plant: whole.production.as_ref().unwrap().plant.clone(),
+        tenant: tenant.clone(),
+        order_id: id.clone(),
+        status: JobState::Accepted,
+        at: now,
+        carrier: None,
+        tracking: None,
+        reason: None,
+    };
+    let StatusOutcome::Changed { next, events, .. } = whole.apply_job_status(&report, now) else {
+        panic!("a first report changes its job")
+    };
+    store
+        .transition_counted(&next, &whole, events, &report.plant, 0)
+        .await
+        .unwrap();
+    let view = store
+        .job_view(&tenant, &id, &job.job_id)
+        .await
+        .unwrap()
+        .expect("moved out: the report's view");
+    assert_eq!(view.record.revision, 1);
+    assert_eq!(view.job.unwrap().status, Some(JobState::Accepted));
+    assert!(view.order.production.is_none());
+    let after = store.get(&tenant, &id).await.unwrap().unwrap();
+    assert_eq!(after.state, OrderState::InProduction);
+    assert_eq!(after.production.as_ref().unwrap().jobs.len(), 3);
 }
