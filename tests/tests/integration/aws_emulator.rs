@@ -1458,8 +1458,8 @@ async fn emulator_an_order_of_5000_copies_ships_in_small_items() {
     // Dispatched: 5,000 job messages on the plant's queue. The queues are
     // the local bus's, not moto's: moto's SQS spends time in proportion
     // to the messages a queue holds on every call, and 5,000 of them took
-    // it over ten minutes. (The SQS adapter's batches are tested on moto
-    // above; what is new at 5,000 copies is the store's.)
+    // it over ten minutes. (Dispatch to SQS on moto is shown with 25 jobs
+    // below; what is new at 5,000 copies is the store's.)
     let catalog = Arc::new(Catalog::builtin().clone());
     let local = printworks::testing::local_env::LocalEnv::new().await;
     let mut queues = BTreeMap::new();
@@ -1622,4 +1622,97 @@ async fn emulator_an_order_of_5000_copies_ships_in_small_items() {
     );
     assert!(largest < 64 * 1024, "{largest} B ({largest_sk})");
     assert!(whole > 400 * 1024, "{whole} B");
+}
+
+/// Dispatch on AWS: the order on DynamoDB, its files presigned on S3, its
+/// 25 jobs sent to the plant's SQS queue in batches of ten (three
+/// `SendMessageBatch` calls), each copy of a line with its line's URL.
+#[tokio::test]
+async fn emulator_dispatch_sends_the_jobs_to_the_plants_sqs_queue_in_batches() {
+    use printworks::domain::catalog::Catalog;
+    use printworks::domain::production::Job;
+    use printworks::domain::state::OrderState;
+    use printworks::ports::{MessageQueue, OrderStore};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    if emulator().is_none() {
+        return;
+    }
+    let f = fixture().await;
+    let store = Arc::new(DynamoStore::from_sdk(&f.sdk, &f.table));
+    let blobs = Arc::new(S3Blobs::from_sdk(&f.sdk, &f.bucket, true));
+    let now = time::OffsetDateTime::now_utc();
+    let new =
+        printworks::testing::paid_order(&[("poster-30x40", 12), ("poster-50x70", 13)], "DE", now);
+    let paid = new.order.clone();
+    store.place(new).await.unwrap();
+    let (rendered, event, files) = printworks::testing::rendered(&paid, now);
+    for (key, bytes) in files {
+        blobs.put(&key, bytes, "image/jpeg").await.unwrap();
+    }
+    store
+        .transition(&rendered, &paid, vec![event.clone()])
+        .await
+        .unwrap();
+    let catalog = Arc::new(Catalog::builtin().clone());
+    let mut queues: BTreeMap<String, Arc<SqsQueue>> = BTreeMap::new();
+    for plant in catalog.plants.keys() {
+        let url = create_sqs_queue(&f.sdk, &format!("plant-{plant}-jobs-{}", run_id())).await;
+        queues.insert(plant.clone(), Arc::new(SqsQueue::from_sdk(&f.sdk, url)));
+    }
+    let dispatcher = dispatch::Dispatcher::new(
+        dispatch::Config::default(),
+        dispatch::Ports {
+            catalog,
+            orders: store.clone(),
+            production: store.clone(),
+            prints: blobs,
+            plants: dispatch::PlantQueues(
+                queues
+                    .iter()
+                    .map(|(p, q)| (p.clone(), q.clone() as Arc<dyn MessageQueue>))
+                    .collect(),
+            ),
+            clock: Arc::new(printworks::clock::SystemClock),
+        },
+    );
+    dispatcher.handle(&event).await.unwrap();
+    let dispatched = store.get(&paid.tenant, &paid.id).await.unwrap().unwrap();
+    assert_eq!(dispatched.state, OrderState::Dispatched);
+    let plant = dispatched.production.as_ref().unwrap().plant.clone();
+    let mut jobs: BTreeMap<String, Job> = BTreeMap::new();
+    for _ in 0..20 {
+        for m in MessageQueue::receive(queues[&plant].as_ref(), 10, Duration::from_secs(1))
+            .await
+            .unwrap()
+        {
+            let job: Job = serde_json::from_str(&m.body).unwrap();
+            jobs.insert(job.job_id.clone(), job);
+            MessageQueue::delete(queues[&plant].as_ref(), &m.receipt)
+                .await
+                .unwrap();
+        }
+        if jobs.len() == 25 {
+            break;
+        }
+    }
+    let stored: BTreeSet<&String> = dispatched
+        .production
+        .as_ref()
+        .unwrap()
+        .jobs
+        .iter()
+        .map(|j| &j.job_id)
+        .collect();
+    assert!(jobs.keys().eq(stored.iter().copied()), "the 25 stored jobs");
+    let lines: BTreeSet<u32> = jobs.values().map(|j| j.line).collect();
+    assert_eq!(lines.len(), 2);
+    for line in lines {
+        let urls: BTreeSet<&str> = jobs
+            .values()
+            .filter(|j| j.line == line)
+            .flat_map(|j| j.files.iter().map(|f| f.url.as_str()))
+            .collect();
+        assert_eq!(urls.len(), 1, "line {line}: one URL for its copies");
+    }
 }
