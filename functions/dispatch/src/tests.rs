@@ -408,3 +408,95 @@ async fn a_reprint_sends_only_its_new_jobs_and_the_old_attempt_starts_nothing() 
     assert_eq!(job.jobs_in_package, 1);
     assert_eq!(env.open_jobs().await["btf"], 1);
 }
+
+#[tokio::test]
+async fn a_cancel_after_dispatch_tells_the_plant_every_open_job_from_runs_or_from_ids() {
+    use printworks::domain::operator::OperatorId;
+    use printworks::domain::production::{JobState, JobStatusReport, StatusOutcome};
+
+    let env = setup(&["muc", "btf"]).await;
+    let rendered = env
+        .rendered(&[("poster-30x40", 3), ("poster-50x70", 3)], "AT")
+        .await;
+    env.dispatcher.handle(&rendered).await.unwrap();
+    assert_eq!(env.jobs("muc").await.len(), 6);
+    let order = env.order(&rendered).await;
+    let jobs = order.production.as_ref().unwrap().jobs.clone();
+    // The second copy of the first line ships.
+    let report = JobStatusReport {
+        job_id: jobs[1].job_id.clone(),
+        plant: "muc".into(),
+        tenant: order.tenant.clone(),
+        order_id: order.id.clone(),
+        status: JobState::Shipped,
+        at: env.now(),
+        carrier: Some("DHL".into()),
+        tracking: Some("JJD1".into()),
+        reason: None,
+    };
+    let StatusOutcome::Changed { next, events, .. } = order.apply_job_status(&report, env.now())
+    else {
+        panic!("not applied");
+    };
+    env.store
+        .transition_counted(&next, &order, events, "muc", -1)
+        .await
+        .unwrap();
+    let order = env.order(&rendered).await;
+    let acted = order
+        .cancel_by_operator(&OperatorId::parse("anna").unwrap(), "fraud", env.now())
+        .unwrap();
+    let cancelled = acted.events[0].clone();
+    // Three runs: copy 1 of line 1, copy 3 of line 1, line 2.
+    assert_eq!(cancelled.data["jobs_to_stop"].as_array().unwrap().len(), 3);
+    assert_eq!(cancelled.data["jobs_to_stop_count"], 5);
+    env.store
+        .transition(&acted.next, &order, acted.events)
+        .await
+        .unwrap();
+
+    let outcome = env.dispatcher.handle(&cancelled).await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Stopped {
+            plants: "muc".into(),
+            jobs: 5
+        }
+    );
+    let open: BTreeSet<String> = jobs
+        .iter()
+        .filter(|j| j.job_id != jobs[1].job_id)
+        .map(|j| j.job_id.clone())
+        .collect();
+    assert_eq!(cancels(&env).await, open);
+
+    // An event written before runs, naming each job: the same message.
+    let mut legacy = cancelled.clone();
+    legacy.data["jobs_to_stop"] = open
+        .iter()
+        .map(|id| serde_json::json!({ "job_id": id, "plant": "muc" }))
+        .collect();
+    env.dispatcher.handle(&legacy).await.unwrap();
+    assert_eq!(cancels(&env).await, open);
+}
+
+/// The job ids cancelled on plant muc's queue (taken off it); the queue
+/// carries nothing else.
+async fn cancels(env: &Env) -> BTreeSet<String> {
+    use printworks::domain::production::PlantMessage;
+    let mut ids = BTreeSet::new();
+    loop {
+        let batch = env.bus.receive("plant-muc-jobs", 10).await.unwrap();
+        if batch.is_empty() {
+            return ids;
+        }
+        for m in batch {
+            env.bus.delete(&m.receipt).await.unwrap();
+            let PlantMessage::Cancel(cancel) = PlantMessage::parse(&m.body).unwrap() else {
+                panic!("a job after the cancel: {}", m.body)
+            };
+            assert_eq!(cancel.reason, "fraud");
+            ids.extend(cancel.cancel_jobs);
+        }
+    }
+}
