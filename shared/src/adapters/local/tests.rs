@@ -529,7 +529,7 @@ async fn the_fault_switch_duplicates_messages_crashes_the_relay_and_refuses_call
 #[tokio::test]
 async fn a_job_report_writes_its_job_and_the_production_record_only() {
     use crate::domain::job_records::{ReportOutcome, apply_report};
-    use crate::domain::production::{Dispatch, JobState, JobStatusReport};
+    use crate::domain::production::{JobState, JobStatusReport};
     let (_dir, db, _clock) = setup();
     let store = SqliteStore::new(db.clone());
     let now = time::macros::datetime!(2026-12-06 10:00:00 UTC);
