@@ -291,6 +291,14 @@ impl Production {
     }
 }
 
+/// The most job records an order stored before jobs were records of their
+/// own moves out in one write: a DynamoDB transaction takes at most 100
+/// items, and the order, its production record, the events and a plant's
+/// counter take some of them. One with more reported jobs keeps its
+/// production in its own document (as it was stored; it passed the item
+/// limit then).
+pub const MOVE_OUT_MAX_JOBS: usize = 80;
+
 /// What a store writes for an order written whole: the order without its
 /// production, and the production's record with the job records that
 /// changed, if the production changed.
@@ -298,6 +306,11 @@ impl Production {
 pub struct SplitOrder {
     pub order: Order,
     pub production: Option<ProductionWrite>,
+    /// The order keeps its production in its own document (one stored
+    /// before jobs were records of their own, with more than
+    /// [`MOVE_OUT_MAX_JOBS`] reported jobs): the store must find no
+    /// production record stored apart, or refuse the write as a conflict.
+    pub inline: bool,
 }
 
 /// A production record to write, conditional on the stored revision being
@@ -312,44 +325,71 @@ pub struct ProductionWrite {
 
 /// Splits `next` (the successor of `observed`) for storing. A production
 /// read from an order stored before jobs were records of their own
-/// (revision 0) writes every job a plant reported on.
+/// (revision 0) writes every job a plant reported on, or, past
+/// [`MOVE_OUT_MAX_JOBS`], stays in the order's document.
 pub fn split(next: &Order, observed: &Order) -> SplitOrder {
     let mut order = next.clone();
-    let production = order.production.take();
-    let production = production.and_then(|p| {
-        let before = observed.production.as_ref();
-        let observed_revision = before.map_or(0, |b| b.revision);
-        // Unchanged and stored apart already: nothing to write. (One read
-        // from an order's own document moves out of it now.)
-        if before == Some(&p) && observed_revision > 0 {
-            return None;
-        }
-        let old: BTreeMap<&str, &JobRecord> = before
-            .filter(|_| observed_revision > 0)
-            .map(|b| {
-                b.jobs
-                    .iter()
-                    .chain(&b.superseded)
-                    .map(|j| (j.job_id.as_str(), j))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let jobs = p
-            .jobs
+    let Some(p) = order.production.take() else {
+        return SplitOrder {
+            order,
+            production: None,
+            inline: false,
+        };
+    };
+    let before = observed.production.as_ref();
+    let observed_revision = before.map_or(0, |b| b.revision);
+    let reported = || {
+        p.jobs
             .iter()
             .chain(&p.superseded)
-            .filter(|j| j.status.is_some() && old.get(j.job_id.as_str()) != Some(j))
-            .cloned()
-            .collect();
-        let mut record = p.record();
-        record.revision = observed_revision + 1;
-        Some(ProductionWrite {
+            .filter(|j| j.status.is_some())
+            .count()
+    };
+    if before.is_some() && observed_revision == 0 && reported() > MOVE_OUT_MAX_JOBS {
+        order.production = Some(p);
+        return SplitOrder {
+            order,
+            production: None,
+            inline: true,
+        };
+    }
+    // Unchanged and stored apart already: nothing to write. (One read
+    // from an order's own document moves out of it now.)
+    if before == Some(&p) && observed_revision > 0 {
+        return SplitOrder {
+            order,
+            production: None,
+            inline: false,
+        };
+    }
+    let old: BTreeMap<&str, &JobRecord> = before
+        .filter(|_| observed_revision > 0)
+        .map(|b| {
+            b.jobs
+                .iter()
+                .chain(&b.superseded)
+                .map(|j| (j.job_id.as_str(), j))
+                .collect()
+        })
+        .unwrap_or_default();
+    let jobs = p
+        .jobs
+        .iter()
+        .chain(&p.superseded)
+        .filter(|j| j.status.is_some() && old.get(j.job_id.as_str()) != Some(j))
+        .cloned()
+        .collect();
+    let mut record = p.record();
+    record.revision = observed_revision + 1;
+    SplitOrder {
+        order,
+        production: Some(ProductionWrite {
             record,
             observed_revision,
             jobs,
-        })
-    });
-    SplitOrder { order, production }
+        }),
+        inline: false,
+    }
 }
 
 /// What a report does, decided on the order (without its production), its
@@ -864,5 +904,31 @@ mod tests {
         assert_eq!(write.observed_revision, 1);
         assert_eq!(write.jobs.len(), 1);
         assert_eq!(write.jobs[0].job_id, jobs[2].job_id);
+    }
+
+    #[test]
+    fn a_legacy_production_with_more_reported_jobs_than_a_write_takes_stays_inline() {
+        let order = dispatched(&[("poster-30x40", 100)]);
+        let mut legacy = order.clone();
+        for job in &order.production.as_ref().unwrap().jobs[..=MOVE_OUT_MAX_JOBS] {
+            let StatusOutcome::Changed { next, .. } =
+                legacy.apply_job_status(&report(&legacy, job, JobState::Accepted), at())
+            else {
+                panic!("changed")
+            };
+            legacy = *next;
+        }
+        let next = legacy.successor(at());
+        let split = split(&next, &legacy);
+        assert!(split.inline);
+        assert!(split.production.is_none());
+        assert_eq!(split.order.production, legacy.production);
+        // One reported job fewer: it moves out, every reported job with it.
+        let mut fewer = legacy.clone();
+        fewer.production.as_mut().unwrap().jobs[0].status = None;
+        let split = super::split(&fewer.successor(at()), &fewer);
+        assert!(!split.inline);
+        assert!(split.order.production.is_none());
+        assert_eq!(split.production.unwrap().jobs.len(), MOVE_OUT_MAX_JOBS);
     }
 }

@@ -1716,3 +1716,155 @@ async fn emulator_dispatch_sends_the_jobs_to_the_plants_sqs_queue_in_batches() {
         assert_eq!(urls.len(), 1, "line {line}: one URL for its copies");
     }
 }
+
+/// Orders stored on DynamoDB before jobs were records of their own (the
+/// order item with every job inside): a small one is reported on through
+/// production-events and moves out on that write; one with more reported
+/// jobs than a transaction takes keeps them inside, and a write of it is
+/// refused once a production record is stored apart.
+#[tokio::test]
+async fn emulator_orders_stored_with_their_jobs_inside_are_still_written() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use printworks::domain::catalog::Catalog;
+    use printworks::domain::order::Order;
+    use printworks::domain::production::{Dispatch, JobState, JobStatusReport};
+    use printworks::domain::state::OrderState;
+    use printworks::ports::{OrderStore, ProductionStore, StoreError};
+
+    if emulator().is_none() {
+        return;
+    }
+    let f = fixture().await;
+    let store = Arc::new(DynamoStore::from_sdk(&f.sdk, &f.table));
+    let ddb = aws_sdk_dynamodb::Client::new(&f.sdk);
+    let now = time::OffsetDateTime::now_utc();
+    // Dispatched, then rewritten as the earlier layout kept it: one item.
+    let legacy = |copies: u32, reported: bool| {
+        let store = store.clone();
+        let ddb = ddb.clone();
+        let table = f.table.clone();
+        async move {
+            let new = printworks::testing::paid_order(&[("poster-30x40", copies)], "DE", now);
+            let paid = new.order.clone();
+            store.place(new).await.unwrap();
+            let (rendered, event, _) = printworks::testing::rendered(&paid, now);
+            store
+                .transition(&rendered, &paid, vec![event])
+                .await
+                .unwrap();
+            let Dispatch::ToPlant { next, event } = rendered
+                .dispatch(Catalog::builtin(), &Default::default(), now)
+                .unwrap()
+            else {
+                panic!("held")
+            };
+            let plant = next.production.as_ref().unwrap().plant.clone();
+            store
+                .transition_counted(&next, &rendered, vec![event], &plant, i64::from(copies))
+                .await
+                .unwrap();
+            let mut order: Order = next;
+            if reported {
+                for job in order.production.as_mut().unwrap().jobs.iter_mut() {
+                    job.status = Some(JobState::Accepted);
+                }
+            }
+            let pk = format!("ORDER#{}#{}", order.tenant, order.id);
+            ddb.delete_item()
+                .table_name(&table)
+                .key("pk", AttributeValue::S(pk.clone()))
+                .key("sk", AttributeValue::S("PRODUCTION".into()))
+                .send()
+                .await
+                .unwrap();
+            ddb.update_item()
+                .table_name(&table)
+                .key("pk", AttributeValue::S(pk))
+                .key("sk", AttributeValue::S("ORDER".into()))
+                .update_expression("SET #doc = :doc")
+                .expression_attribute_names("#doc", "doc")
+                .expression_attribute_values(
+                    ":doc",
+                    AttributeValue::S(serde_json::to_string(&order).unwrap()),
+                )
+                .send()
+                .await
+                .unwrap();
+            let stored = store.get(&order.tenant, &order.id).await.unwrap().unwrap();
+            assert_eq!(stored, order);
+            order
+        }
+    };
+
+    // Small: a report goes to the whole order and moves it out.
+    let small = legacy(3, false).await;
+    let job = small.production.as_ref().unwrap().jobs[0].clone();
+    assert!(
+        store
+            .job_view(&small.tenant, &small.id, &job.job_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let events = production_events::ProductionEvents::new(
+        store.clone(),
+        store.clone(),
+        Arc::new(printworks::clock::SystemClock),
+    );
+    let report = JobStatusReport {
+        job_id: job.job_id.clone(),
+        plant: small.production.as_ref().unwrap().plant.clone(),
+        tenant: small.tenant.clone(),
+        order_id: small.id.clone(),
+        status: JobState::Printing,
+        at: now,
+        carrier: None,
+        tracking: None,
+        reason: None,
+    };
+    events.apply(&report).await.unwrap();
+    let view = store
+        .job_view(&small.tenant, &small.id, &job.job_id)
+        .await
+        .unwrap()
+        .expect("moved out");
+    assert_eq!(view.record.revision, 1);
+    assert_eq!(view.job.unwrap().status, Some(JobState::Printing));
+    let after = store.get(&small.tenant, &small.id).await.unwrap().unwrap();
+    assert_eq!(after.state, OrderState::InProduction);
+
+    // Large: 100 reported jobs stay inside the order's item.
+    let large = legacy(100, true).await;
+    let mut next = large.successor(now);
+    next.reference = Some("po-1".into());
+    store.transition(&next, &large, vec![]).await.unwrap();
+    let after = store.get(&large.tenant, &large.id).await.unwrap().unwrap();
+    assert_eq!(after.reference.as_deref(), Some("po-1"));
+    assert_eq!(after.production, large.production);
+    let job = &large.production.as_ref().unwrap().jobs[0];
+    assert!(
+        store
+            .job_view(&large.tenant, &large.id, &job.job_id)
+            .await
+            .unwrap()
+            .is_none(),
+        "no production record apart"
+    );
+    // A production record apart (written by another writer meanwhile):
+    // the write from before it is refused.
+    ddb.put_item()
+        .table_name(&f.table)
+        .item(
+            "pk",
+            AttributeValue::S(format!("ORDER#{}#{}", large.tenant, large.id)),
+        )
+        .item("sk", AttributeValue::S("PRODUCTION".into()))
+        .item("revision", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .unwrap();
+    let mut late = after.successor(now);
+    late.reference = Some("po-2".into());
+    let refused = store.transition(&late, &after, vec![]).await;
+    assert!(matches!(refused, Err(StoreError::Conflict)), "{refused:?}");
+}

@@ -56,7 +56,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 
@@ -260,6 +260,17 @@ fn conditional_order_put(
     let mut items = vec![TransactWriteItem::builder().put(put).build()];
     if let Some(production) = &split.production {
         items.extend(production_puts(table, &next.tenant, &next.id, production)?);
+    }
+    if split.inline {
+        // The production stays in the order's item: only while none is
+        // stored apart.
+        let check = ConditionCheck::builder()
+            .table_name(table)
+            .set_key(Some(key(order_pk(&next.tenant, &next.id), "PRODUCTION")))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .context("building ConditionCheck")?;
+        items.push(TransactWriteItem::builder().condition_check(check).build());
     }
     Ok(items)
 }

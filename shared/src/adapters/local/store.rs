@@ -492,6 +492,9 @@ fn write_production(
 struct OrderUpdate {
     /// The order's production, written beside it.
     production: Option<ProductionWrite>,
+    /// The production stays in the order's document: no record may be
+    /// stored apart ([`job_records::SplitOrder::inline`]).
+    inline: bool,
     doc: String,
     updated: String,
     tenant: String,
@@ -509,6 +512,7 @@ impl OrderUpdate {
         let split = job_records::split(next, observed);
         Ok(OrderUpdate {
             production: split.production,
+            inline: split.inline,
             doc: serde_json::to_string(&split.order).map_err(json_err)?,
             updated: ts(next.updated_at)?,
             tenant: next.tenant.as_str().to_string(),
@@ -543,6 +547,17 @@ impl OrderUpdate {
             .map_err(sql)?;
         if changed != 1 {
             return Err(StoreError::Conflict);
+        }
+        if self.inline {
+            let apart: Option<i64> = c
+                .prepare_cached("SELECT 1 FROM productions WHERE tenant_id = ?1 AND order_id = ?2")
+                .map_err(sql)?
+                .query_row(params![self.tenant, self.id], |r| r.get(0))
+                .optional()
+                .map_err(sql)?;
+            if apart.is_some() {
+                return Err(StoreError::Conflict);
+            }
         }
         if let Some(production) = &self.production {
             write_production(c, &self.tenant, &self.id, production)?;

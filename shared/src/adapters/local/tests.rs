@@ -737,3 +737,74 @@ async fn an_order_stored_with_its_jobs_inside_is_read_and_moved_out_on_its_next_
     assert_eq!(after.state, OrderState::InProduction);
     assert_eq!(after.production.as_ref().unwrap().jobs.len(), 3);
 }
+
+/// An order stored with its jobs inside and more reported jobs than one
+/// write moves out keeps them inside; such a write is refused once a
+/// production record is stored apart (an observation from before it).
+#[tokio::test]
+async fn a_large_legacy_order_keeps_its_jobs_inside_and_never_beside_a_record() {
+    use crate::domain::job_records::MOVE_OUT_MAX_JOBS;
+    use crate::domain::production::JobState;
+    let (_dir, db, _clock) = setup();
+    let store = SqliteStore::new(db.clone());
+    let now = time::macros::datetime!(2026-12-06 10:00:00 UTC);
+    let dispatched = store_dispatched(&store, &[("poster-30x40", 100)], now).await;
+    let (tenant, id) = (dispatched.tenant.clone(), dispatched.id.clone());
+    let mut legacy = dispatched.clone();
+    for job in legacy.production.as_mut().unwrap().jobs.iter_mut() {
+        job.status = Some(JobState::Accepted);
+    }
+    let doc = serde_json::to_string(&legacy).unwrap();
+    let (t, i) = (tenant.as_str().to_string(), id.as_str().to_string());
+    db.write(move |c| {
+        let sql = |e: rusqlite::Error| StoreError::Unexpected(e.into());
+        c.execute("DELETE FROM productions", []).map_err(sql)?;
+        c.execute(
+            "UPDATE orders SET doc = ?1 WHERE tenant_id = ?2 AND id = ?3",
+            rusqlite::params![doc, t, i],
+        )
+        .map_err(sql)?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert!(legacy.production.as_ref().unwrap().jobs.len() > MOVE_OUT_MAX_JOBS);
+    let read = store.get(&tenant, &id).await.unwrap().unwrap();
+    assert_eq!(read, legacy);
+    let mut next = read.successor(now);
+    next.reference = Some("po-1".into());
+    store.transition(&next, &read, vec![]).await.unwrap();
+    let after = store.get(&tenant, &id).await.unwrap().unwrap();
+    assert_eq!(after.reference.as_deref(), Some("po-1"));
+    assert_eq!(after.production, legacy.production);
+    let records = |db: Arc<Db>| async move {
+        db.read(|c| {
+            c.query_row("SELECT COUNT(*) FROM productions", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(|e| StoreError::Unexpected(e.into()))
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(records(db.clone()).await, 0, "still inside the order");
+
+    // A record stored apart meanwhile: a write from before it is refused.
+    let (t, i) = (tenant.as_str().to_string(), id.as_str().to_string());
+    db.write(move |c| {
+        c.execute(
+            "INSERT INTO productions (tenant_id, order_id, revision, doc) VALUES (?1, ?2, 1, '{}')",
+            rusqlite::params![t, i],
+        )
+        .map_err(|e| StoreError::Unexpected(e.into()))?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let mut late = after.successor(now);
+    late.reference = Some("po-2".into());
+    assert!(matches!(
+        store.transition(&late, &after, vec![]).await,
+        Err(StoreError::Conflict)
+    ));
+}
