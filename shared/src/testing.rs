@@ -133,6 +133,36 @@ pub fn rendered(
     (next, event, files)
 }
 
+/// `items` (to DE) placed, rendered (stand-in files, not stored) and
+/// dispatched on `store`, as the stages write them; the order as dispatch
+/// made it (its production's revision is the one before it was stored).
+pub async fn stored_dispatched<S>(store: &S, items: &[(&str, u32)], now: OffsetDateTime) -> Order
+where
+    S: crate::ports::OrderStore + crate::ports::ProductionStore + ?Sized,
+{
+    use crate::domain::production::Dispatch;
+    let paid = paid_order(items, "DE", now);
+    store.place(paid.clone()).await.expect("placed");
+    let (rendered, event, _) = rendered(&paid.order, now);
+    store
+        .transition(&rendered, &paid.order, vec![event])
+        .await
+        .expect("rendered");
+    let Dispatch::ToPlant { next, event } = rendered
+        .dispatch(Catalog::builtin(), &Default::default(), now)
+        .expect("dispatches")
+    else {
+        panic!("held: no plant makes {items:?}")
+    };
+    let production = next.production.as_ref().expect("a production");
+    let (plant, jobs) = (production.plant.clone(), production.jobs.len() as i64);
+    store
+        .transition_counted(&next, &rendered, vec![event], &plant, jobs)
+        .await
+        .expect("dispatched");
+    next
+}
+
 /// Relays the outbox and takes every message off `queue` (subscribed to
 /// the events of interest): the event types published since the last call.
 #[cfg(feature = "local")]

@@ -1385,6 +1385,55 @@ async fn emulator_operator_actions_happen_once_per_key_and_once_per_hold() {
     assert_eq!(router.clone().oneshot(unknown).await.unwrap().status(), 404);
 }
 
+/// `paid` rendered with stand-in print files, put on S3, and the order
+/// moved to `rendered` on DynamoDB; its `OrderRendered`.
+async fn rendered_on_s3(
+    store: &DynamoStore,
+    blobs: &S3Blobs,
+    paid: &printworks::domain::order::Order,
+    now: time::OffsetDateTime,
+) -> EventEnvelope {
+    use printworks::ports::OrderStore;
+    let (rendered, event, files) = printworks::testing::rendered(paid, now);
+    for (key, bytes) in files {
+        blobs.put(&key, bytes, "image/jpeg").await.unwrap();
+    }
+    store
+        .transition(&rendered, paid, vec![event.clone()])
+        .await
+        .unwrap();
+    event
+}
+
+/// The dispatch function on DynamoDB and S3, sending to `queues` (one per
+/// plant of the built-in catalog).
+fn dispatcher_on<Q: printworks::ports::MessageQueue + 'static>(
+    store: &Arc<DynamoStore>,
+    blobs: &Arc<S3Blobs>,
+    queues: &std::collections::BTreeMap<String, Arc<Q>>,
+) -> dispatch::Dispatcher {
+    let plants = queues
+        .iter()
+        .map(|(p, q)| {
+            (
+                p.clone(),
+                q.clone() as Arc<dyn printworks::ports::MessageQueue>,
+            )
+        })
+        .collect();
+    dispatch::Dispatcher::new(
+        dispatch::Config::default(),
+        dispatch::Ports {
+            catalog: Arc::new(printworks::domain::catalog::Catalog::builtin().clone()),
+            orders: store.clone(),
+            production: store.clone(),
+            prints: blobs.clone(),
+            plants: dispatch::PlantQueues(plants),
+            clock: Arc::new(printworks::clock::SystemClock),
+        },
+    )
+}
+
 /// An order of 50 lines of 100 copies (5,000 jobs) from placement to
 /// shipped on DynamoDB (DynamoDB Local) with its print files on S3 and its
 /// jobs on an SQS queue (moto): placed through the order API, dispatched by
@@ -1446,14 +1495,7 @@ async fn emulator_an_order_of_5000_copies_ships_in_small_items() {
 
     // Rendered: one print file per line, on S3.
     let now = time::OffsetDateTime::now_utc();
-    let (rendered, event, files) = printworks::testing::rendered(&paid, now);
-    for (key, bytes) in files {
-        blobs.put(&key, bytes, "image/jpeg").await.unwrap();
-    }
-    store
-        .transition(&rendered, &paid, vec![event.clone()])
-        .await
-        .unwrap();
+    let event = rendered_on_s3(&store, &blobs, &paid, now).await;
 
     // Dispatched: 5,000 job messages on the plant's queue. The queues are
     // the local bus's, not moto's: moto's SQS spends time in proportion
@@ -1468,22 +1510,7 @@ async fn emulator_an_order_of_5000_copies_ships_in_small_items() {
         local.declare_queue(&name).await;
         queues.insert(plant.clone(), Arc::new(local.bus.queue(&name)));
     }
-    let dispatcher = dispatch::Dispatcher::new(
-        dispatch::Config::default(),
-        dispatch::Ports {
-            catalog: catalog.clone(),
-            orders: store.clone(),
-            production: store.clone(),
-            prints: blobs.clone(),
-            plants: dispatch::PlantQueues(
-                queues
-                    .iter()
-                    .map(|(p, q)| (p.clone(), q.clone() as Arc<dyn MessageQueue>))
-                    .collect(),
-            ),
-            clock: Arc::new(printworks::clock::SystemClock),
-        },
-    );
+    let dispatcher = dispatcher_on(&store, &blobs, &queues);
     let outcome = dispatcher.handle(&event).await.unwrap();
     let dispatched = store.get(&tenant.id, &id).await.unwrap().unwrap();
     assert_eq!(dispatched.state, OrderState::Dispatched);
@@ -1646,36 +1673,14 @@ async fn emulator_dispatch_sends_the_jobs_to_the_plants_sqs_queue_in_batches() {
         printworks::testing::paid_order(&[("poster-30x40", 12), ("poster-50x70", 13)], "DE", now);
     let paid = new.order.clone();
     store.place(new).await.unwrap();
-    let (rendered, event, files) = printworks::testing::rendered(&paid, now);
-    for (key, bytes) in files {
-        blobs.put(&key, bytes, "image/jpeg").await.unwrap();
-    }
-    store
-        .transition(&rendered, &paid, vec![event.clone()])
-        .await
-        .unwrap();
+    let event = rendered_on_s3(&store, &blobs, &paid, now).await;
     let catalog = Arc::new(Catalog::builtin().clone());
     let mut queues: BTreeMap<String, Arc<SqsQueue>> = BTreeMap::new();
     for plant in catalog.plants.keys() {
         let url = create_sqs_queue(&f.sdk, &format!("plant-{plant}-jobs-{}", run_id())).await;
         queues.insert(plant.clone(), Arc::new(SqsQueue::from_sdk(&f.sdk, url)));
     }
-    let dispatcher = dispatch::Dispatcher::new(
-        dispatch::Config::default(),
-        dispatch::Ports {
-            catalog,
-            orders: store.clone(),
-            production: store.clone(),
-            prints: blobs,
-            plants: dispatch::PlantQueues(
-                queues
-                    .iter()
-                    .map(|(p, q)| (p.clone(), q.clone() as Arc<dyn MessageQueue>))
-                    .collect(),
-            ),
-            clock: Arc::new(printworks::clock::SystemClock),
-        },
-    );
+    let dispatcher = dispatcher_on(&store, &blobs, &queues);
     dispatcher.handle(&event).await.unwrap();
     let dispatched = store.get(&paid.tenant, &paid.id).await.unwrap().unwrap();
     assert_eq!(dispatched.state, OrderState::Dispatched);
@@ -1725,9 +1730,8 @@ async fn emulator_dispatch_sends_the_jobs_to_the_plants_sqs_queue_in_batches() {
 #[tokio::test]
 async fn emulator_orders_stored_with_their_jobs_inside_are_still_written() {
     use aws_sdk_dynamodb::types::AttributeValue;
-    use printworks::domain::catalog::Catalog;
     use printworks::domain::order::Order;
-    use printworks::domain::production::{Dispatch, JobState, JobStatusReport};
+    use printworks::domain::production::{JobState, JobStatusReport};
     use printworks::domain::state::OrderState;
     use printworks::ports::{OrderStore, ProductionStore, StoreError};
 
@@ -1744,26 +1748,9 @@ async fn emulator_orders_stored_with_their_jobs_inside_are_still_written() {
         let ddb = ddb.clone();
         let table = f.table.clone();
         async move {
-            let new = printworks::testing::paid_order(&[("poster-30x40", copies)], "DE", now);
-            let paid = new.order.clone();
-            store.place(new).await.unwrap();
-            let (rendered, event, _) = printworks::testing::rendered(&paid, now);
-            store
-                .transition(&rendered, &paid, vec![event])
-                .await
-                .unwrap();
-            let Dispatch::ToPlant { next, event } = rendered
-                .dispatch(Catalog::builtin(), &Default::default(), now)
-                .unwrap()
-            else {
-                panic!("held")
-            };
-            let plant = next.production.as_ref().unwrap().plant.clone();
-            store
-                .transition_counted(&next, &rendered, vec![event], &plant, i64::from(copies))
-                .await
-                .unwrap();
-            let mut order: Order = next;
+            let mut order: Order =
+                printworks::testing::stored_dispatched(&*store, &[("poster-30x40", copies)], now)
+                    .await;
             if reported {
                 for job in order.production.as_mut().unwrap().jobs.iter_mut() {
                     job.status = Some(JobState::Accepted);

@@ -534,7 +534,7 @@ async fn a_job_report_writes_its_job_and_the_production_record_only() {
     let store = SqliteStore::new(db.clone());
     let now = time::macros::datetime!(2026-12-06 10:00:00 UTC);
     let items: Vec<(&str, u32)> = (0..10).map(|_| ("poster-30x40", 20)).collect();
-    let dispatched = store_dispatched(&store, &items, now).await;
+    let dispatched = crate::testing::stored_dispatched(&store, &items, now).await;
     let tenant = dispatched.tenant.clone();
     let plant = dispatched.production.as_ref().unwrap().plant.clone();
     let rows = |table: &'static str| {
@@ -640,34 +640,35 @@ fn dispatched_stored(order: &Order) -> Order {
     stored
 }
 
-/// `items` placed, rendered and dispatched on `store`; the order as
-/// dispatch made it.
-async fn store_dispatched(
-    store: &SqliteStore,
-    items: &[(&str, u32)],
-    now: time::OffsetDateTime,
-) -> Order {
-    use crate::domain::production::Dispatch;
-    let paid = crate::testing::paid_order(items, "DE", now);
-    store.place(paid.clone()).await.unwrap();
-    let (rendered, event, _) = crate::testing::rendered(&paid.order, now);
-    store
-        .transition(&rendered, &paid.order, vec![event])
-        .await
-        .unwrap();
-    let Dispatch::ToPlant { next, event } = rendered
-        .dispatch(Catalog::builtin(), &Default::default(), now)
-        .unwrap()
-    else {
-        panic!("held")
-    };
-    let plant = next.production.as_ref().unwrap().plant.clone();
-    let jobs = next.production.as_ref().unwrap().jobs.len() as i64;
-    store
-        .transition_counted(&next, &rendered, vec![event], &plant, jobs)
-        .await
-        .unwrap();
-    next
+/// `order` written back as schema v4 kept it: the whole order, its jobs
+/// inside, in `orders.doc`, and no production record apart.
+async fn store_as_legacy(db: &Arc<Db>, order: &Order) {
+    let doc = serde_json::to_string(order).unwrap();
+    let (t, i) = (
+        order.tenant.as_str().to_string(),
+        order.id.as_str().to_string(),
+    );
+    db.write(move |c| {
+        let sql = |e: rusqlite::Error| StoreError::Unexpected(e.into());
+        c.execute(
+            "DELETE FROM productions WHERE tenant_id = ?1 AND order_id = ?2",
+            rusqlite::params![t, i],
+        )
+        .map_err(sql)?;
+        c.execute(
+            "DELETE FROM jobs WHERE tenant_id = ?1 AND order_id = ?2",
+            rusqlite::params![t, i],
+        )
+        .map_err(sql)?;
+        c.execute(
+            "UPDATE orders SET doc = ?1 WHERE tenant_id = ?2 AND id = ?3",
+            rusqlite::params![doc, t, i],
+        )
+        .map_err(sql)?;
+        Ok(())
+    })
+    .await
+    .unwrap();
 }
 
 /// An order stored by an earlier version, its jobs inside its document:
@@ -679,24 +680,10 @@ async fn an_order_stored_with_its_jobs_inside_is_read_and_moved_out_on_its_next_
     let (_dir, db, _clock) = setup();
     let store = SqliteStore::new(db.clone());
     let now = time::macros::datetime!(2026-12-06 10:00:00 UTC);
-    let dispatched = store_dispatched(&store, &[("poster-30x40", 3)], now).await;
+    let dispatched = crate::testing::stored_dispatched(&store, &[("poster-30x40", 3)], now).await;
     let (tenant, id) = (dispatched.tenant.clone(), dispatched.id.clone());
     // As schema v4 kept it: the whole order in `orders.doc`.
-    let legacy = serde_json::to_string(&dispatched).unwrap();
-    let (t, i) = (tenant.as_str().to_string(), id.as_str().to_string());
-    db.write(move |c| {
-        let sql = |e: rusqlite::Error| StoreError::Unexpected(e.into());
-        c.execute("DELETE FROM productions", []).map_err(sql)?;
-        c.execute("DELETE FROM jobs", []).map_err(sql)?;
-        c.execute(
-            "UPDATE orders SET doc = ?1 WHERE tenant_id = ?2 AND id = ?3",
-            rusqlite::params![legacy, t, i],
-        )
-        .map_err(sql)?;
-        Ok(())
-    })
-    .await
-    .unwrap();
+    store_as_legacy(&db, &dispatched).await;
     let job = dispatched.production.as_ref().unwrap().jobs[1].clone();
     assert!(
         store
@@ -748,26 +735,13 @@ async fn a_large_legacy_order_keeps_its_jobs_inside_and_never_beside_a_record() 
     let (_dir, db, _clock) = setup();
     let store = SqliteStore::new(db.clone());
     let now = time::macros::datetime!(2026-12-06 10:00:00 UTC);
-    let dispatched = store_dispatched(&store, &[("poster-30x40", 100)], now).await;
+    let dispatched = crate::testing::stored_dispatched(&store, &[("poster-30x40", 100)], now).await;
     let (tenant, id) = (dispatched.tenant.clone(), dispatched.id.clone());
     let mut legacy = dispatched.clone();
     for job in legacy.production.as_mut().unwrap().jobs.iter_mut() {
         job.status = Some(JobState::Accepted);
     }
-    let doc = serde_json::to_string(&legacy).unwrap();
-    let (t, i) = (tenant.as_str().to_string(), id.as_str().to_string());
-    db.write(move |c| {
-        let sql = |e: rusqlite::Error| StoreError::Unexpected(e.into());
-        c.execute("DELETE FROM productions", []).map_err(sql)?;
-        c.execute(
-            "UPDATE orders SET doc = ?1 WHERE tenant_id = ?2 AND id = ?3",
-            rusqlite::params![doc, t, i],
-        )
-        .map_err(sql)?;
-        Ok(())
-    })
-    .await
-    .unwrap();
+    store_as_legacy(&db, &legacy).await;
     assert!(legacy.production.as_ref().unwrap().jobs.len() > MOVE_OUT_MAX_JOBS);
     let read = store.get(&tenant, &id).await.unwrap().unwrap();
     assert_eq!(read, legacy);
