@@ -326,3 +326,50 @@ fn every_variable_a_function_requires_is_set_on_it_in_the_template() {
         }
     }
 }
+
+/// The orders table statement of `function`'s policy: its actions.
+fn orders_table_actions(template: &Value, function: &str) -> Option<BTreeSet<String>> {
+    let policies = resource(template, function)["Properties"]["Policies"].as_sequence()?;
+    let statements = policies
+        .iter()
+        .filter_map(|p| p["Statement"].as_sequence())
+        .flatten();
+    statements
+        .filter(|s| {
+            tagged(&s["Resource"])
+                .is_some_and(|(tag, v)| tag == "!GetAtt" && v.as_str() == Some("OrdersTable.Arn"))
+        })
+        .map(|s| {
+            s["Action"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str().map(str::to_string))
+                .collect()
+        })
+        .next()
+}
+
+/// An order is read with one `Query` of its partition (the order, its
+/// production record, its jobs: `DynamoStore::get`), so every function
+/// that reads orders must be allowed `dynamodb:Query`, not only
+/// `GetItem`: without it the read is refused on AWS (emulators do not
+/// enforce IAM, so only this test sees it).
+#[test]
+fn every_function_that_reads_orders_may_query_their_partition() {
+    let t = template("template.yaml");
+    let mut readers = 0;
+    for (function, _) in functions() {
+        let Some(actions) = orders_table_actions(&t, function) else {
+            continue;
+        };
+        if actions.contains("dynamodb:GetItem") {
+            readers += 1;
+            assert!(
+                actions.contains("dynamodb:Query"),
+                "{function} reads the orders table without dynamodb:Query: {actions:?}"
+            );
+        }
+    }
+    assert!(readers >= 6, "only {readers} functions read orders");
+}
