@@ -307,6 +307,7 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         catalog.clone(),
         store_arc.clone(),
         store_arc.clone(),
+        store_arc.clone(),
         FaultyBlobStore::wrap(blobs.clone(), &faults),
         clock.clone(),
     );

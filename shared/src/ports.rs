@@ -100,13 +100,15 @@ pub trait OrderStore: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
-/// An operator's action, written as one transaction: the order (only if
-/// it is still as read), its outbox events, the plants' open-job counts
-/// it changes, and the idempotency record of the operator's key (only if
-/// that key was not used before).
+/// A person's action on an order (an operator's, or a customer's through
+/// the tenant API), written as one transaction: the order (only if it is
+/// still as read), its outbox events, the plants' open-job counts it
+/// changes, and the idempotency record of the caller's key (only if that
+/// key was not used before in `scope`).
 #[derive(Debug, Clone)]
 pub struct OpsWrite {
-    pub operator: OperatorId,
+    /// Whose keys: [`ops_scope`] of the operator, or the tenant's id.
+    pub scope: String,
     pub next: Order,
     pub observed: Order,
     pub events: Vec<EventEnvelope>,
@@ -123,15 +125,16 @@ pub struct OpsWrite {
 pub trait OpsStore: Send + Sync {
     /// An order by its id alone, whatever its tenant.
     async fn find_order(&self, id: &OrderId) -> Result<Option<Order>, StoreError>;
-    /// The operator's earlier request under `key`, if any.
+    /// The earlier request under `key` in `scope` (an operator's
+    /// [`ops_scope`], or a tenant's id), if any.
     async fn ops_request(
         &self,
-        operator: &OperatorId,
+        scope: &str,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError>;
     /// Writes `write` atomically: [`PlaceOutcome::Created`]; the key's
     /// earlier response ([`PlaceOutcome::Replayed`], nothing written) or
-    /// [`PlaceOutcome::KeyReused`] if the operator used the key before;
+    /// [`PlaceOutcome::KeyReused`] if the key was used before in the scope;
     /// [`StoreError::Conflict`] if the order changed since it was read.
     async fn act(&self, write: OpsWrite) -> Result<PlaceOutcome, StoreError>;
 }
@@ -295,6 +298,14 @@ pub trait BlobStore: Send + Sync {
     async fn presign_get(&self, key: &str, ttl: Duration) -> Result<PresignedRequest, StoreError>;
     async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> Result<(), StoreError>;
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The first `len` bytes of the object (all of it if shorter), or
+    /// `None` if there is none: enough to tell what kind of file it is.
+    async fn get_head(&self, key: &str, len: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.get(key).await?.map(|mut bytes| {
+            bytes.truncate(len);
+            bytes
+        }))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -69,14 +69,19 @@ impl QueueSpec {
 }
 
 /// `OrderPaid` to render, one message per invocation (a render is long);
-/// and `OrderResumed`, of which render takes those to render again.
+/// and `OrderResumed` and `OrderChanged`, of which render takes those to
+/// render again (a release, a photo the customer replaced).
 pub const RENDER: QueueSpec = QueueSpec {
     name: "render",
     resource: "RenderQueue",
     dead_letter_resource: "RenderDeadLetterQueue",
     subscription: Some(Subscription {
         resource: "RenderSubscription",
-        events: &[EventType::OrderPaid, EventType::OrderResumed],
+        events: &[
+            EventType::OrderPaid,
+            EventType::OrderResumed,
+            EventType::OrderChanged,
+        ],
     }),
     visibility_timeout: Duration::from_secs(720),
     max_receive_count: 5,

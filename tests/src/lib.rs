@@ -12,7 +12,7 @@
 use printworks::clock::SystemClock;
 use printworks::domain::catalog::Catalog;
 use printworks::domain::tenant::{ApiKeyRecord, TenantId};
-use printworks::ports::{BlobStore, OrderStore, TenantStore};
+use printworks::ports::{BlobStore, OpsStore, OrderStore, TenantStore};
 use printworks::render::{JpegOut, Raster, encode_jpeg};
 use printworks_local::platform::{self, Options, Running};
 use reqwest::Client;
@@ -43,6 +43,7 @@ pub fn api_router(
     env: &str,
     tenants: Arc<dyn TenantStore>,
     orders: Arc<dyn OrderStore>,
+    actions: Arc<dyn OpsStore>,
     blobs: Arc<dyn BlobStore>,
 ) -> axum::Router {
     let config = order_api::Config {
@@ -55,6 +56,7 @@ pub fn api_router(
         catalog,
         tenants,
         orders,
+        actions,
         blobs,
         Arc::new(SystemClock),
     );

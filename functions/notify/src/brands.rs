@@ -46,7 +46,16 @@ pub struct Brand {
     #[serde(default)]
     pub sms_sender_id: Option<String>,
     pub colors: BrandColors,
+    /// Where the customer replaces a photo an order is held for: an https
+    /// URL template of the storefront with `{order_id}`, `{line}` and
+    /// `{image}` (the tenant API's `PUT .../items/{line}/images/{image}`
+    /// behind it). Absent: `{website}/orders/{order_id}/items/{line}/images/{image}`.
+    #[serde(default)]
+    pub fix_photo_url: Option<String>,
 }
+
+/// The placeholders of [`Brand::fix_photo_url`].
+const FIX_PHOTO_PLACEHOLDERS: [&str; 3] = ["{order_id}", "{line}", "{image}"];
 
 fn is_hex_color(raw: &str) -> bool {
     raw.len() == 7 && raw.starts_with('#') && raw.bytes().skip(1).all(|b| b.is_ascii_hexdigit())
@@ -68,6 +77,21 @@ fn is_https_url(raw: &str) -> bool {
 }
 
 impl Brand {
+    /// The storefront page where the customer replaces photo `image` (from
+    /// 0) of item `line` of `order_id`.
+    pub fn fix_photo_link(&self, order_id: &str, line: u32, image: u32) -> String {
+        let template = self.fix_photo_url.clone().unwrap_or_else(|| {
+            format!(
+                "{}/orders/{{order_id}}/items/{{line}}/images/{{image}}",
+                self.website
+            )
+        });
+        template
+            .replace("{order_id}", order_id)
+            .replace("{line}", &line.to_string())
+            .replace("{image}", &image.to_string())
+    }
+
     fn check(&self) -> Result<(), String> {
         let id_ok = !self.id.is_empty()
             && self
@@ -106,6 +130,20 @@ impl Brand {
             if !ok {
                 return Err(format!(
                     "sms_sender_id {sender:?} must be 3 to 11 letters and digits, with a letter"
+                ));
+            }
+        }
+        if let Some(template) = &self.fix_photo_url {
+            let mut rest = template.clone();
+            for placeholder in FIX_PHOTO_PLACEHOLDERS {
+                rest = rest.replace(placeholder, "x");
+            }
+            if !is_https_url(template)
+                || !template.contains("{order_id}")
+                || rest.contains(['{', '}'])
+            {
+                return Err(format!(
+                    "fix_photo_url {template:?} must be an https URL with {{order_id}} (and may use {{line}}, {{image}}), no other braces"
                 ));
             }
         }
@@ -230,6 +268,18 @@ mod tests {
             ("/website", json!("https://demo-posters.example/")),
             ("/from_name", json!("Demo\r\nBcc: x@y.example")),
             ("/id", json!("acme")),
+            (
+                "/fix_photo_url",
+                json!("http://demo-posters.example/{order_id}"),
+            ),
+            (
+                "/fix_photo_url",
+                json!("https://demo-posters.example/photo"),
+            ),
+            (
+                "/fix_photo_url",
+                json!("https://demo-posters.example/{order_id}/{sku}"),
+            ),
         ] {
             let result = with(1, pointer, value.clone());
             assert!(
@@ -237,6 +287,16 @@ mod tests {
                 "{pointer} = {value}"
             );
         }
+        // The storefront's page for a held photo: the brand's template, or
+        // one under its website.
+        assert_eq!(
+            posters.fix_photo_link("ord_1", 2, 0),
+            "https://demo-posters.example/account/orders/ord_1/photo?item=2&image=0"
+        );
+        assert_eq!(
+            brands.get("default").fix_photo_link("ord_1", 1, 3),
+            "https://printworks.example/orders/ord_1/items/1/images/3"
+        );
         // No default brand.
         assert!(with(0, "/id", json!("printworks")).is_err());
         assert!(matches!(Brands::from_json("{}"), Err(BrandsError::Json(_))));

@@ -105,6 +105,9 @@ struct AddressView {
 struct HoldView {
     key: String,
     item: Option<String>,
+    /// The storefront page where the customer replaces the photo, when a
+    /// new photo lifts the hold.
+    fix_url: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -240,7 +243,14 @@ impl<'a> View<'a> {
                     .and_then(|v| v.as_u64())
                     .and_then(|line| order.items.iter().find(|i| u64::from(i.line) == line))
                     .map(|i| i.name.clone());
-                view.hold = HoldView { key, item };
+                let photo = data.pointer("/details/photo");
+                let fix_url = photo
+                    .and_then(|p| Some((p.get("line")?.as_u64()?, p.get("image")?.as_u64()?)))
+                    .and_then(|(line, image)| {
+                        Some((u32::try_from(line).ok()?, u32::try_from(image).ok()?))
+                    })
+                    .map(|(line, image)| ctx.brand.fix_photo_link(order.id.as_str(), line, image));
+                view.hold = HoldView { key, item, fix_url };
             }
             Template::OrderShipped => {
                 view.shipments = data

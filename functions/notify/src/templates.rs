@@ -409,7 +409,8 @@ mod tests {
                     order,
                     E::OrderOnHold,
                     json!({"reason": HOLD_REASON, "from": "paid",
-                    "details": {"code": "resolution_too_low", "line": 1, "image": 0}}),
+                    "details": {"code": "resolution_too_low", "line": 1, "image": 0,
+                        "photo": {"line": 1, "image": 0}}}),
                 ),
             ),
             (
@@ -730,9 +731,31 @@ mod tests {
                     !text.contains(HOLD_REASON) && !email.html.contains("54 dpi"),
                     "{what}"
                 );
+                // The call to action: where the customer replaces the photo.
+                let cta = catalog_text(lang, "order_on_hold.fix_cta");
+                let line = text
+                    .lines()
+                    .find(|l| l.contains(&cta))
+                    .unwrap_or_else(|| panic!("{what}: no call to action\n{text}"));
+                let link = line
+                    .split_whitespace()
+                    .find(|w| w.starts_with("https://"))
+                    .unwrap_or_else(|| panic!("{what}: no link in {line:?}"));
+                assert!(link.contains(order.id.as_str()), "{what}: {link}");
+                assert!(
+                    email
+                        .html
+                        .contains(&format!("href=\"{}\"", link.replace('&', "&amp;"))),
+                    "{what}: no button to {link}"
+                );
+                assert!(has("order_on_hold.fix_intro"), "{what}");
             }
             "hold-unknown" | "hold-odd" => {
                 assert!(has("hold.other"), "{what}");
+                assert!(
+                    !has("order_on_hold.fix_cta"),
+                    "{what}: a photo cannot fix it"
+                );
                 assert!(!text.contains(INTERNAL_REASON), "{what}");
             }
             "shipped" => {

@@ -14,6 +14,7 @@ use printworks::domain::ops::Refusal;
 use printworks::domain::order::{Order, OrderId};
 use printworks::ports::{
     Clock, IdempotencyRecord, OpsStore, OpsWrite, PlaceOutcome, StoreError, StoredResponse,
+    ops_scope,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -174,7 +175,8 @@ impl Ops {
         key: &str,
     ) -> Result<Answer, ApiError> {
         let fingerprint = action.fingerprint(id);
-        if let Some(earlier) = self.store.ops_request(&operator.id, key).await? {
+        let scope = ops_scope(&operator.id);
+        if let Some(earlier) = self.store.ops_request(&scope, key).await? {
             return replay_or_refuse(earlier.request_hash == fingerprint, earlier.response);
         }
         for _ in 0..ACT_ATTEMPTS {
@@ -206,7 +208,7 @@ impl Ops {
                 body: serde_json::to_string(&body).map_err(internal)?,
             };
             let write = OpsWrite {
-                operator: operator.id.clone(),
+                scope: scope.clone(),
                 next: acted.next,
                 observed,
                 events: acted.events,

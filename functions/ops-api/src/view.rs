@@ -17,7 +17,8 @@ fn at(t: OffsetDateTime) -> String {
 
 /// One dated line of the order's history, from what the order records:
 /// placement, payment flags, dispatch, every job report (current and
-/// superseded jobs), every operator action, and where it stands now.
+/// superseded jobs), every operator action, every change the customer
+/// made, and where it stands now.
 fn timeline(order: &Order) -> Vec<Value> {
     let mut lines: Vec<(OffsetDateTime, Value)> =
         vec![(order.created_at, json!({ "event": "placed", "attempt": 1 }))];
@@ -59,6 +60,17 @@ fn timeline(order: &Order) -> Vec<Value> {
                 "operator": action.operator,
                 "attempt": action.attempt,
                 "detail": action.reason,
+            }),
+        ));
+    }
+    for change in &order.changes {
+        lines.push((
+            change.at,
+            json!({
+                "event": format!("customer_{}", change.action.as_str()),
+                "key_id": change.by,
+                "attempt": change.attempt,
+                "detail": change.details,
             }),
         ));
     }

@@ -47,6 +47,23 @@ pub async fn authenticate(
     store: &dyn TenantStore,
     cache: &KeyCache,
 ) -> Result<Tenant, ApiError> {
+    Ok(caller(headers, env, store, cache).await?.tenant)
+}
+
+/// Who calls: the tenant, and the id of the key it used (what a change
+/// records as made by; never the secret).
+pub struct Caller {
+    pub tenant: Tenant,
+    pub key_id: String,
+}
+
+/// The tenant and key id of the request's `Authorization: Bearer` key, or 401.
+pub async fn caller(
+    headers: &HeaderMap,
+    env: &str,
+    store: &dyn TenantStore,
+    cache: &KeyCache,
+) -> Result<Caller, ApiError> {
     let raw = crate::request::bearer(headers).ok_or_else(ApiError::unauthorized)?;
     let presented = PresentedKey::parse(raw).map_err(|_| ApiError::unauthorized())?;
     if presented.kind != KeyKind::Tenant {
@@ -78,7 +95,10 @@ pub async fn authenticate(
         }
     };
     if presented.matches(&entry.0) {
-        Ok(entry.1.clone())
+        Ok(Caller {
+            tenant: entry.1.clone(),
+            key_id: entry.0.key_id.clone(),
+        })
     } else {
         Err(ApiError::unauthorized())
     }

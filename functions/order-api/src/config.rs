@@ -79,6 +79,7 @@ impl App {
             config,
             Arc::new(Catalog::builtin().clone()),
             store.clone(),
+            store.clone(),
             store,
             Arc::new(blobs),
             Arc::new(printworks::clock::SystemClock),

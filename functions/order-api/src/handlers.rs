@@ -241,7 +241,7 @@ pub async fn place_order(
 
 /// The order id of the path; one that cannot be an order id (also one that
 /// is not UTF-8 once percent-decoded) is an order that does not exist.
-fn order_id(id: Result<Path<String>, PathRejection>) -> Result<OrderId, ApiError> {
+pub(crate) fn order_id(id: Result<Path<String>, PathRejection>) -> Result<OrderId, ApiError> {
     let id = id.map_err(|_| ApiError::not_found("order"))?;
     Span::current().record("order_id", id.as_str());
     OrderId::parse(&id).ok_or_else(|| ApiError::not_found("order"))
@@ -265,14 +265,17 @@ pub async fn get_order(
 }
 
 /// The order as the API shows it: with `checkout` while a provider-paid
-/// order waits for its payment (what the storefront passes to the provider);
-/// without what is the shop's own (the operators' actions, with their ids
-/// and reasons, and a plant an operator chose).
-fn order_body(order: &Order) -> Result<serde_json::Value, ApiError> {
+/// order waits for its payment (what the storefront passes to the provider)
+/// and `actions`, what the caller may do to it now (as Prodigi's API
+/// does); without what is the shop's own (the operators' actions, with
+/// their ids and reasons, and a plant an operator chose).
+pub(crate) fn order_body(order: &Order) -> Result<serde_json::Value, ApiError> {
     let mut body = serde_json::to_value(order).map_err(|e| StoreError::Unexpected(e.into()))?;
+    let actions = serde_json::to_value(order.customer_actions())
+        .map_err(|e| StoreError::Unexpected(e.into()))?;
     if let Some(fields) = body.as_object_mut() {
-        fields.remove("actions");
         fields.remove("plant_choice");
+        fields.insert("actions".into(), actions);
     }
     if let (Some(checkout), Some(fields)) = (order.checkout(), body.as_object_mut()) {
         fields.insert(
@@ -323,9 +326,25 @@ pub async fn cancel_order(
             .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::not_found("order"))?;
         match order.cancel(reason, app.clock.now()) {
-            Err(TransitionError::AlreadyCancelled) => Ok(Json(order).into_response()),
+            Err(TransitionError::AlreadyCancelled) => Ok(Json(order_body(&order)?).into_response()),
             Err(e @ (TransitionError::NotCancellable(_) | TransitionError::NotAllowed(..))) => {
-                Err(ApiError::new(StatusCode::CONFLICT, "not_cancellable", e.to_string()).into())
+                let allowed = order.customer_actions();
+                let names: Vec<String> = allowed.iter().map(|a| a.describe()).collect();
+                let now = if names.is_empty() {
+                    "nothing, the order can no longer be changed".to_string()
+                } else {
+                    names.join(", ")
+                };
+                Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "not_cancellable",
+                    format!("{e}; allowed now: {now}"),
+                )
+                .with_details(serde_json::json!({
+                    "state": order.state,
+                    "allowed_actions": allowed,
+                }))
+                .into())
             }
             Ok((next, event)) => {
                 app.orders
@@ -333,7 +352,7 @@ pub async fn cancel_order(
                     .await
                     .map_err(Attempt::store)?;
                 tracing::info!("order cancelled");
-                Ok(Json(next).into_response())
+                Ok(Json(order_body(&next)?).into_response())
             }
         }
     })
@@ -375,6 +394,7 @@ mod tests {
         held.hold = Some(Hold {
             reason: "plant down".into(),
             from: OrderState::Rendered,
+            photo: None,
         });
         let released = held
             .release(
@@ -390,7 +410,11 @@ mod tests {
         let body = order_body(&released).unwrap();
         assert_eq!(body["attempt"], 2);
         assert_eq!(body["state"], "rendered");
-        assert!(body.get("actions").is_none(), "{body}");
+        assert_eq!(
+            body["actions"],
+            serde_json::json!([{ "action": "cancel" }, { "action": "change_address" }]),
+            "the customer's actions, not the operators'"
+        );
         assert!(body.get("plant_choice").is_none(), "{body}");
         assert!(!body.to_string().contains("anna"), "{body}");
     }

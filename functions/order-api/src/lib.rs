@@ -7,7 +7,9 @@
 //!   from it; [`handle`] runs one API Gateway request through it (what the
 //!   Lambda runtime, the tests and the sample events do).
 //! - `handlers`: one function per route, thin: parse, call the domain,
-//!   call the ports, map the result.
+//!   call the ports, map the result; `changes`: the customer's own changes
+//!   (a photo replaced, the address changed), written with their
+//!   `Idempotency-Key`.
 //! - `auth`: API key to tenant; `error`: the JSON error body;
 //!   [`request`]: reading bodies and idempotency keys (ops-api uses it too).
 //! - [`config`]: [`Config`], [`Resources`] and the constructors [`App::new`]
@@ -16,6 +18,7 @@
 //! The same router serves `printworks up` locally, on the local adapters.
 
 mod auth;
+mod changes;
 pub mod config;
 mod error;
 mod handlers;
@@ -26,10 +29,10 @@ pub use error::ApiError;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, get, patch, post, put};
 use http::Method;
 use printworks::domain::catalog::Catalog;
-use printworks::ports::{BlobStore, Clock, OrderStore, TenantStore};
+use printworks::ports::{BlobStore, Clock, OpsStore, OrderStore, TenantStore};
 use std::sync::Arc;
 use tower::ServiceExt;
 
@@ -42,6 +45,8 @@ pub struct App {
     pub catalog: Arc<Catalog>,
     pub tenants: Arc<dyn TenantStore>,
     pub orders: Arc<dyn OrderStore>,
+    /// The customer's changes, written with their idempotency keys.
+    pub actions: Arc<dyn OpsStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub clock: Arc<dyn Clock>,
     keys: auth::KeyCache,
@@ -53,6 +58,7 @@ impl App {
         catalog: Arc<Catalog>,
         tenants: Arc<dyn TenantStore>,
         orders: Arc<dyn OrderStore>,
+        actions: Arc<dyn OpsStore>,
         blobs: Arc<dyn BlobStore>,
         clock: Arc<dyn Clock>,
     ) -> App {
@@ -61,6 +67,7 @@ impl App {
             catalog,
             tenants,
             orders,
+            actions,
             blobs,
             clock,
             keys: auth::KeyCache::default(),
@@ -77,6 +84,16 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<State>)> {
         (Method::POST, "/v1/uploads", post(handlers::create_upload)),
         (Method::POST, "/v1/orders", post(handlers::place_order)),
         (Method::GET, "/v1/orders/{id}", get(handlers::get_order)),
+        (
+            Method::PATCH,
+            "/v1/orders/{id}",
+            patch(changes::change_order),
+        ),
+        (
+            Method::PUT,
+            "/v1/orders/{id}/items/{line}/images/{index}",
+            put(changes::replace_image),
+        ),
         (
             Method::POST,
             "/v1/orders/{id}/cancel",

@@ -141,28 +141,38 @@ impl Renderer {
                 order.state.as_str()
             )));
         }
-        let mut renders = Vec::with_capacity(order.items.len());
+        // An image whose render the order keeps (rendered before a hold,
+        // and not replaced since) is not rendered again: its print file is
+        // where its key says.
+        let mut renders: Vec<Vec<RenderedImage>> = Vec::with_capacity(order.items.len());
+        let mut images = 0;
         for item in &order.items {
             let mut item_renders = Vec::with_capacity(item.images.len());
             for (j, image) in item.images.iter().enumerate() {
-                match self.render_image(&order, item, j, image).await {
-                    Ok(r) => item_renders.push(r),
-                    Err(ImageFailure::Unprintable(u)) => {
-                        return self.hold(&order, item, j, u).await;
+                if let Some(kept) = item.renders.iter().find(|r| r.image as usize == j) {
+                    item_renders.push(kept.clone());
+                    continue;
+                }
+                let failed = match self.render_image(&order, item, j, image).await {
+                    Ok(r) => {
+                        item_renders.push(r);
+                        images += 1;
+                        continue;
                     }
+                    Err(ImageFailure::Unprintable(u)) => u,
                     Err(ImageFailure::Source(e)) if attempt >= self.max_attempts => {
                         tracing::warn!(order = %order.id, error = %e, attempt, "giving up on a source");
-                        let u = Unprintable::SourceUnavailable { attempts: attempt };
-                        return self.hold(&order, item, j, u).await;
+                        Unprintable::SourceUnavailable { attempts: attempt }
                     }
                     Err(ImageFailure::Source(e) | ImageFailure::Ours(e)) => {
                         return Err(Retry(e));
                     }
-                }
+                };
+                renders.push(item_renders);
+                return self.hold(&order, renders, item, j, failed).await;
             }
             renders.push(item_renders);
         }
-        let images = renders.iter().map(Vec::len).sum();
         let (next, event) = order
             .rendered(renders, self.clock.now())
             .context("recording the renders")?;
@@ -170,16 +180,23 @@ impl Renderer {
             .await
     }
 
+    /// Holds the order for image `image` of `item`, keeping the renders
+    /// made so far (`done`, by item from the first), so that once the
+    /// photo is replaced only what changed is rendered.
     async fn hold(
         &self,
         order: &Order,
+        done: Vec<Vec<RenderedImage>>,
         item: &OrderItem,
         image: usize,
         u: Unprintable,
     ) -> Result<Outcome, Retry> {
-        let (next, event) = order
+        let (mut next, event) = order
             .hold_unprintable(item, image, &u, self.clock.now())
             .context("putting the order on hold")?;
+        for (held, renders) in next.items.iter_mut().zip(done) {
+            held.renders = renders;
+        }
         let reason = next
             .hold
             .as_ref()

@@ -24,13 +24,20 @@ pub enum EventType {
     PaymentActionRequired,
     /// Money went back to the customer (any refund, partial or full).
     PaymentRefunded,
-    /// An operator released a held order or reprinted jobs: a new
-    /// production attempt (`data.attempt`) goes on at `data.stage`.
+    /// An operator released a held order or reprinted jobs, or the
+    /// customer replaced the photo it was held for (`data.by` is
+    /// `customer`): a new production attempt (`data.attempt`) goes on at
+    /// `data.stage`.
     OrderResumed,
+    /// The customer changed the order through the tenant API (a photo,
+    /// the address): `data.action`, what changed (never the address
+    /// itself), and `data.stage` = `render` when a paid order's photo must
+    /// be rendered again.
+    OrderChanged,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 13] = [
+    pub const ALL: [EventType; 14] = [
         EventType::OrderPlaced,
         EventType::OrderPaid,
         EventType::OrderCancelled,
@@ -44,6 +51,7 @@ impl EventType {
         EventType::PaymentActionRequired,
         EventType::PaymentRefunded,
         EventType::OrderResumed,
+        EventType::OrderChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +69,7 @@ impl EventType {
             EventType::PaymentActionRequired => "PaymentActionRequired",
             EventType::PaymentRefunded => "PaymentRefunded",
             EventType::OrderResumed => "OrderResumed",
+            EventType::OrderChanged => "OrderChanged",
         }
     }
 

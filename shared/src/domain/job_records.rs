@@ -505,6 +505,7 @@ pub fn apply_report(
             next.hold = Some(Hold {
                 reason: why.clone(),
                 from: order.state,
+                photo: None,
             });
             next.state = OrderState::OnHold;
             events.push(event(

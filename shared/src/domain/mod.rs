@@ -3,6 +3,8 @@
 //! builds on the domain, never the other way round.
 //!
 //! - [`catalog`]: products, geometry, prices, plants, VAT and shipping rates
+//! - [`changes`]: what customers change on their own orders (a photo, the
+//!   address) and what they may do now
 //! - [`money`]: integer minor units with a currency
 //! - [`locale`]: ship-to countries and languages
 //! - [`pricing`]: the server-side quote
@@ -27,6 +29,7 @@
 //!   may use
 
 pub mod catalog;
+pub mod changes;
 pub mod events;
 pub mod job_records;
 pub mod locale;

@@ -159,6 +159,7 @@ impl Template {
             EventType::OrderCancelled => Template::OrderCancelled,
             EventType::PaymentRefunded => Template::PaymentRefunded,
             EventType::OrderRendered
+            | EventType::OrderChanged
             | EventType::OrderDispatched
             | EventType::OrderInProduction
             | EventType::ProductionFailed => return None,

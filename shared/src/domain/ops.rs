@@ -614,12 +614,16 @@ pub fn attempt_of(event: &EventEnvelope) -> u32 {
         .unwrap_or_else(first_attempt)
 }
 
-/// The stage an `OrderResumed` goes on with.
+/// The stage an `OrderResumed` (or an `OrderChanged` that renders a
+/// replaced photo) goes on with.
 pub fn stage_of(event: &EventEnvelope) -> Option<Stage> {
-    (event.event_type == EventType::OrderResumed)
-        .then(|| event.data.get("stage").cloned())
-        .flatten()
-        .and_then(|s| serde_json::from_value(s).ok())
+    matches!(
+        event.event_type,
+        EventType::OrderResumed | EventType::OrderChanged
+    )
+    .then(|| event.data.get("stage").cloned())
+    .flatten()
+    .and_then(|s| serde_json::from_value(s).ok())
 }
 
 #[cfg(test)]

@@ -348,6 +348,10 @@ pub struct Hold {
     pub reason: String,
     /// The state the order was in when it was held.
     pub from: OrderState,
+    /// The photo the order is held for, when a photo the customer replaces
+    /// lifts the hold ([`super::changes`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub photo: Option<super::changes::PhotoRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -396,6 +400,9 @@ pub struct Order {
     /// What operators did to the order, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<super::ops::ActionRecord>,
+    /// What the customer changed through the tenant API, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<super::changes::ChangeRecord>,
 }
 
 /// The attempt of an order placed, and of one stored before attempts
@@ -486,6 +493,7 @@ impl Order {
             attempt: first_attempt(),
             plant_choice: None,
             actions: Vec::new(),
+            changes: Vec::new(),
         };
         let events = order.placement_events(now);
         Ok((order, events))
@@ -608,6 +616,7 @@ impl Order {
         next.hold = Some(Hold {
             reason: reason.to_string(),
             from: self.state,
+            photo: None,
         });
         next.state = OrderState::OnHold;
         let event = EventEnvelope::new(
@@ -1004,11 +1013,13 @@ mod tests {
         held.hold = Some(Hold {
             reason: "photo too small".into(),
             from: OrderState::Paid,
+            photo: None,
         });
         assert!(held.cancel("x", now()).is_ok());
         held.hold = Some(Hold {
             reason: "chargeback".into(),
             from: OrderState::Printed,
+            photo: None,
         });
         assert!(held.cancel("x", now()).is_err());
     }

@@ -44,6 +44,19 @@ pub fn quote(
                 .checked_mul(i64::from(*quantity))?,
         )?;
     }
+    with_shipping(catalog, subtotal, country, method)
+}
+
+/// The totals of items worth `subtotal` (net) shipped by `method` to
+/// `country`: what a changed address or method costs an order whose items
+/// are priced already.
+pub fn with_shipping(
+    catalog: &Catalog,
+    subtotal: Money,
+    country: CountryCode,
+    method: ShippingMethod,
+) -> Result<Totals, PricingError> {
+    let currency = subtotal.currency;
     let shipping = catalog
         .shipping_price(country, method, currency)
         .ok_or(PricingError::NoShipping(country))?;

@@ -3,6 +3,7 @@
 //! ([`Unprintable`]) with the hold the order then goes on, in words the
 //! customer can be told ([`Order::hold_unprintable`]).
 
+use super::changes::PhotoRef;
 use super::events::EventEnvelope;
 use super::order::{Order, OrderId, OrderItem, TransitionError};
 use super::tenant::TenantId;
@@ -98,9 +99,21 @@ impl Order {
         problem: &Unprintable,
         now: OffsetDateTime,
     ) -> Result<(Order, EventEnvelope), TransitionError> {
-        let details =
-            serde_json::json!({ "code": problem.code(), "line": item.line, "image": image });
-        self.hold(&problem.hold_reason(item, image), details, now)
+        // Another photo lifts the hold, unless the product itself is the
+        // problem: `details.photo` names it (the e-mail links to where the
+        // customer replaces it).
+        let photo = (!matches!(problem, Unprintable::UnknownProduct { .. })).then_some(PhotoRef {
+            line: item.line,
+            image: image as u32,
+        });
+        let details = serde_json::json!({
+            "code": problem.code(), "line": item.line, "image": image, "photo": photo,
+        });
+        let (mut next, event) = self.hold(&problem.hold_reason(item, image), details, now)?;
+        if let Some(hold) = next.hold.as_mut() {
+            hold.photo = photo;
+        }
+        Ok((next, event))
     }
 }
 

@@ -82,6 +82,61 @@ pub fn tenant_may_use(tenant: &TenantId, key: &str) -> bool {
         .is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// The photo formats printworks prints, told by their magic bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhotoFormat {
+    Jpeg,
+    Png,
+}
+
+/// The format of a file from its first bytes (16 are enough), or what
+/// it looks like instead (`"a PDF document"`), for the customer's message.
+pub fn sniff(head: &[u8]) -> Result<PhotoFormat, &'static str> {
+    if head.starts_with(JPEG_MAGIC) {
+        Ok(PhotoFormat::Jpeg)
+    } else if head.starts_with(PNG_MAGIC) {
+        Ok(PhotoFormat::Png)
+    } else {
+        Err(looks_like(head))
+    }
+}
+
+/// How many bytes [`sniff`] and [`looks_like`] read.
+pub const SNIFF_BYTES: usize = 512;
+
+const JPEG_MAGIC: &[u8] = &[0xFF, 0xD8, 0xFF];
+const PNG_MAGIC: &[u8] = &[0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
+
+/// Names what a refused file looks like, for the customer's message.
+pub fn looks_like(bytes: &[u8]) -> &'static str {
+    let head = &bytes[..bytes.len().min(512)];
+    let text = String::from_utf8_lossy(head).to_ascii_lowercase();
+    let text = text.trim_start_matches('\u{feff}').trim_start();
+    if head.starts_with(b"%!PS") || head.starts_with(&[0xC5, 0xD0, 0xD3, 0xC6]) {
+        "a PostScript file"
+    } else if head.starts_with(b"%PDF") {
+        "a PDF document"
+    } else if text.starts_with("<svg") || (text.starts_with("<?xml") && text.contains("<svg")) {
+        "an SVG image"
+    } else if text.starts_with('<') {
+        "an XML or HTML document"
+    } else if head.starts_with(b"GIF8") {
+        "a GIF image"
+    } else if head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WEBP" {
+        "a WebP image"
+    } else if head.len() >= 12 && &head[4..8] == b"ftyp" {
+        "a HEIC/AVIF image"
+    } else if head.starts_with(b"II*\0") || head.starts_with(b"MM\0*") {
+        "a TIFF image"
+    } else if head.starts_with(b"BM") {
+        "a BMP image"
+    } else if head.is_empty() {
+        "an empty file"
+    } else {
+        "an unknown file type"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 //! proportion to the image's claimed size.
 
 use super::RenderError;
+use crate::domain::upload::{PhotoFormat, sniff};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -47,50 +48,13 @@ pub struct Probe {
     pub adobe: bool,
 }
 
-const JPEG_MAGIC: &[u8] = &[0xFF, 0xD8, 0xFF];
-const PNG_MAGIC: &[u8] = &[0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
-
-/// Names what a refused file looks like, for the customer's message.
-fn looks_like(bytes: &[u8]) -> &'static str {
-    let head = &bytes[..bytes.len().min(512)];
-    let text = String::from_utf8_lossy(head).to_ascii_lowercase();
-    let text = text.trim_start_matches('\u{feff}').trim_start();
-    if head.starts_with(b"%!PS") || head.starts_with(&[0xC5, 0xD0, 0xD3, 0xC6]) {
-        "a PostScript file"
-    } else if head.starts_with(b"%PDF") {
-        "a PDF document"
-    } else if text.starts_with("<svg") || (text.starts_with("<?xml") && text.contains("<svg")) {
-        "an SVG image"
-    } else if text.starts_with('<') {
-        "an XML or HTML document"
-    } else if head.starts_with(b"GIF8") {
-        "a GIF image"
-    } else if head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WEBP" {
-        "a WebP image"
-    } else if head.len() >= 12 && &head[4..8] == b"ftyp" {
-        "a HEIC/AVIF image"
-    } else if head.starts_with(b"II*\0") || head.starts_with(b"MM\0*") {
-        "a TIFF image"
-    } else if head.starts_with(b"BM") {
-        "a BMP image"
-    } else if head.is_empty() {
-        "an empty file"
-    } else {
-        "an unknown file type"
-    }
-}
-
 /// Sniffs the format by magic bytes and reads the header. Refuses anything
 /// that is not JPEG or PNG, and any image over `max_pixels`.
 pub fn probe(bytes: &[u8], max_pixels: u64) -> Result<Probe, RenderError> {
-    let probe = if bytes.starts_with(JPEG_MAGIC) {
-        jpeg(bytes, max_pixels)?
-    } else if bytes.starts_with(PNG_MAGIC) {
-        png(bytes)?
-    } else {
-        return Err(RenderError::Unsupported {
-            detected: looks_like(bytes),
-        });
+    let probe = match sniff(bytes) {
+        Ok(PhotoFormat::Jpeg) => jpeg(bytes, max_pixels)?,
+        Ok(PhotoFormat::Png) => png(bytes)?,
+        Err(detected) => return Err(RenderError::Unsupported { detected }),
     };
     if probe.width == 0 || probe.height == 0 {
         return Err(RenderError::Corrupt("the image has no pixels".into()));

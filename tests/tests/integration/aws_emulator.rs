@@ -171,7 +171,7 @@ async fn emulator_order_through_dynamodb_stream_sns_and_sqs() {
         keys.push(key.full);
     }
     let (brand_key, b2b_key) = (keys[0].clone(), keys[1].clone());
-    let router = api_router("test", store.clone(), store.clone(), blobs);
+    let router = api_router("test", store.clone(), store.clone(), store.clone(), blobs);
 
     let request = |method: &str, path: &str, key: &str, idem: Option<&str>, body: Option<Value>| {
         let mut b = http::Request::builder()
@@ -424,7 +424,13 @@ async fn emulator_render_from_s3_through_the_topic() {
         .unwrap();
 
     // A B2B order for it, placed through the API handler on DynamoDB.
-    let router = api_router("test", store.clone(), store.clone(), uploads.clone());
+    let router = api_router(
+        "test",
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        uploads.clone(),
+    );
     let mut body = request_example(&openapi(), "/v1/orders");
     body["items"] =
         json!([{"sku": "photo-13x18", "quantity": 3, "images": [{"upload_id": upload_id}]}]);
@@ -564,7 +570,7 @@ async fn emulator_signed_webhooks_pay_the_order_and_reach_the_topic() {
     let webhook_router = payment_webhook::router(Arc::new(webhooks));
 
     // A B2C order: placed, with what the storefront needs to start the payment.
-    let router = api_router("test", store.clone(), store.clone(), uploads);
+    let router = api_router("test", store.clone(), store.clone(), store.clone(), uploads);
     let req = http::Request::builder()
         .method("POST")
         .uri("/v1/orders")
@@ -1023,7 +1029,7 @@ async fn emulator_notify_sends_one_email_per_event_through_the_topic() {
     let mut body = request_example(&openapi(), "/v1/orders");
     body["customer"]["email"] = json!(email);
     body["customer"]["phone"] = json!(phone);
-    let router = api_router("test", store.clone(), store.clone(), uploads);
+    let router = api_router("test", store.clone(), store.clone(), store.clone(), uploads);
     let req = http::Request::builder()
         .method("POST")
         .uri("/v1/orders")
@@ -1466,7 +1472,13 @@ async fn emulator_an_order_of_5000_copies_ships_in_small_items() {
     store.put_api_key(&key.record).await.unwrap();
 
     // Placed through the order API: paid by invoice at once.
-    let router = api_router("test", store.clone(), store.clone(), blobs.clone());
+    let router = api_router(
+        "test",
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        blobs.clone(),
+    );
     let mut body = request_example(&openapi(), "/v1/orders");
     body["items"] = (0..50)
         .map(|line| {

@@ -2,6 +2,7 @@
 //! the workspace's six integration-test binaries (ARCHITECTURE.md lists them).
 //!
 //! - `local_e2e`: the real local platform over HTTP
+//! - `local_changes`: customers replace a held photo and change the address through the tenant API
 //! - `local_first_start`: the banner's example request, run by a shell, ships
 //! - `local_payments`: `printworks up` takes signed provider webhooks
 //! - `local_notify`: `printworks up` mails customers and signs tenant webhooks
@@ -16,6 +17,7 @@
 
 mod aws_emulator;
 mod chaos;
+mod local_changes;
 mod local_e2e;
 mod local_first_start;
 mod local_notify;

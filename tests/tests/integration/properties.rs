@@ -47,7 +47,13 @@ fn env(rt: &tokio::runtime::Runtime) -> Env {
             .unwrap(),
         );
         let shared = Arc::new(store.clone());
-        let api = api_router("local", shared.clone(), shared.clone(), blobs);
+        let api = api_router(
+            "local",
+            shared.clone(),
+            shared.clone(),
+            shared.clone(),
+            blobs,
+        );
         // As `printworks up` serves them: one router, the order API's JSON
         // fallbacks for unknown paths and methods. (On AWS, API Gateway
         // only routes `POST /v1/payments/{provider}/webhook` to the

@@ -120,7 +120,7 @@ async fn every_order_api_sample_gets_its_expected_response() {
         )
         .unwrap(),
     );
-    let router = api_router("local", store.clone(), store.clone(), blobs);
+    let router = api_router("local", store.clone(), store.clone(), store.clone(), blobs);
 
     // get-order runs before cancel-order: BTreeMap order is alphabetical, so sort explicitly.
     let order_of = |name: &str| if name == "cancel-order" { 1 } else { 0 };

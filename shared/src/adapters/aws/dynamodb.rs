@@ -49,7 +49,7 @@ use crate::domain::tenant::{ApiKeyRecord, Tenant, TenantId};
 use crate::ports::{
     IdempotencyRecord, JobView, JobWrite, NewOrder, OperatorStore, OpsStore, OpsWrite, OrderStore,
     PaymentRecord, PaymentStore, PaymentWrite, PaymentWriteOutcome, PlaceOutcome, ProductionStore,
-    StoreError, StoredResponse, TenantStore, check_successor, ops_scope,
+    StoreError, StoredResponse, TenantStore, check_successor,
 };
 use anyhow::{Context, anyhow};
 use async_trait::async_trait;
@@ -661,17 +661,17 @@ impl OpsStore for DynamoStore {
 
     async fn ops_request(
         &self,
-        operator: &OperatorId,
+        scope: &str,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        self.idempotency_record(&ops_scope(operator), key).await
+        self.idempotency_record(scope, key).await
     }
 
     /// The idempotency record (conditional on not existing), the order
     /// (conditional on the rank and version read), the plants' counters
     /// and the outbox events in one `TransactWriteItems`.
     async fn act(&self, write: OpsWrite) -> Result<PlaceOutcome, StoreError> {
-        let scope = ops_scope(&write.operator);
+        let scope = write.scope.clone();
         let record = &write.idempotency;
         let mut idem = key(scoped_idem_pk(&scope, &record.key), "IDEM");
         idem.insert("request_hash".into(), s(&record.request_hash));

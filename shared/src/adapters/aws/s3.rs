@@ -144,4 +144,40 @@ impl BlobStore for S3Blobs {
             Err(err) => Err(anyhow!(err).context("S3 GetObject").into()),
         }
     }
+
+    /// A ranged `GetObject`: only the head travels.
+    async fn get_head(&self, key: &str, len: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        let last = len.saturating_sub(1);
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes=0-{last}"))
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let mut bytes = out
+                    .body
+                    .collect()
+                    .await
+                    .context("reading S3 object")?
+                    .into_bytes()
+                    .to_vec();
+                bytes.truncate(len);
+                Ok(Some(bytes))
+            }
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
+            // An empty object has no byte 0: S3 answers 416.
+            Err(err)
+                if err
+                    .raw_response()
+                    .is_some_and(|r| r.status().as_u16() == 416) =>
+            {
+                Ok(Some(Vec::new()))
+            }
+            Err(err) => Err(anyhow!(err).context("S3 GetObject (range)").into()),
+        }
+    }
 }

@@ -4,14 +4,13 @@
 use super::db::{Db, json_err, sql};
 use crate::domain::events::EventEnvelope;
 use crate::domain::job_records::{self, ProductionRecord, ProductionWrite};
-use crate::domain::operator::OperatorId;
 use crate::domain::order::{Order, OrderId};
 use crate::domain::production::{JobRecord, Production};
 use crate::domain::tenant::{ApiKeyRecord, Tenant, TenantId};
 use crate::ports::{
     IdempotencyRecord, JobView, JobWrite, NewOrder, OpsStore, OpsWrite, OrderStore, PaymentRecord,
     PaymentStore, PaymentWrite, PaymentWriteOutcome, PlaceOutcome, ProductionStore, StoreError,
-    StoredResponse, TenantStore, check_successor, ops_scope,
+    StoredResponse, TenantStore, check_successor,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -369,10 +368,10 @@ impl OpsStore for SqliteStore {
 
     async fn ops_request(
         &self,
-        operator: &OperatorId,
+        scope: &str,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let (scope, key) = (ops_scope(operator), key.to_string());
+        let (scope, key) = (scope.to_string(), key.to_string());
         self.db
             .read(move |c| idempotency_record(c, &scope, &key))
             .await
@@ -381,7 +380,7 @@ impl OpsStore for SqliteStore {
     async fn act(&self, write: OpsWrite) -> Result<PlaceOutcome, StoreError> {
         let update = OrderUpdate::new(&write.next, &write.observed)?;
         let created = ts(write.next.updated_at)?;
-        let scope = ops_scope(&write.operator);
+        let scope = write.scope.clone();
         self.db
             .write(move |c| {
                 if let Some(outcome) = claim_key(c, &scope, &write.idempotency, &created)? {
