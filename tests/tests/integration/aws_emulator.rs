@@ -1867,3 +1867,133 @@ async fn emulator_orders_stored_with_their_jobs_inside_are_still_written() {
     let refused = store.transition(&late, &after, vec![]).await;
     assert!(matches!(refused, Err(StoreError::Conflict)), "{refused:?}");
 }
+
+/// A customer's changes through order-api's router on DynamoDB Local and
+/// moto's S3: the upload named is sniffed with a ranged `GetObject` (a
+/// PDF is refused, a JPEG taken), the change is written once per key
+/// (replayed, and refused with the key of the placement: one key scope
+/// per tenant), and the order keeps each change.
+#[tokio::test]
+async fn emulator_a_customer_changes_an_order_once_per_key() {
+    use printworks::ports::OrderStore;
+    if emulator().is_none() {
+        return;
+    }
+    let f = fixture().await;
+    let store = Arc::new(DynamoStore::from_sdk(&f.sdk, &f.table));
+    let blobs = Arc::new(S3Blobs::from_sdk(&f.sdk, &f.bucket, true));
+    let tenant = printworks_local::seed::demo_tenants()
+        .into_iter()
+        .find(|t| t.id.as_str() == "demo-b2b")
+        .unwrap();
+    store.put_tenant(&tenant).await.unwrap();
+    let key = mint_api_key("test", &tenant.id);
+    store.put_api_key(&key.record).await.unwrap();
+    let router = api_router(
+        "test",
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        blobs.clone(),
+    );
+    let call = |method: &str, path: String, idem: &str, body: Value| {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {}", key.full))
+            .header("idempotency-key", idem)
+            .header("content-type", "application/json")
+            .body(lambda_http::Body::Text(body.to_string()))
+            .unwrap();
+        let router = router.clone();
+        async move {
+            let res = order_api::handle(&router, request).await;
+            let status = res.status().as_u16();
+            let replayed = res.headers().contains_key("idempotent-replayed");
+            let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (
+                status,
+                replayed,
+                serde_json::from_slice::<Value>(&bytes).unwrap(),
+            )
+        }
+    };
+    let (pdf, jpeg) = (
+        printworks::domain::upload::UploadId::new(),
+        printworks::domain::upload::UploadId::new(),
+    );
+    blobs
+        .put(
+            &pdf.key(&tenant.id),
+            b"%PDF-1.7\n%...".to_vec(),
+            "image/jpeg",
+        )
+        .await
+        .unwrap();
+    blobs
+        .put(
+            &jpeg.key(&tenant.id),
+            printworks_tests::photo(64, 48),
+            "image/jpeg",
+        )
+        .await
+        .unwrap();
+
+    let example = request_example(&openapi(), "/v1/orders");
+    let (status, _, placed) = call("POST", "/v1/orders".into(), "k-1", example).await;
+    assert_eq!(status, 201, "{placed}");
+    let id = placed["id"].as_str().unwrap().to_string();
+    assert_eq!(placed["state"], "paid");
+    let photo = format!("/v1/orders/{id}/items/1/images/0");
+
+    let (status, _, refused) = call(
+        "PUT",
+        photo.clone(),
+        "k-2",
+        json!({"upload_id": pdf.as_str()}),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (422, Some("unsupported_image")),
+        "{refused}"
+    );
+    let body = json!({"upload_id": jpeg.as_str()});
+    let (status, replayed, replaced) = call("PUT", photo.clone(), "k-2", body.clone()).await;
+    assert_eq!((status, replayed), (200, false), "{replaced}");
+    assert_eq!(
+        replaced["items"][0]["images"][0]["upload_id"],
+        jpeg.as_str()
+    );
+    let (status, replayed, again) = call("PUT", photo.clone(), "k-2", body.clone()).await;
+    assert_eq!((status, replayed, &again), (200, true, &replaced));
+    let (status, _, reused) = call("PUT", photo, "k-1", body).await;
+    assert_eq!(
+        (status, reused["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused")),
+        "the placement's key: {reused}"
+    );
+    let (status, _, changed) = call(
+        "PATCH",
+        format!("/v1/orders/{id}"),
+        "k-3",
+        json!({"customer": {"email": "buyer@example.com", "phone": "+4930123456"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{changed}");
+    let stored = store
+        .get(
+            &tenant.id,
+            &printworks::domain::order::OrderId::parse(&id).unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.customer.email, "buyer@example.com");
+    assert_eq!(stored.version, 2, "two changes, each written once");
+    let kinds: Vec<&str> = stored.changes.iter().map(|c| c.action.as_str()).collect();
+    assert_eq!(kinds, ["replace_image", "change_address"]);
+    assert!(stored.changes.iter().all(|c| c.by == key.record.key_id));
+}
