@@ -325,7 +325,7 @@ pub async fn cancel_order(
             .await
             .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::not_found("order"))?;
-        match order.cancel(reason, app.clock.now()) {
+        match order.cancel_by_customer(reason, app.clock.now()) {
             Err(TransitionError::AlreadyCancelled) => Ok(Json(order_body(&order)?).into_response()),
             Err(e @ (TransitionError::NotCancellable(_) | TransitionError::NotAllowed(..))) => {
                 let allowed = order.customer_actions();

@@ -684,3 +684,174 @@ async fn a_refund_after_shipment_is_announced_and_flagged() {
         .unwrap();
     assert_eq!(record.outcome, "refund_needs_review");
 }
+
+/// A Stripe event of PaymentIntent `pi` (not the order's usual one).
+fn other_pi_event(id: &str, pi: &str, kind: &str, order: &Order, amount: i64) -> serde_json::Value {
+    let mut event = pi_event(id, kind, order, amount);
+    event["data"]["object"]["id"] = pi.into();
+    event
+}
+
+fn other_refund_event(id: &str, pi: &str, order: &Order, refunded_total: i64) -> serde_json::Value {
+    let mut event = refund_event(id, order, refunded_total);
+    event["data"]["object"]["payment_intent"] = pi.into();
+    event["data"]["object"]["id"] = format!("ch_{pi}").into();
+    event
+}
+
+/// A double click: a second PaymentIntent captured for an order paid by
+/// the first. It is kept in its own entry (the order's captured amount is
+/// its total, not twice), flagged `duplicate_payment`, and raises a refund
+/// request; its refund settles the request and the order goes on.
+#[tokio::test]
+async fn a_second_payment_is_flagged_and_its_refund_settles_the_request_not_the_order() {
+    let env = setup().await;
+    let order = env.order("stripe").await;
+    let total = order.totals.total.amount;
+    env.capture(&order, "evt_1").await;
+    env.published().await;
+    let second = other_pi_event(
+        "evt_2",
+        "pi_second",
+        "payment_intent.succeeded",
+        &order,
+        total,
+    );
+    let (status, _) = env.stripe(&second).await;
+    assert_eq!(status, 200);
+    let flagged = env.reload(&order).await;
+    assert_eq!(flagged.state, OrderState::Paid);
+    let ledger = flagged.payment_status.clone().unwrap();
+    assert_eq!(
+        (ledger.captured, ledger.status),
+        (total, PaymentStatus::Captured)
+    );
+    assert_eq!(ledger.payments.len(), 2, "{ledger:?}");
+    let dup = ledger.payments.iter().find(|p| p.duplicate).unwrap();
+    assert_eq!(
+        (dup.payment_id.as_str(), dup.captured),
+        ("pi_second", total)
+    );
+    assert_eq!(
+        ledger
+            .flags
+            .iter()
+            .map(|f| f.code.as_str())
+            .collect::<Vec<_>>(),
+        ["duplicate_payment"]
+    );
+    let open: Vec<_> = ledger.open_refunds().collect();
+    assert_eq!(open.len(), 1);
+    assert_eq!(
+        (
+            open[0].payment_id.as_deref(),
+            open[0].amount,
+            open[0].reason.as_str()
+        ),
+        (Some("pi_second"), total, "duplicate_payment")
+    );
+    assert!(
+        env.published().await.is_empty(),
+        "no news for the customer yet"
+    );
+    let record = env
+        .store
+        .payment_record("stripe", "evt_2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.outcome, "duplicate_payment");
+    // The same event again changes nothing.
+    env.stripe(&second).await;
+    assert_eq!(env.reload(&order).await.version, flagged.version);
+
+    // The shop refunds the second payment: the request is settled, the
+    // order is not cancelled, and the customer hears of the refund.
+    let (status, _) = env
+        .stripe(&other_refund_event("evt_3", "pi_second", &order, total))
+        .await;
+    assert_eq!(status, 200);
+    let settled = env.reload(&order).await;
+    assert_eq!(settled.state, OrderState::Paid, "the order goes on");
+    let ledger = settled.payment_status.unwrap();
+    assert_eq!(ledger.refunded, 0, "the order's own payment is untouched");
+    assert_eq!(ledger.status, PaymentStatus::Captured);
+    assert_eq!(ledger.open_refunds().count(), 0);
+    assert!(ledger.refund_requests[0].settled_at.is_some());
+    assert_eq!(env.published().await, ["PaymentRefunded"]);
+}
+
+/// A first PaymentIntent that failed, then another that succeeds: the
+/// second is the order's payment, not a duplicate.
+#[tokio::test]
+async fn a_new_payment_after_a_failed_one_pays_without_a_flag() {
+    let env = setup().await;
+    let order = env.order("stripe").await;
+    let total = order.totals.total.amount;
+    env.stripe(&pi_event(
+        "evt_1",
+        "payment_intent.payment_failed",
+        &order,
+        total,
+    ))
+    .await;
+    let paid = other_pi_event(
+        "evt_2",
+        "pi_retry",
+        "payment_intent.succeeded",
+        &order,
+        total,
+    );
+    assert_eq!(env.stripe(&paid).await.0, 200);
+    let order = env.reload(&order).await;
+    assert_eq!(order.state, OrderState::Paid);
+    let ledger = order.payment_status.unwrap();
+    assert_eq!(ledger.payment_id.as_deref(), Some("pi_retry"));
+    assert!(ledger.flags.is_empty(), "{:?}", ledger.flags);
+    assert!(ledger.refund_requests.is_empty());
+    assert!(ledger.payments.iter().all(|p| !p.duplicate));
+}
+
+/// A paid order cancelled by the customer: a refund request for what was
+/// captured, visible on the order until the provider's refund settles it.
+#[tokio::test]
+async fn cancelling_a_paid_order_raises_a_refund_request_that_the_refund_settles() {
+    use printworks::ports::OrderStore;
+    let env = setup().await;
+    let order = env.order("stripe").await;
+    let total = order.totals.total.amount;
+    env.capture(&order, "evt_1").await;
+    let paid = env.reload(&order).await;
+    let (cancelled, event) = paid
+        .cancel_by_customer("changed my mind", env.clock.now())
+        .unwrap();
+    assert_eq!(event.data["refund_requested"]["amount"], total);
+    env.store
+        .transition(&cancelled, &paid, vec![event])
+        .await
+        .unwrap();
+    let ledger = env.reload(&order).await.payment_status.unwrap();
+    let open: Vec<_> = ledger.open_refunds().collect();
+    assert_eq!(
+        (open.len(), open[0].amount, open[0].reason.as_str()),
+        (1, total, "order_cancelled")
+    );
+    // Cancelling again raises nothing more.
+    let again = env.reload(&order).await;
+    assert!(again.cancel_by_customer("x", env.clock.now()).is_err());
+
+    env.stripe(&refund_event("evt_2", &order, total)).await;
+    let refunded = env.reload(&order).await;
+    assert_eq!(refunded.state, OrderState::Cancelled);
+    let ledger = refunded.payment_status.unwrap();
+    assert_eq!(
+        (ledger.refunded, ledger.status),
+        (total, PaymentStatus::Refunded)
+    );
+    assert_eq!(
+        ledger.open_refunds().count(),
+        0,
+        "{:?}",
+        ledger.refund_requests
+    );
+}

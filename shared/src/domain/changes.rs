@@ -249,6 +249,21 @@ impl Order {
         )
     }
 
+    /// The customer cancels (until production starts: [`Order::cancel`]);
+    /// a paid order's money still with the shop is to be refunded: a
+    /// refund request, named in `OrderCancelled` (`refund_requested`).
+    pub fn cancel_by_customer(
+        &self,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<(Order, EventEnvelope), super::order::TransitionError> {
+        let (mut next, mut event) = self.cancel(reason, now)?;
+        if let Some(refund) = Order::request_refund_on_cancel(&mut next, now) {
+            event.data["refund_requested"] = serde_json::to_value(refund).unwrap_or_default();
+        }
+        Ok((next, event))
+    }
+
     /// Replaces image `image` (from 0) of item `line` with `with`. Until
     /// the order is rendered any photo may be replaced; a held order only
     /// the photo it is held for, which lifts the hold (a new attempt that

@@ -531,8 +531,10 @@ impl Order {
             })
             .collect();
         let stop_count: u32 = to_stop.iter().map(|r| r.last + 1 - r.first).sum();
+        let refund = Order::request_refund_on_cancel(&mut next, now);
         let details = serde_json::json!({
             "from": self.state, "jobs_to_stop": to_stop, "jobs_to_stop_count": stop_count,
+            "refund_requested": refund,
         });
         Order::record(
             &mut next,
@@ -547,7 +549,7 @@ impl Order {
             serde_json::json!({
                 "reason": reason, "from": self.state, "by": "operator",
                 "attempt": self.attempt, "jobs_to_stop": to_stop,
-                "jobs_to_stop_count": stop_count,
+                "jobs_to_stop_count": stop_count, "refund_requested": refund,
             }),
             now,
         );

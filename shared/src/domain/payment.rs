@@ -161,6 +161,80 @@ pub struct PaymentLedger {
     /// cancelled order): for a person to look at.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flags: Vec<PaymentFlag>,
+    /// One entry per payment the provider told us of (by its id), the
+    /// order's own and any other: a second payment is never folded into
+    /// the first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub payments: Vec<PaymentEntry>,
+    /// Money to give back (a second payment, a paid order cancelled), open
+    /// until the provider's refund webhook settles it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refund_requests: Vec<RefundRequest>,
+}
+
+/// One payment at the provider (a PaymentIntent, a pspReference).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentEntry {
+    pub payment_id: String,
+    pub provider: String,
+    #[serde(default)]
+    pub authorized: i64,
+    #[serde(default)]
+    pub captured: i64,
+    #[serde(default)]
+    pub refunded: i64,
+    #[serde(default)]
+    pub charged_back: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub first_seen: OffsetDateTime,
+    /// Not the order's payment: money paid a second time.
+    #[serde(default)]
+    pub duplicate: bool,
+}
+
+/// Why money must go back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundReason {
+    /// A second payment for an order paid already.
+    DuplicatePayment,
+    /// A paid order was cancelled (by the customer or an operator).
+    OrderCancelled,
+}
+
+impl RefundReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundReason::DuplicatePayment => "duplicate_payment",
+            RefundReason::OrderCancelled => "order_cancelled",
+        }
+    }
+}
+
+/// A refund the shop owes: open until the provider's refund webhook for
+/// its payment reaches the amount (`settled_at`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRequest {
+    /// The payment to refund (the provider's id), if the provider named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<String>,
+    /// Minor units of the order's currency.
+    pub amount: i64,
+    pub reason: RefundReason,
+    #[serde(with = "time::serde::rfc3339")]
+    pub raised_at: OffsetDateTime,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub settled_at: Option<OffsetDateTime>,
+}
+
+impl RefundRequest {
+    pub fn is_open(&self) -> bool {
+        self.settled_at.is_none()
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,6 +280,53 @@ impl PaymentLedger {
 
     fn money_moved(&self) -> bool {
         self.authorized > 0 || self.captured > 0
+    }
+
+    /// The entry of payment `id`, made on first sight.
+    fn entry(&mut self, id: &str, provider: &str, now: OffsetDateTime) -> &mut PaymentEntry {
+        let at = match self.payments.iter().position(|p| p.payment_id == id) {
+            Some(at) => at,
+            None => {
+                self.payments.push(PaymentEntry {
+                    payment_id: id.to_string(),
+                    provider: provider.to_string(),
+                    authorized: 0,
+                    captured: 0,
+                    refunded: 0,
+                    charged_back: 0,
+                    first_seen: now,
+                    duplicate: false,
+                });
+                self.payments.len() - 1
+            }
+        };
+        &mut self.payments[at]
+    }
+
+    /// Settles the open requests of payment `id` (or of no payment id)
+    /// that `refunded` covers, oldest first.
+    fn settle(&mut self, id: Option<&str>, refunded: i64, now: OffsetDateTime) {
+        let mut covered = refunded;
+        for request in &mut self.refund_requests {
+            if request.payment_id.as_deref() != id && request.payment_id.is_some() {
+                continue;
+            }
+            if request.is_open() && request.amount <= covered {
+                request.settled_at = Some(now);
+            }
+            covered -= request.amount.min(covered);
+        }
+    }
+
+    /// The money of the order's own payment still with the shop: what a
+    /// cancellation must give back.
+    pub fn owed_back(&self) -> i64 {
+        (self.captured - self.refunded - self.charged_back).max(0)
+    }
+
+    /// The refund requests still open.
+    pub fn open_refunds(&self) -> impl Iterator<Item = &RefundRequest> {
+        self.refund_requests.iter().filter(|r| r.is_open())
     }
 }
 
@@ -325,6 +446,46 @@ impl Order {
         };
 
         let before = self.payment_status.clone().unwrap_or_default();
+        // Another payment than the order's: a second payment if the
+        // order's has moved money; else (an earlier attempt failed) it
+        // becomes the order's payment.
+        if let (Some(id), Some(primary)) = (&event.payment_id, &before.payment_id)
+            && id != primary
+        {
+            let primary_moved = before.money_moved();
+            let moves = matches!(
+                event.kind,
+                PaymentEventKind::Authorized | PaymentEventKind::Captured
+            ) && amount > 0;
+            if primary_moved {
+                return self.apply_other_payment(next, event, id, amount, before, now);
+            }
+            if moves {
+                let ledger = next.payment_status.get_or_insert_with(Default::default);
+                ledger.payment_id = Some(id.clone());
+            }
+        }
+        if let Some(id) = &event.payment_id {
+            let ledger = next.payment_status.get_or_insert_with(Default::default);
+            let entry = ledger.entry(id, &event.provider, now);
+            match event.kind {
+                PaymentEventKind::Authorized => {
+                    entry.authorized = entry.authorized.max(amount);
+                }
+                PaymentEventKind::Captured => {
+                    entry.captured = entry.captured.max(amount);
+                    entry.authorized = entry.authorized.max(amount);
+                }
+                PaymentEventKind::Refunded => {
+                    entry.refunded = entry.refunded.saturating_add(amount)
+                }
+                PaymentEventKind::RefundedTotal => entry.refunded = entry.refunded.max(amount),
+                PaymentEventKind::Chargeback => {
+                    entry.charged_back = entry.charged_back.max(amount.max(1));
+                }
+                _ => {}
+            }
+        }
         let mut events = Vec::new();
         let mut attempt = None;
         let mut outcome = PaymentOutcome::Applied;
@@ -403,6 +564,8 @@ impl Order {
                     ledger.refunded.max(amount)
                 };
                 let refunded = ledger.refunded;
+                let primary = ledger.payment_id.clone();
+                ledger.settle(primary.as_deref(), refunded, now);
                 if refunded > before.refunded {
                     events.push(self.event(
                         EventType::PaymentRefunded,
@@ -466,6 +629,133 @@ impl Order {
             events,
             outcome,
         }
+    }
+
+    /// An event of a payment that is not the order's own (`id`), while
+    /// the order's has moved money: a second payment. Its money is kept
+    /// in its own entry, never counted as the order's; the first sight of
+    /// its money flags `duplicate_payment`, and its capture raises a
+    /// refund request, which its refunds settle. The order's state does
+    /// not change.
+    fn apply_other_payment(
+        &self,
+        mut next: Order,
+        event: &PaymentNotification,
+        id: &str,
+        amount: i64,
+        before: PaymentLedger,
+        now: OffsetDateTime,
+    ) -> PaymentDecision {
+        let currency = self.totals.total.currency;
+        let primary = before.payment_id.clone().unwrap_or_default();
+        let ledger = next.payment_status.get_or_insert_with(Default::default);
+        let entry = ledger.entry(id, &event.provider, now);
+        entry.duplicate = true;
+        let was = entry.clone();
+        match event.kind {
+            PaymentEventKind::Authorized => entry.authorized = entry.authorized.max(amount),
+            PaymentEventKind::Captured => {
+                entry.captured = entry.captured.max(amount);
+                entry.authorized = entry.authorized.max(amount);
+            }
+            PaymentEventKind::Refunded => entry.refunded = entry.refunded.saturating_add(amount),
+            PaymentEventKind::RefundedTotal => entry.refunded = entry.refunded.max(amount),
+            PaymentEventKind::Chargeback => {
+                entry.charged_back = entry.charged_back.max(amount.max(1));
+            }
+            PaymentEventKind::Failed
+            | PaymentEventKind::ActionRequired
+            | PaymentEventKind::Unknown => {}
+        }
+        let entry = entry.clone();
+        let mut events = Vec::new();
+        let mut outcome = PaymentOutcome::Applied;
+        let moved = |e: &PaymentEntry| e.authorized > 0 || e.captured > 0;
+        if moved(&entry) && !moved(&was) {
+            let message = format!(
+                "a second payment {id} ({}) for an order paid by {primary}: {}",
+                Money::new(entry.authorized.max(entry.captured), currency),
+                if entry.captured > 0 {
+                    "a refund is requested"
+                } else {
+                    "authorized only: void it, or refund it once captured"
+                }
+            );
+            push_flag(&mut next, event, "duplicate_payment", message, now);
+            outcome = PaymentOutcome::Flagged("duplicate_payment");
+        }
+        let ledger = next.payment_status.get_or_insert_with(Default::default);
+        if entry.captured > was.captured {
+            // One request per payment, for all it captured.
+            match ledger.refund_requests.iter_mut().find(|r| {
+                r.payment_id.as_deref() == Some(id) && r.reason == RefundReason::DuplicatePayment
+            }) {
+                Some(request) => request.amount = request.amount.max(entry.captured),
+                None => ledger.refund_requests.push(RefundRequest {
+                    payment_id: Some(id.to_string()),
+                    amount: entry.captured,
+                    reason: RefundReason::DuplicatePayment,
+                    raised_at: now,
+                    settled_at: None,
+                }),
+            }
+        }
+        if entry.refunded > was.refunded {
+            ledger.settle(Some(id), entry.refunded, now);
+            events.push(self.event(
+                EventType::PaymentRefunded,
+                now,
+                serde_json::json!({
+                    "amount": Money::new(entry.refunded - was.refunded, currency),
+                    "refunded": Money::new(entry.refunded, currency),
+                    "full": false,
+                    "duplicate": true,
+                }),
+            ));
+        }
+        if entry.charged_back > was.charged_back {
+            push_flag(
+                &mut next,
+                event,
+                "chargeback_needs_review",
+                format!("the customer disputed the second payment {id}"),
+                now,
+            );
+            outcome = PaymentOutcome::Flagged("chargeback_needs_review");
+        }
+        if next.payment_status.as_ref() == Some(&before) {
+            return PaymentDecision::unchanged(PaymentOutcome::NoChange);
+        }
+        PaymentDecision {
+            next: Some(next),
+            events,
+            outcome,
+        }
+    }
+
+    /// Raises a refund request for the money of the order's own payment
+    /// still with the shop, on an order being cancelled (`next`); the
+    /// amount, if any, for the cancellation's event.
+    pub fn request_refund_on_cancel(next: &mut Order, now: OffsetDateTime) -> Option<Money> {
+        let currency = next.totals.total.currency;
+        let ledger = next.payment_status.as_mut()?;
+        let owed = ledger.owed_back();
+        let requested: i64 = ledger
+            .open_refunds()
+            .filter(|r| r.reason == RefundReason::OrderCancelled)
+            .map(|r| r.amount)
+            .sum();
+        if owed <= requested {
+            return None;
+        }
+        ledger.refund_requests.push(RefundRequest {
+            payment_id: ledger.payment_id.clone(),
+            amount: owed - requested,
+            reason: RefundReason::OrderCancelled,
+            raised_at: now,
+            settled_at: None,
+        });
+        Some(Money::new(owed - requested, currency))
     }
 
     /// The money went back (full refund, chargeback): cancel the order if
