@@ -120,6 +120,10 @@ enum Command {
         /// Minor units (a partial refund); by default the order's total.
         #[arg(long)]
         amount: Option<i64>,
+        /// Another payment than the order's own (a PaymentIntent id, an
+        /// Adyen pspReference): a second payment, or its refund.
+        #[arg(long)]
+        payment_id: Option<String>,
         #[arg(long, default_value = "http://127.0.0.1:3000")]
         url: String,
         #[arg(long, default_value = "./var")]
@@ -208,6 +212,19 @@ enum OpsCommand {
         order: String,
         #[arg(long)]
         reason: String,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// The open payment flags and refund requests of every tenant's orders.
+    Flags,
+    /// Resolve a payment flag of an order with a note (what was done).
+    Resolve {
+        order: String,
+        /// The flag's number, as `ops flags` or `ops show` lists it.
+        #[arg(long)]
+        flag: u32,
+        #[arg(long)]
+        note: String,
         #[arg(long)]
         idempotency_key: Option<String>,
     },
@@ -367,9 +384,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             provider,
             event,
             amount,
+            payment_id,
             url,
             data_dir,
-        } => pay(&order_id, provider, event, amount, &url, &data_dir).await,
+        } => {
+            let payment = payment_id.as_deref();
+            pay(&order_id, provider, event, amount, payment, &url, &data_dir).await
+        }
     }
 }
 
@@ -378,6 +399,7 @@ async fn pay(
     provider: Option<String>,
     event: PayEventArg,
     amount: Option<i64>,
+    payment_id: Option<&str>,
     url: &str,
     data_dir: &std::path::Path,
 ) -> anyhow::Result<()> {
@@ -407,12 +429,13 @@ async fn pay(
             PayEventArg::Refund => PayEvent::Refund,
             PayEventArg::Dispute => PayEvent::Dispute,
         };
-        let webhook = payments::signed_event(
+        let webhook = payments::signed_event_of(
             &secrets,
             &order,
             &provider,
             event,
             amount,
+            payment_id,
             time::OffsetDateTime::now_utc(),
         )?;
         let (status, body) = payments::send(url, &webhook).await?;
@@ -691,6 +714,18 @@ async fn ops(args: OpsArgs) -> anyhow::Result<()> {
             json!({ "reason": reason }),
             key_or_new(idempotency_key),
         ),
+        OpsCommand::Flags => OpsRequest::flags(),
+        OpsCommand::Resolve {
+            order,
+            flag,
+            note,
+            idempotency_key,
+        } => OpsRequest::act(
+            &order,
+            "resolve",
+            json!({ "flag": flag, "note": note }),
+            key_or_new(idempotency_key),
+        ),
     };
     let target = match &args.aws_table {
         Some(table) => Target::Router(ops_router_on_aws(table, &args.key).await?),
@@ -705,6 +740,8 @@ async fn ops(args: OpsArgs) -> anyhow::Result<()> {
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&answer.body)?);
+    } else if request.path == "/v1/ops/flags" {
+        println!("{}", ops_cmd::flags_summary(&answer.body));
     } else {
         println!("{}", ops_cmd::summary(&answer.body));
     }

@@ -1,4 +1,5 @@
-//! `printworks ops show|release|reprint|cancel ORDER ...`: the operator
+//! `printworks ops show|release|reprint|cancel|resolve ORDER ...` and
+//! `printworks ops flags`: the operator
 //! API from a terminal. Each command is one request of the operator API,
 //! with the operator's key: over HTTP to `printworks up` (or a deployed
 //! API), or, with `--aws-table`, through the same ops-api router run in
@@ -40,7 +41,17 @@ impl OpsRequest {
         }
     }
 
-    /// `action` (release, reprint, cancel) with `body`, once per `key`.
+    /// The open payment flags and refund requests (`GET /v1/ops/flags`).
+    pub fn flags() -> OpsRequest {
+        OpsRequest {
+            method: Method::GET,
+            path: "/v1/ops/flags".into(),
+            body: None,
+            idempotency_key: None,
+        }
+    }
+
+    /// `action` (release, reprint, cancel, resolve) with `body`, once per `key`.
     pub fn act(order: &str, action: &str, body: Value, key: String) -> OpsRequest {
         OpsRequest {
             method: Method::POST,
@@ -121,6 +132,41 @@ pub async fn send(target: &Target, key: &str, request: &OpsRequest) -> anyhow::R
         replayed,
         body,
     })
+}
+
+/// The open flags and refund requests (`ops flags`), one line each.
+pub fn flags_summary(body: &Value) -> String {
+    let mut out = String::new();
+    for order in body["orders"].as_array().into_iter().flatten() {
+        let id = order["order_id"].as_str().unwrap_or("?");
+        out.push_str(&format!(
+            "{id} ({}, {})\n",
+            order["tenant"].as_str().unwrap_or("?"),
+            order["state"].as_str().unwrap_or("?")
+        ));
+        for flag in order["flags"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  flag {}  {}  {}\n",
+                flag["flag"],
+                flag["code"].as_str().unwrap_or("?"),
+                flag["message"].as_str().unwrap_or("")
+            ));
+        }
+        for refund in order["refund_requests"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  refund  {} ({} minor units of {}) of payment {}, since {}\n",
+                refund["reason"].as_str().unwrap_or("?"),
+                refund["amount"],
+                order["currency"].as_str().unwrap_or("?"),
+                refund["payment_id"].as_str().unwrap_or("-"),
+                refund["raised_at"].as_str().unwrap_or("?")
+            ));
+        }
+    }
+    if out.is_empty() {
+        out.push_str("nothing open: no payment flag, no refund request");
+    }
+    out.trim_end().to_string()
 }
 
 /// A short account of an operator view or action result, for a person.

@@ -87,11 +87,29 @@ pub fn signed_event(
     amount: Option<i64>,
     now: time::OffsetDateTime,
 ) -> anyhow::Result<SignedWebhook> {
+    signed_event_of(secrets, order, provider, event, amount, None, now)
+}
+
+/// [`signed_event`] of payment `payment_id` (a PaymentIntent id, an Adyen
+/// pspReference) instead of the order's usual one: a second payment, as a
+/// double click at the storefront makes.
+pub fn signed_event_of(
+    secrets: &WebhookSecrets,
+    order: &Order,
+    provider: &str,
+    event: PayEvent,
+    amount: Option<i64>,
+    payment_id: Option<&str>,
+    now: time::OffsetDateTime,
+) -> anyhow::Result<SignedWebhook> {
     let reference = PaymentReference::of(order).to_string();
     let total = order.totals.total;
     let amount = amount.unwrap_or(total.amount);
     let unique = uuid::Uuid::now_v7().simple().to_string();
-    let payment_id = format!("pi_{}", order.id.as_str().trim_start_matches("ord_"));
+    let chosen = payment_id;
+    let payment_id = chosen
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("pi_{}", order.id.as_str().trim_start_matches("ord_")));
     match provider {
         "stripe" => {
             let Some(secret) = secrets.stripe.first() else {
@@ -117,7 +135,16 @@ pub fn signed_event(
                         "amount": amount, "currency": currency, "metadata": {"order_reference": reference}}),
                 ),
                 PayEvent::Refund => {
-                    let already = order.payment_status.as_ref().map_or(0, |l| l.refunded);
+                    let already = order.payment_status.as_ref().map_or(0, |l| {
+                        match (chosen, &l.payment_id) {
+                            (Some(id), Some(own)) if id != own => l
+                                .payments
+                                .iter()
+                                .find(|p| p.payment_id == id)
+                                .map_or(0, |p| p.refunded),
+                            _ => l.refunded,
+                        }
+                    });
                     (
                         "charge.refunded",
                         serde_json::json!({"id": format!("ch_{unique}"), "object": "charge",
@@ -149,7 +176,9 @@ pub fn signed_event(
             };
             // pspReferences are 16 characters: the payment's from the order
             // id, each modification's from this call.
-            let payment_id = order.id.as_str()[4..20].to_ascii_uppercase();
+            let payment_id = chosen
+                .map(str::to_string)
+                .unwrap_or_else(|| order.id.as_str()[4..20].to_ascii_uppercase());
             let psp = unique[16..31].to_ascii_uppercase();
             let item = |psp: String, original: &str, code: &str, success: bool| {
                 let mut item = serde_json::json!({

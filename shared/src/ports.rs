@@ -137,6 +137,11 @@ pub trait OpsStore: Send + Sync {
     /// [`PlaceOutcome::KeyReused`] if the key was used before in the scope;
     /// [`StoreError::Conflict`] if the order changed since it was read.
     async fn act(&self, write: OpsWrite) -> Result<PlaceOutcome, StoreError>;
+    /// Orders whose money needs a person ([`Order::needs_attention`]: an
+    /// open payment flag or refund request), least recently changed
+    /// first, at most `limit`. Kept as an index beside the orders, written
+    /// in each order's transaction.
+    async fn needing_attention(&self, limit: usize) -> Result<Vec<Order>, StoreError>;
 }
 
 /// The idempotency scope of an operator's requests: never a tenant id

@@ -130,6 +130,33 @@ pub async fn cancel(
     .await
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolveBody {
+    flag: u32,
+    note: String,
+}
+
+#[tracing::instrument(skip_all, fields(operator, order_id))]
+pub async fn resolve(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    act(&app, &headers, id, body, |b: ResolveBody| Action::Resolve {
+        flag: b.flag,
+        note: b.note,
+    })
+    .await
+}
+
+#[tracing::instrument(skip_all, fields(operator))]
+pub async fn flags(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let operator = operator_of(&app, &headers).await?;
+    Ok(Json(app.ops.flags(&operator).await?).into_response())
+}
+
 pub async fn no_route() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,

@@ -75,6 +75,12 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<State>)> {
             "/v1/ops/orders/{id}/cancel",
             post(handlers::cancel),
         ),
+        (
+            Method::POST,
+            "/v1/ops/orders/{id}/resolve",
+            post(handlers::resolve),
+        ),
+        (Method::GET, "/v1/ops/flags", get(handlers::flags)),
     ]
 }
 

@@ -23,6 +23,9 @@ use std::sync::Arc;
 /// to try again.
 const ACT_ATTEMPTS: u32 = 5;
 
+/// The most orders `flags` lists at once, oldest first.
+const FLAGS_LISTED: usize = 200;
+
 /// An operator's request, as its body reads (the action is the route's).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -41,6 +44,11 @@ pub enum Action {
     Cancel {
         reason: String,
     },
+    /// Resolve payment flag `flag` (from 1) of the order with a note.
+    Resolve {
+        flag: u32,
+        note: String,
+    },
 }
 
 impl Action {
@@ -49,6 +57,7 @@ impl Action {
             Action::Release { .. } => OpsAction::Release,
             Action::Reprint { .. } => OpsAction::Reprint,
             Action::Cancel { .. } => OpsAction::Cancel,
+            Action::Resolve { .. } => OpsAction::Resolve,
         }
     }
 
@@ -165,6 +174,64 @@ impl Ops {
         Ok(order_view(&order, &allowed_for(operator, &order)))
     }
 
+    /// What needs a person for money across every tenant: the orders with
+    /// an open payment flag or refund request, least recently changed
+    /// first, each with those flags (numbered as `resolve` takes them) and
+    /// requests. Operators who may resolve flags only (not a plant's).
+    pub async fn flags(&self, operator: &Operator) -> Result<serde_json::Value, ApiError> {
+        if !operator.role.may(OpsAction::Resolve, None) {
+            let allowed: Vec<&str> = operator
+                .role
+                .allowed_actions()
+                .iter()
+                .map(|a| a.as_str())
+                .collect();
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "operator {} ({}) may not see payment flags: the role may {}",
+                    operator.id,
+                    operator.role.as_string(),
+                    allowed.join(", ")
+                ),
+            )
+            .with_details(serde_json::json!({
+                "role": operator.role.as_string(),
+                "role_allows": allowed,
+            })));
+        }
+        let orders = self.store.needing_attention(FLAGS_LISTED).await?;
+        let mut listed = Vec::with_capacity(orders.len());
+        for order in &orders {
+            let Some(ledger) = &order.payment_status else {
+                continue;
+            };
+            let flags: Vec<serde_json::Value> = ledger
+                .flags
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.is_open())
+                .map(|(n, f)| {
+                    serde_json::json!({
+                        "flag": n + 1, "code": f.code, "message": f.message,
+                        "at": f.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                        "provider_event": f.event_id,
+                    })
+                })
+                .collect();
+            let refunds: Vec<_> = ledger.open_refunds().collect();
+            listed.push(serde_json::json!({
+                "order_id": order.id, "tenant": order.tenant, "state": order.state,
+                "currency": order.currency, "flags": flags, "refund_requests": refunds,
+            }));
+        }
+        Ok(serde_json::json!({
+            "orders": listed,
+            "has_more": orders.len() >= FLAGS_LISTED,
+        }))
+    }
+
     /// Takes `action` on the order once per `key`: a repeated request gets
     /// the first response again, the key with another request a 422.
     pub async fn act(
@@ -199,6 +266,9 @@ impl Ops {
                     now,
                 ),
                 Action::Cancel { reason } => observed.cancel_by_operator(&operator.id, reason, now),
+                Action::Resolve { flag, note } => {
+                    observed.resolve_flag(&operator.id, *flag, note, now)
+                }
             };
             let acted = decided.map_err(|refusal| refused(operator, &observed, refusal))?;
             let mut body = order_view(&acted.next, &allowed_for(operator, &acted.next));

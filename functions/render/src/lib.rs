@@ -102,6 +102,9 @@ enum ImageFailure {
     Ours(anyhow::Error),
 }
 
+/// Lost races to write the renders before the message is retried.
+const COMMIT_ATTEMPTS: u32 = 5;
+
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -173,11 +176,13 @@ impl Renderer {
             }
             renders.push(item_renders);
         }
-        let (next, event) = order
-            .rendered(renders, self.clock.now())
-            .context("recording the renders")?;
-        self.commit(&order, next, event, Outcome::Rendered { images })
-            .await
+        let now = self.clock.now();
+        self.commit(&order, Outcome::Rendered { images }, |fresh| {
+            fresh
+                .rendered(renders.clone(), now)
+                .context("recording the renders")
+        })
+        .await
     }
 
     /// Holds the order for image `image` of `item`, keeping the renders
@@ -191,38 +196,71 @@ impl Renderer {
         image: usize,
         u: Unprintable,
     ) -> Result<Outcome, Retry> {
-        let (mut next, event) = order
-            .hold_unprintable(item, image, &u, self.clock.now())
-            .context("putting the order on hold")?;
-        for (held, renders) in next.items.iter_mut().zip(done) {
-            held.renders = renders;
-        }
-        let reason = next
+        let now = self.clock.now();
+        let hold = |fresh: &Order| {
+            let (mut next, event) = fresh
+                .hold_unprintable(item, image, &u, now)
+                .context("putting the order on hold")?;
+            for (held, renders) in next.items.iter_mut().zip(done.clone()) {
+                held.renders = renders;
+            }
+            Ok((next, event))
+        };
+        let reason = hold(order)?
+            .0
             .hold
             .as_ref()
             .map(|h| h.reason.clone())
             .unwrap_or_default();
         tracing::info!(order = %order.id, code = u.code(), "putting the order on hold");
-        self.commit(order, next, event, Outcome::Held { reason })
-            .await
+        self.commit(order, Outcome::Held { reason }, hold).await
     }
 
-    /// Writes `next` and its event if the order is still as read; a lost
-    /// race means another delivery or a cancellation got there first.
+    /// Writes what `decide` makes of the order if it is still as read. A
+    /// lost race is read again: if the order is still paid, in the same
+    /// attempt, with the same photos (a payment flag, a changed e-mail
+    /// address, an operator's note moved it on), the work done stands and
+    /// is written on the fresh order; otherwise another delivery, a
+    /// cancellation or a replaced photo got there first, and that one goes
+    /// on.
     async fn commit(
         &self,
         order: &Order,
-        next: Order,
-        event: EventEnvelope,
         done: Outcome,
+        decide: impl Fn(&Order) -> anyhow::Result<(Order, EventEnvelope)>,
     ) -> Result<Outcome, Retry> {
-        match self.orders.transition(&next, order, vec![event]).await {
-            Ok(()) => Ok(done),
-            Err(StoreError::Conflict) => {
-                Ok(Outcome::Skipped("the order changed while rendering".into()))
+        let mut observed = order.clone();
+        for _ in 0..COMMIT_ATTEMPTS {
+            let (next, event) = decide(&observed)?;
+            match self.orders.transition(&next, &observed, vec![event]).await {
+                Ok(()) => return Ok(done),
+                Err(StoreError::Conflict) => {}
+                Err(StoreError::Unexpected(e)) => return Err(Retry(e)),
             }
-            Err(StoreError::Unexpected(e)) => Err(Retry(e)),
+            let fresh = self
+                .orders
+                .get(&order.tenant, &order.id)
+                .await
+                .map_err(store)?;
+            let same_work = |fresh: &Order| {
+                fresh.state == OrderState::Paid
+                    && fresh.attempt == order.attempt
+                    && fresh.items.len() == order.items.len()
+                    && fresh
+                        .items
+                        .iter()
+                        .zip(&order.items)
+                        .all(|(a, b)| a.images == b.images)
+            };
+            match fresh {
+                Some(fresh) if same_work(&fresh) => observed = fresh,
+                _ => return Ok(Outcome::Skipped("the order changed while rendering".into())),
+            }
         }
+        Err(Retry(anyhow::anyhow!(
+            "order {} kept changing while its renders were written",
+            order.id
+        )))
     }
 
     async fn read_source(&self, order: &Order, image: &ItemImage) -> Result<Vec<u8>, ImageFailure> {

@@ -198,3 +198,98 @@ async fn after_a_release_only_the_new_attempt_renders() {
     assert_eq!(s.host.0.load(Ordering::SeqCst), fetched + 1);
     assert_eq!(state(&s, &tenant, &id).await.state, OrderState::Paid);
 }
+
+/// A photo host that answers with a real photo, while (as a payment
+/// webhook or a customer's e-mail change might) the order is written by
+/// someone else during the download.
+struct BusyOrder {
+    store: Arc<printworks::adapters::local::store::SqliteStore>,
+    tenant: TenantId,
+    id: OrderId,
+    clock: Arc<dyn Clock>,
+}
+
+#[async_trait]
+impl UrlSource for BusyOrder {
+    async fn fetch(&self, _url: &str) -> Result<Vec<u8>, SourceError> {
+        let order = self
+            .store
+            .get(&self.tenant, &self.id)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut next = order.successor(self.clock.now());
+        next.customer.phone = Some("+4930123456".into());
+        self.store
+            .transition(&next, &order, Vec::new())
+            .await
+            .unwrap();
+        let raster = printworks::render::Raster {
+            width: 1200,
+            height: 1800,
+            channels: 3,
+            data: vec![128; 1200 * 1800 * 3],
+        };
+        let out = printworks::render::JpegOut {
+            quality: 90,
+            full_chroma: false,
+            dpi: 72,
+        };
+        Ok(printworks::render::encode_jpeg(&raster, out, &[]).unwrap())
+    }
+}
+
+/// The order changed while it was rendered, in a way that leaves the work
+/// as it was (still paid, same attempt, same photos): the renders are
+/// written on the fresh order, not dropped (which would leave it paid
+/// with nobody to render it).
+#[tokio::test]
+async fn an_order_written_meanwhile_keeps_the_renders() {
+    let env = LocalEnv::new().await;
+    let prints = printworks::adapters::local::blobs::FsBlobStore::open(
+        env.dir.path().join("prints"),
+        "http://127.0.0.1:1/prints",
+        env.clock.clone(),
+    )
+    .unwrap();
+    let mut new = env.paid_order(&[("poster-20x30", 1)], "DE");
+    new.order.items[0].images[0].source = ImageSource::Url {
+        url: "https://photos.example.com/a.jpg".into(),
+    };
+    let (tenant, id) = (new.order.tenant.clone(), new.order.id.clone());
+    let paid = new
+        .events
+        .iter()
+        .find(|e| e.event_type == EventType::OrderPaid)
+        .unwrap()
+        .clone();
+    env.place(new).await;
+    let renderer = Renderer {
+        catalog: Arc::new(Catalog::builtin().clone()),
+        orders: env.store.clone(),
+        uploads: Arc::new(BucketDown),
+        prints: Arc::new(prints),
+        urls: Arc::new(BusyOrder {
+            store: env.store.clone(),
+            tenant: tenant.clone(),
+            id: id.clone(),
+            clock: env.clock.clone(),
+        }),
+        clock: env.clock.clone(),
+        limits: Limits::default(),
+        max_attempts: 4,
+    };
+    let outcome = renderer.handle(&paid, 1).await.unwrap();
+    assert!(
+        matches!(outcome, Outcome::Rendered { images: 1 }),
+        "{outcome:?}"
+    );
+    let order = env.store.get(&tenant, &id).await.unwrap().unwrap();
+    assert_eq!(order.state, OrderState::Rendered);
+    assert_eq!(
+        order.customer.phone.as_deref(),
+        Some("+4930123456"),
+        "the other write stands"
+    );
+    assert_eq!(order.items[0].renders.len(), 1);
+}

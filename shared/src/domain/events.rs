@@ -34,10 +34,16 @@ pub enum EventType {
     /// itself), and `data.stage` = `render` when a paid order's photo must
     /// be rendered again.
     OrderChanged,
+    /// A provider event did not fit the order (`data.code`: a second
+    /// payment, a wrong amount, a refund or chargeback to review): for
+    /// operators; `data.flag` numbers it on the order.
+    PaymentFlagged,
+    /// An operator resolved a payment flag (`data.flag`) with a note.
+    PaymentFlagResolved,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 14] = [
+    pub const ALL: [EventType; 16] = [
         EventType::OrderPlaced,
         EventType::OrderPaid,
         EventType::OrderCancelled,
@@ -52,6 +58,8 @@ impl EventType {
         EventType::PaymentRefunded,
         EventType::OrderResumed,
         EventType::OrderChanged,
+        EventType::PaymentFlagged,
+        EventType::PaymentFlagResolved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +78,8 @@ impl EventType {
             EventType::PaymentRefunded => "PaymentRefunded",
             EventType::OrderResumed => "OrderResumed",
             EventType::OrderChanged => "OrderChanged",
+            EventType::PaymentFlagged => "PaymentFlagged",
+            EventType::PaymentFlagResolved => "PaymentFlagResolved",
         }
     }
 

@@ -160,6 +160,8 @@ impl Template {
             EventType::PaymentRefunded => Template::PaymentRefunded,
             EventType::OrderRendered
             | EventType::OrderChanged
+            | EventType::PaymentFlagged
+            | EventType::PaymentFlagResolved
             | EventType::OrderDispatched
             | EventType::OrderInProduction
             | EventType::ProductionFailed => return None,

@@ -146,14 +146,17 @@ pub enum OpsAction {
     Release,
     Reprint,
     Cancel,
+    /// Resolve a payment flag with a note.
+    Resolve,
 }
 
 impl OpsAction {
-    pub const ALL: [OpsAction; 4] = [
+    pub const ALL: [OpsAction; 5] = [
         OpsAction::Show,
         OpsAction::Release,
         OpsAction::Reprint,
         OpsAction::Cancel,
+        OpsAction::Resolve,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -162,6 +165,7 @@ impl OpsAction {
             OpsAction::Release => "release",
             OpsAction::Reprint => "reprint",
             OpsAction::Cancel => "cancel",
+            OpsAction::Resolve => "resolve",
         }
     }
 }

@@ -140,7 +140,91 @@ impl Order {
         if !self.state.is_terminal() {
             allowed.push(OpsAction::Cancel);
         }
+        if self
+            .payment_status
+            .as_ref()
+            .is_some_and(|l| l.flags.iter().any(|f| f.is_open()))
+        {
+            allowed.push(OpsAction::Resolve);
+        }
         allowed
+    }
+
+    /// Resolves payment flag `flag` (from 1) with the operator's note: what
+    /// was done about it (refunded at the provider, a bank reversal...).
+    /// Resolving a resolved flag again is refused with what is open.
+    pub fn resolve_flag(
+        &self,
+        operator: &OperatorId,
+        flag: u32,
+        note: &str,
+        now: OffsetDateTime,
+    ) -> Result<Acted, Refusal> {
+        let note = checked_reason(note).map_err(|_| Refusal::Invalid {
+            field: "note",
+            message: format!(
+                "say what was done about the flag: 1 to {REASON_MAX} characters, no control characters"
+            ),
+        })?;
+        let flags = self
+            .payment_status
+            .as_ref()
+            .map(|l| l.flags.as_slice())
+            .unwrap_or_default();
+        let open: Vec<String> = flags
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.is_open())
+            .map(|(n, f)| format!("{} ({})", n + 1, f.code))
+            .collect();
+        let index = (flag as usize).checked_sub(1).filter(|i| *i < flags.len());
+        let Some(index) = index else {
+            return Err(Refusal::Invalid {
+                field: "flag",
+                message: format!(
+                    "the order has no flag {flag}; open flags: {}",
+                    if open.is_empty() {
+                        "none".into()
+                    } else {
+                        open.join(", ")
+                    }
+                ),
+            });
+        };
+        if !flags[index].is_open() {
+            return Err(self.not_now(
+                OpsAction::Resolve,
+                format!(
+                    "flag {flag} is resolved already; open flags: {}",
+                    if open.is_empty() {
+                        "none".into()
+                    } else {
+                        open.join(", ")
+                    }
+                ),
+            ));
+        }
+        let mut next = self.successor(now);
+        let code = flags[index].code.clone();
+        if let Some(ledger) = next.payment_status.as_mut() {
+            ledger.flags[index].resolved = Some(super::payment::FlagResolution {
+                operator: operator.to_string(),
+                note: note.clone(),
+                at: now,
+            });
+        }
+        let details = serde_json::json!({ "flag": flag, "code": code });
+        Order::record(&mut next, OpsAction::Resolve, operator, &note, details, now);
+        let event = self.ops_event(
+            EventType::PaymentFlagResolved,
+            serde_json::json!({ "flag": flag, "code": code, "by": "operator", "note": note }),
+            now,
+        );
+        Ok(Acted {
+            next,
+            events: vec![event],
+            open_jobs: BTreeMap::new(),
+        })
     }
 
     /// Whether a message of `attempt` may start work on this order: only

@@ -251,6 +251,9 @@ pub enum PaymentStatus {
     ChargedBack,
 }
 
+/// A provider event that did not fit the order, for a person: open until
+/// an operator resolves it with a note. Flags are numbered from 1 in the
+/// order they were raised (`flags[n - 1]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentFlag {
     pub event_id: String,
@@ -258,6 +261,33 @@ pub struct PaymentFlag {
     pub message: String,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<FlagResolution>,
+}
+
+/// Who resolved a flag, when, and what they did about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlagResolution {
+    pub operator: String,
+    pub note: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+impl PaymentFlag {
+    pub fn is_open(&self) -> bool {
+        self.resolved.is_none()
+    }
+}
+
+impl Order {
+    /// Whether the order's money needs a person: an open flag or an open
+    /// refund request. The stores index such orders (`printworks ops flags`).
+    pub fn needs_attention(&self) -> bool {
+        self.payment_status.as_ref().is_some_and(|l| {
+            l.flags.iter().any(PaymentFlag::is_open) || l.open_refunds().next().is_some()
+        })
+    }
 }
 
 impl PaymentLedger {
@@ -385,11 +415,35 @@ impl Order {
     ///   (`OrderCancelled`) if production has not started, and put on hold
     ///   (`OrderOnHold`) if it has; a shipped (or already held) order only
     ///   gets a flag for a person.
+    ///
+    /// Every flag raised is announced to operators (`PaymentFlagged`).
     pub fn apply_payment(
         &self,
         event: &PaymentNotification,
         now: OffsetDateTime,
     ) -> PaymentDecision {
+        let mut decision = self.decide_payment(event, now);
+        let had = self.payment_status.as_ref().map_or(0, |l| l.flags.len());
+        if let Some(next) = &decision.next
+            && let Some(ledger) = &next.payment_status
+        {
+            for (n, flag) in ledger.flags.iter().enumerate().skip(had) {
+                decision.events.push(self.event(
+                    EventType::PaymentFlagged,
+                    now,
+                    serde_json::json!({
+                        "flag": n + 1,
+                        "code": flag.code,
+                        "message": flag.message,
+                        "provider_event": flag.event_id,
+                    }),
+                ));
+            }
+        }
+        decision
+    }
+
+    fn decide_payment(&self, event: &PaymentNotification, now: OffsetDateTime) -> PaymentDecision {
         if event.kind == PaymentEventKind::Unknown {
             return PaymentDecision::unchanged(PaymentOutcome::Ignored);
         }
@@ -826,5 +880,6 @@ fn push_flag(
             code: code.to_string(),
             message,
             at: now,
+            resolved: None,
         });
 }

@@ -1997,3 +1997,121 @@ async fn emulator_a_customer_changes_an_order_once_per_key() {
     assert_eq!(kinds, ["replace_image", "change_address"]);
     assert!(stored.changes.iter().all(|c| c.by == key.record.key_id));
 }
+
+/// The index of orders whose money needs a person, on DynamoDB Local: a
+/// flag raised puts the order's marker in the order's transaction, a
+/// write of a flagged order keeps it, resolving the flag deletes it; and
+/// an order flagged before the index existed joins it on its next write.
+#[tokio::test]
+async fn emulator_orders_needing_a_person_are_indexed_with_their_writes() {
+    use printworks::domain::operator::OperatorId;
+    use printworks::domain::payment::{PaymentFlag, PaymentLedger};
+    use printworks::ports::{OpsStore, OpsWrite, OrderStore, PlaceOutcome, ops_scope};
+    if emulator().is_none() {
+        return;
+    }
+    let sdk = load_sdk_config().await;
+    let table = format!("orders-{}", printworks::testing::emulator::run_id());
+    printworks::testing::emulator::create_orders_table(&sdk, &table).await;
+    let store = DynamoStore::from_sdk(&sdk, &table);
+    let now = time::OffsetDateTime::now_utc();
+    let flag = |order: &printworks::domain::order::Order| {
+        let mut next = order.successor(now);
+        next.payment_status
+            .get_or_insert_with(PaymentLedger::default)
+            .flags
+            .push(PaymentFlag {
+                event_id: "evt_1".into(),
+                code: "amount_mismatch".into(),
+                message: "1 EUR is not the total".into(),
+                at: now,
+                resolved: None,
+            });
+        next
+    };
+    let placed = printworks::testing::paid_order(&[("poster-30x40", 1)], "DE", now);
+    let order = placed.order.clone();
+    store.place(placed).await.unwrap();
+    assert!(store.needing_attention(10).await.unwrap().is_empty());
+
+    let flagged = flag(&order);
+    store
+        .transition(&flagged, &order, Vec::new())
+        .await
+        .unwrap();
+    let listed = store.needing_attention(10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, order.id);
+    // Another write of the flagged order keeps it listed.
+    let mut phoned = flagged.successor(now);
+    phoned.customer.phone = Some("+4930123456".into());
+    store
+        .transition(&phoned, &flagged, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(store.needing_attention(10).await.unwrap().len(), 1);
+
+    // Resolved (the operator's action with its key): off the list.
+    let anna = OperatorId::parse("anna").unwrap();
+    let acted = phoned
+        .resolve_flag(&anna, 1, "the bank confirmed", now)
+        .unwrap();
+    let idempotency = printworks::ports::IdempotencyRecord {
+        key: "resolve-1".into(),
+        request_hash: "h".into(),
+        response: printworks::ports::StoredResponse {
+            status: 200,
+            body: "{}".into(),
+        },
+    };
+    let outcome = store
+        .act(OpsWrite {
+            scope: ops_scope(&anna),
+            next: acted.next.clone(),
+            observed: phoned.clone(),
+            events: acted.events,
+            open_jobs: Default::default(),
+            idempotency,
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome, PlaceOutcome::Created);
+    assert!(store.needing_attention(10).await.unwrap().is_empty());
+
+    // A second order flagged by an older build (no marker): its next write
+    // lists it.
+    let placed = printworks::testing::paid_order(&[("poster-30x40", 1)], "DE", now);
+    let old = placed.order.clone();
+    store.place(placed).await.unwrap();
+    let flagged = flag(&old);
+    let item = aws_sdk_dynamodb::types::AttributeValue::S(serde_json::to_string(&flagged).unwrap());
+    aws_sdk_dynamodb::Client::new(&sdk)
+        .update_item()
+        .table_name(&table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("ORDER#{}#{}", old.tenant, old.id)),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("ORDER".into()),
+        )
+        .update_expression("SET doc = :doc, version = :v")
+        .expression_attribute_values(":doc", item)
+        .expression_attribute_values(
+            ":v",
+            aws_sdk_dynamodb::types::AttributeValue::N(flagged.version.to_string()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(store.needing_attention(10).await.unwrap().is_empty());
+    let stored = store.get(&old.tenant, &old.id).await.unwrap().unwrap();
+    assert!(stored.needs_attention());
+    let touched = stored.successor(now);
+    store
+        .transition(&touched, &stored, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(store.needing_attention(10).await.unwrap()[0].id, old.id);
+}

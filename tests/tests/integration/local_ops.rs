@@ -14,7 +14,7 @@ use printworks_local::ops_cmd::{self, OpsAnswer, OpsRequest, Target};
 use printworks_local::payments::{self, PayEvent};
 use printworks_local::platform::{self, Options, PlantOptions, Running};
 use printworks_tests::{
-    OrderForm, photo, poll_order, put_upload, request_upload, seeded_key, upload,
+    OrderForm, get_order, photo, poll_order, put_upload, request_upload, seeded_key, upload,
 };
 use reqwest::Client;
 use serde_json::{Value, json};
@@ -634,5 +634,140 @@ async fn a_cancel_after_printing_stops_the_parcel_and_keeps_what_was_printed() {
         "{events:?}"
     );
     assert!(!events.contains(&"job_shipped"), "{events:?}");
+    shop.app.stop().await.unwrap();
+}
+
+/// A double click at the storefront: a second PaymentIntent is captured
+/// for a paid order. Operators find it in `GET /v1/ops/flags` (what
+/// `printworks ops flags` shows) with its refund request, resolve the flag
+/// with a note (once per key), and the provider's refund of the second
+/// payment settles the request: the order leaves the list and ships.
+#[tokio::test]
+async fn a_second_payment_reaches_operators_who_resolve_it_and_its_refund_settles_it() {
+    let shop = shop(PlantOptions::default()).await;
+    let b2c = seeded_key(&shop.app, "demo-brand");
+    let upload_id = upload(&shop.client, &shop.base, &b2c, photo(1800, 2400), true).await;
+    let placed =
+        printworks_tests::place(&shop.client, &shop.base, &b2c, &poster(&upload_id, 1)).await;
+    let id = OrderId::parse(placed["id"].as_str().unwrap()).unwrap();
+    let tenant = TenantId::parse("demo-brand").unwrap();
+    let secrets = payments::load_or_create_secrets(&shop.app.data_dir).unwrap();
+    let pay = |event: PayEvent, payment: Option<&'static str>| {
+        let (store, secrets, base, tenant, id) = (
+            shop.app.store.clone(),
+            secrets.clone(),
+            shop.base.clone(),
+            tenant.clone(),
+            id.clone(),
+        );
+        async move {
+            let order = store.get(&tenant, &id).await.unwrap().unwrap();
+            let webhook = payments::signed_event_of(
+                &secrets,
+                &order,
+                "stripe",
+                event,
+                None,
+                payment,
+                time::OffsetDateTime::now_utc(),
+            )
+            .unwrap();
+            let (status, body) = payments::send(&base, &webhook).await.unwrap();
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    pay(PayEvent::Succeeded, None).await;
+    pay(PayEvent::Succeeded, Some("pi_double_click")).await;
+
+    let listed = shop.ops(&shop.support, &OpsRequest::flags()).await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let ours = |body: &Value| -> Option<Value> {
+        body["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["order_id"] == id.as_str())
+            .cloned()
+    };
+    let entry = ours(&listed.body).expect("the order is listed");
+    assert_eq!(entry["flags"][0]["flag"], 1, "{entry}");
+    assert_eq!(entry["flags"][0]["code"], "duplicate_payment");
+    assert_eq!(entry["refund_requests"][0]["payment_id"], "pi_double_click");
+    assert_eq!(entry["refund_requests"][0]["reason"], "duplicate_payment");
+    assert!(ops_cmd::flags_summary(&listed.body).contains("duplicate_payment"));
+    // A plant's operator does not see the shop's money.
+    let plant = shop.ops(&shop.muc, &OpsRequest::flags()).await;
+    assert_eq!(plant.status, 403, "{}", plant.body);
+    // The customer's order shows the request too.
+    let seen = get_order(&shop.client, &shop.base, &b2c, id.as_str()).await;
+    assert_eq!(
+        seen["payment_status"]["refund_requests"][0]["reason"],
+        "duplicate_payment"
+    );
+
+    // Resolved with a note, once per key; again with another key: 409.
+    let resolved = shop
+        .act(
+            id.as_str(),
+            "resolve",
+            json!({"flag": 1, "note": "refunded pi_double_click in the Stripe dashboard"}),
+        )
+        .await;
+    assert_eq!(resolved["action"]["action"], "resolve", "{resolved}");
+    let again = shop
+        .ops(
+            &shop.support,
+            &OpsRequest::act(
+                id.as_str(),
+                "resolve",
+                json!({"flag": 1, "note": "again"}),
+                "resolve-again".into(),
+            ),
+        )
+        .await;
+    assert_eq!(again.status, 409, "{}", again.body);
+    let missing = shop
+        .ops(
+            &shop.support,
+            &OpsRequest::act(
+                id.as_str(),
+                "resolve",
+                json!({"flag": 7, "note": "no such flag"}),
+                "resolve-7".into(),
+            ),
+        )
+        .await;
+    assert_eq!(missing.status, 422, "{}", missing.body);
+    let listed = shop.ops(&shop.support, &OpsRequest::flags()).await;
+    let entry = ours(&listed.body).expect("still listed: the refund is open");
+    assert!(entry["flags"].as_array().unwrap().is_empty(), "{entry}");
+
+    // Stripe's refund of the second payment settles the request.
+    pay(PayEvent::Refund, Some("pi_double_click")).await;
+    let listed = shop.ops(&shop.support, &OpsRequest::flags()).await;
+    assert!(ours(&listed.body).is_none(), "{}", listed.body);
+    let shipped = poll_order(
+        &shop.client,
+        &shop.base,
+        &b2c,
+        id.as_str(),
+        Duration::from_secs(90),
+        |s| s == "shipped",
+    )
+    .await;
+    let ledger = &shipped["payment_status"];
+    assert_eq!(ledger["refunded"], 0, "{ledger}");
+    assert!(
+        ledger["refund_requests"][0]["settled_at"].is_string(),
+        "{ledger}"
+    );
+    let shown = shop.shown(id.as_str()).await;
+    let timeline: Vec<&str> = shown["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["event"].as_str())
+        .collect();
+    assert!(timeline.contains(&"operator_resolve"), "{timeline:?}");
     shop.app.stop().await.unwrap();
 }

@@ -373,3 +373,29 @@ fn every_function_that_reads_orders_may_query_their_partition() {
     }
     assert!(readers >= 6, "only {readers} functions read orders");
 }
+
+/// Every write of an order is one transaction that may also put or delete
+/// the order's marker in the index of orders that need a person
+/// (`ATTENTION`) and check that no production record is stored apart
+/// (`conditional_order_put`): a function that writes orders needs
+/// `DeleteItem` and `ConditionCheckItem` beside `PutItem`.
+#[test]
+fn every_function_that_writes_orders_may_delete_and_check_in_its_transactions() {
+    let t = template("template.yaml");
+    let mut writers = 0;
+    for (function, _) in functions() {
+        let Some(actions) = orders_table_actions(&t, function) else {
+            continue;
+        };
+        if actions.contains("dynamodb:PutItem") {
+            writers += 1;
+            for needed in ["dynamodb:DeleteItem", "dynamodb:ConditionCheckItem"] {
+                assert!(
+                    actions.contains(needed),
+                    "{function} writes orders without {needed}: {actions:?}"
+                );
+            }
+        }
+    }
+    assert!(writers >= 6, "only {writers} functions write orders");
+}

@@ -56,7 +56,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem, Update,
+};
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 
@@ -99,6 +101,9 @@ fn idem_pk(tenant: &TenantId, key: &str) -> String {
 fn scoped_idem_pk(scope: &str, key: &str) -> String {
     format!("IDEM#{scope}#{key}")
 }
+
+/// The partition of the orders that need a person for their money.
+const ATTENTION_PK: &str = "ATTENTION";
 
 fn order_ref_pk(id: &OrderId) -> String {
     format!("ORDERID#{id}")
@@ -245,7 +250,7 @@ fn conditional_order_put(
     } else {
         "#version = :version"
     };
-    let put = Put::builder()
+    let order_put = Put::builder()
         .table_name(table)
         .set_item(Some(order_item(&split.order)?))
         .condition_expression(format!(
@@ -257,9 +262,26 @@ fn conditional_order_put(
         .expression_attribute_values(":version", n(observed.version))
         .build()
         .context("building Put")?;
-    let mut items = vec![TransactWriteItem::builder().put(put).build()];
+    let mut items = vec![TransactWriteItem::builder().put(order_put).build()];
     if let Some(production) = &split.production {
         items.extend(production_puts(table, &next.tenant, &next.id, production)?);
+    }
+    // The index of orders whose money needs a person (`needing_attention`):
+    // kept while the order needs one (put again on each write, so an order
+    // flagged before the index existed joins it on its next write).
+    let marker = key(ATTENTION_PK.into(), &order_pk(&next.tenant, &next.id));
+    if next.needs_attention() {
+        let mut item = marker;
+        item.insert("tenant".into(), s(next.tenant.as_str()));
+        item.insert("order_id".into(), s(next.id.as_str()));
+        items.push(put(table, item, None)?);
+    } else if observed.needs_attention() {
+        let delete = Delete::builder()
+            .table_name(table)
+            .set_key(Some(marker))
+            .build()
+            .context("building Delete")?;
+        items.push(TransactWriteItem::builder().delete(delete).build());
     }
     if split.inline {
         // The production stays in the order's item: only while none is
@@ -657,6 +679,28 @@ impl OpsStore for DynamoStore {
             .and_then(|t| TenantId::parse(t).ok())
             .ok_or_else(|| anyhow!("ORDERID item without a valid tenant"))?;
         self.get(&tenant, id).await
+    }
+
+    async fn needing_attention(&self, limit: usize) -> Result<Vec<Order>, StoreError> {
+        let mut orders = Vec::new();
+        for item in self.query_pk(ATTENTION_PK.into()).await? {
+            let found = item
+                .get("tenant")
+                .and_then(|v| v.as_s().ok())
+                .and_then(|t| TenantId::parse(t).ok())
+                .zip(
+                    item.get("order_id")
+                        .and_then(|v| v.as_s().ok())
+                        .and_then(|id| OrderId::parse(id)),
+                );
+            let Some((tenant, id)) = found else {
+                return Err(anyhow!("an ATTENTION item without its order").into());
+            };
+            orders.extend(self.get(&tenant, &id).await?);
+        }
+        orders.sort_by_key(|o| o.updated_at);
+        orders.truncate(limit);
+        Ok(orders)
     }
 
     async fn ops_request(

@@ -377,6 +377,31 @@ impl OpsStore for SqliteStore {
             .await
     }
 
+    async fn needing_attention(&self, limit: usize) -> Result<Vec<Order>, StoreError> {
+        self.db
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT tenant_id, id FROM orders WHERE attention = 1 \
+                         ORDER BY updated_at LIMIT ?1",
+                    )
+                    .map_err(sql)?;
+                let refs = stmt
+                    .query_map([limit as i64], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                    })
+                    .map_err(sql)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(sql)?;
+                let mut orders = Vec::with_capacity(refs.len());
+                for (tenant, id) in refs {
+                    orders.extend(load_order(c, &tenant, &id)?);
+                }
+                Ok(orders)
+            })
+            .await
+    }
+
     async fn act(&self, write: OpsWrite) -> Result<PlaceOutcome, StoreError> {
         let update = OrderUpdate::new(&write.next, &write.observed)?;
         let created = ts(write.next.updated_at)?;
@@ -503,6 +528,8 @@ struct OrderUpdate {
     version: u64,
     observed_rank: u32,
     observed_version: u64,
+    /// [`Order::needs_attention`] of the order written.
+    attention: bool,
 }
 
 impl OrderUpdate {
@@ -521,6 +548,7 @@ impl OrderUpdate {
             version: next.version,
             observed_rank: observed.rank(),
             observed_version: observed.version,
+            attention: next.needs_attention(),
         })
     }
 
@@ -528,8 +556,8 @@ impl OrderUpdate {
     fn apply(&self, c: &Connection) -> Result<(), StoreError> {
         let changed = c
             .prepare_cached(
-                "UPDATE orders SET state = ?1, rank = ?2, doc = ?3, updated_at = ?4, version = ?5 \
-                 WHERE tenant_id = ?6 AND id = ?7 AND rank = ?8 AND version = ?9",
+                "UPDATE orders SET state = ?1, rank = ?2, doc = ?3, updated_at = ?4, version = ?5, \
+                 attention = ?10 WHERE tenant_id = ?6 AND id = ?7 AND rank = ?8 AND version = ?9",
             )
             .map_err(sql)?
             .execute(params![
@@ -541,7 +569,8 @@ impl OrderUpdate {
                 self.tenant,
                 self.id,
                 self.observed_rank,
-                self.observed_version as i64
+                self.observed_version as i64,
+                self.attention
             ])
             .map_err(sql)?;
         if changed != 1 {

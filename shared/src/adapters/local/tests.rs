@@ -782,3 +782,102 @@ async fn a_large_legacy_order_keeps_its_jobs_inside_and_never_beside_a_record() 
         Err(StoreError::Conflict)
     ));
 }
+
+/// The index of orders whose money needs a person, on SQLite: a flagged
+/// order is listed from the write that flags it, resolved it leaves the
+/// list; and a schema v5 file's flagged orders are listed once it opens
+/// as v6 (every flag of then was open).
+#[tokio::test]
+async fn orders_needing_a_person_are_indexed_and_a_v5_file_is_backfilled() {
+    use crate::domain::operator::OperatorId;
+    use crate::domain::payment::{PaymentFlag, PaymentLedger};
+    use crate::ports::{OpsStore, OpsWrite, PlaceOutcome, ops_scope};
+    let now = time::OffsetDateTime::now_utc();
+    let flag = |order: &Order| {
+        let mut next = order.successor(now);
+        next.payment_status
+            .get_or_insert_with(PaymentLedger::default)
+            .flags
+            .push(PaymentFlag {
+                event_id: "evt_1".into(),
+                code: "amount_mismatch".into(),
+                message: "1 EUR is not the total".into(),
+                at: now,
+                resolved: None,
+            });
+        next
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v5.sqlite");
+    let placed = new_order("k", "h");
+    {
+        // The orders table of schema v5 (no `attention`) with a flagged order.
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE orders (tenant_id TEXT NOT NULL, id TEXT NOT NULL, state TEXT NOT NULL, rank INTEGER NOT NULL,
+               doc TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+               version INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (tenant_id, id));
+             PRAGMA user_version = 5;",
+        )
+        .unwrap();
+        let flagged = flag(&placed.order);
+        c.execute(
+            "INSERT INTO orders VALUES (?1, ?2, ?3, ?4, ?5, 't', 't', ?6)",
+            rusqlite::params![
+                flagged.tenant.as_str(),
+                flagged.id.as_str(),
+                flagged.state.as_str(),
+                flagged.rank(),
+                serde_json::to_string(&flagged).unwrap(),
+                flagged.version as i64
+            ],
+        )
+        .unwrap();
+    }
+    let db = Arc::new(Db::open(&path, Durability::Normal).unwrap());
+    let store = SqliteStore::new(db.clone());
+    let listed = store.needing_attention(10).await.unwrap();
+    assert_eq!(listed.len(), 1, "backfilled from the v5 file");
+    let old = listed[0].clone();
+
+    // A new order: listed once flagged, not before.
+    let fresh = new_order("k2", "h2");
+    let order = fresh.order.clone();
+    store.place(fresh).await.unwrap();
+    assert_eq!(store.needing_attention(10).await.unwrap().len(), 1);
+    let flagged = flag(&order);
+    store
+        .transition(&flagged, &order, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(store.needing_attention(10).await.unwrap().len(), 2);
+
+    // Both resolved: none listed.
+    let anna = OperatorId::parse("anna").unwrap();
+    for (n, current) in [old, flagged].into_iter().enumerate() {
+        let acted = current
+            .resolve_flag(&anna, 1, "checked with the bank", now)
+            .unwrap();
+        let outcome = store
+            .act(OpsWrite {
+                scope: ops_scope(&anna),
+                next: acted.next,
+                observed: current,
+                events: acted.events,
+                open_jobs: Default::default(),
+                idempotency: crate::ports::IdempotencyRecord {
+                    key: format!("resolve-{n}"),
+                    request_hash: "h".into(),
+                    response: crate::ports::StoredResponse {
+                        status: 200,
+                        body: "{}".into(),
+                    },
+                },
+            })
+            .await
+            .unwrap();
+        assert_eq!(outcome, PlaceOutcome::Created);
+    }
+    assert!(store.needing_attention(10).await.unwrap().is_empty());
+    db.close();
+}
