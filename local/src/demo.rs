@@ -468,7 +468,7 @@ async fn pay(
     tenant: &CreatedTenant,
     id: &OrderId,
 ) -> anyhow::Result<()> {
-    let PaymentSetup::Provider { provider } = &tenant.tenant.payment else {
+    let PaymentSetup::Provider { provider, .. } = &tenant.tenant.payment else {
         bail!("{} pays by invoice", tenant.tenant.id);
     };
     let order = running
@@ -521,7 +521,7 @@ async fn expect(response: reqwest::Response, status: u16, what: &str) -> anyhow:
 fn describe(sample: &Sample, tenant: &CreatedTenant) -> String {
     let paid = match &tenant.tenant.payment {
         PaymentSetup::Invoice => "B2B, invoice".to_string(),
-        PaymentSetup::Provider { provider } => format!("B2C, {provider}"),
+        PaymentSetup::Provider { provider, .. } => format!("B2C, {provider}"),
     };
     format!(
         "{} x {} to {} ({}; {paid})",

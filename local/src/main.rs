@@ -279,6 +279,12 @@ enum TenantCommand {
         /// The payment provider of a B2C tenant.
         #[arg(long, default_value = "stripe")]
         provider: String,
+        /// The merchant account the tenant is bound to (Stripe: the
+        /// `account` of its endpoint secrets in the webhook secrets; Adyen:
+        /// its merchantAccountCode). Events of another account never move
+        /// its orders.
+        #[arg(long)]
+        merchant_account: Option<String>,
         #[arg(long)]
         brand: Option<String>,
         /// Signed event webhooks to this https URL; a signing secret is
@@ -416,7 +422,7 @@ async fn pay(
             .with_context(|| format!("no order {id} in {}", data_dir.display()))?;
         let provider = match (provider, &order.payment) {
             (Some(p), _) => p,
-            (None, PaymentSetup::Provider { provider }) => provider.clone(),
+            (None, PaymentSetup::Provider { provider, .. }) => provider.clone(),
             (None, PaymentSetup::Invoice) => {
                 bail!("order {id} is paid by invoice; pass --provider to send an event anyway")
             }
@@ -577,6 +583,7 @@ async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
         currencies,
         locale,
         provider,
+        merchant_account,
         brand,
         webhook_url,
         data_dir,
@@ -597,7 +604,13 @@ async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
     };
     let (kind, payment) = match kind.as_str() {
         "b2b" => (TenantKind::B2b, PaymentSetup::Invoice),
-        _ => (TenantKind::B2c, PaymentSetup::Provider { provider }),
+        _ => (
+            TenantKind::B2c,
+            PaymentSetup::Provider {
+                provider,
+                merchant_account,
+            },
+        ),
     };
     let tenant = Tenant {
         brand: brand.unwrap_or_else(|| id.to_string()),

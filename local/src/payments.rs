@@ -6,6 +6,7 @@
 use anyhow::{Context, bail};
 use printworks::domain::order::Order;
 use printworks::domain::payment::PaymentReference;
+use printworks::domain::tenant::PaymentSetup;
 use printworks::webhooks::{WebhookSecrets, adyen, stripe};
 use std::path::{Path, PathBuf};
 
@@ -110,10 +111,21 @@ pub fn signed_event_of(
     let payment_id = chosen
         .map(str::to_string)
         .unwrap_or_else(|| format!("pi_{}", order.id.as_str().trim_start_matches("ord_")));
+    // The merchant account the order's tenant is bound to: its secret
+    // signs (Stripe), its code is in the item (Adyen).
+    let account = match &order.payment {
+        PaymentSetup::Provider {
+            merchant_account, ..
+        } => merchant_account.as_deref(),
+        PaymentSetup::Invoice => None,
+    };
     match provider {
         "stripe" => {
-            let Some(secret) = secrets.stripe.first() else {
-                bail!("no stripe secret in {SECRETS_FILE}")
+            let Some(secret) = secrets.stripe.iter().find(|s| s.account() == account) else {
+                bail!(
+                    "no stripe secret of account {} in {SECRETS_FILE}",
+                    account.unwrap_or("(shared)")
+                )
             };
             let currency = total.currency.code().to_ascii_lowercase();
             let (kind, object) = match event {
@@ -185,7 +197,7 @@ pub fn signed_event_of(
                     "amount": {"value": amount, "currency": total.currency.code()},
                     "pspReference": psp, "originalReference": original, "eventCode": code,
                     "eventDate": now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-                    "merchantAccountCode": "PrintworksLocal", "merchantReference": reference,
+                    "merchantAccountCode": account.unwrap_or("PrintworksLocal"), "merchantReference": reference,
                     "success": if success { "true" } else { "false" },
                 });
                 if !success {

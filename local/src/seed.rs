@@ -50,6 +50,7 @@ pub fn demo_tenants() -> Vec<Tenant> {
             default_locale: Locale::De,
             payment: PaymentSetup::Provider {
                 provider: "stripe".into(),
+                merchant_account: None,
             },
             notifications: Default::default(),
         },

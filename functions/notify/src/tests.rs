@@ -74,6 +74,7 @@ fn b2c_tenant() -> Tenant {
     tenant.brand = "demo-posters".into();
     tenant.payment = PaymentSetup::Provider {
         provider: "stripe".into(),
+        merchant_account: None,
     };
     tenant
 }

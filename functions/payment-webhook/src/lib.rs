@@ -28,7 +28,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
 use http::Method;
-use printworks::domain::payment::{PaymentEventKind, PaymentNotification, PaymentReference};
+use printworks::domain::payment::{
+    PaymentEventKind, PaymentNotification, PaymentOutcome, PaymentReference,
+};
 use printworks::ports::{
     Clock, OrderStore, PaymentRecord, PaymentStore, PaymentWrite, PaymentWriteOutcome,
     SecretSource, StoreError,
@@ -166,11 +168,14 @@ impl Webhooks {
                     let decision = order.apply_payment(event, now);
                     record.outcome = decision.outcome.code().to_string();
                     record.order = Some(PaymentReference::of(&order).to_string());
+                    // Another merchant's payment is not indexed to the order.
+                    let ours = !matches!(decision.outcome, PaymentOutcome::Refused(_));
                     PaymentWrite {
                         record,
                         payment_index: event
                             .payment_id
                             .clone()
+                            .filter(|_| ours)
                             .map(|p| (p, order.tenant.clone(), order.id.clone())),
                         order: decision.next.map(|next| (next, order)),
                         events: decision.events,

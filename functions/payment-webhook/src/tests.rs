@@ -41,6 +41,7 @@ fn tenant(provider: &str) -> Tenant {
         default_locale: Locale::De,
         payment: PaymentSetup::Provider {
             provider: provider.into(),
+            merchant_account: None,
         },
         notifications: Default::default(),
     }
@@ -854,4 +855,277 @@ async fn cancelling_a_paid_order_raises_a_refund_request_that_the_refund_settles
         "{:?}",
         ledger.refund_requests
     );
+}
+
+// ------------------------------------------ merchant accounts, by oracle --
+
+/// The test virtualenv's Python (`scripts/test` sets `PRINTWORKS_PYTHON`,
+/// with the providers' official libraries installed), or `None`: the
+/// oracle tests then say they skipped, unless the test script requires them.
+fn python() -> Option<String> {
+    match std::env::var("PRINTWORKS_PYTHON") {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ => {
+            assert!(
+                std::env::var("PRINTWORKS_REQUIRE_EMULATOR").is_err(),
+                "PRINTWORKS_PYTHON must be set when the test script runs"
+            );
+            eprintln!("skipped: PRINTWORKS_PYTHON is not set");
+            None
+        }
+    }
+}
+
+/// Runs `script` with `args` and `input` on stdin; its stdout, trimmed.
+fn run_python(python: &str, script: &str, args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python starts");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{script} failed");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The `Stripe-Signature` header stripe-python computes for `body` at `t`.
+fn stripe_lib_header(python: &str, secret: &str, t: i64, body: &str) -> String {
+    let script = "import sys, stripe\n\
+        payload = sys.stdin.read(); t = int(sys.argv[2])\n\
+        sig = stripe.WebhookSignature._compute_signature('%d.%s' % (t, payload), sys.argv[1])\n\
+        print('t=%d,v1=%s' % (t, sig))";
+    run_python(python, script, &[secret, &t.to_string()], body)
+}
+
+/// An Adyen notification item signed by the Adyen library
+/// (`Adyen.util.generate_notification_sig`) with `key`.
+fn adyen_lib_item(python: &str, key: &str, mut item: serde_json::Value) -> serde_json::Value {
+    let script = "import sys, json\n\
+        from Adyen.util import generate_notification_sig\n\
+        item = json.loads(sys.stdin.read())\n\
+        print(generate_notification_sig(item, sys.argv[1]).decode())";
+    let signature = run_python(python, script, &[key], &item.to_string());
+    item["additionalData"] = serde_json::json!({ "hmacSignature": signature });
+    item
+}
+
+/// Two brands on Stripe, each bound to its own Stripe account and endpoint
+/// secret, and one bound to an Adyen merchant account; a shared Stripe
+/// secret too.
+async fn merchants() -> (Env, Tenant, Tenant, Tenant) {
+    let local = LocalEnv::new().await;
+    local.subscribe_all().await;
+    let secrets = WebhookSecrets {
+        stripe: vec![
+            Secret::new(STRIPE_SECRET.as_bytes()),
+            Secret::for_account(b"whsec_posters_endpoint".to_vec(), "acct_posters"),
+            Secret::for_account(b"whsec_cards_endpoint".to_vec(), "acct_cards"),
+        ],
+        adyen: vec![Secret::new(hex_decode(ADYEN_KEY))],
+    };
+    let app = Arc::new(Webhooks::new(
+        local.store.clone(),
+        local.store.clone(),
+        Arc::new(FixedSecrets(secrets)),
+        local.clock.clone(),
+    ));
+    let bound = |id: &str, provider: &str, account: &str| Tenant {
+        id: TenantId::parse(id).unwrap(),
+        payment: PaymentSetup::Provider {
+            provider: provider.into(),
+            merchant_account: Some(account.into()),
+        },
+        ..tenant(provider)
+    };
+    let env = Env {
+        local,
+        router: router(app.clone()),
+        app,
+    };
+    (
+        env,
+        bound("posters", "stripe", "acct_posters"),
+        bound("cards", "stripe", "acct_cards"),
+        bound("frames", "adyen", "FramesShopEU"),
+    )
+}
+
+impl Env {
+    async fn order_of(&self, tenant: &Tenant) -> Order {
+        let request: OrderRequest = serde_json::from_value(serde_json::json!({
+            "locale": "de", "currency": "EUR",
+            "customer": {"name": "Erika", "email": "erika@example.com"},
+            "shipping": {"method": "standard", "address": {"name": "Erika", "line1": "Heidestr. 17", "postal_code": "51147", "city": "Köln", "country": "DE"}},
+            "items": [{"sku": "poster-30x40", "quantity": 1, "images": [{"url": "https://example.com/a.jpg"}]}]
+        }))
+        .unwrap();
+        let (order, events) =
+            Order::place(Catalog::builtin(), tenant, &request, self.clock.now()).unwrap();
+        self.place(NewOrder {
+            order: order.clone(),
+            events,
+            idempotency: IdempotencyRecord {
+                key: order.id.to_string(),
+                request_hash: "h".into(),
+                response: StoredResponse {
+                    status: 201,
+                    body: "{}".into(),
+                },
+            },
+        })
+        .await
+    }
+
+    /// `event` signed by stripe-python with `secret`, posted.
+    async fn stripe_signed_by_lib(
+        &self,
+        python: &str,
+        secret: &str,
+        event: &serde_json::Value,
+    ) -> (u16, String) {
+        let body = event.to_string();
+        let header = stripe_lib_header(python, secret, self.clock.now().unix_timestamp(), &body);
+        self.post(
+            "/v1/payments/stripe/webhook",
+            &[("stripe-signature", header)],
+            body.into_bytes(),
+        )
+        .await
+    }
+}
+
+/// Each brand's Stripe account signs its events with its own endpoint
+/// secret: an event verified for one account pays that account's orders
+/// and moves nothing of another's (recorded `merchant_mismatch`, the order
+/// untouched). stripe-python signs every event here.
+#[tokio::test]
+async fn a_stripe_event_moves_only_the_orders_of_its_merchant_account() {
+    let Some(python) = python() else { return };
+    let (env, posters, cards, _) = merchants().await;
+    let poster_order = env.order_of(&posters).await;
+    let card_order = env.order_of(&cards).await;
+    let total = card_order.totals.total.amount;
+
+    // The posters account's secret signs a payment of a cards order.
+    let wrong = pi_event("evt_x", "payment_intent.succeeded", &card_order, total);
+    let (status, _) = env
+        .stripe_signed_by_lib(&python, "whsec_posters_endpoint", &wrong)
+        .await;
+    assert_eq!(status, 200, "authentic: acknowledged");
+    let untouched = env.reload(&card_order).await;
+    assert_eq!(
+        (untouched.state, untouched.version),
+        (OrderState::Placed, card_order.version)
+    );
+    let record = env
+        .store
+        .payment_record("stripe", "evt_x")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.outcome, "merchant_mismatch");
+    // Nor does the shop's shared secret move a bound brand's order.
+    let shared = pi_event("evt_s", "payment_intent.succeeded", &card_order, total);
+    env.stripe_signed_by_lib(&python, STRIPE_SECRET, &shared)
+        .await;
+    assert_eq!(env.reload(&card_order).await.state, OrderState::Placed);
+
+    // Each account's own secret pays its own orders.
+    let right = pi_event("evt_c", "payment_intent.succeeded", &card_order, total);
+    assert_eq!(
+        env.stripe_signed_by_lib(&python, "whsec_cards_endpoint", &right)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(env.reload(&card_order).await.state, OrderState::Paid);
+    let own = pi_event(
+        "evt_p",
+        "payment_intent.succeeded",
+        &poster_order,
+        poster_order.totals.total.amount,
+    );
+    env.stripe_signed_by_lib(&python, "whsec_posters_endpoint", &own)
+        .await;
+    assert_eq!(env.reload(&poster_order).await.state, OrderState::Paid);
+    // A secret nobody has: refused before anything is read.
+    let forged = pi_event("evt_f", "payment_intent.succeeded", &poster_order, 1);
+    let (status, _) = env
+        .stripe_signed_by_lib(&python, "whsec_someone_else", &forged)
+        .await;
+    assert_eq!(status, 401);
+}
+
+/// An Adyen item (signed by the Adyen library) moves a bound brand's
+/// orders only with the brand's `merchantAccountCode`.
+#[tokio::test]
+async fn an_adyen_item_moves_only_the_orders_of_its_merchant_account() {
+    let Some(python) = python() else { return };
+    let (env, _, _, frames) = merchants().await;
+    let order = env.order_of(&frames).await;
+    let total = order.totals.total.amount;
+    let item = |psp: &str, original: &str, code: &str, account: &str| {
+        serde_json::json!({
+            "amount": {"value": total, "currency": "EUR"},
+            "pspReference": psp, "originalReference": original, "eventCode": code,
+            "eventDate": "2026-12-06T10:00:00+01:00", "merchantAccountCode": account,
+            "merchantReference": reference(&order), "success": "true",
+        })
+    };
+    let send = |items: Vec<serde_json::Value>| {
+        let body = serde_json::json!({
+            "live": "false",
+            "notificationItems": items
+                .into_iter()
+                .map(|i| serde_json::json!({"NotificationRequestItem": adyen_lib_item(&python, ADYEN_KEY, i)}))
+                .collect::<Vec<_>>(),
+        });
+        let env = &env;
+        async move {
+            env.post(
+                "/v1/payments/adyen/webhook",
+                &[],
+                serde_json::to_vec(&body).unwrap(),
+            )
+            .await
+        }
+    };
+    let (status, body) = send(vec![
+        item("PSPOTHER0000001", "", "AUTHORISATION", "OtherShop"),
+        item("PSPOTHER0000002", "PSPOTHER0000001", "CAPTURE", "OtherShop"),
+    ])
+    .await;
+    assert_eq!((status, body.as_str()), (200, "[accepted]"));
+    assert_eq!(env.reload(&order).await.state, OrderState::Placed);
+    let record = env
+        .store
+        .payment_record("adyen", "PSPOTHER0000002:CAPTURE:true")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.outcome, "merchant_mismatch");
+
+    send(vec![
+        item("PSPFRAMES000001", "", "AUTHORISATION", "FramesShopEU"),
+        item(
+            "PSPFRAMES000002",
+            "PSPFRAMES000001",
+            "CAPTURE",
+            "FramesShopEU",
+        ),
+    ])
+    .await;
+    let paid = env.reload(&order).await;
+    assert_eq!(paid.state, OrderState::Paid);
+    assert!(paid.payment_status.unwrap().flags.is_empty());
 }

@@ -361,6 +361,7 @@ mod tests {
         tenant.kind = TenantKind::B2c;
         tenant.payment = PaymentSetup::Provider {
             provider: "stripe".into(),
+            merchant_account: None,
         };
         tenant
     }
@@ -378,6 +379,7 @@ mod tests {
         let mut order = paid_order(&[("poster-30x40", 1)], "DE", at()).order;
         order.payment = PaymentSetup::Provider {
             provider: "stripe".into(),
+            merchant_account: None,
         };
         order.customer.phone = Some("+4915112345678".into());
         let tenant = b2c(&order);

@@ -648,6 +648,7 @@ mod tests {
                 TenantKind::B2b => PaymentSetup::Invoice,
                 TenantKind::B2c => PaymentSetup::Provider {
                     provider: "stripe".into(),
+                    merchant_account: None,
                 },
             },
             notifications: Default::default(),

@@ -73,7 +73,7 @@ pub struct Checkout {
 impl Order {
     /// The checkout of an unpaid order of a provider-paying tenant.
     pub fn checkout(&self) -> Option<Checkout> {
-        let PaymentSetup::Provider { provider } = &self.payment else {
+        let PaymentSetup::Provider { provider, .. } = &self.payment else {
             return None;
         };
         if self.state != OrderState::Placed {
@@ -137,6 +137,25 @@ pub struct PaymentNotification {
     pub amount: Option<ProviderAmount>,
     /// Why a payment failed, as the provider said it.
     pub reason: Option<String>,
+    /// The merchant account the event was verified for (Stripe: the
+    /// account of the endpoint secret that signed it, `None` for the shared
+    /// one; Adyen: the item's `merchantAccountCode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_account: Option<String>,
+}
+
+impl PaymentNotification {
+    /// Whether the event may move an order whose tenant is bound to
+    /// `bound` (`None`: the shop's shared account). Stripe's shared secrets
+    /// move only unbound tenants' orders, an account's secret only its
+    /// tenants'; an Adyen item moves a bound tenant's orders only with its
+    /// `merchantAccountCode` (an unbound tenant takes any of the company's).
+    pub fn may_move(&self, bound: Option<&str>) -> bool {
+        match bound {
+            Some(account) => self.merchant_account.as_deref() == Some(account),
+            None => self.provider == "adyen" || self.merchant_account.is_none(),
+        }
+    }
 }
 
 /// Where the money of an order stands. Amounts are minor units of the
@@ -371,6 +390,9 @@ pub enum PaymentOutcome {
     Flagged(&'static str),
     /// A type we do not act on.
     Ignored,
+    /// Authentic but not this order's to take (another merchant account):
+    /// recorded with the event only, the order untouched.
+    Refused(&'static str),
 }
 
 impl PaymentOutcome {
@@ -378,7 +400,7 @@ impl PaymentOutcome {
         match self {
             PaymentOutcome::Applied => "applied",
             PaymentOutcome::NoChange => "no_change",
-            PaymentOutcome::Flagged(code) => code,
+            PaymentOutcome::Flagged(code) | PaymentOutcome::Refused(code) => code,
             PaymentOutcome::Ignored => "ignored",
         }
     }
@@ -465,8 +487,25 @@ impl Order {
         };
 
         match &self.payment {
-            PaymentSetup::Provider { provider } if *provider == event.provider => {}
-            PaymentSetup::Provider { provider } => {
+            PaymentSetup::Provider {
+                provider,
+                merchant_account,
+            } if *provider == event.provider => {
+                if !event.may_move(merchant_account.as_deref()) {
+                    // Authentic, but for another merchant account: it
+                    // moves nothing of this tenant's (the event's record
+                    // says so).
+                    tracing::warn!(
+                        order = %self.id,
+                        event_id = %event.event_id,
+                        "a payment event of another merchant account"
+                    );
+                    return PaymentDecision::unchanged(PaymentOutcome::Refused(
+                        "merchant_mismatch",
+                    ));
+                }
+            }
+            PaymentSetup::Provider { provider, .. } => {
                 let message = format!(
                     "a {} event for an order paid through {provider}",
                     event.provider

@@ -103,23 +103,35 @@ pub fn verify_signature(
     secrets: &[&[u8]],
     now: OffsetDateTime,
 ) -> Result<(), SignatureError> {
+    verify_signature_by(header, body, secrets, now).map(drop)
+}
+
+/// [`verify_signature`], saying which of `secrets` signed (the first that
+/// did): every secret is tried, in constant time each.
+pub fn verify_signature_by(
+    header: &str,
+    body: &[u8],
+    secrets: &[&[u8]],
+    now: OffsetDateTime,
+) -> Result<usize, SignatureError> {
     let (timestamp, signatures) = parse_header(header)?;
     let age = now.unix_timestamp().saturating_sub(timestamp);
     if age.unsigned_abs() > TOLERANCE_SECS.unsigned_abs() {
         return Err(SignatureError::Stale(age));
     }
     let t = timestamp.to_string();
-    let mut matched = subtle::Choice::from(0);
-    for secret in secrets {
+    let mut signer = None;
+    for (index, secret) in secrets.iter().enumerate() {
         let expected = hmac_sha256(secret, &[t.as_bytes(), b".", body]);
+        let mut matched = subtle::Choice::from(0);
         for sig in &signatures {
             matched |= expected.as_slice().ct_eq(sig);
         }
+        if bool::from(matched) && signer.is_none() {
+            signer = Some(index);
+        }
     }
-    if !bool::from(matched) {
-        return Err(SignatureError::Mismatch);
-    }
-    Ok(())
+    signer.ok_or(SignatureError::Mismatch)
 }
 
 #[cfg(test)]

@@ -29,7 +29,16 @@ pub enum PaymentSetup {
     /// The order is paid when it is placed; the tenant is invoiced.
     Invoice,
     /// The customer pays through this provider (`stripe`, `adyen`).
-    Provider { provider: String },
+    Provider {
+        provider: String,
+        /// The merchant account the tenant is bound to: a provider event
+        /// moves the tenant's orders only if it was verified for this
+        /// account (Stripe: the account whose endpoint secret signed it;
+        /// Adyen: the item's `merchantAccountCode`). `None`: the shop's
+        /// shared account (Stripe: secrets without an account).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        merchant_account: Option<String>,
+    },
 }
 
 /// A tenant id: lowercase letters, digits and dashes, 2 to 40 characters.
@@ -98,7 +107,7 @@ impl Tenant {
             return Err(TenantError::Empty);
         }
         match (&self.kind, &self.payment) {
-            (TenantKind::B2c, PaymentSetup::Provider { provider })
+            (TenantKind::B2c, PaymentSetup::Provider { provider, .. })
                 if !super::payment::provider_known(provider) =>
             {
                 Err(TenantError::UnknownProvider(provider.clone()))
@@ -346,6 +355,7 @@ mod tests {
             default_locale: Locale::De,
             payment: PaymentSetup::Provider {
                 provider: "stripe".into(),
+                merchant_account: None,
             },
             notifications: Default::default(),
         };

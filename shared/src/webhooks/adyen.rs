@@ -179,6 +179,9 @@ fn notification(item: &serde_json::Value) -> Result<PaymentNotification, Webhook
         payment_id,
         amount,
         reason,
+        merchant_account: Some(field(item, "merchantAccountCode"))
+            .filter(|m| !m.is_empty())
+            .map(str::to_string),
     })
 }
 

@@ -92,30 +92,49 @@ pub trait PaymentProvider: Send + Sync {
     fn acknowledgement(&self) -> Acknowledgement;
 }
 
-/// Secret bytes that never appear in `Debug` output or logs.
+/// Secret bytes that never appear in `Debug` output or logs, and the
+/// merchant account they belong to (a Stripe endpoint secret of one
+/// account), if any.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
+pub struct Secret(Vec<u8>, Option<String>);
 
 impl Secret {
+    /// A secret of the shop's shared account.
     pub fn new(bytes: impl Into<Vec<u8>>) -> Secret {
-        Secret(bytes.into())
+        Secret(bytes.into(), None)
+    }
+
+    /// A secret of merchant account `account`: what it verifies moves only
+    /// the orders of the tenants bound to that account.
+    pub fn for_account(bytes: impl Into<Vec<u8>>, account: &str) -> Secret {
+        Secret(bytes.into(), Some(account.to_string()))
     }
 
     pub fn expose(&self) -> &[u8] {
         &self.0
     }
+
+    pub fn account(&self) -> Option<&str> {
+        self.1.as_deref()
+    }
 }
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
+        match &self.1 {
+            Some(account) => write!(f, "Secret({account}: ***)"),
+            None => f.write_str("Secret(***)"),
+        }
     }
 }
 
 /// Every provider's webhook secrets. Read from a JSON document
-/// `{"stripe": ["whsec_..."], "adyen": ["<hex HMAC key>"]}` (a Secrets
-/// Manager secret on AWS, `payment-secrets.json` locally). Several secrets
-/// per provider are all accepted: that is how a rotation works.
+/// `{"stripe": ["whsec_...", {"account": "acct_...", "secret": "whsec_..."}],
+/// "adyen": ["<hex HMAC key>"]}` (a Secrets Manager secret on AWS,
+/// `payment-secrets.json` locally). Several secrets per provider are all
+/// accepted: that is how a rotation works. A Stripe secret with an
+/// `account` is that merchant account's endpoint secret: the events it
+/// verifies move only the orders of tenants bound to the account.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WebhookSecrets {
     pub stripe: Vec<Secret>,
@@ -136,11 +155,32 @@ pub enum SecretsError {
 
 impl WebhookSecrets {
     pub fn from_json(raw: &str) -> Result<WebhookSecrets, SecretsError> {
+        /// A Stripe secret: of the shared account, or of one account.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum StripeSecret {
+            Shared(String),
+            Account(AccountSecret),
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct AccountSecret {
+            account: String,
+            secret: String,
+        }
+        impl StripeSecret {
+            fn text(&self) -> &str {
+                match self {
+                    StripeSecret::Shared(s) => s,
+                    StripeSecret::Account(a) => &a.secret,
+                }
+            }
+        }
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Doc {
             #[serde(default)]
-            stripe: Vec<String>,
+            stripe: Vec<StripeSecret>,
             #[serde(default)]
             adyen: Vec<String>,
         }
@@ -154,11 +194,17 @@ impl WebhookSecrets {
                 e.column()
             ))
         })?;
-        if doc
+        let empty_account = doc
             .stripe
             .iter()
-            .chain(&doc.adyen)
-            .any(|s| s.trim().is_empty())
+            .any(|s| matches!(s, StripeSecret::Account(a) if a.account.trim().is_empty()));
+        if empty_account
+            || doc
+                .stripe
+                .iter()
+                .map(StripeSecret::text)
+                .chain(doc.adyen.iter().map(String::as_str))
+                .any(|s| s.trim().is_empty())
         {
             return Err(SecretsError::Empty);
         }
@@ -168,7 +214,7 @@ impl WebhookSecrets {
             .enumerate()
             .map(|(index, key)| {
                 hex::decode(key.trim())
-                    .map(Secret)
+                    .map(Secret::new)
                     .map_err(|_| SecretsError::AdyenKeyNotHex { index })
             })
             .collect::<Result<_, _>>()?;
@@ -176,7 +222,12 @@ impl WebhookSecrets {
             stripe: doc
                 .stripe
                 .iter()
-                .map(|s| Secret(s.trim().as_bytes().to_vec()))
+                .map(|s| match s {
+                    StripeSecret::Shared(s) => Secret::new(s.trim().as_bytes()),
+                    StripeSecret::Account(a) => {
+                        Secret::for_account(a.secret.trim().as_bytes(), a.account.trim())
+                    }
+                })
                 .collect(),
             adyen,
         })
@@ -223,6 +274,29 @@ mod tests {
         assert_eq!(
             s.provider("paypal").err(),
             Some(WebhookError::UnknownProvider("paypal".into()))
+        );
+        // A merchant account's endpoint secret, beside the shared one.
+        let bound = WebhookSecrets::from_json(
+            r#"{"stripe": ["whsec_shared", {"account": "acct_posters", "secret": "whsec_p"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(bound.stripe[0].account(), None);
+        assert_eq!(
+            (bound.stripe[1].account(), bound.stripe[1].expose()),
+            (Some("acct_posters"), b"whsec_p".as_slice())
+        );
+        let printed = format!("{bound:?}");
+        assert!(
+            printed.contains("acct_posters") && !printed.contains("whsec"),
+            "{printed}"
+        );
+        assert!(matches!(
+            WebhookSecrets::from_json(r#"{"stripe": [{"account": " ", "secret": "whsec_p"}]}"#),
+            Err(SecretsError::Empty)
+        ));
+        assert!(
+            WebhookSecrets::from_json(r#"{"stripe": [{"account": "a", "secret": "s", "x": 1}]}"#)
+                .is_err()
         );
         let only_stripe = WebhookSecrets::from_json(r#"{"stripe": ["whsec_x"]}"#).unwrap();
         assert_eq!(

@@ -68,8 +68,11 @@ impl PaymentProvider for Stripe {
         let raw =
             header(SIGNATURE_HEADER).ok_or(WebhookError::MissingSignature("Stripe-Signature"))?;
         let secrets: Vec<&[u8]> = self.secrets.iter().map(Secret::expose).collect();
-        verify_signature(&raw, body, &secrets, now)?;
-        Ok(vec![parse_event(body)?])
+        let signer = signature::verify_signature_by(&raw, body, &secrets, now)?;
+        let mut event = parse_event(body)?;
+        // Verified for the account whose endpoint secret signed it.
+        event.merchant_account = self.secrets[signer].account().map(str::to_string);
+        Ok(vec![event])
     }
 
     fn acknowledgement(&self) -> Acknowledgement {
@@ -140,6 +143,7 @@ pub fn parse_event(body: &[u8]) -> Result<PaymentNotification, WebhookError> {
         payment_id,
         amount,
         reason,
+        merchant_account: None,
     })
 }
 

@@ -339,6 +339,7 @@ async fn every_payment_webhook_sample_gets_its_expected_response() {
         brand.id = TenantId::parse(tenant).unwrap();
         brand.payment = PaymentSetup::Provider {
             provider: provider.into(),
+            merchant_account: None,
         };
         let (mut order, events) =
             Order::place(Catalog::builtin(), &brand, &request, signed_at).unwrap();
