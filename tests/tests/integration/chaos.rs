@@ -89,6 +89,14 @@ enum Kind {
     /// demo-b2b by invoice; an operator cancels it once it is dispatched:
     /// cancelled (or shipped, if it shipped before the cancel).
     Stopped,
+    /// demo-b2b by invoice, naming an upload that never arrived: held; the
+    /// customer replaces the photo through the tenant API mid-run:
+    /// shipped, in attempt 2.
+    Fixed,
+    /// demo-brand, paid by a signed Stripe webhook, then paid again (a
+    /// second PaymentIntent): shipped, the second payment flagged and owed
+    /// back.
+    PaidTwice,
 }
 
 #[derive(Debug, Clone)]
@@ -105,11 +113,13 @@ fn scenario(n: usize) -> Vec<Spec> {
     (0..n)
         .map(|i| {
             let kind = match i % 20 {
-                0..=7 => Kind::Invoice,
+                0..=6 => Kind::Invoice,
+                7 => Kind::Fixed,
                 8 => Kind::Reprinted,
                 9 => Kind::Stopped,
                 10..=13 => Kind::Webhooked,
-                14..=16 => Kind::Paid,
+                14 | 15 => Kind::Paid,
+                16 => Kind::PaidTwice,
                 17 | 18 => Kind::Cancelled,
                 _ => Kind::TooSmall,
             };
@@ -152,6 +162,8 @@ enum Acted {
     Cancelled,
     /// Found it shipped before the cancel (no cancel, or a 409).
     ShippedFirst,
+    /// The customer replaced the photo it was held for.
+    Fixed,
 }
 
 /// What a run ended with, by order number.
@@ -408,11 +420,13 @@ async fn run(specs: &[Spec], faults: Faults, kill_agents: bool) -> Ends {
         .await
         .unwrap();
     let key_of = |kind: Kind| match kind {
-        Kind::Invoice | Kind::TooSmall | Kind::Reprinted | Kind::Stopped => {
+        Kind::Invoice | Kind::TooSmall | Kind::Reprinted | Kind::Stopped | Kind::Fixed => {
             printworks_tests::seeded_key(&running, "demo-b2b")
         }
         Kind::Webhooked => chaos.api_key.clone(),
-        Kind::Paid | Kind::Cancelled => printworks_tests::seeded_key(&running, "demo-brand"),
+        Kind::Paid | Kind::PaidTwice | Kind::Cancelled => {
+            printworks_tests::seeded_key(&running, "demo-brand")
+        }
     };
 
     // Customer service, reprinting and cancelling through the operator API.
@@ -493,16 +507,30 @@ async fn run(specs: &[Spec], faults: Faults, kill_agents: bool) -> Ends {
         uploads.insert(key_of(kind), id);
     }
     let tiny = upload(&client, &base, &key_of(Kind::TooSmall), photo(300, 200)).await;
+    // An upload asked for and never sent: the orders that name it are held.
+    let never_sent = send_retrying(
+        client
+            .post(format!("{base}/v1/uploads"))
+            .bearer_auth(key_of(Kind::Fixed))
+            .json(&json!({"content_type": "image/jpeg", "size_bytes": 1000})),
+    )
+    .await
+    .json::<Value>()
+    .await
+    .unwrap()["upload_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // The orders; the B2C ones paid by signed webhook or cancelled.
     let secrets = payments::load_or_create_secrets(data).unwrap();
     let mut ids = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         let key = key_of(spec.kind);
-        let upload_id = if spec.kind == Kind::TooSmall {
-            &tiny
-        } else {
-            &uploads[&key]
+        let upload_id = match spec.kind {
+            Kind::TooSmall => &tiny,
+            Kind::Fixed => &never_sent,
+            _ => &uploads[&key],
         };
         let res = send_retrying(
             client
@@ -521,20 +549,29 @@ async fn run(specs: &[Spec], faults: Faults, kill_agents: bool) -> Ends {
         let order: Value = res.json().await.unwrap();
         let id = OrderId::parse(order["id"].as_str().unwrap()).unwrap();
         match spec.kind {
-            Kind::Paid => {
+            Kind::Paid | Kind::PaidTwice => {
                 let placed = running.store.find_order(&id).await.unwrap().unwrap();
                 let now = time::OffsetDateTime::now_utc();
-                let paid = payments::signed_event(
-                    &secrets,
-                    &placed,
-                    "stripe",
-                    PayEvent::Succeeded,
-                    None,
-                    now,
-                )
-                .unwrap();
-                let (status, body) = payments::send(&base, &paid).await.unwrap();
-                assert_eq!(status, 200, "order {i}'s payment: {body}");
+                let second = format!("pi_second_{i}");
+                let payments_made: &[Option<&str>] = if spec.kind == Kind::PaidTwice {
+                    &[None, Some(second.as_str())]
+                } else {
+                    &[None]
+                };
+                for payment in payments_made {
+                    let paid = payments::signed_event_of(
+                        &secrets,
+                        &placed,
+                        "stripe",
+                        PayEvent::Succeeded,
+                        None,
+                        *payment,
+                        now,
+                    )
+                    .unwrap();
+                    let (status, body) = payments::send(&base, &paid).await.unwrap();
+                    assert_eq!(status, 200, "order {i}'s payment {payment:?}: {body}");
+                }
             }
             Kind::Cancelled => {
                 let res = send_retrying(
@@ -558,7 +595,7 @@ async fn run(specs: &[Spec], faults: Faults, kill_agents: bool) -> Ends {
     // What the operator did to each order it acts on.
     let mut acted: BTreeMap<usize, Acted> = BTreeMap::new();
     let done = |i: usize, o: &Order, acted: &BTreeMap<usize, Acted>| match specs[i].kind {
-        Kind::Reprinted => acted.contains_key(&i) && o.attempt == 2 && is_final(o),
+        Kind::Reprinted | Kind::Fixed => acted.contains_key(&i) && o.attempt == 2 && is_final(o),
         Kind::Stopped => is_final(o) && (acted.contains_key(&i) || o.state == OrderState::Shipped),
         _ => is_final(o),
     };
@@ -569,6 +606,27 @@ async fn run(specs: &[Spec], faults: Faults, kill_agents: bool) -> Ends {
             }
             let Some(order) = &orders[i] else { continue };
             if acted.contains_key(&i) {
+                continue;
+            }
+            // The customer replaces the photo the order is held for.
+            if (specs[i].kind, order.state) == (Kind::Fixed, OrderState::OnHold) {
+                let key = key_of(Kind::Fixed);
+                let res = send_retrying(
+                    client
+                        .put(format!("{base}/v1/orders/{id}/items/1/images/0"))
+                        .bearer_auth(&key)
+                        .header("Idempotency-Key", format!("chaos-fix-{i}"))
+                        .json(&json!({"upload_id": uploads[&key]})),
+                )
+                .await;
+                let status = res.status().as_u16();
+                let answer: Value = res.json().await.unwrap();
+                assert_eq!(
+                    status, 200,
+                    "{label}: order {i}: the photo's replacement: {answer}"
+                );
+                acted.insert(i, Acted::Fixed);
+                orders[i] = running.store.find_order(id).await.unwrap();
                 continue;
             }
             let (action, body) = match (specs[i].kind, order.state) {
@@ -727,13 +785,25 @@ async fn run(specs: &[Spec], faults: Faults, kill_agents: bool) -> Ends {
             .to_string();
         let reason = order.hold.as_ref().map(|h| h.reason.clone());
         let expected = match (spec.kind, acted.get(&i)) {
-            (Kind::Invoice | Kind::Webhooked | Kind::Paid | Kind::Reprinted, _) => "shipped",
+            (
+                Kind::Invoice
+                | Kind::Webhooked
+                | Kind::Paid
+                | Kind::Reprinted
+                | Kind::Fixed
+                | Kind::PaidTwice,
+                _,
+            ) => "shipped",
             (Kind::Stopped, Some(Acted::ShippedFirst)) => "shipped",
             (Kind::Cancelled, _) | (Kind::Stopped, _) => "cancelled",
             (Kind::TooSmall, _) => "on_hold",
         };
         assert_eq!(state, expected, "{label}: order {i} ({spec:?}): {order:?}");
-        let attempt = if spec.kind == Kind::Reprinted { 2 } else { 1 };
+        let attempt = if matches!(spec.kind, Kind::Reprinted | Kind::Fixed) {
+            2
+        } else {
+            1
+        };
         assert_eq!(order.attempt, attempt, "{label}: order {i}: {order:?}");
         if spec.kind == Kind::TooSmall {
             let reason = reason.as_deref().unwrap_or("");
@@ -751,6 +821,50 @@ async fn run(specs: &[Spec], faults: Faults, kill_agents: bool) -> Ends {
         };
         ends.states.insert(i, (state, reason));
     }
+
+    // 1b. Money: every second payment flagged once and owed back once,
+    // the order's own payment counted once; exactly those orders wait for
+    // a person (the index operators read).
+    let mut owed = BTreeSet::new();
+    for (i, (spec, order)) in specs.iter().zip(&orders).enumerate() {
+        let ledger = order.payment_status.clone().unwrap_or_default();
+        let codes: Vec<&str> = ledger.flags.iter().map(|f| f.code.as_str()).collect();
+        let open: Vec<_> = ledger.open_refunds().collect();
+        if spec.kind == Kind::PaidTwice {
+            let total = order.totals.total.amount;
+            assert_eq!(
+                codes,
+                ["duplicate_payment"],
+                "{label}: order {i}: {ledger:?}"
+            );
+            assert_eq!(ledger.captured, total, "{label}: order {i}: {ledger:?}");
+            assert_eq!(open.len(), 1, "{label}: order {i}: {ledger:?}");
+            assert_eq!(
+                (open[0].amount, open[0].payment_id.clone()),
+                (total, Some(format!("pi_second_{i}"))),
+                "{label}: order {i}"
+            );
+            owed.insert(order.id.clone());
+        } else {
+            assert!(
+                codes.is_empty() && open.is_empty(),
+                "{label}: order {i} ({spec:?}): {ledger:?}"
+            );
+        }
+    }
+    use printworks::ports::OpsStore;
+    let waiting: BTreeSet<_> = running
+        .store
+        .needing_attention(specs.len() + 1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(
+        waiting, owed,
+        "{label}: the orders that need a person for money"
+    );
 
     // 2. Every job in a hot folder exactly once, at its plant.
     let mut printed = BTreeMap::<&str, Vec<String>>::new();
@@ -832,7 +946,12 @@ async fn run(specs: &[Spec], faults: Faults, kill_agents: bool) -> Ends {
     let expected_jobs: u32 = specs
         .iter()
         .map(|s| match s.kind {
-            Kind::Invoice | Kind::Webhooked | Kind::Paid | Kind::Stopped => s.quantity,
+            Kind::Invoice
+            | Kind::Webhooked
+            | Kind::Paid
+            | Kind::Stopped
+            | Kind::Fixed
+            | Kind::PaidTwice => s.quantity,
             // One job made anew.
             Kind::Reprinted => s.quantity + 1,
             Kind::Cancelled | Kind::TooSmall => 0,
