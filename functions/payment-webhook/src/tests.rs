@@ -328,7 +328,8 @@ async fn a_wrong_amount_or_currency_is_flagged_not_paid() {
     let codes: Vec<&str> = ledger.flags.iter().map(|f| f.code.as_str()).collect();
     assert_eq!(codes, ["amount_mismatch", "currency_mismatch"]);
     assert_eq!(ledger.captured, 0);
-    assert!(env.published().await.is_empty());
+    // Nothing for the customer; each flag announced to operators.
+    assert_eq!(env.published().await, ["PaymentFlagged", "PaymentFlagged"]);
 }
 
 #[tokio::test]
@@ -676,7 +677,7 @@ async fn a_refund_after_shipment_is_announced_and_flagged() {
     let ledger = shipped.payment_status.unwrap();
     assert_eq!(ledger.status, PaymentStatus::Refunded);
     assert_eq!(ledger.flags.last().unwrap().code, "refund_needs_review");
-    assert_eq!(env.published().await, ["PaymentRefunded"]);
+    assert_eq!(env.published().await, ["PaymentRefunded", "PaymentFlagged"]);
     let record = env
         .store
         .payment_record("stripe", "evt_r")
@@ -751,9 +752,10 @@ async fn a_second_payment_is_flagged_and_its_refund_settles_the_request_not_the_
         ),
         (Some("pi_second"), total, "duplicate_payment")
     );
-    assert!(
-        env.published().await.is_empty(),
-        "no news for the customer yet"
+    assert_eq!(
+        env.published().await,
+        ["PaymentFlagged"],
+        "operators hear of it, the customer not yet"
     );
     let record = env
         .store

@@ -67,6 +67,8 @@ async fn every_order_api_sample_gets_its_expected_response() {
             (422, "server_computed_field"),
         ),
         ("get-order", (200, "id")),
+        ("change-order-address", (200, "change_address")),
+        ("replace-image", (200, "replace_image")),
         ("cancel-order", (200, "cancelled")),
     ]);
     let samples = files("order-api");
