@@ -277,6 +277,18 @@ pub(crate) fn order_body(order: &Order) -> Result<serde_json::Value, ApiError> {
         fields.remove("plant_choice");
         fields.insert("actions".into(), actions);
     }
+    // A resolved payment flag says when; who resolved it and their note
+    // are the shop's.
+    if let Some(flags) = body
+        .pointer_mut("/payment_status/flags")
+        .and_then(|f| f.as_array_mut())
+    {
+        for resolved in flags.iter_mut().filter_map(|f| f.get_mut("resolved")) {
+            if let Some(resolution) = resolved.as_object_mut() {
+                resolution.retain(|k, _| k == "at");
+            }
+        }
+    }
     if let (Some(checkout), Some(fields)) = (order.checkout(), body.as_object_mut()) {
         fields.insert(
             "checkout".into(),
@@ -417,5 +429,29 @@ mod tests {
         );
         assert!(body.get("plant_choice").is_none(), "{body}");
         assert!(!body.to_string().contains("anna"), "{body}");
+
+        // A payment flag resolved by an operator: the tenant sees when, not
+        // who nor the note.
+        let mut flagged = released.clone();
+        flagged
+            .payment_status
+            .get_or_insert_with(Default::default)
+            .flags
+            .push(printworks::domain::payment::PaymentFlag {
+                event_id: "evt_1".into(),
+                code: "amount_mismatch".into(),
+                message: "1 EUR is not the total".into(),
+                at: now,
+                resolved: Some(printworks::domain::payment::FlagResolution {
+                    operator: "anna".into(),
+                    note: "called the bank".into(),
+                    at: now,
+                }),
+            });
+        let body = order_body(&flagged).unwrap();
+        let resolved = &body["payment_status"]["flags"][0]["resolved"];
+        assert_eq!(resolved.as_object().unwrap().len(), 1, "{resolved}");
+        assert!(resolved["at"].is_string());
+        assert!(!body.to_string().contains("called the bank"), "{body}");
     }
 }

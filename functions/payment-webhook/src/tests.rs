@@ -1131,3 +1131,51 @@ async fn an_adyen_item_moves_only_the_orders_of_its_merchant_account() {
     assert_eq!(paid.state, OrderState::Paid);
     assert!(paid.payment_status.unwrap().flags.is_empty());
 }
+
+/// A refund request counts only refunds made after it was raised: a
+/// goodwill refund before the cancellation does not settle it.
+#[tokio::test]
+async fn a_refund_request_is_settled_only_by_refunds_after_it() {
+    use printworks::ports::OrderStore;
+    let env = setup().await;
+    let order = env.order("stripe").await;
+    let total = order.totals.total.amount;
+    env.capture(&order, "evt_1").await;
+    env.stripe(&refund_event("evt_goodwill", &order, 500)).await;
+    let paid = env.reload(&order).await;
+    assert_eq!(
+        paid.state,
+        OrderState::Paid,
+        "a partial refund does not stop it"
+    );
+    let (cancelled, event) = paid
+        .cancel_by_customer("changed my mind", env.clock.now())
+        .unwrap();
+    assert_eq!(event.data["refund_requested"]["amount"], total - 500);
+    env.store
+        .transition(&cancelled, &paid, vec![event])
+        .await
+        .unwrap();
+    // All but 1 EUR refunded in total, but only total - 6 EUR since the
+    // request for total - 5 EUR: still open (counting the goodwill refund
+    // would settle it).
+    env.stripe(&refund_event("evt_r1", &order, total - 100))
+        .await;
+    let ledger = env.reload(&order).await.payment_status.unwrap();
+    assert_eq!(ledger.refunded, total - 100);
+    assert_eq!(
+        ledger.open_refunds().count(),
+        1,
+        "{:?}",
+        ledger.refund_requests
+    );
+    // The rest: settled.
+    env.stripe(&refund_event("evt_r2", &order, total)).await;
+    let ledger = env.reload(&order).await.payment_status.unwrap();
+    assert_eq!(
+        ledger.open_refunds().count(),
+        0,
+        "{:?}",
+        ledger.refund_requests
+    );
+}

@@ -239,6 +239,10 @@ pub struct RefundRequest {
     pub payment_id: Option<String>,
     /// Minor units of the order's currency.
     pub amount: i64,
+    /// What the payment had refunded when the request was raised: the
+    /// request is settled once refunds beyond it reach `amount`.
+    #[serde(default)]
+    pub refunded_before: i64,
     pub reason: RefundReason,
     #[serde(with = "time::serde::rfc3339")]
     pub raised_at: OffsetDateTime,
@@ -353,17 +357,16 @@ impl PaymentLedger {
     }
 
     /// Settles the open requests of payment `id` (or of no payment id)
-    /// that `refunded` covers, oldest first.
+    /// that its refunds since each was raised cover; `refunded` is all the
+    /// payment refunded so far.
     fn settle(&mut self, id: Option<&str>, refunded: i64, now: OffsetDateTime) {
-        let mut covered = refunded;
         for request in &mut self.refund_requests {
             if request.payment_id.as_deref() != id && request.payment_id.is_some() {
                 continue;
             }
-            if request.is_open() && request.amount <= covered {
+            if request.is_open() && refunded - request.refunded_before >= request.amount {
                 request.settled_at = Some(now);
             }
-            covered -= request.amount.min(covered);
         }
     }
 
@@ -783,10 +786,13 @@ impl Order {
             match ledger.refund_requests.iter_mut().find(|r| {
                 r.payment_id.as_deref() == Some(id) && r.reason == RefundReason::DuplicatePayment
             }) {
-                Some(request) => request.amount = request.amount.max(entry.captured),
+                Some(request) => {
+                    request.amount = request.amount.max(entry.captured - request.refunded_before);
+                }
                 None => ledger.refund_requests.push(RefundRequest {
                     payment_id: Some(id.to_string()),
-                    amount: entry.captured,
+                    amount: entry.captured - was.refunded,
+                    refunded_before: was.refunded,
                     reason: RefundReason::DuplicatePayment,
                     raised_at: now,
                     settled_at: None,
@@ -841,9 +847,11 @@ impl Order {
         if owed <= requested {
             return None;
         }
+        let refunded_before = ledger.refunded;
         ledger.refund_requests.push(RefundRequest {
             payment_id: ledger.payment_id.clone(),
             amount: owed - requested,
+            refunded_before,
             reason: RefundReason::OrderCancelled,
             raised_at: now,
             settled_at: None,
