@@ -35,6 +35,10 @@ pub enum Taken {
     Failed(String, String),
     /// Journaled before: the message was only deleted.
     Duplicate(String),
+    /// Its print file links had expired: the message was deleted and
+    /// nothing journaled, for the copy with fresh links the reconciler
+    /// sends under the same job id (dispatch's resend).
+    Stale(String, String),
     /// A cancelled order's jobs, recorded to be taken off the floor (the
     /// message deleted); the number of jobs.
     CancelRecorded(usize),
@@ -322,6 +326,18 @@ impl Agent {
             Ok(()) => {
                 self.faults.reached(Step::AfterDownload);
                 Intake::Accepted
+            }
+            // Links past their expiry are not the job's fault: a copy with
+            // fresh links comes (the reconciler refreshes jobs not taken in
+            // time), and a file that is really gone fails that copy.
+            Err(DownloadError::Permanent(reason))
+                if OffsetDateTime::now_utc() >= job.files_expire_at =>
+            {
+                heartbeat.abort();
+                let _ = tokio::fs::remove_dir_all(self.config.spool_dir().join(&id)).await;
+                self.delete(&message).await?;
+                tracing::warn!(job = %id, reason, "the job's links expired; waiting for a copy with fresh ones");
+                return Ok(Taken::Stale(id, reason));
             }
             Err(DownloadError::Permanent(reason)) => Intake::Failed(reason),
             Err(DownloadError::Transient(e)) => {

@@ -650,3 +650,38 @@ async fn copies_of_one_print_download_it_once() {
     );
     assert!(agent.terminate().await.success());
 }
+
+/// A job whose links expired before the agent took it (the plant was
+/// offline past the links' lifetime) is not failed: its message is
+/// deleted with nothing journaled, and the copy with fresh links that the
+/// reconciler has dispatch send under the same job id prints, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_links_expired_waits_for_the_copy_with_fresh_links() {
+    let mut plant = Plant::start(Duration::from_millis(50), false).await;
+    let fresh = plant.job(1, &OrderId::new(), false);
+    let mut expired = fresh.clone();
+    expired.files_expire_at = time::OffsetDateTime::now_utc() - Duration::from_secs(60);
+    // The store refuses an expired link (S3 answers 403; here the name is gone).
+    expired.files[0].url = format!("{}/files/expired-{}.jpg", plant.base, fresh.job_id);
+    plant.send(std::slice::from_ref(&expired)).await;
+    let mut agent = plant.spawn_agent(None);
+    plant.wait_drained(Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    plant.collect().await;
+    assert!(
+        !plant.statuses.contains_key(&fresh.job_id),
+        "nothing reported: {:?}",
+        plant.statuses
+    );
+    assert_eq!(plant.journal_count("SELECT COUNT(*) FROM jobs"), 0);
+    plant.send(std::slice::from_ref(&fresh)).await;
+    plant
+        .wait_for(
+            std::slice::from_ref(&fresh),
+            &ALL_STATUSES,
+            Duration::from_secs(60),
+        )
+        .await;
+    plant.assert_printed_once(std::slice::from_ref(&fresh));
+    assert!(agent.terminate().await.success());
+}

@@ -2,7 +2,7 @@
 //! blob server (uploads, and print files under `/prints`) and the SQS
 //! endpoint on one loopback port; the SQLite store, the outbox relay, the
 //! local bus and the queue consumers (render, dispatch, production-events,
-//! notify, and the sweep of deferred notifications);
+//! notify, the sweep of deferred notifications, and the reconciler);
 //! and one edge agent per plant with a simulated machine behind its hot
 //! folder under `<data dir>/plants/<id>/`.
 
@@ -57,6 +57,11 @@ pub struct Options {
     /// The fault-injection switch (off by default; see
     /// [`printworks::faults`]).
     pub faults: Faults,
+    /// The reconciler: its deadlines ([`reconciler::Config`], from the same
+    /// variables as on AWS) and how often it runs (every minute; on AWS
+    /// every 5 minutes).
+    pub reconcile: reconciler::Config,
+    pub reconcile_every: Duration,
 }
 
 /// How `printworks up` notifies: e-mail and SMS into `<data dir>/outbox`
@@ -131,6 +136,8 @@ impl Options {
                 .map_or(1, |n| n.get())
                 .min(8),
             faults: Faults::off(),
+            reconcile: reconciler::Config::default(),
+            reconcile_every: Duration::from_secs(60),
         }
     }
 }
@@ -467,6 +474,18 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         options.notify.sweep_every,
         shutdown.subscribe(),
     )));
+    let reconciler = reconciler::Reconciler::new(
+        &options.reconcile,
+        store_arc.clone(),
+        store_arc.clone(),
+        Arc::new(bus.clone()),
+        clock.clone(),
+    );
+    workers.push(tokio::spawn(reconcile_loop(
+        reconciler,
+        options.reconcile_every,
+        shutdown.subscribe(),
+    )));
     if options.plants.run {
         for plant in catalog.plants.keys() {
             let config = agent_config(&options.data_dir, &base_url, plant, &options.plants);
@@ -564,6 +583,24 @@ async fn sweep_loop(
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Runs the reconciler every `every` (the first run one period after the
+/// start: a restart's own backlog is the relay's and the consumers').
+async fn reconcile_loop(
+    reconciler: reconciler::Reconciler,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if let Err(e) = reconciler.run().await {
+            tracing::warn!(error = %format!("{e:#}"), "reconciler run failed; the next one tries again");
         }
     }
 }

@@ -137,11 +137,37 @@ pub trait OpsStore: Send + Sync {
     /// [`PlaceOutcome::KeyReused`] if the key was used before in the scope;
     /// [`StoreError::Conflict`] if the order changed since it was read.
     async fn act(&self, write: OpsWrite) -> Result<PlaceOutcome, StoreError>;
-    /// Orders whose money needs a person ([`Order::needs_attention`]: an
-    /// open payment flag or refund request), least recently changed
+    /// Orders that need a person ([`Order::needs_attention`]: an open
+    /// payment flag or refund request, or stuck), least recently changed
     /// first, at most `limit`. Kept as an index beside the orders, written
     /// in each order's transaction.
     async fn needing_attention(&self, limit: usize) -> Result<Vec<Order>, StoreError>;
+}
+
+/// What the reconciler reads: idle orders by state, and outbox events
+/// that were never published. Both are indexes the stores keep in the
+/// writes themselves (SQLite: `orders (state, updated_at)` and the outbox
+/// table; DynamoDB: the sparse `idle` index), so nothing is scanned.
+#[async_trait]
+pub trait ReconcileStore: Send + Sync {
+    /// Orders in `state` last written at or before `before`, least recently
+    /// written first, at most `limit`.
+    async fn idle_orders(
+        &self,
+        state: crate::domain::state::OrderState,
+        before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<Order>, StoreError>;
+    /// Outbox events written before `before` and still unpublished,
+    /// oldest first, at most `limit`.
+    async fn unpublished(
+        &self,
+        before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<EventEnvelope>, StoreError>;
+    /// Takes published events out of the outbox (ids it no longer holds
+    /// are skipped).
+    async fn mark_published(&self, event_ids: &[String]) -> Result<(), StoreError>;
 }
 
 /// The idempotency scope of an operator's requests: never a tenant id

@@ -69,8 +69,9 @@ impl QueueSpec {
 }
 
 /// `OrderPaid` to render, one message per invocation (a render is long);
-/// and `OrderResumed` and `OrderChanged`, of which render takes those to
-/// render again (a release, a photo the customer replaced).
+/// and `OrderResumed`, `OrderChanged` and `OrderNudged`, of which render
+/// takes those to render again (a release, a photo the customer replaced,
+/// the reconciler's hand-over).
 pub const RENDER: QueueSpec = QueueSpec {
     name: "render",
     resource: "RenderQueue",
@@ -81,6 +82,7 @@ pub const RENDER: QueueSpec = QueueSpec {
             EventType::OrderPaid,
             EventType::OrderResumed,
             EventType::OrderChanged,
+            EventType::OrderNudged,
         ],
     }),
     visibility_timeout: Duration::from_secs(720),
@@ -91,8 +93,9 @@ pub const RENDER: QueueSpec = QueueSpec {
     }),
 };
 
-/// `OrderRendered` to dispatch; `OrderResumed`, of which dispatch takes
-/// those to dispatch again or to send jobs made anew; and
+/// `OrderRendered` to dispatch; `OrderResumed` and `OrderNudged`, of which
+/// dispatch takes those to dispatch again or to send jobs made anew (or
+/// with fresh URLs); and
 /// `OrderCancelled`, whose unfinished jobs it tells the plants to stop.
 pub const DISPATCH: QueueSpec = QueueSpec {
     name: "dispatch",
@@ -103,6 +106,7 @@ pub const DISPATCH: QueueSpec = QueueSpec {
         events: &[
             EventType::OrderRendered,
             EventType::OrderResumed,
+            EventType::OrderNudged,
             EventType::OrderCancelled,
         ],
     }),

@@ -130,6 +130,12 @@ impl Dispatcher {
                     let (plant, jobs) = self.send_jobs(&order).await?;
                     return Ok(Outcome::Resent { plant, jobs });
                 }
+                // The reconciler's hand-over of an order some of whose jobs
+                // no plant has taken: those are sent again, with fresh URLs.
+                OrderState::InProduction if event.event_type == EventType::OrderNudged => {
+                    let (plant, jobs) = self.send_jobs(&order).await?;
+                    return Ok(Outcome::Resent { plant, jobs });
+                }
                 other => return Ok(Outcome::Skipped(format!("the order is {}", other.as_str()))),
             }
             let plants: Vec<String> = self.catalog.plants.keys().cloned().collect();
@@ -251,8 +257,18 @@ impl Dispatcher {
         })
     }
 
+    /// Sends the current attempt's jobs no plant has reported on (all of
+    /// them at the first dispatch), with fresh URLs.
     async fn send_jobs(&self, order: &Order) -> Result<(String, usize), Retry> {
-        let jobs = self.jobs(order).await?;
+        let reported: std::collections::BTreeSet<&str> = order
+            .production
+            .iter()
+            .flat_map(|p| p.jobs.iter())
+            .filter(|j| j.status.is_some())
+            .map(|j| j.job_id.as_str())
+            .collect();
+        let mut jobs = self.jobs(order).await?;
+        jobs.retain(|j| !reported.contains(j.job_id.as_str()));
         let mut by_plant: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for job in &jobs {
             let body = serde_json::to_string(job).map_err(|e| Retry(e.into()))?;

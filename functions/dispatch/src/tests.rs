@@ -500,3 +500,61 @@ async fn cancels(env: &Env) -> BTreeSet<String> {
         }
     }
 }
+
+#[tokio::test]
+async fn the_reconcilers_hand_over_sends_the_untaken_jobs_again_with_fresh_urls() {
+    use printworks::domain::production::JobState;
+    use printworks::domain::reconcile::{Deadlines, RepairKind};
+    let env = setup(&["muc", "btf"]).await;
+    let event = env.rendered(&[("poster-30x40", 2)], "DE").await;
+    env.dispatcher.handle(&event).await.unwrap();
+    let plant = env.order(&event).await.production.unwrap().plant;
+    let first = env.jobs(&plant).await;
+    assert_eq!(first.len(), 2);
+    // The plant took the first job; the second never came off its queue.
+    let dispatched = env.order(&event).await;
+    let mut taken = dispatched.successor(env.now());
+    taken.state = OrderState::InProduction;
+    let jobs = &mut taken.production.as_mut().unwrap().jobs;
+    jobs[0].status = Some(JobState::Accepted);
+    jobs[0].status_at = Some(env.now());
+    env.store
+        .transition(&taken, &dispatched, Vec::new())
+        .await
+        .unwrap();
+    env.published().await;
+    // The links (one hour here) near their expiry: the reconciler decides.
+    env.clock.advance(Duration::from_secs(55 * 60));
+    let deadlines = Deadlines {
+        job_url_ttl: Duration::from_secs(3600),
+        refresh_before: Duration::from_secs(600),
+        ..Deadlines::default()
+    };
+    let stored = env.order(&event).await;
+    let repair = stored.reconcile(env.now(), &deadlines).expect("a repair");
+    assert_eq!(repair.kinds, vec![RepairKind::RefreshUrls]);
+    env.store
+        .transition(&repair.next, &stored, repair.events.clone())
+        .await
+        .unwrap();
+    let outcome = env.dispatcher.handle(&repair.events[0]).await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Resent {
+            plant: plant.clone(),
+            jobs: 1
+        }
+    );
+    let again = env.jobs(&plant).await;
+    assert_eq!(again.len(), 1);
+    let untaken = first
+        .iter()
+        .find(|j| j.job_id != taken.production.as_ref().unwrap().jobs[0].job_id)
+        .unwrap();
+    assert_eq!(again[0].job_id, untaken.job_id, "the same job id");
+    assert!(again[0].files_expire_at > untaken.files_expire_at + Duration::from_secs(50 * 60));
+    assert_ne!(again[0].files[0].url, untaken.files[0].url, "fresh links");
+    // Nothing else moved: no second dispatch, the counts as they were.
+    assert_eq!(env.open_jobs().await[&plant], 2);
+    assert_eq!(env.published().await, ["OrderNudged"]);
+}

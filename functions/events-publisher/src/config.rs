@@ -1,5 +1,6 @@
-//! events-publisher's wiring: [`Resources`] (the topic; the function has no
-//! settings) and, with feature `aws`, [`publisher_on_aws`]. Locally the
+//! events-publisher's wiring: [`Resources`] (the topic and the table; the
+//! function has no settings) and, with feature `aws`, [`publisher_on_aws`]
+//! and `outbox_on_aws`. Locally the
 //! outbox is relayed by the local bus itself
 //! (`printworks::adapters::local::bus::LocalBus::relay_outbox`), so only
 //! the Lambda wires this function.
@@ -10,6 +11,8 @@ use printworks::config::{ConfigError, Vars};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resources {
     pub events_topic_arn: String,
+    /// The orders table, whose published outbox items the function deletes.
+    pub orders_table: String,
 }
 
 impl Resources {
@@ -18,6 +21,7 @@ impl Resources {
     ) -> Result<Resources, ConfigError> {
         Ok(Resources {
             events_topic_arn: vars.required("EVENTS_TOPIC_ARN")?,
+            orders_table: vars.required("ORDERS_TABLE")?,
         })
     }
 }
@@ -29,6 +33,15 @@ pub fn publisher_on_aws(
     aws: &Resources,
 ) -> printworks::adapters::aws::sns::SnsPublisher {
     printworks::adapters::aws::sns::SnsPublisher::from_sdk(sdk, &aws.events_topic_arn)
+}
+
+/// The outbox the Lambda clears: the orders table.
+#[cfg(feature = "aws")]
+pub fn outbox_on_aws(
+    sdk: &printworks::adapters::aws::SdkConfig,
+    aws: &Resources,
+) -> printworks::adapters::aws::dynamodb::DynamoStore {
+    printworks::adapters::aws::dynamodb::DynamoStore::from_sdk(sdk, &aws.orders_table)
 }
 
 #[cfg(test)]

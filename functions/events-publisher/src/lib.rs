@@ -7,7 +7,8 @@
 //! reports the records that failed by sequence number, so Lambda retries
 //! from there (partial batch response). Delivery is at least once: a
 //! retried batch may publish an event again, and consumers deduplicate on
-//! the event id.
+//! the event id. On AWS it then deletes the outbox items it published
+//! ([`handle_and_clear`]): what stays is what the reconciler publishes.
 //!
 //! - [`config`]: [`Resources`] and `publisher_on_aws` (Lambda wiring).
 
@@ -17,7 +18,7 @@ pub use config::Resources;
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use printworks::domain::events::EventEnvelope;
-use printworks::ports::EventPublisher;
+use printworks::ports::{EventPublisher, ReconcileStore};
 use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,9 @@ pub struct Outcome {
     pub skipped: usize,
     /// Sequence numbers of the records to retry.
     pub failed: Vec<String>,
+    /// The ids of the events published: their outbox items go
+    /// ([`handle_and_clear`]).
+    pub published_ids: Vec<String>,
 }
 
 impl Outcome {
@@ -60,6 +64,29 @@ impl Outcome {
 
 fn string_attr<'a>(image: &'a serde_json::Value, name: &str) -> Option<&'a str> {
     image.get(name)?.get("S")?.as_str()
+}
+
+/// [`handle`], then takes the published events out of the outbox
+/// ([`ReconcileStore::mark_published`]), so what stays there is what the
+/// reconciler must publish. A failed clean-up only logs: the events went
+/// out, and the reconciler publishing them again is a duplicate consumers
+/// drop.
+pub async fn handle_and_clear(
+    event: Event,
+    publisher: &dyn EventPublisher,
+    outbox: &dyn ReconcileStore,
+) -> Result<Outcome, PublisherError> {
+    let outcome = handle(event, publisher).await?;
+    if !outcome.published_ids.is_empty()
+        && let Err(e) = outbox.mark_published(&outcome.published_ids).await
+    {
+        tracing::warn!(
+            error = %format!("{e:#}"),
+            events = outcome.published_ids.len(),
+            "published events left in the outbox; the reconciler will publish them again"
+        );
+    }
+    Ok(outcome)
 }
 
 #[tracing::instrument(skip_all, fields(records = event.records.len()))]
@@ -116,10 +143,18 @@ pub async fn handle_with(
     }
     if !envelopes.is_empty() {
         match publisher.publish(&envelopes).await {
-            Ok(()) => outcome.published = envelopes.len(),
+            Ok(()) => {
+                outcome.published = envelopes.len();
+                outcome.published_ids = envelopes.iter().map(|e| e.id.clone()).collect();
+            }
             Err(e) => {
                 tracing::error!(error = %e, cause = ?e.cause, "publishing failed");
                 outcome.published = envelopes.len() - e.failed.len();
+                outcome.published_ids = envelopes
+                    .iter()
+                    .filter(|env| !e.failed.contains(&env.id))
+                    .map(|env| env.id.clone())
+                    .collect();
                 for id in &e.failed {
                     let seq = sequence_of.get(id).cloned();
                     fail(&mut outcome, id, &seq)?;

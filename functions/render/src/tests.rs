@@ -293,3 +293,35 @@ async fn an_order_written_meanwhile_keeps_the_renders() {
     );
     assert_eq!(order.items[0].renders.len(), 1);
 }
+
+/// The reconciler's `OrderNudged` (stage render) of a paid order that was
+/// never rendered starts the render (here: fetches the photo); one of an
+/// earlier attempt starts nothing.
+#[tokio::test]
+async fn the_reconcilers_hand_over_renders_an_idle_paid_order() {
+    let s = setup().await;
+    let (tenant, id, _paid) = paid(&s, None).await;
+    s.env.clock.advance(std::time::Duration::from_secs(20 * 60));
+    let order = state(&s, &tenant, &id).await;
+    let repair = order
+        .reconcile(
+            s.env.now(),
+            &printworks::domain::reconcile::Deadlines::default(),
+        )
+        .expect("idle past the deadline");
+    s.env
+        .store
+        .transition(&repair.next, &order, repair.events.clone())
+        .await
+        .unwrap();
+    let nudge = &repair.events[0];
+    assert_eq!(nudge.event_type, EventType::OrderNudged);
+    let err = s.renderer.handle(nudge, 1).await.unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+    assert_eq!(s.host.0.load(Ordering::SeqCst), 1, "the photo was fetched");
+    let mut stale = nudge.clone();
+    stale.data["attempt"] = serde_json::json!(0);
+    let skipped = s.renderer.handle(&stale, 1).await.unwrap();
+    assert!(matches!(skipped, Outcome::Skipped(_)), "{skipped:?}");
+    assert_eq!(s.host.0.load(Ordering::SeqCst), 1);
+}

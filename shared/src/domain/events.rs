@@ -40,10 +40,17 @@ pub enum EventType {
     PaymentFlagged,
     /// An operator resolved a payment flag (`data.flag`) with a note.
     PaymentFlagResolved,
+    /// The reconciler handed an idle order to a stage again (`data.stage`:
+    /// `render` or `dispatch`, of `data.attempt`; `data.reason`): render
+    /// and dispatch take it as the work of the order's attempt.
+    OrderNudged,
+    /// The order stayed in `data.state` past its deadline (`data.minutes`,
+    /// `data.plant`): for operators, once per state and attempt.
+    OrderStuck,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 16] = [
+    pub const ALL: [EventType; 18] = [
         EventType::OrderPlaced,
         EventType::OrderPaid,
         EventType::OrderCancelled,
@@ -60,6 +67,8 @@ impl EventType {
         EventType::OrderChanged,
         EventType::PaymentFlagged,
         EventType::PaymentFlagResolved,
+        EventType::OrderNudged,
+        EventType::OrderStuck,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -80,6 +89,8 @@ impl EventType {
             EventType::OrderChanged => "OrderChanged",
             EventType::PaymentFlagged => "PaymentFlagged",
             EventType::PaymentFlagResolved => "PaymentFlagResolved",
+            EventType::OrderNudged => "OrderNudged",
+            EventType::OrderStuck => "OrderStuck",
         }
     }
 

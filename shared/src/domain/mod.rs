@@ -24,6 +24,9 @@
 //! - [`production`]: the plant choice, print jobs and plant status reports
 //! - [`job_records`]: how an order's jobs are stored, each a record of its
 //!   own, and a plant's report applied to one of them
+//! - [`reconcile`]: what the reconciler repairs on an idle order (hand-overs
+//!   to render or dispatch again, fresh print file URLs) and when an order
+//!   is announced stuck
 //! - [`tenant`]: tenants and API keys
 //! - [`upload`]: upload ids, their tenant-scoped keys, which uploads an order
 //!   may use
@@ -42,6 +45,7 @@ pub mod payment;
 pub mod pricing;
 pub mod print;
 pub mod production;
+pub mod reconcile;
 pub mod signature;
 pub mod state;
 pub mod tenant;

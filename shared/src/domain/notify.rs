@@ -162,6 +162,8 @@ impl Template {
             | EventType::OrderChanged
             | EventType::PaymentFlagged
             | EventType::PaymentFlagResolved
+            | EventType::OrderNudged
+            | EventType::OrderStuck
             | EventType::OrderDispatched
             | EventType::OrderInProduction
             | EventType::ProductionFailed => return None,

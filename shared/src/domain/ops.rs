@@ -701,11 +701,11 @@ pub fn attempt_of(event: &EventEnvelope) -> u32 {
 }
 
 /// The stage an `OrderResumed` (or an `OrderChanged` that renders a
-/// replaced photo) goes on with.
+/// replaced photo, or the reconciler's `OrderNudged`) goes on with.
 pub fn stage_of(event: &EventEnvelope) -> Option<Stage> {
     matches!(
         event.event_type,
-        EventType::OrderResumed | EventType::OrderChanged
+        EventType::OrderResumed | EventType::OrderChanged | EventType::OrderNudged
     )
     .then(|| event.data.get("stage").cloned())
     .flatten()

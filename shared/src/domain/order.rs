@@ -403,6 +403,10 @@ pub struct Order {
     /// What the customer changed through the tenant API, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<super::changes::ChangeRecord>,
+    /// What the reconciler did in the order's current state (hand-overs,
+    /// fresh URLs, a stuck announcement; [`super::reconcile`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<super::reconcile::Watch>,
 }
 
 /// The attempt of an order placed, and of one stored before attempts
@@ -494,6 +498,7 @@ impl Order {
             plant_choice: None,
             actions: Vec::new(),
             changes: Vec::new(),
+            watch: None,
         };
         let events = order.placement_events(now);
         Ok((order, events))

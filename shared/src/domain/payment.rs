@@ -304,9 +304,16 @@ impl PaymentFlag {
 }
 
 impl Order {
-    /// Whether the order's money needs a person: an open flag or an open
-    /// refund request. The stores index such orders (`printworks ops flags`).
+    /// Whether the order needs a person: an open payment flag or refund
+    /// request, or it is stuck ([`Order::is_stuck`]). The stores index such
+    /// orders (`printworks ops flags`, `printworks ops stuck`).
     pub fn needs_attention(&self) -> bool {
+        self.money_needs_attention() || self.is_stuck()
+    }
+
+    /// Whether the order's money needs a person: an open flag or an open
+    /// refund request.
+    pub fn money_needs_attention(&self) -> bool {
         self.payment_status.as_ref().is_some_and(|l| {
             l.flags.iter().any(PaymentFlag::is_open) || l.open_refunds().next().is_some()
         })

@@ -24,8 +24,8 @@
 
 use crate::adapters::aws::s3::S3Blobs;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    StreamSpecification, StreamViewType,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
 };
 
 fn var(name: &str) -> Option<String> {
@@ -71,7 +71,8 @@ pub fn run_id() -> String {
 }
 
 /// Creates the orders table as the stack defines it: `pk`/`sk` strings,
-/// on demand, with a stream of new images.
+/// on demand, with a stream of new images and the reconciler's `idle`
+/// index.
 pub async fn create_orders_table(sdk: &aws_config::SdkConfig, table: &str) {
     let attr = |name: &str| {
         AttributeDefinition::builder()
@@ -94,6 +95,21 @@ pub async fn create_orders_table(sdk: &aws_config::SdkConfig, table: &str) {
         .attribute_definitions(attr("sk"))
         .key_schema(key("pk", KeyType::Hash))
         .key_schema(key("sk", KeyType::Range))
+        .attribute_definitions(attr("idle_pk"))
+        .attribute_definitions(attr("idle_sk"))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(crate::adapters::aws::dynamodb::IDLE_INDEX)
+                .key_schema(key("idle_pk", KeyType::Hash))
+                .key_schema(key("idle_sk", KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::KeysOnly)
+                        .build(),
+                )
+                .build()
+                .expect("global secondary index"),
+        )
         .billing_mode(BillingMode::PayPerRequest)
         .stream_specification(
             StreamSpecification::builder()

@@ -2115,3 +2115,136 @@ async fn emulator_orders_needing_a_person_are_indexed_with_their_writes() {
         .unwrap();
     assert_eq!(store.needing_attention(10).await.unwrap()[0].id, old.id);
 }
+
+/// The reconciler on DynamoDB Local (its `idle` index, the outbox items
+/// events-publisher deletes once published) and SNS/SQS on moto: events
+/// the stream never carried are published after five minutes, an idle paid
+/// order is handed to render once by two runs at once, then announced
+/// stuck once and listed for operators, and a dispatched order's untaken
+/// jobs get fresh URLs before theirs expire.
+#[tokio::test]
+async fn emulator_the_reconciler_repairs_on_dynamodb_and_publishes_what_the_stream_missed() {
+    use printworks::clock::ManualClock;
+    use printworks::domain::events::EventType;
+    use printworks::domain::ops::{Stage, stage_of};
+    use printworks::ports::{Clock, OpsStore, OrderStore, ReconcileStore};
+    use reconciler::{Config, Reconciler};
+    if emulator().is_none() {
+        return;
+    }
+    let f = fixture().await;
+    let store = Arc::new(DynamoStore::from_sdk(&f.sdk, &f.table));
+    let t0 = time::OffsetDateTime::now_utc();
+    let clock = Arc::new(ManualClock::new(t0));
+    let reconciler = || {
+        Reconciler::new(
+            &Config::default(),
+            store.clone(),
+            store.clone(),
+            Arc::new(SnsPublisher::from_sdk(&f.sdk, &f.topic_arn)),
+            clock.clone(),
+        )
+    };
+    let all = SqsQueue::from_sdk(&f.sdk, &f.all_queue);
+    let min = Duration::from_secs(60);
+
+    // Order A's events go out through the stream; events-publisher then
+    // deletes their outbox items.
+    let a = printworks::testing::paid_order(&[("poster-30x40", 1)], "DE", t0);
+    let a_order = a.order.clone();
+    store.place(a).await.unwrap();
+    let batch: aws_lambda_events::event::dynamodb::Event =
+        serde_json::from_value(stream_batch(&f).await).unwrap();
+    let outcome = events_publisher::handle_and_clear(
+        batch,
+        &SnsPublisher::from_sdk(&f.sdk, &f.topic_arn),
+        store.as_ref(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.published, 2);
+    assert_eq!(drain(&all, 2).await.len(), 2);
+    let far = t0 + Duration::from_secs(86_400);
+    assert!(store.unpublished(far, 100).await.unwrap().is_empty());
+
+    // Order B's events never reach the topic (a lost stream record).
+    let b = printworks::testing::paid_order(&[("poster-30x40", 1)], "AT", t0);
+    let b_events: Vec<String> = b.events.iter().map(|e| e.id.clone()).collect();
+    store.place(b).await.unwrap();
+    let dispatched =
+        printworks::testing::stored_dispatched(store.as_ref(), &[("poster-30x40", 2)], t0).await;
+    // The dispatch's own events are published: only B's are missing.
+    let pending = store.unpublished(far, 100).await.unwrap();
+    store
+        .mark_published(
+            &pending
+                .iter()
+                .filter(|e| !b_events.contains(&e.id))
+                .map(|e| e.id.clone())
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    clock.advance(4 * min);
+    assert_eq!(reconciler().run().await.unwrap().republished, 0);
+
+    // Sixteen minutes on: B's events are published by the reconciler, and
+    // both paid orders are handed to render, once each, by two runs at once.
+    clock.advance(12 * min);
+    let (r1, r2) = (reconciler(), reconciler());
+    let (x, y) = tokio::join!(r1.run(), r2.run());
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert!(x.republished + y.republished >= 2, "{x:?} {y:?}");
+    assert_eq!(x.rendered_again + y.rendered_again, 2, "{x:?} {y:?}");
+    let got = drain(&all, 2).await;
+    let mut ids: Vec<String> = got.iter().map(|e| e.id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    let mut expected = b_events.clone();
+    expected.sort();
+    assert_eq!(ids, expected, "B's events, at least once");
+    let nudges: Vec<_> = store
+        .unpublished(far, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event_type == EventType::OrderNudged)
+        .collect();
+    assert_eq!(nudges.len(), 2, "{nudges:?}");
+    assert!(nudges.iter().all(|e| stage_of(e) == Some(Stage::Render)));
+    let stored = store
+        .get(&a_order.tenant, &a_order.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.watch.as_ref().unwrap().nudges, 1);
+    assert_eq!(
+        stored.updated_at, a_order.updated_at,
+        "the repair is not a change"
+    );
+
+    // An hour in `paid`: announced stuck once, and listed for operators.
+    let mut stuck = 0;
+    for _ in 0..4 {
+        clock.advance(15 * min);
+        stuck += reconciler().run().await.unwrap().stuck;
+    }
+    assert_eq!(stuck, 2, "A and B, once each");
+    let listed = store.needing_attention(10).await.unwrap();
+    assert!(listed.iter().any(|o| o.id == a_order.id && o.is_stuck()));
+
+    // Eleven hours after the dispatch: its jobs get fresh URLs, once.
+    clock.advance(Duration::from_secs(11 * 3600) - 76 * min);
+    let report = reconciler().run().await.unwrap();
+    assert_eq!(report.urls_refreshed, 1, "{report:?}");
+    let refreshed = store
+        .get(&dispatched.tenant, &dispatched.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        refreshed.watch.as_ref().unwrap().urls_refreshed_at,
+        Some(clock.now())
+    );
+    assert_eq!(reconciler().run().await.unwrap().urls_refreshed, 0);
+}

@@ -19,6 +19,16 @@
 //! | a tenant's daily send counter per channel (`sent`, TTL) | `NCOUNT#<tenant>#<channel>#<yyyy-mm-dd>` | `NCOUNT` |
 //! | a deferred notification, under the UTC day it is due | `NDUE#<yyyy-mm-dd>` | `<notification id>` |
 //!
+//! The sparse global secondary index `idle` (`idle_pk`, `idle_sk`, keys
+//! only) is what the reconciler reads instead of scanning: an order item
+//! in a watched state carries `idle_pk` = `STATE#<state>#<shard>` and
+//! `idle_sk` = its `updated_at` in milliseconds (15 digits) `#<order id>`;
+//! an outbox item carries `idle_pk` = `OUTBOX#<shard>` and `idle_sk` = its
+//! event's time the same way. The shard (0..[`IDLE_SHARDS`], from the id)
+//! spreads each state's writes over partitions. events-publisher deletes
+//! the outbox items it published, so the index's outbox entries are the
+//! events still to publish.
+//!
 //! The notification items are written by the `NotificationStore` in
 //! `dynamodb_notify.rs` (a child module): a claim is the record, conditional
 //! on its `rev`, and the counter, conditional on being below the limit, in
@@ -134,8 +144,35 @@ fn put(table: &str, item: Item, condition: Option<&str>) -> Result<TransactWrite
         .build())
 }
 
+/// The partitions each idle state's and the outbox's index entries are
+/// spread over.
+pub const IDLE_SHARDS: u32 = 4;
+
+/// The reconciler's index (see the module docs).
+pub const IDLE_INDEX: &str = "idle";
+
+fn shard_of(id: &str) -> u32 {
+    id.bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+        % IDLE_SHARDS
+}
+
+fn idle_sk(at: time::OffsetDateTime, id: &str) -> String {
+    let ms = at.unix_timestamp_nanos() / 1_000_000;
+    format!("{ms:015}#{id}")
+}
+
+fn outbox_pk(event_id: &str) -> String {
+    format!("OUTBOX#{event_id}")
+}
+
 fn outbox_item(event: &EventEnvelope) -> Result<Item, StoreError> {
-    let mut item = key(format!("OUTBOX#{}", event.id), "OUTBOX");
+    let mut item = key(outbox_pk(&event.id), "OUTBOX");
+    item.insert(
+        "idle_pk".into(),
+        s(format!("OUTBOX#{}", shard_of(&event.id))),
+    );
+    item.insert("idle_sk".into(), s(idle_sk(event.occurred_at, &event.id)));
     item.insert("type".into(), s(event.event_type.as_str()));
     item.insert("event".into(), s(json(event)?));
     item.insert(
@@ -152,6 +189,20 @@ fn order_item(order: &Order) -> Result<Item, StoreError> {
     item.insert("rank".into(), n(order.rank()));
     item.insert("version".into(), n(order.version));
     item.insert("doc".into(), s(json(order)?));
+    if crate::domain::reconcile::WATCHED.contains(&order.state) {
+        item.insert(
+            "idle_pk".into(),
+            s(format!(
+                "STATE#{}#{}",
+                order.state.as_str(),
+                shard_of(order.id.as_str())
+            )),
+        );
+        item.insert(
+            "idle_sk".into(),
+            s(idle_sk(order.updated_at, order.id.as_str())),
+        );
+    }
     Ok(item)
 }
 
@@ -776,6 +827,156 @@ fn open_jobs_update(table: &str, plant: &str, delta: i64) -> Result<TransactWrit
         .build()
         .context("building Update")?;
     Ok(TransactWriteItem::builder().update(counter).build())
+}
+
+impl DynamoStore {
+    /// The `idle` index's entries under `pk` written at or before `before`,
+    /// oldest first, at most `limit`: each item's table key.
+    async fn idle_entries(
+        &self,
+        pk: String,
+        before: time::OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<Item>, StoreError> {
+        // `<ms>$` sorts after every `<ms>#<id>`: entries of that very
+        // millisecond are included, as the domain's `>=` deadlines want.
+        let before = format!("{:015}$", before.unix_timestamp_nanos() / 1_000_000);
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(IDLE_INDEX)
+                .key_condition_expression("idle_pk = :pk AND idle_sk < :before")
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .expression_attribute_values(":before", s(before.clone()))
+                .limit(i32::try_from(limit.min(1000)).unwrap_or(1000))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .context("DynamoDB Query of the idle index")?;
+            out.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() && out.len() < limit => start = Some(key),
+                _ => {
+                    out.truncate(limit);
+                    return Ok(out);
+                }
+            }
+        }
+    }
+}
+
+/// The tenant and order id of an order item's `pk` (`ORDER#<tenant>#<id>`).
+fn order_of_pk(item: &Item) -> Option<(TenantId, OrderId)> {
+    let pk = item.get("pk")?.as_s().ok()?;
+    let (tenant, id) = pk.strip_prefix("ORDER#")?.rsplit_once('#')?;
+    Some((TenantId::parse(tenant).ok()?, OrderId::parse(id)?))
+}
+
+/// The reconciler's reads, through the sparse `idle` index (module docs):
+/// a `Query` per shard, never a `Scan`. The index is eventually
+/// consistent; each order is read again (consistently) before the domain
+/// decides on it.
+#[async_trait]
+impl crate::ports::ReconcileStore for DynamoStore {
+    async fn idle_orders(
+        &self,
+        state: crate::domain::state::OrderState,
+        before: time::OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<Order>, StoreError> {
+        let mut orders = Vec::new();
+        for shard in 0..IDLE_SHARDS {
+            let pk = format!("STATE#{}#{shard}", state.as_str());
+            for entry in self.idle_entries(pk, before, limit).await? {
+                let (tenant, id) = order_of_pk(&entry)
+                    .ok_or_else(|| anyhow!("an idle index entry without an order key"))?;
+                orders.extend(self.get(&tenant, &id).await?);
+            }
+        }
+        orders.sort_by_key(|o| o.updated_at);
+        orders.truncate(limit);
+        Ok(orders)
+    }
+
+    async fn unpublished(
+        &self,
+        before: time::OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let mut events = Vec::new();
+        for shard in 0..IDLE_SHARDS {
+            for entry in self
+                .idle_entries(format!("OUTBOX#{shard}"), before, limit)
+                .await?
+            {
+                let pk = entry
+                    .get("pk")
+                    .and_then(|v| v.as_s().ok())
+                    .ok_or_else(|| anyhow!("an idle index entry without its key"))?;
+                // Published (and deleted) since the index was read: skipped.
+                if let Some(item) = self.get_item(pk.clone(), "OUTBOX").await? {
+                    let raw = item
+                        .get("event")
+                        .and_then(|v| v.as_s().ok())
+                        .ok_or_else(|| anyhow!("an outbox item without its event"))?;
+                    events.push(parse::<EventEnvelope>(raw)?);
+                }
+            }
+        }
+        events.sort_by_key(|e| e.occurred_at);
+        events.truncate(limit);
+        Ok(events)
+    }
+
+    async fn mark_published(&self, event_ids: &[String]) -> Result<(), StoreError> {
+        delete_outbox_items(&self.client, &self.table, event_ids).await
+    }
+}
+
+/// Deletes the outbox items of `event_ids` (published), 25 to a
+/// `BatchWriteItem`, sending again what DynamoDB left unprocessed.
+pub async fn delete_outbox_items(
+    client: &Client,
+    table: &str,
+    event_ids: &[String],
+) -> Result<(), StoreError> {
+    use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
+    for chunk in event_ids.chunks(25) {
+        let mut requests: Vec<WriteRequest> = chunk
+            .iter()
+            .map(|id| {
+                let delete = DeleteRequest::builder()
+                    .set_key(Some(key(outbox_pk(id), "OUTBOX")))
+                    .build()
+                    .context("building DeleteRequest")?;
+                Ok(WriteRequest::builder().delete_request(delete).build())
+            })
+            .collect::<Result<_, StoreError>>()?;
+        for round in 0..8u32 {
+            let out = client
+                .batch_write_item()
+                .request_items(table, requests)
+                .send()
+                .await
+                .context("DynamoDB BatchWriteItem")?;
+            requests = out
+                .unprocessed_items
+                .and_then(|mut m| m.remove(table))
+                .unwrap_or_default();
+            if requests.is_empty() {
+                break;
+            }
+            if round == 7 {
+                return Err(anyhow!("{} outbox deletes left unprocessed", requests.len()).into());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20 << round)).await;
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]

@@ -80,6 +80,7 @@ CREATE TABLE IF NOT EXISTS orders (
     PRIMARY KEY (tenant_id, id)
 );
 CREATE INDEX IF NOT EXISTS orders_attention ON orders (updated_at) WHERE attention = 1;
+CREATE INDEX IF NOT EXISTS orders_idle ON orders (state, updated_at);
 CREATE TABLE IF NOT EXISTS idempotency (
     tenant_id TEXT NOT NULL,
     key TEXT NOT NULL,

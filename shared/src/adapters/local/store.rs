@@ -9,8 +9,8 @@ use crate::domain::production::{JobRecord, Production};
 use crate::domain::tenant::{ApiKeyRecord, Tenant, TenantId};
 use crate::ports::{
     IdempotencyRecord, JobView, JobWrite, NewOrder, OpsStore, OpsWrite, OrderStore, PaymentRecord,
-    PaymentStore, PaymentWrite, PaymentWriteOutcome, PlaceOutcome, ProductionStore, StoreError,
-    StoredResponse, TenantStore, check_successor,
+    PaymentStore, PaymentWrite, PaymentWriteOutcome, PlaceOutcome, ProductionStore, ReconcileStore,
+    StoreError, StoredResponse, TenantStore, check_successor,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -417,6 +417,84 @@ impl OpsStore for SqliteStore {
                 }
                 append_outbox(c, &write.events)?;
                 Ok(PlaceOutcome::Created)
+            })
+            .await
+    }
+}
+
+/// The reconciler's reads: idle orders through the `orders_idle` index
+/// (`state`, `updated_at`: RFC 3339 text, whose order is time's to within
+/// a second, which the domain's deadlines re-check exactly), and the
+/// outbox rows the relay has not taken (it deletes what it publishes).
+#[async_trait]
+impl ReconcileStore for SqliteStore {
+    async fn idle_orders(
+        &self,
+        state: crate::domain::state::OrderState,
+        before: time::OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<Order>, StoreError> {
+        let before = ts(before)?;
+        self.db
+            .read(move |c| {
+                let refs = c
+                    .prepare_cached(
+                        "SELECT tenant_id, id FROM orders WHERE state = ?1 AND updated_at <= ?2 \
+                         ORDER BY updated_at LIMIT ?3",
+                    )
+                    .map_err(sql)?
+                    .query_map(params![state.as_str(), before, limit as i64], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                    })
+                    .map_err(sql)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(sql)?;
+                let mut orders = Vec::with_capacity(refs.len());
+                for (tenant, id) in refs {
+                    orders.extend(load_order(c, &tenant, &id)?);
+                }
+                Ok(orders)
+            })
+            .await
+    }
+
+    async fn unpublished(
+        &self,
+        before: time::OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        self.db
+            .read(move |c| {
+                let docs = c
+                    .prepare_cached("SELECT doc FROM outbox ORDER BY seq LIMIT ?1")
+                    .map_err(sql)?
+                    .query_map([limit as i64], |r| r.get::<_, String>(0))
+                    .map_err(sql)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(sql)?;
+                let mut events = Vec::with_capacity(docs.len());
+                for doc in docs {
+                    let event: EventEnvelope = serde_json::from_str(&doc).map_err(json_err)?;
+                    if event.occurred_at < before {
+                        events.push(event);
+                    }
+                }
+                Ok(events)
+            })
+            .await
+    }
+
+    async fn mark_published(&self, event_ids: &[String]) -> Result<(), StoreError> {
+        let ids = event_ids.to_vec();
+        self.db
+            .write(move |c| {
+                let mut stmt = c
+                    .prepare_cached("DELETE FROM outbox WHERE event_id = ?1")
+                    .map_err(sql)?;
+                for id in &ids {
+                    stmt.execute([id]).map_err(sql)?;
+                }
+                Ok(())
             })
             .await
     }
