@@ -217,6 +217,9 @@ enum OpsCommand {
     },
     /// The open payment flags and refund requests of every tenant's orders.
     Flags,
+    /// The orders the reconciler announced stuck (past their state's
+    /// deadline) that are still in that state.
+    Stuck,
     /// Resolve a payment flag of an order with a note (what was done).
     Resolve {
         order: String,
@@ -728,6 +731,7 @@ async fn ops(args: OpsArgs) -> anyhow::Result<()> {
             key_or_new(idempotency_key),
         ),
         OpsCommand::Flags => OpsRequest::flags(),
+        OpsCommand::Stuck => OpsRequest::stuck(),
         OpsCommand::Resolve {
             order,
             flag,
@@ -755,6 +759,8 @@ async fn ops(args: OpsArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&answer.body)?);
     } else if request.path == "/v1/ops/flags" {
         println!("{}", ops_cmd::flags_summary(&answer.body));
+    } else if request.path == "/v1/ops/stuck" {
+        println!("{}", ops_cmd::stuck_summary(&answer.body));
     } else {
         println!("{}", ops_cmd::summary(&answer.body));
     }

@@ -51,6 +51,16 @@ impl OpsRequest {
         }
     }
 
+    /// The orders announced stuck and still in that state (`GET /v1/ops/stuck`).
+    pub fn stuck() -> OpsRequest {
+        OpsRequest {
+            method: Method::GET,
+            path: "/v1/ops/stuck".into(),
+            body: None,
+            idempotency_key: None,
+        }
+    }
+
     /// `action` (release, reprint, cancel, resolve) with `body`, once per `key`.
     pub fn act(order: &str, action: &str, body: Value, key: String) -> OpsRequest {
         OpsRequest {
@@ -132,6 +142,37 @@ pub async fn send(target: &Target, key: &str, request: &OpsRequest) -> anyhow::R
         replayed,
         body,
     })
+}
+
+/// The stuck orders (`ops stuck`), one line each.
+pub fn stuck_summary(body: &Value) -> String {
+    let mut out = String::new();
+    for order in body["orders"].as_array().into_iter().flatten() {
+        let actions: Vec<&str> = order["actions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        out.push_str(&format!(
+            "{} ({}, {} since {} at plant {}; handed over again {} times); you may: {}\n",
+            order["order_id"].as_str().unwrap_or("?"),
+            order["tenant"].as_str().unwrap_or("?"),
+            order["state"].as_str().unwrap_or("?"),
+            order["since"].as_str().unwrap_or("?"),
+            order["plant"].as_str().unwrap_or("-"),
+            order["nudges"],
+            if actions.is_empty() {
+                "nothing".to_string()
+            } else {
+                actions.join(", ")
+            }
+        ));
+    }
+    if out.is_empty() {
+        out.push_str("nothing stuck");
+    }
+    out.trim_end().to_string()
 }
 
 /// The open flags and refund requests (`ops flags`), one line each.

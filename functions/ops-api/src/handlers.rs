@@ -157,6 +157,12 @@ pub async fn flags(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Re
     Ok(Json(app.ops.flags(&operator).await?).into_response())
 }
 
+#[tracing::instrument(skip_all, fields(operator))]
+pub async fn stuck(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let operator = operator_of(&app, &headers).await?;
+    Ok(Json(app.ops.stuck(&operator).await?).into_response())
+}
+
 pub async fn no_route() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,

@@ -81,6 +81,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<State>)> {
             post(handlers::resolve),
         ),
         (Method::GET, "/v1/ops/flags", get(handlers::flags)),
+        (Method::GET, "/v1/ops/stuck", get(handlers::stuck)),
     ]
 }
 

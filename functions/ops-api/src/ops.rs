@@ -203,7 +203,7 @@ impl Ops {
         }
         let orders = self.store.needing_attention(FLAGS_LISTED).await?;
         let mut listed = Vec::with_capacity(orders.len());
-        for order in &orders {
+        for order in orders.iter().filter(|o| o.money_needs_attention()) {
             let Some(ledger) = &order.payment_status else {
                 continue;
             };
@@ -226,6 +226,39 @@ impl Ops {
                 "currency": order.currency, "flags": flags, "refund_requests": refunds,
             }));
         }
+        Ok(serde_json::json!({
+            "orders": listed,
+            "has_more": orders.len() >= FLAGS_LISTED,
+        }))
+    }
+
+    /// The orders the reconciler announced stuck (`OrderStuck`) and that
+    /// are still in that state, least recently changed first: each with
+    /// its state, plant, since when and what the reconciler did. A plant's
+    /// operators see their plant's only.
+    pub async fn stuck(&self, operator: &Operator) -> Result<serde_json::Value, ApiError> {
+        let orders = self.store.needing_attention(FLAGS_LISTED).await?;
+        let rfc3339 = |t: time::OffsetDateTime| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        };
+        let listed: Vec<serde_json::Value> = orders
+            .iter()
+            .filter(|o| o.is_stuck())
+            .filter(|o| operator.role.may(OpsAction::Show, plant_of(o)))
+            .filter_map(|o| {
+                let watch = o.watch.as_ref()?;
+                Some(serde_json::json!({
+                    "order_id": o.id, "tenant": o.tenant, "state": o.state,
+                    "attempt": o.attempt,
+                    "plant": o.production.as_ref().map(|p| p.plant.clone()),
+                    "since": rfc3339(watch.since),
+                    "announced_at": watch.stuck_at.map(rfc3339),
+                    "nudges": watch.nudges,
+                    "actions": allowed_for(operator, o),
+                }))
+            })
+            .collect();
         Ok(serde_json::json!({
             "orders": listed,
             "has_more": orders.len() >= FLAGS_LISTED,

@@ -18,7 +18,7 @@ fn at(t: OffsetDateTime) -> String {
 /// One dated line of the order's history, from what the order records:
 /// placement, payment flags, dispatch, every job report (current and
 /// superseded jobs), every operator action, every change the customer
-/// made, and where it stands now.
+/// made, what the reconciler last did, and where it stands now.
 fn timeline(order: &Order) -> Vec<Value> {
     let mut lines: Vec<(OffsetDateTime, Value)> =
         vec![(order.created_at, json!({ "event": "placed", "attempt": 1 }))];
@@ -73,6 +73,31 @@ fn timeline(order: &Order) -> Vec<Value> {
                 "detail": change.details,
             }),
         ));
+    }
+    // What the reconciler did in the state it last acted in.
+    if let Some(watch) = &order.watch {
+        if let Some(when) = watch.nudged_at {
+            lines.push((
+                when,
+                json!({
+                    "event": "reconciler_handed_over",
+                    "state": watch.state,
+                    "attempt": watch.attempt,
+                    "times": watch.nudges,
+                }),
+            ));
+        }
+        if let Some(when) = watch.stuck_at {
+            lines.push((
+                when,
+                json!({
+                    "event": "reconciler_stuck",
+                    "state": watch.state,
+                    "attempt": watch.attempt,
+                    "since": at(watch.since),
+                }),
+            ));
+        }
     }
     let detail = order
         .hold

@@ -174,6 +174,8 @@ HARMLESS = {
     "DispatchFunction": {"Records": []},
     "ProductionEventsFunction": {"Records": []},
     "NotifyFunction": {"Records": []},
+    # What its schedule sends: one run over an empty table.
+    "ReconcilerFunction": {"reconcile": "all"},
 }
 
 
@@ -207,6 +209,9 @@ def test_every_function_starts_and_answers(stack, logical_id):
     if HARMLESS[logical_id].get("version") == "2.0":
         # The handler answered over HTTP: a client error, not a 5xx.
         assert 400 <= body["statusCode"] < 500, body
+    elif logical_id == "ReconcilerFunction":
+        # The run's report: its idle-index queries answered, nothing to do.
+        assert body["looked_at"] == 0 and body["failed"] == 0, body
     else:
         assert body == {"batchItemFailures": []}, body
 
@@ -224,13 +229,46 @@ def test_the_api_stand_in_reaches_order_api(stack):
 
 
 # -- the schedule -----------------------------------------------------------------------
-def test_the_schedule_invokes_the_notify_sweep(stack):
+def schedule_of(stack: dict, logical_id: str) -> str:
+    """The name of the schedule rule whose target is the function `logical_id`."""
+    events = aws(stack, "events")
+    function = stack["functions"][logical_id]
     rules = [
-        r for r in stack["stack"]["resources"].values() if r["type"] == "AWS::Events::Rule"
+        r["physical_id"]
+        for r in stack["stack"]["resources"].values()
+        if r["type"] == "AWS::Events::Rule"
     ]
-    assert len(rules) == 1, rules
+    assert len(rules) == 2, rules
+    found = [
+        name
+        for name in rules
+        if any(
+            t["Arn"].split(":")[6] == function
+            for t in events.list_targets_by_rule(Rule=name)["Targets"]
+        )
+    ]
+    assert len(found) == 1, (logical_id, rules)
+    return found[0]
+
+
+def test_the_schedule_invokes_the_reconciler_every_five_minutes(stack):
     events, lam = aws(stack, "events"), aws(stack, "lambda")
-    rule_name = rules[0]["physical_id"]
+    rule_name = schedule_of(stack, "ReconcilerFunction")
+    rule = events.describe_rule(Name=rule_name)
+    assert rule["ScheduleExpression"] == "rate(5 minutes)"
+    assert rule["State"] == "ENABLED"
+    target = events.list_targets_by_rule(Rule=rule_name)["Targets"][0]
+    out = lam.invoke(
+        FunctionName=stack["functions"]["ReconcilerFunction"], Payload=target["Input"].encode()
+    )
+    payload = json.loads(out["Payload"].read())
+    assert "FunctionError" not in out, payload
+    assert payload["failed"] == 0, payload
+
+
+def test_the_schedule_invokes_the_notify_sweep(stack):
+    events, lam = aws(stack, "events"), aws(stack, "lambda")
+    rule_name = schedule_of(stack, "NotifyFunction")
     rule = events.describe_rule(Name=rule_name)
     assert rule["ScheduleExpression"] == "rate(15 minutes)"
     assert rule["State"] == "ENABLED"
@@ -256,11 +294,7 @@ def test_eventbridge_delivers_the_sweep_on_a_schedule(stack):
     at rate(1 minute), with the deployed rule's own target and input, shows
     that EventBridge's schedule reaches the function (its invocation appears
     in the function's log group)."""
-    rule_name = next(
-        r["physical_id"]
-        for r in stack["stack"]["resources"].values()
-        if r["type"] == "AWS::Events::Rule"
-    )
+    rule_name = schedule_of(stack, "NotifyFunction")
     events, logs = aws(stack, "events"), aws(stack, "logs")
     target = events.list_targets_by_rule(Rule=rule_name)["Targets"][0]
     notify = stack["functions"]["NotifyFunction"]

@@ -36,12 +36,16 @@ struct Shop {
 }
 
 async fn shop(plants: PlantOptions) -> Shop {
+    shop_with(|options| Options { plants, ..options }).await
+}
+
+/// A shop whose options `change` changes.
+async fn shop_with(change: impl FnOnce(Options) -> Options) -> Shop {
     let dir = tempfile::tempdir().unwrap();
-    let options = Options {
+    let options = change(Options {
         port: 0,
-        plants,
         ..Options::new(dir.path())
-    };
+    });
     let app = platform::start(options).await.expect("the platform starts");
     let now = time::OffsetDateTime::now_utc();
     let add = |id: &'static str, role: &'static str| {
@@ -770,4 +774,158 @@ async fn a_second_payment_reaches_operators_who_resolve_it_and_its_refund_settle
         .collect();
     assert!(timeline.contains(&"operator_resolve"), "{timeline:?}");
     shop.app.stop().await.unwrap();
+}
+
+/// A plant whose agent never runs: the reconciler of `printworks up` (its
+/// deadlines shortened here) sends the untaken jobs again with fresh links
+/// under the same job ids, and announces the order stuck in `dispatched`
+/// once. Operators find it in `GET /v1/ops/stuck` (`printworks ops stuck`)
+/// with what they may do; the other plant's operator does not see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_its_plant_never_takes_gets_fresh_links_and_is_announced_stuck() {
+    use printworks::domain::reconcile::Deadlines;
+    let shop = shop_with(|options| Options {
+        plants: PlantOptions {
+            run: false,
+            ..PlantOptions::default()
+        },
+        reconcile: reconciler::Config {
+            deadlines: Deadlines {
+                job_url_ttl: Duration::from_secs(3),
+                refresh_before: Duration::from_secs(1),
+                ..Deadlines::default().with_stuck("dispatched=4s").unwrap()
+            },
+            batch: 200,
+        },
+        reconcile_every: Duration::from_millis(300),
+        ..options
+    })
+    .await;
+    let upload_id = upload(&shop.client, &shop.base, &shop.b2b, photo(1800, 2400), true).await;
+    let id = shop.place(&poster(&upload_id, 2)).await;
+    let dispatched = shop.until(&id, |s| s == "dispatched").await;
+    let plant = dispatched["production"]["plant"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let queue = topology::plant_jobs_queue(&plant);
+
+    // Listed once announced.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let listed = loop {
+        let answer = shop.ops(&shop.support, &OpsRequest::stuck()).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        if let Some(order) = answer.body["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["order_id"] == id.as_str())
+        {
+            break order.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "never listed stuck");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(listed["state"], "dispatched");
+    assert_eq!(listed["plant"], plant.as_str());
+    let actions: Vec<&str> = listed["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(actions.contains(&"cancel"), "{listed}");
+    assert!(
+        ops_cmd::stuck_summary(&json!({"orders": [listed.clone()]})).contains(&id),
+        "the command's line names the order"
+    );
+    // A plant's operator sees only their plant's stuck orders.
+    let other = if plant == "muc" { "btf" } else { "muc" };
+    let now = time::OffsetDateTime::now_utc();
+    let other_key = printworks_local::operators::add(
+        &shop.app.store,
+        "olaf",
+        &format!("plant:{other}"),
+        "local",
+        now,
+    )
+    .await
+    .unwrap()
+    .1
+    .full;
+    let theirs = shop.ops(&other_key, &OpsRequest::stuck()).await;
+    assert_eq!(theirs.status, 200, "{}", theirs.body);
+    assert!(
+        !theirs.body["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["order_id"] == id.as_str()),
+        "{}",
+        theirs.body
+    );
+
+    // The links were refreshed: the plant's queue holds the same two job
+    // ids again, each sent more than once, the newest with a later expiry.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if shop.app.bus.depth(&queue).await.unwrap() >= 4 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no fresh links sent");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut expiries: BTreeMap<String, Vec<time::OffsetDateTime>> = BTreeMap::new();
+    loop {
+        let batch = shop.app.bus.receive(&queue, 10).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        for m in batch {
+            let job = printworks::domain::production::Job::parse(&m.body).unwrap();
+            expiries
+                .entry(job.job_id)
+                .or_default()
+                .push(job.files_expire_at);
+        }
+    }
+    let jobs: Vec<String> = dispatched["production"]["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(expiries.keys().cloned().collect::<Vec<_>>(), {
+        let mut j = jobs.clone();
+        j.sort();
+        j
+    });
+    for sent in expiries.values() {
+        assert!(sent.len() >= 2, "{expiries:?}");
+        assert!(
+            sent.iter().max() > sent.iter().min(),
+            "fresh links: {expiries:?}"
+        );
+    }
+    // Announced once, however many runs saw it.
+    let shown = shop.shown(&id).await;
+    let stuck: Vec<&Value> = shown["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["event"] == "reconciler_stuck")
+        .collect();
+    assert_eq!(stuck.len(), 1, "{}", shown["timeline"]);
+    assert_eq!(stuck[0]["state"], "dispatched");
+    let tenant = TenantId::parse("demo-b2b").unwrap();
+    let stuck_events = shop
+        .app
+        .bus
+        .events_of(&tenant, &OrderId::parse(&id).unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event_type == EventType::OrderStuck)
+        .count();
+    assert_eq!(stuck_events, 1, "OrderStuck published once");
 }

@@ -275,7 +275,54 @@ fn functions() -> Vec<(&'static str, Load)> {
             notify::Config::from_vars(v)?;
             notify::Resources::from_vars(v).map(drop)
         }),
+        ("ReconcilerFunction", |v| {
+            reconciler::Config::from_vars(v)?;
+            reconciler::Resources::from_vars(v).map(drop)
+        }),
     ]
+}
+
+/// The reconciler refreshes jobs before their links expire: it must know
+/// dispatch's link lifetime, and may query the `idle` index the stores
+/// keep (`DynamoStore`'s `ReconcileStore`); events-publisher deletes the
+/// outbox items it published.
+#[test]
+fn the_reconciler_knows_dispatchs_link_lifetime_and_may_read_its_index() {
+    let t = template("template.yaml");
+    let ttl = |f: &str| environment(&t, f).get("JOB_URL_TTL_SECS").cloned();
+    assert!(ttl("DispatchFunction").is_some());
+    assert_eq!(ttl("ReconcilerFunction"), ttl("DispatchFunction"));
+    let table = resource(&t, "OrdersTable");
+    let index = table["Properties"]["GlobalSecondaryIndexes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|i| i["IndexName"].as_str() == Some(printworks::adapters::aws::dynamodb::IDLE_INDEX))
+        .expect("the idle index");
+    assert_eq!(
+        index["Projection"]["ProjectionType"].as_str(),
+        Some("KEYS_ONLY")
+    );
+    let statements: Vec<&Value> = resource(&t, "ReconcilerFunction")["Properties"]["Policies"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["Statement"].as_sequence())
+        .flatten()
+        .collect();
+    assert!(statements.iter().any(|s| {
+        s["Action"]
+            .as_sequence()
+            .is_some_and(|a| a.iter().any(|a| a.as_str() == Some("dynamodb:Query")))
+            && tagged(&s["Resource"]).is_some_and(|(tag, v)| {
+                tag == "!Sub" && v.as_str() == Some("${OrdersTable.Arn}/index/idle")
+            })
+    }));
+    let publisher = orders_table_actions(&t, "EventsPublisherFunction").unwrap();
+    assert!(
+        publisher.contains("dynamodb:BatchWriteItem"),
+        "{publisher:?}"
+    );
 }
 
 #[test]
