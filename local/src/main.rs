@@ -180,6 +180,20 @@ struct OpsArgs {
 }
 
 #[derive(Subcommand)]
+enum DlqCommand {
+    /// Every dead-letter queue with how many messages it holds.
+    List,
+    /// What a queue's dead letters are (never their bodies).
+    Show { queue: String },
+    /// Send a queue's dead letters back to it, once per key.
+    Redrive {
+        queue: String,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum OpsCommand {
     /// The order with its timeline, jobs by attempt, payments and actions.
     Show { order: String },
@@ -220,6 +234,12 @@ enum OpsCommand {
     /// The orders the reconciler announced stuck (past their state's
     /// deadline) that are still in that state.
     Stuck,
+    /// Dead letters: `list` the queues, `show QUEUE` a look at one,
+    /// `redrive QUEUE` send them back.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Resolve a payment flag of an order with a note (what was done).
     Resolve {
         order: String,
@@ -732,6 +752,14 @@ async fn ops(args: OpsArgs) -> anyhow::Result<()> {
         ),
         OpsCommand::Flags => OpsRequest::flags(),
         OpsCommand::Stuck => OpsRequest::stuck(),
+        OpsCommand::Dlq { command } => match command {
+            DlqCommand::List => OpsRequest::dead_letter_queues(),
+            DlqCommand::Show { queue } => OpsRequest::dead_letters(&queue),
+            DlqCommand::Redrive {
+                queue,
+                idempotency_key,
+            } => OpsRequest::redrive(&queue, key_or_new(idempotency_key)),
+        },
         OpsCommand::Resolve {
             order,
             flag,
@@ -761,6 +789,8 @@ async fn ops(args: OpsArgs) -> anyhow::Result<()> {
         println!("{}", ops_cmd::flags_summary(&answer.body));
     } else if request.path == "/v1/ops/stuck" {
         println!("{}", ops_cmd::stuck_summary(&answer.body));
+    } else if request.path.starts_with("/v1/ops/dlq") {
+        println!("{}", ops_cmd::dlq_summary(&answer.body));
     } else {
         println!("{}", ops_cmd::summary(&answer.body));
     }

@@ -1,5 +1,6 @@
-//! `printworks ops show|release|reprint|cancel|resolve ORDER ...` and
-//! `printworks ops flags`: the operator
+//! `printworks ops show|release|reprint|cancel|resolve ORDER ...`,
+//! `printworks ops flags|stuck` and `printworks ops dlq list|show|redrive`:
+//! the operator
 //! API from a terminal. Each command is one request of the operator API,
 //! with the operator's key: over HTTP to `printworks up` (or a deployed
 //! API), or, with `--aws-table`, through the same ops-api router run in
@@ -58,6 +59,36 @@ impl OpsRequest {
             path: "/v1/ops/stuck".into(),
             body: None,
             idempotency_key: None,
+        }
+    }
+
+    /// The dead-letter queues and their depths (`GET /v1/ops/dlq`).
+    pub fn dead_letter_queues() -> OpsRequest {
+        OpsRequest {
+            method: Method::GET,
+            path: "/v1/ops/dlq".into(),
+            body: None,
+            idempotency_key: None,
+        }
+    }
+
+    /// A look at `queue`'s dead letters (`GET /v1/ops/dlq/{queue}`).
+    pub fn dead_letters(queue: &str) -> OpsRequest {
+        OpsRequest {
+            method: Method::GET,
+            path: format!("/v1/ops/dlq/{queue}"),
+            body: None,
+            idempotency_key: None,
+        }
+    }
+
+    /// `queue`'s dead letters sent back to it, once per `key`.
+    pub fn redrive(queue: &str, key: String) -> OpsRequest {
+        OpsRequest {
+            method: Method::POST,
+            path: format!("/v1/ops/dlq/{queue}/redrive"),
+            body: None,
+            idempotency_key: Some(key),
         }
     }
 
@@ -142,6 +173,69 @@ pub async fn send(target: &Target, key: &str, request: &OpsRequest) -> anyhow::R
         replayed,
         body,
     })
+}
+
+/// The dead-letter queues (`ops dlq list`), a look at one (`ops dlq
+/// show`) or a redrive (`ops dlq redrive`), in lines.
+pub fn dlq_summary(body: &Value) -> String {
+    let mut out = String::new();
+    for queue in body["queues"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{:<24} {} dead letters (in {})\n",
+            queue["queue"].as_str().unwrap_or("?"),
+            queue["depth"],
+            queue["dead_letter_queue"].as_str().unwrap_or("?")
+        ));
+    }
+    if body.get("messages").is_some() {
+        out.push_str(&format!(
+            "{}: {} dead letters\n",
+            body["queue"].as_str().unwrap_or("?"),
+            body["depth"]
+        ));
+        for m in body["messages"].as_array().into_iter().flatten() {
+            let what = &m["message"];
+            let about = match what["kind"].as_str() {
+                Some("event") => format!(
+                    "event {} {} of order {}",
+                    what["type"].as_str().unwrap_or("?"),
+                    what["event_id"].as_str().unwrap_or("?"),
+                    what["order_id"].as_str().unwrap_or("?")
+                ),
+                Some("job") | Some("job_report") => format!(
+                    "{} {}",
+                    what["kind"].as_str().unwrap_or("?"),
+                    what["job_id"].as_str().unwrap_or("?")
+                ),
+                Some(kind) => kind.to_string(),
+                None => "?".into(),
+            };
+            out.push_str(&format!(
+                "  {}  received {} times, {}, {} bytes: {about}\n",
+                m["message_id"].as_str().unwrap_or("?"),
+                m["receive_count"],
+                m["at"].as_str().unwrap_or("-"),
+                m["bytes"]
+            ));
+        }
+    }
+    if let Some(redrive) = body.get("redrive") {
+        let how = match (redrive["moved"].as_u64(), redrive["task"].as_str()) {
+            (Some(moved), _) => format!("{moved} messages moved back"),
+            (None, Some(task)) => format!("SQS message move task {task}"),
+            _ => "nothing to move".into(),
+        };
+        out.push_str(&format!(
+            "{}: redriven by {} ({how}; {} were dead)\n",
+            body["queue"].as_str().unwrap_or("?"),
+            body["action"]["operator"].as_str().unwrap_or("?"),
+            body["depth_before"]
+        ));
+    }
+    if out.is_empty() {
+        out.push_str("no dead-letter queue");
+    }
+    out.trim_end().to_string()
 }
 
 /// The stuck orders (`ops stuck`), one line each.

@@ -366,7 +366,10 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
     let base_url = format!("http://{addr}");
     let ops = ops_api::App::new(
         ops_api::Config::for_env(&options.env)?,
-        ops_api::Ops::new(catalog.clone(), store_arc.clone(), clock.clone()),
+        ops_api::Ops {
+            dead_letters: Some(Arc::new(bus.clone())),
+            ..ops_api::Ops::new(catalog.clone(), store_arc.clone(), clock.clone())
+        },
         store_arc.clone(),
     );
     let router = order_api::router(Arc::new(app))

@@ -142,6 +142,15 @@ pub trait OpsStore: Send + Sync {
     /// first, at most `limit`. Kept as an index beside the orders, written
     /// in each order's transaction.
     async fn needing_attention(&self, limit: usize) -> Result<Vec<Order>, StoreError>;
+    /// Keeps the record of a person's action that changes no order (a
+    /// redrive of dead letters) under its key in `scope`: what
+    /// [`OpsStore::act`] keeps beside an order's write, alone.
+    /// [`PlaceOutcome::Created`], or the key's earlier outcome.
+    async fn record_request(
+        &self,
+        scope: &str,
+        idempotency: IdempotencyRecord,
+    ) -> Result<PlaceOutcome, StoreError>;
 }
 
 /// What the reconciler reads: idle orders by state, and outbox events
@@ -417,6 +426,61 @@ pub trait MessageQueue: Send + Sync {
 }
 
 // ---------------------------------------------------------- notifications --
+
+/// A dead-letter queue: the queue its messages gave up on (`queue`, as
+/// [`crate::topology`] names it: `render`, `dispatch`, `notify`,
+/// `plant-events`, `plant-<id>-jobs`) and how many it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeadLetterQueue {
+    pub queue: String,
+    pub dead_letter_queue: String,
+    pub depth: u64,
+}
+
+/// A message in a dead-letter queue, as it is (never changed by a look).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub message_id: String,
+    pub body: String,
+    /// How often it was received (SQS's `ApproximateReceiveCount`; the
+    /// local bus counts again from 0 in the dead-letter queue).
+    pub receive_count: u32,
+    /// When it was sent to the queue it failed in (SQS), or dead-lettered
+    /// (the local bus).
+    pub at: Option<OffsetDateTime>,
+}
+
+/// What a redrive started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Redrive {
+    /// Messages moved back (the local bus moves them at once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moved: Option<u64>,
+    /// SQS's message move task (`TaskHandle`): it moves the messages
+    /// in the background.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+}
+
+/// The dead-letter queues, for people: their depth, a look at their
+/// messages, and sending them back to the queue they came from (the local
+/// bus; SQS's message move tasks). Consumers are idempotent, so a message
+/// that was handled meanwhile changes nothing when it comes back.
+#[async_trait]
+pub trait DeadLetters: Send + Sync {
+    /// Every dead-letter queue with its depth.
+    async fn dead_letter_queues(&self) -> Result<Vec<DeadLetterQueue>, QueueError>;
+    /// Up to `max` messages of `queue`'s dead-letter queue, left there;
+    /// `None` for a queue that has none.
+    async fn dead_letters(
+        &self,
+        queue: &str,
+        max: usize,
+    ) -> Result<Option<Vec<DeadLetter>>, QueueError>;
+    /// Sends every message of `queue`'s dead-letter queue back to `queue`;
+    /// `None` for a queue that has none.
+    async fn redrive(&self, queue: &str) -> Result<Option<Redrive>, QueueError>;
+}
 
 /// An e-mail ready to send: every channel (SES, SMTP, the outbox folder)
 /// sends the same MIME message built from it ([`EmailMessage::to_mime`],

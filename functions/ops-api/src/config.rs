@@ -5,6 +5,7 @@
 
 use crate::App;
 use printworks::config::{ConfigError, Vars, vars_from};
+use std::collections::BTreeMap;
 
 /// How the operator API behaves, on AWS and locally alike.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,24 +28,46 @@ impl Config {
     }
 }
 
-/// The AWS resources the ops-api Lambda uses: the orders table, nothing else.
+/// The AWS resources the ops-api Lambda uses: the orders table and the
+/// stack's dead-letter queues.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resources {
     pub orders_table: String,
+    /// `DEAD_LETTER_QUEUES`: `queue=<dead-letter queue URL>`, comma
+    /// separated, one per queue of `printworks::topology::STACK_QUEUES`.
+    pub dead_letter_queues: BTreeMap<String, String>,
 }
 
 impl Resources {
     pub fn from_vars<F: Fn(&str) -> Option<String>>(
         vars: &Vars<F>,
     ) -> Result<Resources, ConfigError> {
+        let orders_table = vars.required("ORDERS_TABLE")?;
+        let raw = vars.required("DEAD_LETTER_QUEUES")?;
+        let dead_letter_queues = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|pair| match pair.split_once('=') {
+                Some((queue, url)) if !queue.trim().is_empty() && url.starts_with("http") => {
+                    Ok((queue.trim().to_string(), url.trim().to_string()))
+                }
+                _ => Err(ConfigError::Invalid {
+                    name: "DEAD_LETTER_QUEUES",
+                    reason: format!("{pair:?} is not queue=<dead-letter queue URL>"),
+                }),
+            })
+            .collect::<Result<BTreeMap<_, _>, _>>()?;
         Ok(Resources {
-            orders_table: vars.required("ORDERS_TABLE")?,
+            orders_table,
+            dead_letter_queues,
         })
     }
 }
 
 impl App {
-    /// The Lambda's app: DynamoDB, the built-in catalog and the system clock.
+    /// The Lambda's app: DynamoDB, the dead-letter queues on SQS, the
+    /// built-in catalog and the system clock.
     #[cfg(feature = "aws")]
     pub fn on_aws(
         sdk: &printworks::adapters::aws::SdkConfig,
@@ -57,11 +80,19 @@ impl App {
         let store = Arc::new(DynamoStore::from_sdk(sdk, &aws.orders_table));
         App::new(
             config,
-            crate::Ops::new(
-                Arc::new(Catalog::builtin().clone()),
-                store.clone(),
-                Arc::new(printworks::clock::SystemClock),
-            ),
+            crate::Ops {
+                dead_letters: Some(Arc::new(
+                    printworks::adapters::aws::sqs::SqsDeadLetters::from_sdk(
+                        sdk,
+                        aws.dead_letter_queues.clone(),
+                    ),
+                )),
+                ..crate::Ops::new(
+                    Arc::new(Catalog::builtin().clone()),
+                    store.clone(),
+                    Arc::new(printworks::clock::SystemClock),
+                )
+            },
             store,
         )
     }
@@ -83,5 +114,24 @@ mod tests {
             Resources::from_vars(&vars_from(&[])),
             Err(ConfigError::Missing("ORDERS_TABLE"))
         );
+        let with = |dlq: &str| {
+            Resources::from_vars(&vars_from(&[
+                ("ORDERS_TABLE", "orders"),
+                ("DEAD_LETTER_QUEUES", dlq),
+            ]))
+        };
+        assert_eq!(
+            with("render=https://sqs.eu-central-1.amazonaws.com/1/render-dlq")
+                .unwrap()
+                .dead_letter_queues["render"],
+            "https://sqs.eu-central-1.amazonaws.com/1/render-dlq"
+        );
+        assert!(matches!(
+            with("render"),
+            Err(ConfigError::Invalid {
+                name: "DEAD_LETTER_QUEUES",
+                ..
+            })
+        ));
     }
 }

@@ -163,6 +163,46 @@ pub async fn stuck(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Re
     Ok(Json(app.ops.stuck(&operator).await?).into_response())
 }
 
+#[tracing::instrument(skip_all, fields(operator))]
+pub async fn dead_letter_queues(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let operator = operator_of(&app, &headers).await?;
+    Ok(Json(app.ops.dead_letter_queues(&operator).await?).into_response())
+}
+
+fn queue_name(queue: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    queue
+        .map(|Path(q)| q)
+        .map_err(|_| ApiError::not_found("queue"))
+}
+
+#[tracing::instrument(skip_all, fields(operator, queue))]
+pub async fn dead_letters(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    queue: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let operator = operator_of(&app, &headers).await?;
+    let queue = queue_name(queue)?;
+    Span::current().record("queue", queue.as_str());
+    Ok(Json(app.ops.dead_letters(&operator, &queue).await?).into_response())
+}
+
+#[tracing::instrument(skip_all, fields(operator, queue))]
+pub async fn redrive(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    queue: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let operator = operator_of(&app, &headers).await?;
+    let key = idempotency_key(&headers)?;
+    let queue = queue_name(queue)?;
+    Span::current().record("queue", queue.as_str());
+    Ok(answer(app.ops.redrive(&operator, &queue, &key).await?))
+}
+
 pub async fn no_route() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,

@@ -21,6 +21,7 @@
 
 mod auth;
 pub mod config;
+pub mod dead_letters;
 mod handlers;
 mod ops;
 mod view;
@@ -82,6 +83,21 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<State>)> {
         ),
         (Method::GET, "/v1/ops/flags", get(handlers::flags)),
         (Method::GET, "/v1/ops/stuck", get(handlers::stuck)),
+        (
+            Method::GET,
+            "/v1/ops/dlq",
+            get(handlers::dead_letter_queues),
+        ),
+        (
+            Method::GET,
+            "/v1/ops/dlq/{queue}",
+            get(handlers::dead_letters),
+        ),
+        (
+            Method::POST,
+            "/v1/ops/dlq/{queue}/redrive",
+            post(handlers::redrive),
+        ),
     ]
 }
 

@@ -84,13 +84,16 @@ pub struct Ops {
     pub catalog: Arc<Catalog>,
     pub store: Arc<dyn OpsStore>,
     pub clock: Arc<dyn Clock>,
+    /// The dead-letter queues (the local bus, SQS): `None` where the
+    /// queues are not reachable (`printworks ops --aws-table`).
+    pub dead_letters: Option<Arc<dyn printworks::ports::DeadLetters>>,
 }
 
 fn not_found() -> ApiError {
     ApiError::not_found("order")
 }
 
-fn internal(e: impl Into<anyhow::Error>) -> ApiError {
+pub(crate) fn internal(e: impl Into<anyhow::Error>) -> ApiError {
     ApiError::from(StoreError::Unexpected(e.into()))
 }
 
@@ -147,6 +150,7 @@ impl Ops {
             catalog,
             store,
             clock,
+            dead_letters: None,
         }
     }
 
@@ -349,7 +353,10 @@ impl Ops {
     }
 }
 
-fn replay_or_refuse(same_request: bool, stored: StoredResponse) -> Result<Answer, ApiError> {
+pub(crate) fn replay_or_refuse(
+    same_request: bool,
+    stored: StoredResponse,
+) -> Result<Answer, ApiError> {
     if same_request {
         Ok(Answer {
             response: stored,

@@ -138,7 +138,7 @@ impl From<Role> for String {
     }
 }
 
-/// An operator's action on an order.
+/// An operator's action on an order, or on the pipeline (a redrive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OpsAction {
@@ -148,15 +148,18 @@ pub enum OpsAction {
     Cancel,
     /// Resolve a payment flag with a note.
     Resolve,
+    /// Send a queue's dead letters back to it (no order: `plant` None).
+    Redrive,
 }
 
 impl OpsAction {
-    pub const ALL: [OpsAction; 5] = [
+    pub const ALL: [OpsAction; 6] = [
         OpsAction::Show,
         OpsAction::Release,
         OpsAction::Reprint,
         OpsAction::Cancel,
         OpsAction::Resolve,
+        OpsAction::Redrive,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -166,6 +169,7 @@ impl OpsAction {
             OpsAction::Reprint => "reprint",
             OpsAction::Cancel => "cancel",
             OpsAction::Resolve => "resolve",
+            OpsAction::Redrive => "redrive",
         }
     }
 }

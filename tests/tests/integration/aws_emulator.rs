@@ -2248,3 +2248,48 @@ async fn emulator_the_reconciler_repairs_on_dynamodb_and_publishes_what_the_stre
     );
     assert_eq!(reconciler().run().await.unwrap().urls_refreshed, 0);
 }
+
+/// Dead letters on SQS (moto): the depth of each dead-letter queue, and a
+/// look that leaves the messages where they are (visibility 0). The
+/// redrive, an SQS message move task, which moto does not implement, runs
+/// on LocalStack (`infra/localstack/tests/test_end_to_end.py`).
+#[tokio::test]
+async fn emulator_dead_letters_are_counted_and_looked_at_without_being_taken() {
+    use printworks::adapters::aws::sqs::SqsDeadLetters;
+    use printworks::ports::{DeadLetters, MessageQueue};
+    if emulator().is_none() {
+        return;
+    }
+    let sdk = load_sdk_config().await;
+    let run = run_id();
+    let dlq = create_sqs_queue(&sdk, &format!("dispatch-dlq-{run}")).await;
+    let event = EventEnvelope::new(
+        printworks::domain::events::EventType::OrderRendered,
+        &printworks::domain::order::OrderId::new(),
+        &printworks::domain::tenant::TenantId::parse("acme-prints").unwrap(),
+        time::OffsetDateTime::now_utc(),
+        json!({"attempt": 1}),
+    );
+    SqsQueue::from_sdk(&sdk, &dlq)
+        .send_batch(&[serde_json::to_string(&event).unwrap()])
+        .await
+        .unwrap();
+    let letters = SqsDeadLetters::from_sdk(
+        &sdk,
+        std::collections::BTreeMap::from([("dispatch".to_string(), dlq.clone())]),
+    );
+    let queues = letters.dead_letter_queues().await.unwrap();
+    assert_eq!(queues.len(), 1);
+    assert_eq!(queues[0].queue, "dispatch");
+    assert_eq!(queues[0].dead_letter_queue, format!("dispatch-dlq-{run}"));
+    assert_eq!(queues[0].depth, 1);
+    for _ in 0..2 {
+        let seen = letters.dead_letters("dispatch", 10).await.unwrap().unwrap();
+        assert_eq!(seen.len(), 1, "still there: {seen:?}");
+        assert!(seen[0].at.is_some());
+        let shown = ops_api::dead_letters::describe(&seen[0]);
+        assert_eq!(shown["message"]["event_id"], event.id.as_str());
+    }
+    assert!(letters.dead_letters("render", 10).await.unwrap().is_none());
+    assert!(letters.redrive("render").await.unwrap().is_none());
+}

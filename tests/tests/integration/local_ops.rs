@@ -929,3 +929,139 @@ async fn an_order_its_plant_never_takes_gets_fresh_links_and_is_announced_stuck(
         .count();
     assert_eq!(stuck_events, 1, "OrderStuck published once");
 }
+
+/// Dead letters on `printworks up`, through the operator API (with the code
+/// `printworks ops dlq` runs): a shipped order's `OrderRendered` and an
+/// unreadable message sit in dispatch's dead-letter queue. Operators list
+/// the queues, look at the letters (what each is, never its body), and
+/// redrive them once per key: the old event is handled again and changes
+/// nothing (the order and its prints stay as they were); the unreadable one
+/// fails again and comes back to the dead-letter queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_shown_and_redriven_once_and_a_handled_one_changes_nothing() {
+    let shop = shop_with(|options| Options {
+        visibility_timeout: Duration::from_millis(500),
+        ..options
+    })
+    .await;
+    let upload_id = upload(&shop.client, &shop.base, &shop.b2b, photo(1800, 2400), true).await;
+    let id = shop.place(&poster(&upload_id, 1)).await;
+    shop.until(&id, |s| s == "shipped").await;
+    let before = shop.shown(&id).await;
+    let printed = shop.printed();
+    let tenant = TenantId::parse("demo-b2b").unwrap();
+    let order_id = OrderId::parse(&id).unwrap();
+    let rendered = shop
+        .app
+        .bus
+        .events_of(&tenant, &order_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.event_type == EventType::OrderRendered)
+        .unwrap();
+    let dlq = format!("{}-dlq", topology::DISPATCH.name);
+    shop.app
+        .bus
+        .send(
+            &dlq,
+            "OrderRendered",
+            &[
+                serde_json::to_string(&rendered).unwrap(),
+                "{not json".into(),
+            ],
+        )
+        .await
+        .unwrap();
+
+    let listed = shop
+        .ops(&shop.support, &OpsRequest::dead_letter_queues())
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let dispatch = listed.body["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "dispatch")
+        .unwrap()
+        .clone();
+    assert_eq!(dispatch["depth"], 2, "{}", listed.body);
+    assert_eq!(dispatch["dead_letter_queue"], dlq.as_str());
+    assert!(ops_cmd::dlq_summary(&listed.body).contains("dispatch"));
+
+    let shown = shop
+        .ops(&shop.support, &OpsRequest::dead_letters("dispatch"))
+        .await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    let messages = shown.body["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2, "{}", shown.body);
+    assert_eq!(messages[0]["message"]["kind"], "event");
+    assert_eq!(messages[0]["message"]["type"], "OrderRendered");
+    assert_eq!(messages[0]["message"]["order_id"], id.as_str());
+    assert_eq!(messages[1]["message"]["kind"], "unreadable");
+    assert!(
+        !shown.body.to_string().contains("not json"),
+        "no body is shown: {}",
+        shown.body
+    );
+
+    // Refusals say what is allowed instead.
+    let muc = shop.ops(&shop.muc, &OpsRequest::dead_letter_queues()).await;
+    assert_eq!(muc.status, 403, "{}", muc.body);
+    assert!(muc.body["error"]["details"]["role_allows"].is_array());
+    let unknown = shop
+        .ops(&shop.support, &OpsRequest::dead_letters("nope"))
+        .await;
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+    assert!(
+        unknown.body["error"]["details"]["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q == "dispatch"),
+        "{}",
+        unknown.body
+    );
+
+    // Redriven once per key.
+    let redrive = OpsRequest::redrive("dispatch", "redrive-dispatch-1".into());
+    let first = shop.ops(&shop.support, &redrive).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.body["redrive"]["moved"], 2);
+    assert_eq!(first.body["action"]["operator"], "cs");
+    let again = shop.ops(&shop.support, &redrive).await;
+    assert!(again.replayed);
+    assert_eq!(again.body, first.body);
+    let reused = shop
+        .ops(
+            &shop.support,
+            &OpsRequest::redrive("render", "redrive-dispatch-1".into()),
+        )
+        .await;
+    assert_eq!(reused.status, 422, "{}", reused.body);
+
+    // The old event is handled and skipped; the unreadable one dies again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (queue, dead) = (
+            shop.app.bus.depth(topology::DISPATCH.name).await.unwrap(),
+            shop.app.bus.depth(&dlq).await.unwrap(),
+        );
+        if queue == 0 && dead == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dispatch {queue}, its dead letters {dead}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = shop.shown(&id).await;
+    assert_eq!(after["order"]["version"], before["order"]["version"]);
+    assert_eq!(after["order"]["state"], "shipped");
+    assert_eq!(shop.printed(), printed, "nothing printed again");
+    let left = shop
+        .ops(&shop.support, &OpsRequest::dead_letters("dispatch"))
+        .await;
+    assert_eq!(left.body["messages"][0]["message"]["kind"], "unreadable");
+}

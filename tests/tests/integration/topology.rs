@@ -184,7 +184,8 @@ fn each_plant_stack_deploys_the_declared_job_queue() {
 
 /// A function's environment as the template sets it, with each intrinsic
 /// resolved to a value of the right shape: `!Ref` of a parameter to its
-/// default, of a resource to a name; `!Sub` to its text; `!If` to its
+/// default, of a resource to a name; `!Sub` to its text (a queue's
+/// `${Ref}` to a URL); `!If` to its
 /// first branch; `!GetAtt` to an ARN. `AWS::NoValue` leaves it unset.
 fn environment(template: &Value, function: &str) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
@@ -229,11 +230,22 @@ fn resolve(template: &Value, value: &Value) -> Option<String> {
                 Some(param["Default"].as_str().unwrap_or("value").to_string())
             }
         }
-        "!Sub" => Some(
-            inner
+        "!Sub" => {
+            let mut text = inner
                 .as_str()
-                .map_or_else(|| inner[0].as_str().unwrap().to_string(), str::to_string),
-        ),
+                .map_or_else(|| inner[0].as_str().unwrap().to_string(), str::to_string);
+            // A queue's `${Ref}` is its URL.
+            for (id, r) in template["Resources"].as_mapping().unwrap() {
+                let id = id.as_str().unwrap();
+                if r["Type"].as_str() == Some("AWS::SQS::Queue") {
+                    text = text.replace(
+                        &format!("${{{id}}}"),
+                        &format!("https://sqs.eu-central-1.amazonaws.com/123456789012/{id}"),
+                    );
+                }
+            }
+            Some(text)
+        }
         "!If" => resolve(template, &inner[1]),
         "!GetAtt" => Some(format!("arn:aws:x:::{}", inner.as_str().unwrap())),
         other => panic!("cannot resolve {other}"),
@@ -280,6 +292,59 @@ fn functions() -> Vec<(&'static str, Load)> {
             reconciler::Resources::from_vars(v).map(drop)
         }),
     ]
+}
+
+/// Operators look at and redrive the dead letters of every queue of the
+/// stack: the operator API is given each one's dead-letter queue, and may
+/// receive, delete and move on it and send to the queue it serves.
+#[test]
+fn the_operator_api_knows_every_dead_letter_queue_of_the_stack() {
+    let t = template("template.yaml");
+    let raw = resource(&t, "OpsApiFunction")["Properties"]["Environment"]["Variables"]
+        ["DEAD_LETTER_QUEUES"]
+        .clone();
+    let (tag, value) = tagged(&raw).expect("a !Sub");
+    assert_eq!(tag, "!Sub");
+    let value = value.as_str().unwrap().to_string();
+    let statements: Vec<&Value> = resource(&t, "OpsApiFunction")["Properties"]["Policies"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["Statement"].as_sequence())
+        .flatten()
+        .collect();
+    let resources_of = |sid: &str| -> Vec<String> {
+        let s = statements
+            .iter()
+            .find(|s| s["Sid"].as_str() == Some(sid))
+            .unwrap_or_else(|| panic!("no statement {sid}"));
+        s["Resource"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(|r| tagged(r).and_then(|(_, v)| v.as_str().map(str::to_string)))
+            .collect()
+    };
+    let (dlqs, sources) = (
+        resources_of("DeadLetterQueues"),
+        resources_of("RedriveToSourceQueues"),
+    );
+    for spec in topology::STACK_QUEUES {
+        assert!(
+            value.contains(&format!("{}=${{{}}}", spec.name, spec.dead_letter_resource)),
+            "{} is not in DEAD_LETTER_QUEUES: {value}",
+            spec.name
+        );
+        assert!(
+            dlqs.contains(&format!("{}.Arn", spec.dead_letter_resource)),
+            "{dlqs:?}"
+        );
+        assert!(
+            sources.contains(&format!("{}.Arn", spec.resource)),
+            "{sources:?}"
+        );
+    }
+    assert_eq!(value.matches('=').count(), topology::STACK_QUEUES.len());
 }
 
 /// The reconciler refreshes jobs before their links expire: it must know

@@ -765,6 +765,37 @@ impl OpsStore for DynamoStore {
     /// The idempotency record (conditional on not existing), the order
     /// (conditional on the rank and version read), the plants' counters
     /// and the outbox events in one `TransactWriteItems`.
+    async fn record_request(
+        &self,
+        scope: &str,
+        idempotency: IdempotencyRecord,
+    ) -> Result<PlaceOutcome, StoreError> {
+        let mut idem = key(scoped_idem_pk(scope, &idempotency.key), "IDEM");
+        idem.insert("request_hash".into(), s(&idempotency.request_hash));
+        idem.insert("status".into(), n(idempotency.response.status));
+        idem.insert("body".into(), s(&idempotency.response.body));
+        let written = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(idem))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match written {
+            Ok(_) => Ok(PlaceOutcome::Created),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                self.scoped_outcome(scope, &idempotency.key, &idempotency.request_hash)
+                    .await?
+                    .ok_or_else(|| anyhow!("an idempotency record that vanished").into())
+            }
+            Err(e) => Err(anyhow!(e).context("DynamoDB PutItem").into()),
+        }
+    }
+
     async fn act(&self, write: OpsWrite) -> Result<PlaceOutcome, StoreError> {
         let scope = write.scope.clone();
         let record = &write.idempotency;

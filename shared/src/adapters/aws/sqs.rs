@@ -330,3 +330,158 @@ mod tests {
         assert!(!is_stale_receipt(None, None));
     }
 }
+
+/// The stack's dead-letter queues on SQS, by the queue each serves
+/// (`DEAD_LETTER_QUEUES`: `render=<url>,dispatch=<url>,...`). A look
+/// receives with a visibility timeout of 0, so the messages stay
+/// visible where they are; a redrive is SQS's message move task from the
+/// dead-letter queue back to the queue each message came from (one
+/// running task per queue: a second redrive answers the running one).
+pub struct SqsDeadLetters {
+    client: Client,
+    queues: std::collections::BTreeMap<String, String>,
+}
+
+impl SqsDeadLetters {
+    pub fn from_sdk(
+        sdk: &aws_config::SdkConfig,
+        queues: std::collections::BTreeMap<String, String>,
+    ) -> SqsDeadLetters {
+        SqsDeadLetters {
+            client: Client::new(sdk),
+            queues,
+        }
+    }
+
+    fn unavailable<E>(action: &str, e: E) -> QueueError
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        QueueError::Unavailable(anyhow!("SQS {action}: {}", DisplayErrorContext(e)))
+    }
+
+    async fn arn(&self, url: &str) -> Result<String, QueueError> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| Self::unavailable("GetQueueAttributes", e))?;
+        out.attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+            .cloned()
+            .ok_or_else(|| QueueError::Unavailable(anyhow!("{url} has no QueueArn")))
+    }
+}
+
+fn queue_name_of(url: &str) -> String {
+    url.rsplit('/').next().unwrap_or(url).to_string()
+}
+
+#[async_trait]
+impl crate::ports::DeadLetters for SqsDeadLetters {
+    async fn dead_letter_queues(&self) -> Result<Vec<crate::ports::DeadLetterQueue>, QueueError> {
+        let mut out = Vec::with_capacity(self.queues.len());
+        for (queue, url) in &self.queues {
+            let depth = SqsQueue::new(self.client.clone(), url)
+                .depth()
+                .await
+                .map_err(QueueError::Unavailable)?;
+            out.push(crate::ports::DeadLetterQueue {
+                queue: queue.clone(),
+                dead_letter_queue: queue_name_of(url),
+                depth,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn dead_letters(
+        &self,
+        queue: &str,
+        max: usize,
+    ) -> Result<Option<Vec<crate::ports::DeadLetter>>, QueueError> {
+        let Some(url) = self.queues.get(queue) else {
+            return Ok(None);
+        };
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
+            .visibility_timeout(0)
+            .wait_time_seconds(1)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .send()
+            .await
+            .map_err(|e| Self::unavailable("ReceiveMessage", e))?;
+        Ok(Some(
+            out.messages()
+                .iter()
+                .map(|m| {
+                    let attribute = |name: MessageSystemAttributeName| {
+                        m.attributes().and_then(|a| a.get(&name)).cloned()
+                    };
+                    crate::ports::DeadLetter {
+                        message_id: m.message_id().unwrap_or_default().to_string(),
+                        body: m.body().unwrap_or_default().to_string(),
+                        receive_count: attribute(
+                            MessageSystemAttributeName::ApproximateReceiveCount,
+                        )
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(0),
+                        at: attribute(MessageSystemAttributeName::SentTimestamp)
+                            .and_then(|t| t.parse::<i128>().ok())
+                            .and_then(|ms| {
+                                time::OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).ok()
+                            }),
+                    }
+                })
+                .collect(),
+        ))
+    }
+
+    async fn redrive(&self, queue: &str) -> Result<Option<crate::ports::Redrive>, QueueError> {
+        let Some(url) = self.queues.get(queue) else {
+            return Ok(None);
+        };
+        let arn = self.arn(url).await?;
+        let running = self
+            .client
+            .list_message_move_tasks()
+            .source_arn(&arn)
+            .max_results(1)
+            .send()
+            .await
+            .map_err(|e| Self::unavailable("ListMessageMoveTasks", e))?;
+        if let Some(task) = running
+            .results()
+            .iter()
+            .find(|t| t.status() == Some("RUNNING"))
+        {
+            return Ok(Some(crate::ports::Redrive {
+                moved: None,
+                task: task.task_handle().map(str::to_string),
+            }));
+        }
+        let started = self
+            .client
+            .start_message_move_task()
+            .source_arn(&arn)
+            .send()
+            .await
+            .map_err(|e| Self::unavailable("StartMessageMoveTask", e))?;
+        tracing::info!(
+            queue,
+            task = started.task_handle(),
+            "message move task started"
+        );
+        Ok(Some(crate::ports::Redrive {
+            moved: None,
+            task: started.task_handle().map(str::to_string),
+        }))
+    }
+}

@@ -541,6 +541,122 @@ impl LocalBus {
     }
 }
 
+/// The bus's dead-letter queues (`<queue>-dlq`, declared with their
+/// queues): a look reads the rows, a redrive moves them back in one
+/// transaction, visible at once, their receive counts started afresh.
+#[async_trait]
+impl crate::ports::DeadLetters for LocalBus {
+    async fn dead_letter_queues(
+        &self,
+    ) -> Result<Vec<crate::ports::DeadLetterQueue>, crate::ports::QueueError> {
+        self.db
+            .read(|c| {
+                let rows: Vec<(String, String, i64)> = c
+                    .prepare_cached(
+                        "SELECT q.name, q.dead_letter, \
+                         (SELECT COUNT(*) FROM messages m WHERE m.queue = q.dead_letter) \
+                         FROM queues q WHERE q.dead_letter IS NOT NULL ORDER BY q.name",
+                    )
+                    .map_err(sql)?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .map_err(sql)?
+                    .collect::<Result<_, _>>()
+                    .map_err(sql)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(queue, dlq, depth)| crate::ports::DeadLetterQueue {
+                        queue,
+                        dead_letter_queue: dlq,
+                        depth: depth as u64,
+                    })
+                    .collect())
+            })
+            .await
+            .map_err(|e| crate::ports::QueueError::Unavailable(e.into()))
+    }
+
+    async fn dead_letters(
+        &self,
+        queue: &str,
+        max: usize,
+    ) -> Result<Option<Vec<crate::ports::DeadLetter>>, crate::ports::QueueError> {
+        let queue = queue.to_string();
+        self.db
+            .read(move |c| {
+                let Some(dlq) = dead_letter_of(c, &queue)? else {
+                    return Ok(None);
+                };
+                let rows: Vec<(String, String, u32, i64)> = c
+                    .prepare_cached(
+                        "SELECT message_id, body, receive_count, visible_at_ms FROM messages \
+                         WHERE queue = ?1 ORDER BY seq LIMIT ?2",
+                    )
+                    .map_err(sql)?
+                    .query_map(params![dlq, max as i64], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })
+                    .map_err(sql)?
+                    .collect::<Result<_, _>>()
+                    .map_err(sql)?;
+                Ok(Some(
+                    rows.into_iter()
+                        .map(
+                            |(message_id, body, receive_count, at_ms)| crate::ports::DeadLetter {
+                                message_id,
+                                body,
+                                receive_count,
+                                at: time::OffsetDateTime::from_unix_timestamp_nanos(
+                                    i128::from(at_ms) * 1_000_000,
+                                )
+                                .ok(),
+                            },
+                        )
+                        .collect(),
+                ))
+            })
+            .await
+            .map_err(|e| crate::ports::QueueError::Unavailable(e.into()))
+    }
+
+    async fn redrive(
+        &self,
+        queue: &str,
+    ) -> Result<Option<crate::ports::Redrive>, crate::ports::QueueError> {
+        let now = now_ms(self.clock.as_ref());
+        let queue = queue.to_string();
+        self.db
+            .write(move |c| {
+                let Some(dlq) = dead_letter_of(c, &queue)? else {
+                    return Ok(None);
+                };
+                let moved = c
+                    .execute(
+                        "UPDATE messages SET queue = ?1, receive_count = 0, receipt = NULL, \
+                         visible_at_ms = ?2 WHERE queue = ?3",
+                        params![queue, now, dlq],
+                    )
+                    .map_err(sql)?;
+                tracing::info!(queue, moved, "dead letters sent back");
+                Ok(Some(crate::ports::Redrive {
+                    moved: Some(moved as u64),
+                    task: None,
+                }))
+            })
+            .await
+            .map_err(|e| crate::ports::QueueError::Unavailable(e.into()))
+    }
+}
+
+/// The dead-letter queue of `queue`, if it is a queue that has one.
+fn dead_letter_of(c: &Connection, queue: &str) -> Result<Option<String>, StoreError> {
+    c.prepare_cached("SELECT dead_letter FROM queues WHERE name = ?1")
+        .map_err(sql)?
+        .query_row([queue], |r| r.get::<_, Option<String>>(0))
+        .optional()
+        .map_err(sql)
+        .map(Option::flatten)
+}
+
 /// Publishing straight to the bus (what SNS is to the AWS publisher): the
 /// events-publisher handler runs on it locally.
 #[async_trait]

@@ -402,6 +402,20 @@ impl OpsStore for SqliteStore {
             .await
     }
 
+    async fn record_request(
+        &self,
+        scope: &str,
+        idempotency: IdempotencyRecord,
+    ) -> Result<PlaceOutcome, StoreError> {
+        let created = ts(time::OffsetDateTime::now_utc())?;
+        let scope = scope.to_string();
+        self.db
+            .write(move |c| {
+                Ok(claim_key(c, &scope, &idempotency, &created)?.unwrap_or(PlaceOutcome::Created))
+            })
+            .await
+    }
+
     async fn act(&self, write: OpsWrite) -> Result<PlaceOutcome, StoreError> {
         let update = OrderUpdate::new(&write.next, &write.observed)?;
         let created = ts(write.next.updated_at)?;
