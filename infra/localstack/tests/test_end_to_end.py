@@ -26,7 +26,11 @@ timed:
               tenant key is a 401), reprints its job with an
               Idempotency-Key (replayed once), and the order ships again
               in attempt 2 from the same running agent: the first job
-              superseded, the new one shipped; still no dead letters.
+              superseded, the new one shipped; still no dead letters;
+ 9. redrive   the order's old OrderRendered put in dispatch's dead-letter
+              queue: the operator lists the queues, looks at it, redrives
+              it once per key (an SQS message move task back to dispatch's
+              queue); dispatch handles it and the order is unchanged.
 
 Workarounds (docs/decisions/localstack.md): API Gateway v2 is not in the
 community edition, so the payment webhook's route gets a function URL of
@@ -658,6 +662,7 @@ def test_a_b2c_order_from_upload_to_shipped_e_mails(stack, one_at_a_time, tmp_pa
             assert out.returncode == 0, out.stdout + out.stderr
             key = next(l for l in out.stdout.split() if l.startswith("pwop_"))
             ops = Api({"api": stack["ops_api"]}, key)
+            ctx["ops"] = ops
             path = f"/v1/ops/orders/{ctx['order_id']}"
             # A tenant's key is not an operator's.
             status, _, doc = Api({"api": stack["ops_api"]}, ctx["api"].key).call("GET", path)
@@ -711,6 +716,55 @@ def test_a_b2c_order_from_upload_to_shipped_e_mails(stack, one_at_a_time, tmp_pa
             no_dead_letters()
 
         stages.run("8 operator API: reprint ships again", reprint)
+
+        # -- 9. a dead letter looked at and redriven; handled, it changes nothing --
+        def redrive():
+            resources = stack["stack"]["resources"]
+            dlq = resources["DispatchDeadLetterQueue"]["physical_id"]
+            source = resources["DispatchQueue"]["physical_id"]
+            # The order's first OrderRendered, as if dispatch had given up on it.
+            stale = {
+                "id": f"evt_{uuid.uuid4().hex}", "type": "OrderRendered",
+                "order_id": ctx["order_id"], "tenant": ctx["tenant"],
+                "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "data": {"attempt": 1},
+            }
+            sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps(stale))
+            ops = ctx["ops"]
+            status, _, listed = ops.call("GET", "/v1/ops/dlq")
+            assert status == 200, (status, listed)
+            depths = {q["queue"]: q["depth"] for q in listed["queues"]}
+            assert sorted(depths) == ["dispatch", "notify", "plant-events", "render"], depths
+            assert depths["dispatch"] == 1, depths
+            status, _, shown = ops.call("GET", "/v1/ops/dlq/dispatch")
+            assert status == 200, (status, shown)
+            assert [m["message"].get("event_id") for m in shown["messages"]] == [stale["id"]], shown
+            before = order_now()
+            headers = {"Idempotency-Key": "e2e-redrive"}
+            status, _, moved = ops.call("POST", "/v1/ops/dlq/dispatch/redrive", None, headers)
+            assert status == 200, (status, moved)
+            assert moved["redrive"].get("task"), moved
+            status, replay_headers, again = ops.call("POST", "/v1/ops/dlq/dispatch/redrive", None, headers)
+            assert (status, replay_headers.get("idempotent-replayed")) == (200, "true"), (status, again)
+            assert again == moved
+
+            def drained():
+                n = 0
+                for url in (dlq, source):
+                    a = sqs.get_queue_attributes(
+                        QueueUrl=url,
+                        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+                    )["Attributes"]
+                    n += int(a["ApproximateNumberOfMessages"]) + int(a["ApproximateNumberOfMessagesNotVisible"])
+                return n == 0
+
+            wait_for("the dead letter moved back and handled by dispatch", drained)
+            after = order_now()
+            assert (after["state"], after.get("attempt")) == (before["state"], before.get("attempt")), after
+            assert after["updated_at"] == before["updated_at"], (before, after)
+            no_dead_letters()
+
+        stages.run("9 operator API: a dead letter redriven changes nothing", redrive)
     except BaseException:
         print("\n==== the order ====")
         if "order_id" in ctx:

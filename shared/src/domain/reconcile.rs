@@ -458,7 +458,7 @@ mod tests {
     fn dispatched() -> Order {
         let catalog = Catalog::builtin();
         let order = rendered(&paid(), T0).0;
-        match order.dispatch(&catalog, &BTreeMap::new(), T0).unwrap() {
+        match order.dispatch(catalog, &BTreeMap::new(), T0).unwrap() {
             Dispatch::ToPlant { next, .. } => next,
             Dispatch::Hold { .. } => panic!("held"),
         }

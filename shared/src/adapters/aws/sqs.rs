@@ -302,40 +302,11 @@ impl MessageQueue for SqsQueue {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::is_stale_receipt;
-
-    #[test]
-    fn receipt_errors_that_mean_the_hold_is_gone() {
-        assert!(is_stale_receipt(Some("ReceiptHandleIsInvalid"), None));
-        assert!(is_stale_receipt(
-            Some("AWS.SimpleQueueService.MessageNotInflight"),
-            None
-        ));
-        assert!(is_stale_receipt(
-            Some("InvalidParameterValue"),
-            Some(
-                "Value abc for parameter ReceiptHandle is invalid. Reason: Message does not exist or is not available for visibility timeout change."
-            )
-        ));
-        assert!(!is_stale_receipt(
-            Some("InvalidParameterValue"),
-            Some("Value 99 for parameter VisibilityTimeout is invalid.")
-        ));
-        assert!(!is_stale_receipt(
-            Some("AWS.SimpleQueueService.NonExistentQueue"),
-            None
-        ));
-        assert!(!is_stale_receipt(None, None));
-    }
-}
-
 /// The stack's dead-letter queues on SQS, by the queue each serves
 /// (`DEAD_LETTER_QUEUES`: `render=<url>,dispatch=<url>,...`). A look
 /// receives with a visibility timeout of 0, so the messages stay
 /// visible where they are; a redrive is SQS's message move task from the
-/// dead-letter queue back to the queue each message came from (one
+/// dead-letter queue back to the queue whose redrive policy names it (one
 /// running task per queue: a second redrive answers the running one).
 pub struct SqsDeadLetters {
     client: Client,
@@ -467,10 +438,25 @@ impl crate::ports::DeadLetters for SqsDeadLetters {
                 task: task.task_handle().map(str::to_string),
             }));
         }
+        // Back to the queue whose redrive policy names this one, named
+        // outright: a message sent to the dead-letter queue by hand has no
+        // source of its own to go back to.
+        let sources = self
+            .client
+            .list_dead_letter_source_queues()
+            .queue_url(url)
+            .send()
+            .await
+            .map_err(|e| Self::unavailable("ListDeadLetterSourceQueues", e))?;
+        let destination = match sources.queue_urls() {
+            [source] => Some(self.arn(source).await?),
+            _ => None,
+        };
         let started = self
             .client
             .start_message_move_task()
             .source_arn(&arn)
+            .set_destination_arn(destination)
             .send()
             .await
             .map_err(|e| Self::unavailable("StartMessageMoveTask", e))?;
@@ -483,5 +469,34 @@ impl crate::ports::DeadLetters for SqsDeadLetters {
             moved: None,
             task: started.task_handle().map(str::to_string),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_stale_receipt;
+
+    #[test]
+    fn receipt_errors_that_mean_the_hold_is_gone() {
+        assert!(is_stale_receipt(Some("ReceiptHandleIsInvalid"), None));
+        assert!(is_stale_receipt(
+            Some("AWS.SimpleQueueService.MessageNotInflight"),
+            None
+        ));
+        assert!(is_stale_receipt(
+            Some("InvalidParameterValue"),
+            Some(
+                "Value abc for parameter ReceiptHandle is invalid. Reason: Message does not exist or is not available for visibility timeout change."
+            )
+        ));
+        assert!(!is_stale_receipt(
+            Some("InvalidParameterValue"),
+            Some("Value 99 for parameter VisibilityTimeout is invalid.")
+        ));
+        assert!(!is_stale_receipt(
+            Some("AWS.SimpleQueueService.NonExistentQueue"),
+            None
+        ));
+        assert!(!is_stale_receipt(None, None));
     }
 }
