@@ -2120,8 +2120,9 @@ async fn emulator_orders_needing_a_person_are_indexed_with_their_writes() {
 /// events-publisher deletes once published) and SNS/SQS on moto: events
 /// the stream never carried are published after five minutes, an idle paid
 /// order is handed to render once by two runs at once, then announced
-/// stuck once and listed for operators, and a dispatched order's untaken
-/// jobs get fresh URLs before theirs expire.
+/// stuck once and listed for operators, a rendered one handed to dispatch,
+/// and a dispatched order's untaken jobs get fresh URLs before theirs
+/// expire.
 #[tokio::test]
 async fn emulator_the_reconciler_repairs_on_dynamodb_and_publishes_what_the_stream_missed() {
     use printworks::clock::ManualClock;
@@ -2173,6 +2174,15 @@ async fn emulator_the_reconciler_repairs_on_dynamodb_and_publishes_what_the_stre
     store.place(b).await.unwrap();
     let dispatched =
         printworks::testing::stored_dispatched(store.as_ref(), &[("poster-30x40", 2)], t0).await;
+    // A rendered order dispatch never took.
+    let c = printworks::testing::paid_order(&[("poster-30x40", 1)], "NL", t0);
+    let c_paid = c.order.clone();
+    store.place(c).await.unwrap();
+    let (c_rendered, c_event, _) = printworks::testing::rendered(&c_paid, t0);
+    store
+        .transition(&c_rendered, &c_paid, vec![c_event])
+        .await
+        .unwrap();
     // The dispatch's own events are published: only B's are missing.
     let pending = store.unpublished(far, 100).await.unwrap();
     store
@@ -2196,6 +2206,7 @@ async fn emulator_the_reconciler_repairs_on_dynamodb_and_publishes_what_the_stre
     let (x, y) = (x.unwrap(), y.unwrap());
     assert!(x.republished + y.republished >= 2, "{x:?} {y:?}");
     assert_eq!(x.rendered_again + y.rendered_again, 2, "{x:?} {y:?}");
+    assert_eq!(x.dispatched_again + y.dispatched_again, 1, "{x:?} {y:?}");
     let got = drain(&all, 2).await;
     let mut ids: Vec<String> = got.iter().map(|e| e.id.clone()).collect();
     ids.sort();
@@ -2210,8 +2221,15 @@ async fn emulator_the_reconciler_repairs_on_dynamodb_and_publishes_what_the_stre
         .into_iter()
         .filter(|e| e.event_type == EventType::OrderNudged)
         .collect();
-    assert_eq!(nudges.len(), 2, "{nudges:?}");
-    assert!(nudges.iter().all(|e| stage_of(e) == Some(Stage::Render)));
+    assert_eq!(nudges.len(), 3, "{nudges:?}");
+    for nudge in &nudges {
+        let stage = if nudge.order_id == c_paid.id {
+            Stage::Dispatch
+        } else {
+            Stage::Render
+        };
+        assert_eq!(stage_of(nudge), Some(stage), "{nudge:?}");
+    }
     let stored = store
         .get(&a_order.tenant, &a_order.id)
         .await
@@ -2229,7 +2247,7 @@ async fn emulator_the_reconciler_repairs_on_dynamodb_and_publishes_what_the_stre
         clock.advance(15 * min);
         stuck += reconciler().run().await.unwrap().stuck;
     }
-    assert_eq!(stuck, 2, "A and B, once each");
+    assert_eq!(stuck, 3, "A, B and C, once each");
     let listed = store.needing_attention(10).await.unwrap();
     assert!(listed.iter().any(|o| o.id == a_order.id && o.is_stuck()));
 

@@ -949,3 +949,39 @@ async fn every_notify_sample_tells_the_customer_once() {
     );
     env.db.close();
 }
+
+/// The reconciler's schedule sends `{"reconcile": "all"}` (the template's
+/// `Input`); the function runs one pass whatever the payload: here an
+/// order paid 16 minutes ago and never rendered is handed to render.
+#[tokio::test]
+async fn the_reconciler_sample_runs_one_pass() {
+    let samples = files("reconciler");
+    assert_eq!(samples.keys().collect::<Vec<_>>(), ["schedule"]);
+    let input: serde_json::Value = serde_json::from_str(&samples["schedule"]).unwrap();
+    let template: serde_norway::Value = serde_norway::from_str(
+        &std::fs::read_to_string(repo_root().join("infra/template.yaml")).unwrap(),
+    )
+    .unwrap();
+    let sent = template["Resources"]["ReconcilerFunction"]["Properties"]["Events"]["Every5Minutes"]
+        ["Properties"]["Input"]
+        .as_str()
+        .expect("the schedule's input");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(sent).unwrap(),
+        input,
+        "the sample is what the template's schedule sends"
+    );
+    let env = LocalEnv::new().await;
+    env.place_paid(&[("poster-30x40", 1)], "DE").await;
+    env.bus.relay_outbox(100).await.unwrap();
+    env.clock.advance(Duration::from_secs(16 * 60));
+    let reconciler = reconciler::Reconciler::new(
+        &reconciler::Config::default(),
+        env.store.clone(),
+        env.store.clone(),
+        Arc::new(env.bus.clone()),
+        env.clock.clone(),
+    );
+    let report = reconciler.run().await.unwrap();
+    assert_eq!(report.rendered_again, 1, "{report:?}");
+}
