@@ -6,7 +6,7 @@
 //! moved on) changes nothing when it comes back.
 
 use crate::Answer;
-use crate::ops::{Ops, internal, replay_or_refuse};
+use crate::ops::{Ops, internal, not_for_role, replay_or_refuse};
 use axum::http::StatusCode;
 use order_api::ApiError;
 use printworks::domain::events::EventEnvelope;
@@ -91,23 +91,7 @@ impl Ops {
         ApiError,
     > {
         if !operator.role.may(OpsAction::Redrive, None) {
-            let allowed: Vec<&str> = operator
-                .role
-                .allowed_actions()
-                .iter()
-                .map(|a| a.as_str())
-                .collect();
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "operator {} ({}) may not look at or redrive dead letters: the role may {}",
-                    operator.id,
-                    operator.role.as_string(),
-                    allowed.join(", ")
-                ),
-            )
-            .with_details(json!({ "role": operator.role.as_string(), "role_allows": allowed })));
+            return Err(not_for_role(operator, "look at or redrive dead letters"));
         }
         let port = self.dead_letters.clone().ok_or_else(|| {
             ApiError::new(

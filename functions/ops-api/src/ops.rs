@@ -99,6 +99,30 @@ pub(crate) fn internal(e: impl Into<anyhow::Error>) -> ApiError {
 
 /// 403: the operator's role does not allow `action` on this order; says
 /// what the role allows.
+/// 403: the role may not `what`; says what the role may instead.
+pub(crate) fn not_for_role(operator: &Operator, what: &str) -> ApiError {
+    let allowed: Vec<&str> = operator
+        .role
+        .allowed_actions()
+        .iter()
+        .map(|a| a.as_str())
+        .collect();
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!(
+            "operator {} ({}) may not {what}: the role may {}",
+            operator.id,
+            operator.role.as_string(),
+            allowed.join(", ")
+        ),
+    )
+    .with_details(serde_json::json!({
+        "role": operator.role.as_string(),
+        "role_allows": allowed,
+    }))
+}
+
 fn forbidden(operator: &Operator, action: OpsAction, order: &Order) -> ApiError {
     let allowed: Vec<&str> = operator
         .role
@@ -184,26 +208,7 @@ impl Ops {
     /// requests. Operators who may resolve flags only (not a plant's).
     pub async fn flags(&self, operator: &Operator) -> Result<serde_json::Value, ApiError> {
         if !operator.role.may(OpsAction::Resolve, None) {
-            let allowed: Vec<&str> = operator
-                .role
-                .allowed_actions()
-                .iter()
-                .map(|a| a.as_str())
-                .collect();
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "operator {} ({}) may not see payment flags: the role may {}",
-                    operator.id,
-                    operator.role.as_string(),
-                    allowed.join(", ")
-                ),
-            )
-            .with_details(serde_json::json!({
-                "role": operator.role.as_string(),
-                "role_allows": allowed,
-            })));
+            return Err(not_for_role(operator, "see payment flags"));
         }
         let orders = self.store.needing_attention(FLAGS_LISTED).await?;
         let mut listed = Vec::with_capacity(orders.len());

@@ -268,13 +268,15 @@ pub async fn get_order(
 /// order waits for its payment (what the storefront passes to the provider)
 /// and `actions`, what the caller may do to it now (as Prodigi's API
 /// does); without what is the shop's own (the operators' actions, with
-/// their ids and reasons, and a plant an operator chose).
+/// their ids and reasons, a plant an operator chose, and what the
+/// reconciler did).
 pub(crate) fn order_body(order: &Order) -> Result<serde_json::Value, ApiError> {
     let mut body = serde_json::to_value(order).map_err(|e| StoreError::Unexpected(e.into()))?;
     let actions = serde_json::to_value(order.customer_actions())
         .map_err(|e| StoreError::Unexpected(e.into()))?;
     if let Some(fields) = body.as_object_mut() {
         fields.remove("plant_choice");
+        fields.remove("watch");
         fields.insert("actions".into(), actions);
     }
     // A resolved payment flag says when; who resolved it and their note
@@ -429,6 +431,17 @@ mod tests {
         );
         assert!(body.get("plant_choice").is_none(), "{body}");
         assert!(!body.to_string().contains("anna"), "{body}");
+        // Nor what the reconciler did (hand-overs, a stuck announcement).
+        let idle = released
+            .reconcile(
+                now + time::Duration::hours(2),
+                &printworks::domain::reconcile::Deadlines::default(),
+            )
+            .expect("idle for two hours")
+            .next;
+        assert!(idle.watch.is_some());
+        let body = order_body(&idle).unwrap();
+        assert!(body.get("watch").is_none(), "{body}");
 
         // A payment flag resolved by an operator: the tenant sees when, not
         // who nor the note.

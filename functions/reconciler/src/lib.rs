@@ -76,17 +76,33 @@ impl Report {
 }
 
 impl Reconciler {
-    /// One pass: the outbox, then every watched state.
+    /// One pass: the outbox, then every watched state. A part that cannot
+    /// read its index does not stop the others; the run then fails with
+    /// the first such error (on AWS: its dead-letter queue and alarm),
+    /// after doing what it could. An order whose repair failed is counted
+    /// (`failed`) and left to the next run.
     #[tracing::instrument(skip_all)]
     pub async fn run(&self) -> Result<Report, StoreError> {
         let now = self.clock.now();
-        let mut report = Report {
-            republished: self.republish(now).await?,
-            ..Report::default()
-        };
+        let mut report = Report::default();
+        let mut first_error: Option<StoreError> = None;
+        match self.republish(now).await {
+            Ok(n) => report.republished = n,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "the outbox could not be reconciled");
+                first_error.get_or_insert(e);
+            }
+        }
         for state in WATCHED {
             let before = now - self.deadlines.look_after(state);
-            let idle = self.store.idle_orders(state, before, self.batch).await?;
+            let idle = match self.store.idle_orders(state, before, self.batch).await {
+                Ok(idle) => idle,
+                Err(e) => {
+                    tracing::warn!(state = state.as_str(), error = %format!("{e:#}"), "idle orders could not be read");
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            };
             report.looked_at += idle.len();
             for order in idle {
                 match self.repair(&order).await {
@@ -101,7 +117,10 @@ impl Reconciler {
         if report != Report::default() {
             tracing::info!(?report, "reconciled");
         }
-        Ok(report)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
     }
 
     /// Publishes what the outbox held too long, then clears it.

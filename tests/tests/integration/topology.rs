@@ -306,13 +306,7 @@ fn the_operator_api_knows_every_dead_letter_queue_of_the_stack() {
     let (tag, value) = tagged(&raw).expect("a !Sub");
     assert_eq!(tag, "!Sub");
     let value = value.as_str().unwrap().to_string();
-    let statements: Vec<&Value> = resource(&t, "OpsApiFunction")["Properties"]["Policies"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p["Statement"].as_sequence())
-        .flatten()
-        .collect();
+    let statements = policy_statements(&t, "OpsApiFunction");
     let resources_of = |sid: &str| -> Vec<String> {
         let s = statements
             .iter()
@@ -368,13 +362,7 @@ fn the_reconciler_knows_dispatchs_link_lifetime_and_may_read_its_index() {
         index["Projection"]["ProjectionType"].as_str(),
         Some("KEYS_ONLY")
     );
-    let statements: Vec<&Value> = resource(&t, "ReconcilerFunction")["Properties"]["Policies"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .filter_map(|p| p["Statement"].as_sequence())
-        .flatten()
-        .collect();
+    let statements = policy_statements(&t, "ReconcilerFunction");
     assert!(statements.iter().any(|s| {
         s["Action"]
             .as_sequence()
@@ -439,14 +427,21 @@ fn every_variable_a_function_requires_is_set_on_it_in_the_template() {
     }
 }
 
+/// Every statement of `function`'s inline policies.
+fn policy_statements<'a>(template: &'a Value, function: &str) -> Vec<&'a Value> {
+    resource(template, function)["Properties"]["Policies"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["Statement"].as_sequence())
+        .flatten()
+        .collect()
+}
+
 /// The orders table statement of `function`'s policy: its actions.
 fn orders_table_actions(template: &Value, function: &str) -> Option<BTreeSet<String>> {
-    let policies = resource(template, function)["Properties"]["Policies"].as_sequence()?;
-    let statements = policies
-        .iter()
-        .filter_map(|p| p["Statement"].as_sequence())
-        .flatten();
-    statements
+    policy_statements(template, function)
+        .into_iter()
         .filter(|s| {
             tagged(&s["Resource"])
                 .is_some_and(|(tag, v)| tag == "!GetAtt" && v.as_str() == Some("OrdersTable.Arn"))

@@ -112,6 +112,15 @@ fn scoped_idem_pk(scope: &str, key: &str) -> String {
     format!("IDEM#{scope}#{key}")
 }
 
+/// An idempotency record in `scope` (a tenant's, an operator's).
+fn idem_item(scope: &str, record: &IdempotencyRecord) -> Item {
+    let mut idem = key(scoped_idem_pk(scope, &record.key), "IDEM");
+    idem.insert("request_hash".into(), s(&record.request_hash));
+    idem.insert("status".into(), n(record.response.status));
+    idem.insert("body".into(), s(&record.response.body));
+    idem
+}
+
 /// The partition of the orders that need a person for their money.
 const ATTENTION_PK: &str = "ATTENTION";
 
@@ -770,15 +779,11 @@ impl OpsStore for DynamoStore {
         scope: &str,
         idempotency: IdempotencyRecord,
     ) -> Result<PlaceOutcome, StoreError> {
-        let mut idem = key(scoped_idem_pk(scope, &idempotency.key), "IDEM");
-        idem.insert("request_hash".into(), s(&idempotency.request_hash));
-        idem.insert("status".into(), n(idempotency.response.status));
-        idem.insert("body".into(), s(&idempotency.response.body));
         let written = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(idem))
+            .set_item(Some(idem_item(scope, &idempotency)))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
@@ -799,11 +804,8 @@ impl OpsStore for DynamoStore {
     async fn act(&self, write: OpsWrite) -> Result<PlaceOutcome, StoreError> {
         let scope = write.scope.clone();
         let record = &write.idempotency;
-        let mut idem = key(scoped_idem_pk(&scope, &record.key), "IDEM");
-        idem.insert("request_hash".into(), s(&record.request_hash));
+        let mut idem = idem_item(&scope, record);
         idem.insert("order_id".into(), s(write.next.id.as_str()));
-        idem.insert("status".into(), n(record.response.status));
-        idem.insert("body".into(), s(&record.response.body));
         let mut items = vec![put(&self.table, idem, Some("attribute_not_exists(pk)"))?];
         items.extend(conditional_order_put(
             &self.table,

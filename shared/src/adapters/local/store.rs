@@ -380,24 +380,12 @@ impl OpsStore for SqliteStore {
     async fn needing_attention(&self, limit: usize) -> Result<Vec<Order>, StoreError> {
         self.db
             .read(move |c| {
-                let mut stmt = c
-                    .prepare_cached(
-                        "SELECT tenant_id, id FROM orders WHERE attention = 1 \
-                         ORDER BY updated_at LIMIT ?1",
-                    )
-                    .map_err(sql)?;
-                let refs = stmt
-                    .query_map([limit as i64], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                    })
-                    .map_err(sql)?
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(sql)?;
-                let mut orders = Vec::with_capacity(refs.len());
-                for (tenant, id) in refs {
-                    orders.extend(load_order(c, &tenant, &id)?);
-                }
-                Ok(orders)
+                load_orders(
+                    c,
+                    "SELECT tenant_id, id FROM orders WHERE attention = 1 \
+                     ORDER BY updated_at LIMIT ?1",
+                    params![limit as i64],
+                )
             })
             .await
     }
@@ -451,23 +439,12 @@ impl ReconcileStore for SqliteStore {
         let before = ts(before)?;
         self.db
             .read(move |c| {
-                let refs = c
-                    .prepare_cached(
-                        "SELECT tenant_id, id FROM orders WHERE state = ?1 AND updated_at <= ?2 \
-                         ORDER BY updated_at LIMIT ?3",
-                    )
-                    .map_err(sql)?
-                    .query_map(params![state.as_str(), before, limit as i64], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                    })
-                    .map_err(sql)?
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(sql)?;
-                let mut orders = Vec::with_capacity(refs.len());
-                for (tenant, id) in refs {
-                    orders.extend(load_order(c, &tenant, &id)?);
-                }
-                Ok(orders)
+                load_orders(
+                    c,
+                    "SELECT tenant_id, id FROM orders WHERE state = ?1 AND updated_at <= ?2 \
+                     ORDER BY updated_at LIMIT ?3",
+                    params![state.as_str(), before, limit as i64],
+                )
             })
             .await
     }
@@ -512,6 +489,28 @@ impl ReconcileStore for SqliteStore {
             })
             .await
     }
+}
+
+/// The orders whose (tenant, id) `query` selects, each read whole.
+fn load_orders(
+    c: &Connection,
+    query: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<Order>, StoreError> {
+    let refs = c
+        .prepare_cached(query)
+        .map_err(sql)?
+        .query_map(args, |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .map_err(sql)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(sql)?;
+    let mut orders = Vec::with_capacity(refs.len());
+    for (tenant, id) in refs {
+        orders.extend(load_order(c, &tenant, &id)?);
+    }
+    Ok(orders)
 }
 
 /// The whole order: its row, and its production record with the job
