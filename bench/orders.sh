@@ -7,6 +7,7 @@
 #
 #   bench/orders.sh                  # 20 s each, sync normal then full
 #   DURATION=60s SYNCS=normal bench/orders.sh
+#   BIN=/tmp/printworks-before bench/orders.sh   # a binary built elsewhere
 #
 # Needs wrk (Debian package `wrk`; installed if missing and apt is usable).
 set -euo pipefail
@@ -24,8 +25,13 @@ if ! command -v wrk >/dev/null; then
   fi
 fi
 
-cargo build --release --quiet -p printworks-local
-bin=target/release/printworks
+# BIN=path: another build to measure (an A/B of two commits' binaries).
+if [ -n "${BIN:-}" ]; then
+  bin=$BIN
+else
+  cargo build --release --quiet -p printworks-local
+  bin=target/release/printworks
+fi
 export PW_BODY='{"locale":"de","currency":"EUR","reference":"PO-4711","customer":{"name":"Erika Mustermann","email":"erika@example.com"},"shipping":{"method":"standard","address":{"name":"Erika Mustermann","line1":"Heidestr. 17","postal_code":"51147","city":"Köln","country":"DE"}},"items":[{"sku":"poster-30x40","quantity":2,"options":{"finish":"glossy"},"images":[{"upload_id":"upl_0123456789abcdef0123456789abcdef"}]},{"sku":"photo-10x15","quantity":24,"images":[{"url":"https://images.example.com/a.jpg"}]}]}'
 
 echo "machine: $(nproc) cores; wrk -t$THREADS -c$CONNECTIONS -d$DURATION; server and load generator share the machine"
