@@ -29,6 +29,7 @@ PAID_AT = "2026-11-22T10:00:00Z"
 SENT_AT = 1795341601  # one second later
 # The total of one poster-20x30 to DE in cents: 9.90 + 4.90 shipping, 19 % VAT.
 AMOUNT = {"amount": 1761, "currency": "EUR"}
+VAT = {"amount": 281, "currency": "EUR"}
 QUEUE_ARN = "arn:aws:sqs:eu-central-1:123456789012:printworks-RenderQueue-2H8M4R6TQ0YB"
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -36,7 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def main():
     envelope = {
         "id": EVENT_ID, "type": "OrderPaid", "order_id": ORDER_ID, "tenant": TENANT,
-        "occurred_at": PAID_AT, "data": {"amount": AMOUNT, "method": "invoice", "attempt": 1},
+        "occurred_at": PAID_AT, "data": {"amount": AMOUNT, "vat": VAT, "method": "invoice", "attempt": 1},
     }
     record = topic_record("3b9e6d14-7a2c-4f85-b0d3-8c1e5f9a2d47", envelope, SENT_AT, QUEUE_ARN)
     write_in("order-paid", {"Records": [record]}, HERE)

@@ -2,7 +2,8 @@
 //! blob server (uploads, and print files under `/prints`) and the SQS
 //! endpoint on one loopback port; the SQLite store, the outbox relay, the
 //! local bus and the queue consumers (render, dispatch, production-events,
-//! notify, the sweep of deferred notifications, and the reconciler);
+//! notify, the sweep of deferred notifications, the statistics projection
+//! and the reconciler);
 //! and one edge agent per plant with a simulated machine behind its hot
 //! folder under `<data dir>/plants/<id>/`.
 
@@ -368,6 +369,7 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         ops_api::Config::for_env(&options.env)?,
         ops_api::Ops {
             dead_letters: Some(Arc::new(bus.clone())),
+            stats: Some(store_arc.clone()),
             ..ops_api::Ops::new(catalog.clone(), store_arc.clone(), clock.clone())
         },
         store_arc.clone(),
@@ -452,6 +454,21 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
             },
         )),
     ]);
+    let projection = Arc::new(stats::Stats::new(store_arc.clone()));
+    workers.push(tokio::spawn(workers::consume(
+        bus.clone(),
+        topology::STATS.name,
+        topology::STATS.batch_size(),
+        faults.clone(),
+        shutdown.subscribe(),
+        move |m| {
+            let projection = projection.clone();
+            async move {
+                let outcome = projection.handle(&m.body).await?;
+                Ok(format!("{outcome:?}"))
+            }
+        },
+    )));
     let backoff = options.notify.backoff;
     workers.push(tokio::spawn(workers::consume_with_backoff(
         bus.clone(),

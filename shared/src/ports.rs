@@ -153,6 +153,26 @@ pub trait OpsStore: Send + Sync {
     ) -> Result<PlaceOutcome, StoreError>;
 }
 
+/// The statistics projection's counters ([`crate::domain::stats`]).
+#[async_trait]
+pub trait StatsStore: Send + Sync {
+    /// Adds `fact`, of the event `event_id`, to the counters once, in one
+    /// transaction with the event's mark: `false` when the event was
+    /// counted before, or when it is a shipment of an order whose first
+    /// shipment was.
+    async fn apply(
+        &self,
+        event_id: &str,
+        fact: &crate::domain::stats::Fact,
+    ) -> Result<bool, StoreError>;
+    /// The counters of `query`'s days (its tenant's revenue and holds, its
+    /// plant's lead times, when it names them).
+    async fn counts(
+        &self,
+        query: &crate::domain::stats::StatsQuery,
+    ) -> Result<crate::domain::stats::Counts, StoreError>;
+}
+
 /// What the reconciler reads: idle orders by state, and outbox events
 /// that were never published. Both are indexes the stores keep in the
 /// writes themselves (SQLite: `orders (state, updated_at)` and the outbox

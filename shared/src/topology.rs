@@ -15,6 +15,7 @@
 
 use crate::domain::events::EventType;
 use crate::domain::notify::NOTIFY_EVENTS;
+use crate::domain::stats::STATS_EVENTS;
 use std::time::Duration;
 
 /// One queue.
@@ -137,6 +138,24 @@ pub const NOTIFY: QueueSpec = QueueSpec {
     }),
 };
 
+/// The events the statistics count ([`STATS_EVENTS`]) to the stats
+/// projection, ten at a time (each is one small transaction).
+pub const STATS: QueueSpec = QueueSpec {
+    name: "stats",
+    resource: "StatsQueue",
+    dead_letter_resource: "StatsDeadLetterQueue",
+    subscription: Some(Subscription {
+        resource: "StatsSubscription",
+        events: &STATS_EVENTS,
+    }),
+    visibility_timeout: Duration::from_secs(180),
+    max_receive_count: 5,
+    consumer: Some(Consumer {
+        function: "StatsFunction",
+        batch_size: 10,
+    }),
+};
+
 /// The plants' status reports to production-events (the agents send here
 /// directly; not subscribed to the topic).
 pub const PLANT_EVENTS: QueueSpec = QueueSpec {
@@ -167,10 +186,10 @@ pub const PLANT_JOBS: QueueSpec = QueueSpec {
 };
 
 /// The queues subscribed to the event topic.
-pub const TOPIC_QUEUES: [QueueSpec; 3] = [RENDER, DISPATCH, NOTIFY];
+pub const TOPIC_QUEUES: [QueueSpec; 4] = [RENDER, DISPATCH, NOTIFY, STATS];
 
 /// The queues of the main stack (`infra/template.yaml`).
-pub const STACK_QUEUES: [QueueSpec; 4] = [RENDER, DISPATCH, NOTIFY, PLANT_EVENTS];
+pub const STACK_QUEUES: [QueueSpec; 5] = [RENDER, DISPATCH, NOTIFY, STATS, PLANT_EVENTS];
 
 /// A plant's job queue name: `plant-<id>-jobs`, as dispatch addresses it
 /// and `infra/plant.yaml` names it.

@@ -87,6 +87,7 @@ impl App {
                         aws.dead_letter_queues.clone(),
                     ),
                 )),
+                stats: Some(store.clone()),
                 ..crate::Ops::new(
                     Arc::new(Catalog::builtin().clone()),
                     store.clone(),

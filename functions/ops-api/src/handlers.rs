@@ -6,8 +6,8 @@ use crate::ops::Action;
 use crate::{Answer, App};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use order_api::ApiError;
@@ -161,6 +161,23 @@ pub async fn flags(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Re
 pub async fn stuck(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
     let operator = operator_of(&app, &headers).await?;
     Ok(Json(app.ops.stuck(&operator).await?).into_response())
+}
+
+#[tracing::instrument(skip_all, fields(operator))]
+pub async fn stats(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    params: Result<Query<crate::stats::StatsParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let operator = operator_of(&app, &headers).await?;
+    let Query(params) = params.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("the query string could not be read: {}", e.body_text()),
+        )
+    })?;
+    Ok(Json(app.ops.stats(&operator, &params).await?).into_response())
 }
 
 #[tracing::instrument(skip_all, fields(operator))]

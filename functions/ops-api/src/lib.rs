@@ -24,6 +24,7 @@ pub mod config;
 pub mod dead_letters;
 mod handlers;
 mod ops;
+pub mod stats;
 mod view;
 
 pub use config::{Config, Resources};
@@ -83,6 +84,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<State>)> {
         ),
         (Method::GET, "/v1/ops/flags", get(handlers::flags)),
         (Method::GET, "/v1/ops/stuck", get(handlers::stuck)),
+        (Method::GET, "/v1/ops/stats", get(handlers::stats)),
         (
             Method::GET,
             "/v1/ops/dlq",

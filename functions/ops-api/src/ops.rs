@@ -87,6 +87,9 @@ pub struct Ops {
     /// The dead-letter queues (the local bus, SQS): `None` where the
     /// queues are not reachable (`printworks ops --aws-table`).
     pub dead_letters: Option<Arc<dyn printworks::ports::DeadLetters>>,
+    /// The statistics projection's counters: `None` where they are not
+    /// kept.
+    pub stats: Option<Arc<dyn printworks::ports::StatsStore>>,
 }
 
 fn not_found() -> ApiError {
@@ -175,6 +178,7 @@ impl Ops {
             store,
             clock,
             dead_letters: None,
+            stats: None,
         }
     }
 

@@ -409,6 +409,7 @@ mod tests {
             reason: "plant down".into(),
             from: OrderState::Rendered,
             photo: None,
+            code: None,
         });
         let released = held
             .release(

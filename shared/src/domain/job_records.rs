@@ -506,6 +506,7 @@ pub fn apply_report(
                 reason: why.clone(),
                 from: order.state,
                 photo: None,
+                code: Some("production_failed".into()),
             });
             next.state = OrderState::OnHold;
             events.push(event(
@@ -538,6 +539,7 @@ pub fn apply_report(
                 if !next_record.earlier_shipments.is_empty() {
                     data["earlier_shipments"] = serde_json::json!(next_record.earlier_shipments);
                 }
+                order.add_shipment_facts(&mut data, &plant);
                 events.push(event(EventType::OrderShipped, data));
             }
             next_order = Some(next);

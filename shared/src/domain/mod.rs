@@ -27,6 +27,8 @@
 //! - [`reconcile`]: what the reconciler repairs on an idle order (hand-overs
 //!   to render or dispatch again, fresh print file URLs) and when an order
 //!   is announced stuck
+//! - [`stats`]: the business statistics as a projection of the events
+//!   (what each event adds, percentiles, the report)
 //! - [`tenant`]: tenants and API keys
 //! - [`upload`]: upload ids, their tenant-scoped keys, which uploads an order
 //!   may use
@@ -48,5 +50,6 @@ pub mod production;
 pub mod reconcile;
 pub mod signature;
 pub mod state;
+pub mod stats;
 pub mod tenant;
 pub mod upload;

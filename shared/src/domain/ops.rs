@@ -430,11 +430,12 @@ impl Order {
         let mut events = vec![self.resumed(&next, &reason, details, now)];
         if next.state == OrderState::Shipped {
             // Every job shipped while the order was held.
-            events.push(self.ops_event(
-                EventType::OrderShipped,
-                serde_json::json!({ "attempt": next.attempt, "shipments": shipments(&next) }),
-                now,
-            ));
+            let mut data =
+                serde_json::json!({ "attempt": next.attempt, "shipments": shipments(&next) });
+            if let Some(production) = &next.production {
+                next.add_shipment_facts(&mut data, &production.plant);
+            }
+            events.push(self.ops_event(EventType::OrderShipped, data, now));
         }
         Ok(Acted {
             next,

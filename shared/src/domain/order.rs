@@ -352,6 +352,10 @@ pub struct Hold {
     /// lifts the hold ([`super::changes`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub photo: Option<super::changes::PhotoRef>,
+    /// Why, for the statistics: the `details.code` of its `OrderOnHold`
+    /// (`unprintable_resolution`, `production_failed`, `no_plant`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -529,10 +533,23 @@ impl Order {
                 &self.id,
                 &self.tenant,
                 now,
-                serde_json::json!({ "amount": self.totals.total, "method": "invoice", "attempt": self.attempt }),
+                serde_json::json!({ "amount": self.totals.total, "vat": self.totals.vat, "method": "invoice", "attempt": self.attempt }),
             ));
         }
         events
+    }
+
+    /// Adds to an `OrderShipped` event's `data` what the statistics count
+    /// its lead time by: when the order was placed, the plant and the
+    /// order's products (`skus`).
+    pub fn add_shipment_facts(&self, data: &mut serde_json::Value, plant: &str) {
+        let placed_at = self
+            .created_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        data["placed_at"] = serde_json::json!(placed_at);
+        data["plant"] = serde_json::json!(plant);
+        data["skus"] = serde_json::json!(self.items.iter().map(|i| &i.sku).collect::<Vec<_>>());
     }
 
     /// The state production is judged by: for a held order, where it was.
@@ -622,6 +639,10 @@ impl Order {
             reason: reason.to_string(),
             from: self.state,
             photo: None,
+            code: details
+                .get("code")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string),
         });
         next.state = OrderState::OnHold;
         let event = EventEnvelope::new(
@@ -1020,12 +1041,14 @@ mod tests {
             reason: "photo too small".into(),
             from: OrderState::Paid,
             photo: None,
+            code: None,
         });
         assert!(held.cancel("x", now()).is_ok());
         held.hold = Some(Hold {
             reason: "chargeback".into(),
             from: OrderState::Printed,
             photo: None,
+            code: None,
         });
         assert!(held.cancel("x", now()).is_err());
     }

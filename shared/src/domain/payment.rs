@@ -619,6 +619,7 @@ impl Order {
                             now,
                             serde_json::json!({
                                 "amount": total,
+                                "vat": self.totals.vat,
                                 "method": "provider",
                                 "provider": event.provider,
                                 "payment_id": event.payment_id,

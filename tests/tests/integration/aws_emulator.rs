@@ -2311,3 +2311,118 @@ async fn emulator_dead_letters_are_counted_and_looked_at_without_being_taken() {
     assert!(letters.dead_letters("render", 10).await.unwrap().is_none());
     assert!(letters.redrive("render").await.unwrap().is_none());
 }
+
+/// The statistics projection on DynamoDB: events reach a queue through
+/// the topic's filter on `STATS_EVENTS` (as `StatsSubscription` in the
+/// template), are counted by the stats handler on DynamoDB Local, each
+/// delivered twice and all at once (transactions on one counter conflict
+/// and are retried), and the counters equal those the SQLite store counts
+/// from the same events: the two adapters agree.
+#[tokio::test]
+async fn emulator_the_statistics_count_each_event_once_on_dynamodb_as_on_sqlite() {
+    use printworks::domain::events::EventType;
+    use printworks::domain::stats::{Report, STATS_EVENTS, StatsQuery};
+    use printworks::ports::{EventPublisher, StatsStore};
+    if emulator().is_none() {
+        return;
+    }
+    let f = fixture().await;
+    let run = run_id();
+    let filter = json!({"type": STATS_EVENTS.iter().map(|t| t.as_str()).collect::<Vec<_>>()});
+    let stats_queue =
+        create_queue(&f.sdk, &f.topic_arn, &format!("stats-{run}"), Some(filter)).await;
+    let dynamo = Arc::new(DynamoStore::from_sdk(&f.sdk, &f.table));
+    let publisher = SnsPublisher::from_sdk(&f.sdk, &f.topic_arn);
+    let t0 = time::macros::datetime!(2026-11-20 08:00 UTC);
+    let mut events = Vec::new();
+    for i in 0..24u32 {
+        let at = t0 + time::Duration::minutes(i64::from(i) * 97);
+        let country = if i % 3 == 0 { "CH" } else { "DE" };
+        let placed = printworks::testing::paid_order(&[("poster-30x40", 1 + i % 2)], country, at);
+        let order = placed.order.clone();
+        events.extend(placed.events);
+        if i % 5 == 0 {
+            let (_, held) = order
+                .hold_unprintable(
+                    &order.items[0],
+                    0,
+                    &printworks::domain::print::Unprintable::UploadMissing,
+                    at,
+                )
+                .unwrap();
+            events.push(held);
+        } else {
+            let shipped_at = at + time::Duration::minutes(600 + i64::from(i) * 13);
+            let mut data = json!({"attempt": 1});
+            order.add_shipment_facts(&mut data, if i % 2 == 0 { "muc" } else { "btf" });
+            events.push(EventEnvelope::new(
+                EventType::OrderShipped,
+                &order.id,
+                &order.tenant,
+                shipped_at,
+                data,
+            ));
+        }
+    }
+    // Events the statistics do not count are filtered out by the topic.
+    let counted = events
+        .iter()
+        .filter(|e| STATS_EVENTS.contains(&e.event_type))
+        .count();
+    publisher.publish(&events).await.unwrap();
+    let queue = SqsQueue::from_sdk(&f.sdk, &stats_queue);
+    let delivered = drain(&queue, counted).await;
+    assert_eq!(delivered.len(), counted);
+
+    let on_dynamo = stats::Stats::new(dynamo.clone());
+    let bodies: Vec<String> = delivered
+        .iter()
+        .chain(delivered.iter())
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect();
+    let outcomes = futures::future::join_all(bodies.iter().map(|b| on_dynamo.handle(b))).await;
+    let newly = outcomes
+        .into_iter()
+        .map(|o| o.expect("counted or already counted"))
+        .filter(|o| *o == stats::Outcome::Counted)
+        .count();
+    assert_eq!(newly, counted, "each event counted once");
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(
+        printworks::adapters::local::db::Db::open(
+            dir.path().join("pw.sqlite"),
+            printworks::adapters::local::db::Durability::Normal,
+        )
+        .unwrap(),
+    );
+    let sqlite = Arc::new(printworks::adapters::local::store::SqliteStore::new(db));
+    let on_sqlite = stats::Stats::new(sqlite.clone());
+    for body in &bodies {
+        on_sqlite.handle(body).await.unwrap();
+    }
+    let query =
+        StatsQuery::new(t0.date(), t0.date() + time::Duration::days(3), None, None).unwrap();
+    let report = |counts| Report::from_counts(&query, counts);
+    let from_dynamo = report(dynamo.counts(&query).await.unwrap());
+    assert_eq!(from_dynamo, report(sqlite.counts(&query).await.unwrap()));
+    let orders: i64 = from_dynamo.revenue.iter().map(|l| l.orders).sum();
+    assert_eq!(orders, 24);
+    assert!(
+        from_dynamo
+            .revenue
+            .iter()
+            .any(|l| l.currency.code() == "CHF")
+    );
+    assert_eq!(from_dynamo.holds.iter().map(|h| h.holds).sum::<i64>(), 5);
+    assert_eq!(
+        from_dynamo.lead_times.iter().map(|l| l.orders).sum::<i64>(),
+        19
+    );
+    // One plant, one day: the Query reads the day's keys only.
+    let one = StatsQuery::new(t0.date(), t0.date(), None, Some("muc".into())).unwrap();
+    assert_eq!(
+        Report::from_counts(&one, dynamo.counts(&one).await.unwrap()),
+        Report::from_counts(&one, sqlite.counts(&one).await.unwrap())
+    );
+}

@@ -111,6 +111,18 @@ impl Shop {
         .await
     }
 
+    /// `GET /v1/ops/stats?{query}` with `key`: status and body.
+    async fn stats(&self, key: &str, query: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(format!("{}/v1/ops/stats?{query}", self.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
     /// The order as operators see it.
     async fn shown(&self, id: &str) -> Value {
         let answer = self.ops(&self.support, &OpsRequest::show(id)).await;
@@ -281,6 +293,67 @@ async fn a_reprint_ships_again_and_every_job_is_printed_once() {
         "{}",
         last.data
     );
+
+    // The statistics counted it as it happened: one order paid, and its
+    // lead time once (the reprint's shipment is not a second order's).
+    let today = time::OffsetDateTime::now_utc().date();
+    let query = format!("from={today}&to={today}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let report = loop {
+        let (status, report) = shop.stats(&shop.support, &query).await;
+        assert_eq!(status, 200, "{report}");
+        if !report["lead_times"].as_array().unwrap().is_empty()
+            || std::time::Instant::now() > deadline
+        {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let lead = report["lead_times"].as_array().unwrap();
+    assert_eq!(lead.len(), 1, "{report}");
+    assert_eq!(
+        (&lead[0]["plant"], &lead[0]["sku"], &lead[0]["orders"]),
+        (&json!(plant), &json!("poster-30x40"), &json!(1)),
+        "{report}"
+    );
+    let revenue = &report["revenue"][0];
+    assert_eq!(
+        (&revenue["tenant"], &revenue["orders"]),
+        (&json!("demo-b2b"), &json!(1)),
+        "{report}"
+    );
+    assert_eq!(
+        revenue["net"].as_i64().unwrap() + revenue["vat"].as_i64().unwrap(),
+        revenue["gross"].as_i64().unwrap()
+    );
+    // A plant's operator sees that plant's lead times only; a tenant's
+    // figures are refused with what the role may see; a bad day is a 400.
+    let (status, mine) = shop.stats(&shop.muc, &query).await;
+    assert_eq!(status, 200, "{mine}");
+    assert_eq!(mine["revenue"], json!([]));
+    assert_eq!(
+        mine["lead_times"].as_array().unwrap().len(),
+        usize::from(plant == "muc")
+    );
+    let (status, refused) = shop.stats(&shop.muc, "tenant=demo-b2b").await;
+    assert_eq!(status, 403, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("lead times only"),
+        "{refused}"
+    );
+    for bad in [
+        "from=2026-13-01",
+        "from=2026-11-02&to=2026-11-01",
+        "to=2026-11-30&from=2024-01-01",
+        "day=1",
+    ] {
+        let (status, error) = shop.stats(&shop.support, bad).await;
+        assert_eq!(status, 400, "{bad}: {error}");
+        assert_eq!(error["error"]["code"], "invalid_query", "{bad}: {error}");
+    }
     shop.app.stop().await.unwrap();
 }
 

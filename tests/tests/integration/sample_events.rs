@@ -985,3 +985,61 @@ async fn the_reconciler_sample_runs_one_pass() {
     let report = reconciler.run().await.unwrap();
     assert_eq!(report.rendered_again, 1, "{report:?}");
 }
+
+/// The stats sample: the batch counted once however often it comes, each
+/// event under its UTC day, the lead time from `placed_at` to the shipment.
+#[tokio::test]
+async fn the_stats_sample_is_counted_once() {
+    use printworks::domain::stats::{Report, StatsQuery};
+    use printworks::ports::StatsStore;
+    let samples = files("stats");
+    assert_eq!(
+        samples.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["counted-events"]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(
+        printworks::adapters::local::db::Db::open(
+            dir.path().join("pw.sqlite"),
+            printworks::adapters::local::db::Durability::Normal,
+        )
+        .unwrap(),
+    );
+    let store = Arc::new(printworks::adapters::local::store::SqliteStore::new(db));
+    let handler = stats::Stats::new(store.clone());
+    for _ in 0..2 {
+        let batch: aws_lambda_events::event::sqs::SqsEvent =
+            serde_json::from_str(&samples["counted-events"]).unwrap();
+        assert_eq!(batch.records.len(), 4);
+        let response = handler.handle_sqs(batch).await;
+        assert!(response.batch_item_failures.is_empty());
+    }
+    let query = StatsQuery::new(
+        time::macros::date!(2026 - 11 - 21),
+        time::macros::date!(2026 - 11 - 22),
+        None,
+        None,
+    )
+    .unwrap();
+    let report = Report::from_counts(&query, store.counts(&query).await.unwrap());
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(
+        json["revenue"],
+        serde_json::json!([
+            {"day": "2026-11-21", "tenant": "acme-prints", "currency": "EUR", "orders": 1,
+             "net": 1480, "vat": 281, "gross": 1761, "refunded": 0, "average_order_value": 1480},
+            {"day": "2026-11-22", "tenant": "acme-prints", "currency": "CHF", "orders": 0,
+             "net": 0, "vat": 0, "gross": 0, "refunded": 500, "average_order_value": 0},
+        ])
+    );
+    assert_eq!(
+        json["holds"],
+        serde_json::json!([{"day": "2026-11-21", "tenant": "acme-prints",
+            "code": "unprintable_resolution", "holds": 1}])
+    );
+    assert_eq!(
+        json["lead_times"],
+        serde_json::json!([{"plant": "muc", "sku": "poster-20x30", "orders": 1,
+            "p50_minutes": 1560, "p95_minutes": 1560}])
+    );
+}

@@ -74,6 +74,8 @@ use std::collections::HashMap;
 
 #[path = "dynamodb_notify.rs"]
 mod notify;
+#[path = "dynamodb_stats.rs"]
+mod stats;
 
 /// How long an outbox item stays after it was written (the stream keeps 24 h).
 const OUTBOX_TTL_SECS: i64 = 7 * 24 * 3600;

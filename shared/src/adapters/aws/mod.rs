@@ -14,7 +14,9 @@
 //!
 //! The DynamoDB `NotificationStore` (notification records, daily send
 //! counters, the deferred index) lives in `dynamodb_notify.rs`, a child
-//! module of [`dynamodb`] that shares its table helpers.
+//! module of [`dynamodb`] that shares its table helpers; the
+//! `StatsStore` (the statistics projection's counters) in
+//! `dynamodb_stats.rs`, another.
 
 #[cfg(feature = "aws-dynamodb")]
 pub mod dynamodb;

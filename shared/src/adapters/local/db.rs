@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
 
 const MAX_GROUP: usize = 256;
-const SCHEMA_VERSION: i32 = 6;
+const SCHEMA_VERSION: i32 = 7;
 
 /// `synchronous` in WAL mode: `Normal` survives a crash of the process
 /// (`kill -9`); `Full` also survives a power cut, at one fsync per group.
@@ -174,6 +174,33 @@ CREATE TABLE IF NOT EXISTS notify_counters (
     sent INTEGER NOT NULL,
     PRIMARY KEY (tenant_id, channel, day)
 );
+CREATE TABLE IF NOT EXISTS stats_events (event_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS stats_shipped (order_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS stats_revenue (
+    day TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    currency TEXT NOT NULL,
+    orders INTEGER NOT NULL DEFAULT 0,
+    gross INTEGER NOT NULL DEFAULT 0,
+    vat INTEGER NOT NULL DEFAULT 0,
+    refunded INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, tenant_id, currency)
+);
+CREATE TABLE IF NOT EXISTS stats_holds (
+    day TEXT NOT NULL,
+    tenant_id TEXT NOT NULL,
+    code TEXT NOT NULL,
+    holds INTEGER NOT NULL,
+    PRIMARY KEY (day, tenant_id, code)
+);
+CREATE TABLE IF NOT EXISTS stats_lead (
+    day TEXT NOT NULL,
+    plant TEXT NOT NULL,
+    sku TEXT NOT NULL,
+    minutes INTEGER NOT NULL,
+    orders INTEGER NOT NULL,
+    PRIMARY KEY (day, plant, sku, minutes)
+);
 CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, visible_at_ms, seq);
 CREATE UNIQUE INDEX IF NOT EXISTS messages_receipt ON messages (receipt) WHERE receipt IS NOT NULL;
 ";
@@ -199,8 +226,9 @@ pub const PLATFORM: Schema = Schema {
             conn.execute_batch("ALTER TABLE orders ADD COLUMN version INTEGER NOT NULL DEFAULT 0")?;
         }
         // Versions 3 (event_log, plant_load), 4 (notifications,
-        // notify_counters) and 5 (productions, jobs: an order's jobs as
-        // records of their own) only add tables.
+        // notify_counters), 5 (productions, jobs: an order's jobs as
+        // records of their own) and 7 (the statistics' stats_* tables)
+        // only add tables.
         if version < 6 {
             // Version 6: orders whose money needs a person are marked (an
             // index for `printworks ops flags`). Every flag stored before

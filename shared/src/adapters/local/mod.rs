@@ -5,6 +5,7 @@
 //! - [`bus`]: topic fan-out filtered by event type, queues with visibility
 //!   timeout, redelivery and dead-lettering, the outbox relay
 //! - [`notify`]: the notification ledger and the daily send counters
+//! - [`stats`]: the statistics projection's counters
 //! - [`outbox`]: e-mail (`.eml`) and SMS files in an outbox folder
 //! - [`blobs`]: the file-system blob store and its HMAC-presigned URLs
 //! - `sqs_api` (feature `sqs-api`): the bus's queues behind the SQS JSON
@@ -18,6 +19,7 @@ pub mod operators;
 pub mod outbox;
 #[cfg(feature = "sqs-api")]
 pub mod sqs_api;
+pub mod stats;
 pub mod store;
 
 #[cfg(test)]
