@@ -568,6 +568,11 @@ async fn up(
             platform::outbox_dir(&data_dir).display()
         );
     }
+    println!(
+        "the back office: {}/console (log in with an operator key: printworks operator add --id NAME --role support --data-dir {})",
+        running.base_url(),
+        data_dir.display()
+    );
     println!("Ctrl-C stops.");
     shutdown_signal().await;
     println!("stopping…");

@@ -370,6 +370,8 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         ops_api::Ops {
             dead_letters: Some(Arc::new(bus.clone())),
             stats: Some(store_arc.clone()),
+            feed: Some(Arc::new(bus.clone())),
+            live_stop: Some(shutdown.subscribe()),
             ..ops_api::Ops::new(catalog.clone(), store_arc.clone(), clock.clone())
         },
         store_arc.clone(),

@@ -142,6 +142,11 @@ pub trait OpsStore: Send + Sync {
     /// first, at most `limit`. Kept as an index beside the orders, written
     /// in each order's transaction.
     async fn needing_attention(&self, limit: usize) -> Result<Vec<Order>, StoreError>;
+    /// Orders on hold, longest held first (least recently changed), at
+    /// most `limit`: the stores' index by state and last write (SQLite
+    /// `orders_idle`; DynamoDB's `idle` index, which keeps held orders
+    /// beside the reconciler's watched states).
+    async fn held_orders(&self, limit: usize) -> Result<Vec<Order>, StoreError>;
     /// Keeps the record of a person's action that changes no order (a
     /// redrive of dead letters) under its key in `scope`: what
     /// [`OpsStore::act`] keeps beside an order's write, alone.
@@ -151,6 +156,22 @@ pub trait OpsStore: Send + Sync {
         scope: &str,
         idempotency: IdempotencyRecord,
     ) -> Result<PlaceOutcome, StoreError>;
+}
+
+/// The events as they were published, in that order: what the console's
+/// live updates follow. A position is opaque and only grows.
+#[async_trait]
+pub trait EventFeed: Send + Sync {
+    /// The position of the last event published (0 before any): where a
+    /// new follower starts.
+    async fn feed_end(&self) -> Result<i64, StoreError>;
+    /// Events published after `position`, oldest first, at most `limit`,
+    /// each with its position.
+    async fn feed_after(
+        &self,
+        position: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, EventEnvelope)>, StoreError>;
 }
 
 /// The statistics projection's counters ([`crate::domain::stats`]).

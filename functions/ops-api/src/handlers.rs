@@ -164,6 +164,18 @@ pub async fn stuck(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Re
 }
 
 #[tracing::instrument(skip_all, fields(operator))]
+pub async fn live(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let operator = operator_of(&app, &headers).await?;
+    app.ops.live(operator, &headers).await
+}
+
+#[tracing::instrument(skip_all, fields(operator))]
+pub async fn holds(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let operator = operator_of(&app, &headers).await?;
+    Ok(Json(app.ops.holds(&operator).await?).into_response())
+}
+
+#[tracing::instrument(skip_all, fields(operator))]
 pub async fn stats(
     State(app): State<Arc<App>>,
     headers: HeaderMap,

@@ -21,8 +21,10 @@
 
 mod auth;
 pub mod config;
+pub mod console;
 pub mod dead_letters;
 mod handlers;
+mod live;
 mod ops;
 pub mod stats;
 mod view;
@@ -84,7 +86,11 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<State>)> {
         ),
         (Method::GET, "/v1/ops/flags", get(handlers::flags)),
         (Method::GET, "/v1/ops/stuck", get(handlers::stuck)),
+        (Method::GET, "/v1/ops/holds", get(handlers::holds)),
         (Method::GET, "/v1/ops/stats", get(handlers::stats)),
+        (Method::GET, "/v1/ops/live", get(handlers::live)),
+        (Method::GET, "/console", get(console::page)),
+        (Method::GET, "/console/{file}", get(console::asset)),
         (
             Method::GET,
             "/v1/ops/dlq",
@@ -112,6 +118,7 @@ pub fn router(app: Arc<App>) -> Router {
     }
     router
         .layer(DefaultBodyLimit::max(order_api::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(console::same_origin))
         .with_state(app)
 }
 

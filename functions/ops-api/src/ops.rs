@@ -90,6 +90,11 @@ pub struct Ops {
     /// The statistics projection's counters: `None` where they are not
     /// kept.
     pub stats: Option<Arc<dyn printworks::ports::StatsStore>>,
+    /// The published events, for `GET /v1/ops/live`: `None` where they
+    /// cannot be streamed (the Lambda).
+    pub feed: Option<Arc<dyn printworks::ports::EventFeed>>,
+    /// Ends the live streams when `printworks up` stops.
+    pub live_stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 fn not_found() -> ApiError {
@@ -162,6 +167,11 @@ fn plant_of(order: &Order) -> Option<&str> {
     order.production.as_ref().map(|p| p.plant.as_str())
 }
 
+/// [`plant_of`], for the live stream.
+pub(crate) fn plant_of_order(order: &Order) -> Option<&str> {
+    plant_of(order)
+}
+
 /// What this operator may do to the order now.
 pub fn allowed_for(operator: &Operator, order: &Order) -> Vec<OpsAction> {
     order
@@ -179,6 +189,8 @@ impl Ops {
             clock,
             dead_letters: None,
             stats: None,
+            feed: None,
+            live_stop: None,
         }
     }
 
@@ -203,7 +215,16 @@ impl Ops {
         id: &OrderId,
     ) -> Result<serde_json::Value, ApiError> {
         let order = self.order_for(operator, id, OpsAction::Show).await?;
-        Ok(order_view(&order, &allowed_for(operator, &order)))
+        let mut view = order_view(&order, &allowed_for(operator, &order));
+        // A plant packs and ships: the ship-to address and the customer's
+        // name, never how to reach the customer.
+        if matches!(operator.role, printworks::domain::operator::Role::Plant(_))
+            && let Some(customer) = view["order"]["customer"].as_object_mut()
+        {
+            customer.remove("email");
+            customer.remove("phone");
+        }
+        Ok(view)
     }
 
     /// What needs a person for money across every tenant: the orders with
@@ -268,6 +289,39 @@ impl Ops {
                     "since": rfc3339(watch.since),
                     "announced_at": watch.stuck_at.map(rfc3339),
                     "nudges": watch.nudges,
+                    "actions": allowed_for(operator, o),
+                }))
+            })
+            .collect();
+        Ok(serde_json::json!({
+            "orders": listed,
+            "has_more": orders.len() >= FLAGS_LISTED,
+        }))
+    }
+
+    /// Orders on hold, longest held first (at most 200; `has_more` says if
+    /// there are more): why (the reason the customer is told, its code),
+    /// held from which state, since when, whether a photo the customer
+    /// replaces lifts the hold, and what this operator may do now. A
+    /// plant's operators see their plant's only.
+    pub async fn holds(&self, operator: &Operator) -> Result<serde_json::Value, ApiError> {
+        let orders = self.store.held_orders(FLAGS_LISTED).await?;
+        let rfc3339 = |t: time::OffsetDateTime| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        };
+        let listed: Vec<serde_json::Value> = orders
+            .iter()
+            .filter(|o| operator.role.may(OpsAction::Show, plant_of(o)))
+            .filter_map(|o| {
+                let hold = o.hold.as_ref()?;
+                Some(serde_json::json!({
+                    "order_id": o.id, "tenant": o.tenant, "reference": o.reference,
+                    "reason": hold.reason, "code": hold.code, "from": hold.from,
+                    "customer_can_fix": hold.photo.is_some(),
+                    "attempt": o.attempt,
+                    "plant": plant_of(o),
+                    "since": rfc3339(o.updated_at),
                     "actions": allowed_for(operator, o),
                 }))
             })

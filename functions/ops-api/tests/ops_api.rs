@@ -402,3 +402,281 @@ async fn bad_requests_are_refused_with_what_is_allowed_instead() {
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     assert_eq!(b["error"]["details"]["allowed_actions"], json!(["show"]));
 }
+
+/// Held orders are listed with why, and what the operator may do; a
+/// plant's operator sees only their plant's (this one is not dispatched:
+/// no plant's), and never the customer's e-mail or phone on an order.
+#[tokio::test]
+async fn held_orders_are_listed_by_role_and_a_plant_never_sees_how_to_reach_the_customer() {
+    let env = env().await;
+    let held = held_order(&env).await;
+    let (status, listed, _) =
+        call(&env, "GET", "/v1/ops/holds", Some(&env.support), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let line = &listed["orders"][0];
+    assert_eq!(line["order_id"], held.id.as_str());
+    assert_eq!(line["code"], "too_small");
+    assert_eq!(line["from"], "paid");
+    assert_eq!(line["customer_can_fix"], false);
+    assert_eq!(line["actions"], json!(["show", "release", "cancel"]));
+    let (status, mine, _) = call(
+        &env,
+        "GET",
+        "/v1/ops/holds",
+        Some(&env.plant_muc),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(mine["orders"], json!([]));
+    // The support operator sees how to reach the customer; on a plant's
+    // order, its plant's operator sees the name and the ship-to only.
+    let (_, shown, _) = call(
+        &env,
+        "GET",
+        &format!("/v1/ops/orders/{}", held.id),
+        Some(&env.support),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(shown["order"]["customer"]["email"], "erika@example.com");
+    let at_muc = printworks::testing::stored_dispatched(
+        &env.store,
+        &[("poster-30x40", 1)],
+        time::OffsetDateTime::now_utc(),
+    )
+    .await;
+    let plant = at_muc.production.as_ref().unwrap().plant.clone();
+    let key = if plant == "muc" {
+        env.plant_muc.clone()
+    } else {
+        operator(&env.store, "bo", &format!("plant:{plant}")).await
+    };
+    let (status, shown, _) = call(
+        &env,
+        "GET",
+        &format!("/v1/ops/orders/{}", at_muc.id),
+        Some(&key),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{shown}");
+    assert_eq!(shown["order"]["customer"], json!({"name": "Erika Muster"}));
+    assert_eq!(shown["order"]["shipping"]["address"]["city"], "Musterstadt");
+}
+
+#[tokio::test]
+async fn the_console_is_served_with_a_strict_policy_and_writes_from_another_site_are_refused() {
+    let env = env().await;
+    let response = env
+        .router
+        .clone()
+        .oneshot(Request::get("/console").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let policy = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(
+        policy.contains("script-src 'self'") && !policy.contains("unsafe"),
+        "{policy}"
+    );
+    assert!(policy.contains("frame-ancestors 'none'"));
+    assert_eq!(response.headers()["x-frame-options"], "DENY");
+    let page = response.into_body().collect().await.unwrap().to_bytes();
+    let page = String::from_utf8(page.to_vec()).unwrap();
+    assert!(page.contains(r#"<script type="module" src="/console/console.js">"#));
+    assert!(
+        !page.contains("<script>") && !page.contains("style="),
+        "no inline script or style"
+    );
+    for (file, kind) in [
+        ("console.js", "text/javascript"),
+        ("console.css", "text/css"),
+    ] {
+        let response = env
+            .router
+            .clone()
+            .oneshot(
+                Request::get(format!("/console/{file}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(kind)
+        );
+    }
+    let (status, missing, _) = call(&env, "GET", "/console/other.js", None, None, None).await;
+    assert_eq!(
+        (status, missing["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+
+    // An action posted by another site's page: refused before anything.
+    let held = held_order(&env).await;
+    let request = Request::post(format!("/v1/ops/orders/{}/cancel", held.id))
+        .header("authorization", format!("Bearer {}", env.support))
+        .header("content-type", "application/json")
+        .header("idempotency-key", "x-1")
+        .header("host", "ops.example.com")
+        .header("origin", "https://evil.example.net")
+        .body(Body::from(r#"{"reason":"forged"}"#))
+        .unwrap();
+    let response = env.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"]["code"], "cross_site_request");
+    let still = env
+        .store
+        .get(&held.tenant, &held.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(still.state, OrderState::OnHold, "nothing happened");
+    // The same from the console's own origin goes through.
+    let request = Request::post(format!("/v1/ops/orders/{}/cancel", held.id))
+        .header("authorization", format!("Bearer {}", env.support))
+        .header("content-type", "application/json")
+        .header("idempotency-key", "x-2")
+        .header("host", "ops.example.com")
+        .header("origin", "https://ops.example.com")
+        .header("sec-fetch-site", "same-origin")
+        .body(Body::from(r#"{"reason":"the customer asked"}"#))
+        .unwrap();
+    assert_eq!(
+        env.router.clone().oneshot(request).await.unwrap().status(),
+        StatusCode::OK
+    );
+}
+
+/// The live stream: where there is no feed (the Lambda) a 501 that says to
+/// poll; on the local bus, what is published after the stream opened, as
+/// ids and types only, resumable from `Last-Event-ID`.
+#[tokio::test]
+async fn the_live_stream_carries_what_happens_and_says_so_where_it_cannot() {
+    let env = env().await;
+    let (status, refused, _) =
+        call(&env, "GET", "/v1/ops/live", Some(&env.support), None, None).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (StatusCode::NOT_IMPLEMENTED, Some("live_unavailable"))
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Db::open(dir.path().join("live.db"), Durability::Normal).unwrap());
+    let store = Arc::new(SqliteStore::new(db.clone()));
+    let support = operator(&store, "sam", "support").await;
+    let bus = printworks::adapters::local::bus::LocalBus::new(db, Arc::new(SystemClock));
+    let app = App::new(
+        Config::for_env("local").unwrap(),
+        Ops {
+            feed: Some(Arc::new(bus.clone())),
+            ..Ops::new(
+                Arc::new(Catalog::builtin().clone()),
+                store.clone(),
+                Arc::new(SystemClock),
+            )
+        },
+        store.clone(),
+    );
+    let live = router(Arc::new(app));
+    let before = paid_order(
+        &[("poster-30x40", 1)],
+        "DE",
+        time::OffsetDateTime::now_utc(),
+    );
+    store.place(before).await.unwrap();
+    bus.relay_outbox(100).await.unwrap();
+    let response = live
+        .clone()
+        .oneshot(
+            Request::get("/v1/ops/live")
+                .header("authorization", format!("Bearer {support}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.into_body();
+    let mut next = async || -> String {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame())
+            .await
+            .expect("a message in time")
+            .unwrap()
+            .unwrap();
+        String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap()
+    };
+    let hello = next().await;
+    assert!(hello.contains("event: open"), "{hello}");
+    let opened_at: i64 = hello
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let after = paid_order(
+        &[("poster-30x40", 1)],
+        "DE",
+        time::OffsetDateTime::now_utc(),
+    );
+    let id = after.order.id.clone();
+    store.place(after).await.unwrap();
+    bus.relay_outbox(100).await.unwrap();
+    let message = next().await;
+    // Only what happened after the stream opened: the new order's events.
+    assert_eq!(message.matches("event: order").count(), 2, "{message}");
+    assert!(
+        message.contains(&format!("\"order_id\":\"{id}\"")),
+        "{message}"
+    );
+    assert!(
+        message.contains("\"type\":\"OrderPlaced\"") && message.contains("\"type\":\"OrderPaid\"")
+    );
+    assert!(
+        !message.contains("erika") && !message.contains("amount"),
+        "ids and types only: {message}"
+    );
+    let last: i64 = message
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .next_back()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(last > opened_at);
+    // Resumed from the first of them, the second comes again.
+    let response = live
+        .oneshot(
+            Request::get("/v1/ops/live")
+                .header("authorization", format!("Bearer {support}"))
+                .header("last-event-id", (last - 1).to_string())
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    let mut resumed = String::new();
+    while !resumed.contains("event: order") {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        resumed.push_str(std::str::from_utf8(frame.data_ref().unwrap()).unwrap());
+    }
+    assert!(resumed.contains(&format!("id: {last}")), "{resumed}");
+}

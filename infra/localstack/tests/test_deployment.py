@@ -174,6 +174,7 @@ HARMLESS = {
     "DispatchFunction": {"Records": []},
     "ProductionEventsFunction": {"Records": []},
     "NotifyFunction": {"Records": []},
+    "StatsFunction": {"Records": []},
     # What its schedule sends: one run over an empty table.
     "ReconcilerFunction": {"reconcile": "all"},
 }
@@ -226,6 +227,32 @@ def test_the_api_stand_in_reaches_order_api(stack):
     except urllib.error.HTTPError as e:
         status = e.code
     assert status == 401, "no API key: the handler's 401"
+
+
+def test_the_deployed_operator_api_serves_the_console_and_says_live_needs_polling(stack):
+    """On AWS the console is served by the operator API's function (the
+    HTTP API routes GET /console* to it), with its policy; the Lambda
+    cannot stream, so the live route says to poll."""
+    ops = stack["ops_api"]
+
+    def get(path):
+        req = urllib.request.Request(f"http://{ops['connect']}{path}", headers={"Host": ops["host"]})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    status, headers, page = get("/console")
+    assert status == 200, page[:300]
+    policy = {k.lower(): v for k, v in headers.items()}["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe" not in policy, policy
+    assert b'src="/console/console.js"' in page
+    status, _, script = get("/console/console.js")
+    assert status == 200 and b"/v1/ops/live" in script
+    status, _, body = get("/v1/ops/live")
+    assert status == 401, body  # no operator key: refused before anything
+    assert json.loads(body)["error"]["code"] == "unauthorized"
 
 
 # -- the schedule -----------------------------------------------------------------------

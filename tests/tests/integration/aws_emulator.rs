@@ -2426,3 +2426,59 @@ async fn emulator_the_statistics_count_each_event_once_on_dynamodb_as_on_sqlite(
         Report::from_counts(&one, sqlite.counts(&one).await.unwrap())
     );
 }
+
+/// Held orders are found through the `idle` index on DynamoDB (the
+/// console's list), as on SQLite: joined in the write that holds the order,
+/// left in the write that moves it on.
+#[tokio::test]
+async fn emulator_held_orders_are_listed_through_the_index_written_with_them() {
+    use printworks::ports::{OpsStore, OrderStore};
+    if emulator().is_none() {
+        return;
+    }
+    let f = fixture().await;
+    let store = DynamoStore::from_sdk(&f.sdk, &f.table);
+    let now = time::OffsetDateTime::now_utc();
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let placed = printworks::testing::paid_order(
+            &[("poster-30x40", 1)],
+            "DE",
+            now + time::Duration::seconds(i),
+        );
+        let order = placed.order.clone();
+        store.place(placed).await.unwrap();
+        let (on_hold, event) = order
+            .hold(
+                "The photo is too small.",
+                json!({"code": "too_small"}),
+                now + time::Duration::seconds(10 - i),
+            )
+            .unwrap();
+        store
+            .transition(&on_hold, &order, vec![event])
+            .await
+            .unwrap();
+        held.push(on_hold);
+    }
+    let listed = store.held_orders(10).await.unwrap();
+    let ids: Vec<_> = listed.iter().map(|o| o.id.clone()).collect();
+    // Longest held first: the last one was held first.
+    assert_eq!(
+        ids,
+        held.iter().rev().map(|o| o.id.clone()).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        listed[0].hold.as_ref().unwrap().code.as_deref(),
+        Some("too_small")
+    );
+    let (released, event) = held[0]
+        .cancel("the customer asked", now + time::Duration::seconds(20))
+        .unwrap();
+    store
+        .transition(&released, &held[0], vec![event])
+        .await
+        .unwrap();
+    assert_eq!(store.held_orders(10).await.unwrap().len(), 2);
+    assert_eq!(store.held_orders(1).await.unwrap().len(), 1);
+}

@@ -18,10 +18,12 @@
 //! | notification (record, `rev`, `due_at` while deferred) | `NOTIFY#<notification id>` | `NOTIFY` |
 //! | a tenant's daily send counter per channel (`sent`, TTL) | `NCOUNT#<tenant>#<channel>#<yyyy-mm-dd>` | `NCOUNT` |
 //! | a deferred notification, under the UTC day it is due | `NDUE#<yyyy-mm-dd>` | `<notification id>` |
+//! | statistics: counters and marks (`dynamodb_stats.rs`) | `STATS#REV`, `STATS#HOLD`, `STATS#LEAD`; `STATSEVT#<event id>`, `STATSSHIP#<order id>` | `<day>#...`; `STATSEVT`, `STATSSHIP` |
 //!
 //! The sparse global secondary index `idle` (`idle_pk`, `idle_sk`, keys
-//! only) is what the reconciler reads instead of scanning: an order item
-//! in a watched state carries `idle_pk` = `STATE#<state>#<shard>` and
+//! only) is what the reconciler reads instead of scanning (and the console
+//! its held orders): an order item in a watched state, or on hold,
+//! carries `idle_pk` = `STATE#<state>#<shard>` and
 //! `idle_sk` = its `updated_at` in milliseconds (15 digits) `#<order id>`;
 //! an outbox item carries `idle_pk` = `OUTBOX#<shard>` and `idle_sk` = its
 //! event's time the same way. The shard (0..[`IDLE_SHARDS`], from the id)
@@ -193,6 +195,13 @@ fn outbox_item(event: &EventEnvelope) -> Result<Item, StoreError> {
     Ok(item)
 }
 
+/// The states whose orders the `idle` index keeps: the reconciler's
+/// watched states, and on hold (the console's list of held orders).
+fn indexed_by_state(state: crate::domain::state::OrderState) -> bool {
+    crate::domain::reconcile::WATCHED.contains(&state)
+        || state == crate::domain::state::OrderState::OnHold
+}
+
 fn order_item(order: &Order) -> Result<Item, StoreError> {
     let mut item = key(order_pk(&order.tenant, &order.id), "ORDER");
     item.insert("tenant".into(), s(order.tenant.as_str()));
@@ -200,7 +209,7 @@ fn order_item(order: &Order) -> Result<Item, StoreError> {
     item.insert("rank".into(), n(order.rank()));
     item.insert("version".into(), n(order.version));
     item.insert("doc".into(), s(json(order)?));
-    if crate::domain::reconcile::WATCHED.contains(&order.state) {
+    if indexed_by_state(order.state) {
         item.insert(
             "idle_pk".into(),
             s(format!(
@@ -763,6 +772,16 @@ impl OpsStore for DynamoStore {
         orders.sort_by_key(|o| o.updated_at);
         orders.truncate(limit);
         Ok(orders)
+    }
+
+    async fn held_orders(&self, limit: usize) -> Result<Vec<Order>, StoreError> {
+        use crate::ports::ReconcileStore;
+        self.idle_orders(
+            crate::domain::state::OrderState::OnHold,
+            time::OffsetDateTime::now_utc() + time::Duration::days(1),
+            limit,
+        )
+        .await
     }
 
     async fn ops_request(

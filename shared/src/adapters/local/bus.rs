@@ -529,6 +529,32 @@ impl LocalBus {
             .await
     }
 
+    /// The event log's rows after `position` (its rowid), oldest first.
+    async fn log_after(
+        &self,
+        position: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, EventEnvelope)>, StoreError> {
+        self.db
+            .read(move |c| {
+                let rows: Vec<(i64, String)> = c
+                    .prepare_cached(
+                        "SELECT rowid, doc FROM event_log WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+                    )
+                    .map_err(sql)?
+                    .query_map(params![position, limit as i64], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .map_err(sql)?
+                    .collect::<Result<_, _>>()
+                    .map_err(sql)?;
+                rows.into_iter()
+                    .map(|(at, doc)| Ok((at, serde_json::from_str(&doc).map_err(json_err)?)))
+                    .collect()
+            })
+            .await
+    }
+
     /// Outbox records not yet relayed.
     pub async fn outbox_len(&self) -> Result<u64, StoreError> {
         self.db
@@ -764,6 +790,30 @@ impl MessageQueue for LocalQueue {
                     e => anyhow::anyhow!(e),
                 },
             })
+    }
+}
+
+/// The bus's event log as the console's live feed: what the relay
+/// published, by its position in the log.
+#[async_trait::async_trait]
+impl crate::ports::EventFeed for LocalBus {
+    async fn feed_end(&self) -> Result<i64, StoreError> {
+        self.db
+            .read(|c| {
+                c.query_row("SELECT COALESCE(MAX(rowid), 0) FROM event_log", [], |r| {
+                    r.get(0)
+                })
+                .map_err(sql)
+            })
+            .await
+    }
+
+    async fn feed_after(
+        &self,
+        position: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, EventEnvelope)>, StoreError> {
+        self.log_after(position, limit).await
     }
 }
 

@@ -390,6 +390,22 @@ impl OpsStore for SqliteStore {
             .await
     }
 
+    async fn held_orders(&self, limit: usize) -> Result<Vec<Order>, StoreError> {
+        self.db
+            .read(move |c| {
+                load_orders(
+                    c,
+                    "SELECT tenant_id, id FROM orders WHERE state = ?1 \
+                     ORDER BY updated_at LIMIT ?2",
+                    params![
+                        crate::domain::state::OrderState::OnHold.as_str(),
+                        limit as i64
+                    ],
+                )
+            })
+            .await
+    }
+
     async fn record_request(
         &self,
         scope: &str,
