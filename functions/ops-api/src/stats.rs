@@ -70,6 +70,16 @@ impl Ops {
             .as_deref()
             .map(|t| TenantId::parse(t).map_err(|e| invalid(format!("`tenant`: {e}"))))
             .transpose()?;
+        if let Some(plant) = &params.plant
+            && !(1..=40).contains(&plant.len())
+                | !plant
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(invalid(format!(
+                "`plant` must be a plant id (1-40 lowercase letters, digits or dashes), not {plant:?}"
+            )));
+        }
         let mut plant = params.plant.clone();
         if let Role::Plant(own) = &operator.role {
             if tenant.is_some() || plant.as_deref().is_some_and(|p| p != own) {
@@ -82,8 +92,15 @@ impl Ops {
             }
             plant = Some(own.clone());
         }
-        let query = StatsQuery::new(from, to, tenant, plant)
-            .map_err(|e| invalid(format!("{e} (`from` to `to`, at most {MAX_DAYS} days)")))?;
+        // Well-formed days that make no range: 422, as a body that breaks
+        // a rule its schema cannot say.
+        let query = StatsQuery::new(from, to, tenant, plant).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_range",
+                format!("{e} (`from` to `to`, at most {MAX_DAYS} days)"),
+            )
+        })?;
         let counts = store.counts(&query).await.map_err(internal)?;
         let mut report = Report::from_counts(&query, counts);
         if matches!(operator.role, Role::Plant(_)) {
