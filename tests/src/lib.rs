@@ -64,6 +64,16 @@ pub fn api_router(
 }
 
 /// The API key of a tenant seeded by this start.
+/// A SQLite store of its own in `dir` (normal durability): the local
+/// adapters beside an emulator's, or a handler's store in a test.
+pub fn sqlite_store(dir: &Path) -> Arc<printworks::adapters::local::store::SqliteStore> {
+    use printworks::adapters::local::db::{Db, Durability};
+    let db = Db::open(dir.join("pw.sqlite"), Durability::Normal).expect("the database opens");
+    Arc::new(printworks::adapters::local::store::SqliteStore::new(
+        Arc::new(db),
+    ))
+}
+
 pub fn seeded_key(running: &Running, tenant: &str) -> String {
     running
         .seeded

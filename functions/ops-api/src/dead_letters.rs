@@ -6,7 +6,7 @@
 //! moved on) changes nothing when it comes back.
 
 use crate::Answer;
-use crate::ops::{Ops, internal, not_for_role, replay_or_refuse};
+use crate::ops::{Ops, internal, not_for_role, replay_or_refuse, rfc3339};
 use axum::http::StatusCode;
 use order_api::ApiError;
 use printworks::domain::events::EventEnvelope;
@@ -21,11 +21,6 @@ use std::sync::Arc;
 
 /// The most messages one look shows.
 pub const SHOWN: usize = 10;
-
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
 
 fn unavailable(e: QueueError) -> ApiError {
     tracing::error!(error = %e, "dead-letter queues unavailable");

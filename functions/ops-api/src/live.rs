@@ -101,7 +101,7 @@ impl Ops {
                             let data = serde_json::json!({
                                 "id": event.id, "type": event.event_type.as_str(),
                                 "order_id": event.order_id, "tenant": event.tenant,
-                                "occurred_at": event.occurred_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                                "occurred_at": crate::ops::rfc3339(event.occurred_at),
                             });
                             out.push_str(&format!(
                                 "id: {position}\nevent: order\ndata: {data}\n\n"

@@ -162,6 +162,12 @@ fn forbidden(operator: &Operator, action: OpsAction, order: &Order) -> ApiError 
     }))
 }
 
+/// A time as the API writes it (RFC 3339).
+pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 /// The plant whose operators may see the order: where it is made.
 fn plant_of(order: &Order) -> Option<&str> {
     order.production.as_ref().map(|p| p.plant.as_str())
@@ -249,7 +255,7 @@ impl Ops {
                 .map(|(n, f)| {
                     serde_json::json!({
                         "flag": n + 1, "code": f.code, "message": f.message,
-                        "at": f.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                        "at": rfc3339(f.at),
                         "provider_event": f.event_id,
                     })
                 })
@@ -272,10 +278,6 @@ impl Ops {
     /// operators see their plant's only.
     pub async fn stuck(&self, operator: &Operator) -> Result<serde_json::Value, ApiError> {
         let orders = self.store.needing_attention(FLAGS_LISTED).await?;
-        let rfc3339 = |t: time::OffsetDateTime| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default()
-        };
         let listed: Vec<serde_json::Value> = orders
             .iter()
             .filter(|o| o.is_stuck())
@@ -306,10 +308,6 @@ impl Ops {
     /// plant's operators see their plant's only.
     pub async fn holds(&self, operator: &Operator) -> Result<serde_json::Value, ApiError> {
         let orders = self.store.held_orders(FLAGS_LISTED).await?;
-        let rfc3339 = |t: time::OffsetDateTime| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default()
-        };
         let listed: Vec<serde_json::Value> = orders
             .iter()
             .filter(|o| operator.role.may(OpsAction::Show, plant_of(o)))

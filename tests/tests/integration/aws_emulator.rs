@@ -2389,14 +2389,7 @@ async fn emulator_the_statistics_count_each_event_once_on_dynamodb_as_on_sqlite(
     assert_eq!(newly, counted, "each event counted once");
 
     let dir = tempfile::tempdir().unwrap();
-    let db = Arc::new(
-        printworks::adapters::local::db::Db::open(
-            dir.path().join("pw.sqlite"),
-            printworks::adapters::local::db::Durability::Normal,
-        )
-        .unwrap(),
-    );
-    let sqlite = Arc::new(printworks::adapters::local::store::SqliteStore::new(db));
+    let sqlite = printworks_tests::sqlite_store(dir.path());
     let on_sqlite = stats::Stats::new(sqlite.clone());
     for body in &bodies {
         on_sqlite.handle(body).await.unwrap();

@@ -998,14 +998,7 @@ async fn the_stats_sample_is_counted_once() {
         ["counted-events"]
     );
     let dir = tempfile::tempdir().unwrap();
-    let db = Arc::new(
-        printworks::adapters::local::db::Db::open(
-            dir.path().join("pw.sqlite"),
-            printworks::adapters::local::db::Durability::Normal,
-        )
-        .unwrap(),
-    );
-    let store = Arc::new(printworks::adapters::local::store::SqliteStore::new(db));
+    let store = printworks_tests::sqlite_store(dir.path());
     let handler = stats::Stats::new(store.clone());
     for _ in 0..2 {
         let batch: aws_lambda_events::event::sqs::SqsEvent =

@@ -699,16 +699,26 @@ impl OrderStore for DynamoStore {
 impl DynamoStore {
     /// Every item under `pk`, page by page, read consistently.
     async fn query_pk(&self, pk: String) -> Result<Vec<Item>, StoreError> {
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
+        self.query_pages(|| {
+            self.client
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk")
                 .expression_attribute_values(":pk", s(pk.clone()))
                 .consistent_read(true)
+        })
+        .await
+    }
+
+    /// Every item the query `query` makes selects, page by page.
+    async fn query_pages(
+        &self,
+        query: impl Fn() -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = query()
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await

@@ -238,11 +238,8 @@ fn tenant_of(item: &Item) -> Result<TenantId, StoreError> {
 impl DynamoStore {
     /// The items of `pk` whose sort key starts with a day of the range.
     async fn days_of(&self, pk: &str, q: &StatsQuery) -> Result<Vec<Item>, StoreError> {
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
+        self.query_pages(|| {
+            self.client
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
@@ -250,16 +247,8 @@ impl DynamoStore {
                 .expression_attribute_values(":from", s(q.from.to_string()))
                 // '$' sorts right after '#': every key of the last day.
                 .expression_attribute_values(":to", s(format!("{}$", q.to)))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .context("DynamoDB Query")?;
-            out.extend(page.items.unwrap_or_default());
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(out),
-            }
-        }
+        })
+        .await
     }
 }
 
