@@ -734,7 +734,7 @@ def test_a_b2c_order_from_upload_to_shipped_e_mails(stack, one_at_a_time, tmp_pa
             status, _, listed = ops.call("GET", "/v1/ops/dlq")
             assert status == 200, (status, listed)
             depths = {q["queue"]: q["depth"] for q in listed["queues"]}
-            assert sorted(depths) == ["dispatch", "notify", "plant-events", "render"], depths
+            assert sorted(depths) == ["dispatch", "notify", "plant-events", "render", "stats"], depths
             assert depths["dispatch"] == 1, depths
             status, _, shown = ops.call("GET", "/v1/ops/dlq/dispatch")
             assert status == 200, (status, shown)
@@ -765,6 +765,28 @@ def test_a_b2c_order_from_upload_to_shipped_e_mails(stack, one_at_a_time, tmp_pa
             no_dead_letters()
 
         stages.run("9 operator API: a dead letter redriven changes nothing", redrive)
+
+        def statistics():
+            # The stats function, on its queue from the topic, counted the
+            # order as it happened: paid once, its lead time once (the
+            # reprint shipped again, the order is still one), in DynamoDB.
+            ops = ctx["ops"]
+            today = time.strftime("%Y-%m-%d", time.gmtime())
+            query = f"/v1/ops/stats?from={today}&to={today}&tenant={ctx['tenant']}"
+
+            def counted():
+                status, _, report = ops.call("GET", query)
+                assert status == 200, (status, report)
+                return report["lead_times"] and report
+
+            report = wait_for("the statistics counted the order", counted)
+            assert [(l["orders"], l["currency"]) for l in report["revenue"]] == [(1, "EUR")], report
+            line = report["revenue"][0]
+            assert line["net"] + line["vat"] == line["gross"] > 0, line
+            assert [(l["plant"], l["orders"]) for l in report["lead_times"]] == [(PLANT, 1)], report
+            no_dead_letters()
+
+        stages.run("10 statistics: the stats function counted the order once", statistics)
     except BaseException:
         print("\n==== the order ====")
         if "order_id" in ctx:
