@@ -147,6 +147,12 @@ pub trait OpsStore: Send + Sync {
     /// `orders_idle`; DynamoDB's `idle` index, which keeps held orders
     /// beside the reconciler's watched states).
     async fn held_orders(&self, limit: usize) -> Result<Vec<Order>, StoreError>;
+    /// The orders `query` finds, newest first, a page of at most
+    /// `query.limit`; `None` from a store that keeps no search indexes.
+    async fn search(&self, query: &SearchQuery) -> Result<Option<SearchPage>, StoreError> {
+        let _ = query;
+        Ok(None)
+    }
     /// Keeps the record of a person's action that changes no order (a
     /// redrive of dead letters) under its key in `scope`: what
     /// [`OpsStore::act`] keeps beside an order's write, alone.
@@ -156,6 +162,33 @@ pub trait OpsStore: Send + Sync {
         scope: &str,
         idempotency: IdempotencyRecord,
     ) -> Result<PlaceOutcome, StoreError>;
+}
+
+/// What an operator searches orders by: any of the keys, narrowed by
+/// tenant, state and the days placed (UTC, both included); newest first,
+/// after `after` (the last order of the page before).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchQuery {
+    pub order_id: Option<OrderId>,
+    pub reference: Option<String>,
+    /// Compared without case.
+    pub email: Option<String>,
+    /// A parcel's tracking number.
+    pub tracking: Option<String>,
+    pub tenant: Option<TenantId>,
+    pub state: Option<crate::domain::state::OrderState>,
+    pub from: Option<time::Date>,
+    pub to: Option<time::Date>,
+    /// Placed before this (created_at, id), newest first.
+    pub after: Option<(OffsetDateTime, OrderId)>,
+    pub limit: usize,
+}
+
+/// A page of found orders, and whether more follow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchPage {
+    pub orders: Vec<Order>,
+    pub more: bool,
 }
 
 /// The events as they were published, in that order: what the console's

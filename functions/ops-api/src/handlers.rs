@@ -164,6 +164,17 @@ pub async fn stuck(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Re
 }
 
 #[tracing::instrument(skip_all, fields(operator))]
+pub async fn search(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let operator = operator_of(&app, &headers).await?;
+    let request: crate::search::SearchRequest = typed(json_body(&headers, body, false)?)?;
+    Ok(Json(app.ops.search(&operator, &request).await?).into_response())
+}
+
+#[tracing::instrument(skip_all, fields(operator))]
 pub async fn live(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
     let operator = operator_of(&app, &headers).await?;
     app.ops.live(operator, &headers).await

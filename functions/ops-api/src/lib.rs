@@ -26,6 +26,7 @@ pub mod dead_letters;
 mod handlers;
 mod live;
 mod ops;
+pub mod search;
 pub mod stats;
 mod view;
 
@@ -87,6 +88,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<State>)> {
         (Method::GET, "/v1/ops/flags", get(handlers::flags)),
         (Method::GET, "/v1/ops/stuck", get(handlers::stuck)),
         (Method::GET, "/v1/ops/holds", get(handlers::holds)),
+        (Method::POST, "/v1/ops/search", post(handlers::search)),
         (Method::GET, "/v1/ops/stats", get(handlers::stats)),
         (Method::GET, "/v1/ops/live", get(handlers::live)),
         (Method::GET, "/console", get(console::page)),

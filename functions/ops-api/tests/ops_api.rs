@@ -680,3 +680,175 @@ async fn the_live_stream_carries_what_happens_and_says_so_where_it_cannot() {
     }
     assert!(resumed.contains(&format!("id: {last}")), "{resumed}");
 }
+
+/// Search by each key and filter, newest first, a page at a time; a
+/// plant's operator finds their plant's orders only, and never by e-mail.
+#[tokio::test]
+async fn orders_are_found_by_each_key_and_filter_a_page_at_a_time() {
+    use printworks::domain::production::{JobState, JobStatusReport};
+    use printworks::ports::ProductionStore;
+    let env = env().await;
+    let t0 = time::macros::datetime!(2026-11-20 09:00 UTC);
+    let mut placed = Vec::new();
+    for i in 0..7i64 {
+        let mut new = paid_order(
+            &[("poster-30x40", 1)],
+            "DE",
+            t0 + time::Duration::hours(12 * i),
+        );
+        new.order.reference = Some(format!("PO-{i}"));
+        if i == 3 {
+            new.order.customer.email = "Jane.Doe@Example.com".into();
+        }
+        placed.push(new.order.clone());
+        env.store.place(new).await.unwrap();
+    }
+    // One dispatched order with a tracked parcel.
+    let shipped = printworks::testing::stored_dispatched(
+        &env.store,
+        &[("poster-30x40", 1)],
+        t0 + time::Duration::days(5),
+    )
+    .await;
+    let production = shipped.production.as_ref().unwrap();
+    let job = &production.jobs[0];
+    let view = env
+        .store
+        .job_view(&shipped.tenant, &shipped.id, &job.job_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let report = JobStatusReport {
+        job_id: job.job_id.clone(),
+        plant: production.plant.clone(),
+        tenant: shipped.tenant.clone(),
+        order_id: shipped.id.clone(),
+        status: JobState::Shipped,
+        at: t0 + time::Duration::days(6),
+        carrier: Some("DHL".into()),
+        tracking: Some("JJD000390007".into()),
+        reason: None,
+    };
+    let printworks::domain::job_records::ReportOutcome::Changed(change) =
+        printworks::domain::job_records::apply_report(
+            &view.order,
+            &view.record,
+            view.job.as_ref(),
+            &report,
+            report.at,
+        )
+    else {
+        panic!("the report applies")
+    };
+    env.store
+        .record_job(printworks::ports::JobWrite {
+            tenant: shipped.tenant.clone(),
+            order_id: shipped.id.clone(),
+            job: change.job,
+            record: change.record,
+            observed_revision: view.record.revision,
+            order: change.order.map(|next| (next, view.order.clone())),
+            events: change.events,
+            plant: production.plant.clone(),
+            open_jobs_delta: -change.closed,
+        })
+        .await
+        .unwrap();
+    let search = |body: Value| {
+        let env = &env;
+        async move {
+            call(
+                env,
+                "POST",
+                "/v1/ops/search",
+                Some(&env.support),
+                None,
+                Some(body),
+            )
+            .await
+        }
+    };
+    let ids = |found: &Value| -> Vec<String> {
+        found["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["order_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (status, found, _) = search(json!({"email": "jane.doe@example.COM"})).await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(ids(&found), [placed[3].id.to_string()]);
+    let (_, found, _) = search(json!({"reference": "PO-5"})).await;
+    assert_eq!(ids(&found), [placed[5].id.to_string()]);
+    let (_, found, _) = search(json!({"tracking": "JJD000390007"})).await;
+    assert_eq!(ids(&found), [shipped.id.to_string()], "{found}");
+    assert_eq!(found["orders"][0]["tracking"], json!(["JJD000390007"]));
+    let (_, found, _) = search(json!({"order_id": placed[1].id})).await;
+    assert_eq!(ids(&found), [placed[1].id.to_string()]);
+    // The days placed, newest first, two at a time.
+    let (_, first, _) = search(json!({"from": "2026-11-21", "to": "2026-11-22", "limit": 2})).await;
+    assert_eq!(
+        ids(&first),
+        [placed[5].id.to_string(), placed[4].id.to_string()]
+    );
+    let (_, second, _) = search(
+        json!({"from": "2026-11-21", "to": "2026-11-22", "limit": 2, "cursor": first["next"]}),
+    )
+    .await;
+    assert_eq!(
+        ids(&second),
+        [placed[3].id.to_string(), placed[2].id.to_string()]
+    );
+    assert_eq!(second["next"], Value::Null);
+    let (_, held, _) = search(json!({"state": "shipped", "tenant": "acme-prints"})).await;
+    assert_eq!(ids(&held), [shipped.id.to_string()]);
+    let (_, none, _) = search(json!({"state": "cancelled"})).await;
+    assert_eq!(none["orders"], json!([]));
+    // Refusals say what is wrong.
+    for (body, code) in [
+        (json!({"email": "  "}), "validation_failed"),
+        (
+            json!({"from": "2026-11-22", "to": "2026-11-21"}),
+            "validation_failed",
+        ),
+        (json!({"cursor": "bm9wZQ"}), "validation_failed"),
+        (json!({"state": "lost"}), "validation_failed"),
+        (json!({"limit": 0}), "validation_failed"),
+    ] {
+        let (status, error, _) = search(body.clone()).await;
+        assert_eq!(
+            (status, error["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(code)),
+            "{body}: {error}"
+        );
+    }
+    let (status, error, _) = search(json!({"phone": "1"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    // A plant's operator: their plant's orders, never by e-mail.
+    let (status, refused, _) = call(
+        &env,
+        "POST",
+        "/v1/ops/search",
+        Some(&env.plant_muc),
+        None,
+        Some(json!({"email": "jane.doe@example.com"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    let (_, mine, _) = call(
+        &env,
+        "POST",
+        "/v1/ops/search",
+        Some(&env.plant_muc),
+        None,
+        Some(json!({})),
+    )
+    .await;
+    let expected: Vec<String> = if production.plant == "muc" {
+        vec![shipped.id.to_string()]
+    } else {
+        vec![]
+    };
+    assert_eq!(ids(&mine), expected);
+}

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
 
 const MAX_GROUP: usize = 256;
-const SCHEMA_VERSION: i32 = 7;
+const SCHEMA_VERSION: i32 = 8;
 
 /// `synchronous` in WAL mode: `Normal` survives a crash of the process
 /// (`kill -9`); `Full` also survives a power cut, at one fsync per group.
@@ -81,6 +81,11 @@ CREATE TABLE IF NOT EXISTS orders (
 );
 CREATE INDEX IF NOT EXISTS orders_attention ON orders (updated_at) WHERE attention = 1;
 CREATE INDEX IF NOT EXISTS orders_idle ON orders (state, updated_at);
+CREATE INDEX IF NOT EXISTS orders_created ON orders (created_at, id);
+CREATE INDEX IF NOT EXISTS orders_tenant_created ON orders (tenant_id, created_at, id);
+CREATE INDEX IF NOT EXISTS orders_state_created ON orders (state, created_at, id);
+CREATE INDEX IF NOT EXISTS orders_reference ON orders (json_extract(doc, '$.reference'));
+CREATE INDEX IF NOT EXISTS orders_email ON orders (lower(json_extract(doc, '$.customer.email')));
 CREATE TABLE IF NOT EXISTS idempotency (
     tenant_id TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -155,6 +160,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     doc TEXT NOT NULL,
     PRIMARY KEY (tenant_id, order_id, job_id)
 );
+CREATE INDEX IF NOT EXISTS jobs_tracking ON jobs (json_extract(doc, '$.tracking'));
 CREATE TABLE IF NOT EXISTS plant_load (
     plant TEXT PRIMARY KEY,
     open_jobs INTEGER NOT NULL
@@ -228,7 +234,7 @@ pub const PLATFORM: Schema = Schema {
         // Versions 3 (event_log, plant_load), 4 (notifications,
         // notify_counters), 5 (productions, jobs: an order's jobs as
         // records of their own) and 7 (the statistics' stats_* tables)
-        // only add tables.
+        // only add tables; 8 only indexes (the operators' search).
         if version < 6 {
             // Version 6: orders whose money needs a person are marked (an
             // index for `printworks ops flags`). Every flag stored before

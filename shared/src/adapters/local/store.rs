@@ -390,6 +390,14 @@ impl OpsStore for SqliteStore {
             .await
     }
 
+    async fn search(
+        &self,
+        query: &crate::ports::SearchQuery,
+    ) -> Result<Option<crate::ports::SearchPage>, StoreError> {
+        let q = query.clone();
+        self.db.read(move |c| search(c, &q).map(Some)).await
+    }
+
     async fn held_orders(&self, limit: usize) -> Result<Vec<Order>, StoreError> {
         self.db
             .read(move |c| {
@@ -508,6 +516,75 @@ impl ReconcileStore for SqliteStore {
 }
 
 /// The orders whose (tenant, id) `query` selects, each read whole.
+/// The orders `q` finds, newest first. Each key has its index (the id:
+/// the primary key's; the reference and the e-mail: expression indexes on
+/// the order's document; a tracking number: one on the job records'),
+/// and tenant, state and days placed narrow it (`orders_tenant_created`,
+/// `orders_state_created`, `orders_created`), so a page reads at most a
+/// page of orders more than it shows.
+fn search(
+    c: &Connection,
+    q: &crate::ports::SearchQuery,
+) -> Result<crate::ports::SearchPage, StoreError> {
+    use rusqlite::types::Value;
+    let mut clauses: Vec<&str> = Vec::new();
+    let mut args: Vec<Value> = Vec::new();
+    if let Some(id) = &q.order_id {
+        clauses.push("id = ?");
+        args.push(Value::Text(id.to_string()));
+    }
+    if let Some(reference) = &q.reference {
+        clauses.push("json_extract(doc, '$.reference') = ?");
+        args.push(Value::Text(reference.clone()));
+    }
+    if let Some(email) = &q.email {
+        clauses.push("lower(json_extract(doc, '$.customer.email')) = ?");
+        args.push(Value::Text(email.to_lowercase()));
+    }
+    if let Some(tracking) = &q.tracking {
+        clauses.push(
+            "(tenant_id, id) IN (SELECT tenant_id, order_id FROM jobs \
+             WHERE json_extract(doc, '$.tracking') = ?)",
+        );
+        args.push(Value::Text(tracking.clone()));
+    }
+    if let Some(tenant) = &q.tenant {
+        clauses.push("tenant_id = ?");
+        args.push(Value::Text(tenant.to_string()));
+    }
+    if let Some(state) = q.state {
+        clauses.push("state = ?");
+        args.push(Value::Text(state.as_str().into()));
+    }
+    if let Some(from) = q.from {
+        clauses.push("created_at >= ?");
+        args.push(Value::Text(from.to_string()));
+    }
+    if let Some(next) = q.to.and_then(|to| to.next_day()) {
+        clauses.push("created_at < ?");
+        args.push(Value::Text(next.to_string()));
+    }
+    if let Some((at, id)) = &q.after {
+        clauses.push("(created_at, id) < (?, ?)");
+        args.push(Value::Text(ts(*at)?));
+        args.push(Value::Text(id.to_string()));
+    }
+    let filter = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    let limit = q.limit.clamp(1, 200);
+    args.push(Value::Integer(limit as i64 + 1));
+    let sql_text = format!(
+        "SELECT tenant_id, id FROM orders {filter} ORDER BY created_at DESC, id DESC LIMIT ?"
+    );
+    let mut orders = load_orders(c, &sql_text, rusqlite::params_from_iter(args))?;
+    let more = orders.len() > limit;
+    orders.truncate(limit);
+    Ok(crate::ports::SearchPage { orders, more })
+}
+
 fn load_orders(
     c: &Connection,
     query: &str,
