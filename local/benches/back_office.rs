@@ -6,7 +6,9 @@
 //! `GET /v1/ops/stats` over loopback HTTP, as the console asks it: the
 //! last 30 days, the whole range, and one tenant's. Prints the time to
 //! fill the store and, per query, the median, p95 and worst of ROUNDS
-//! (50) requests and the response size.
+//! (50) requests and the response size; and the search page's
+//! `POST /v1/ops/search` (newest, by id, reference, e-mail, tenant with
+//! state and days, a day's second page) the same way.
 //!
 //! The orders are placed with the store's own `place` (the order, its
 //! idempotency record and its events in one transaction), so the
@@ -25,7 +27,9 @@ use printworks::domain::catalog::Catalog;
 use printworks::domain::order::Order;
 use printworks::domain::stats::{Fact, lead_minutes};
 use printworks::domain::tenant::{Tenant, TenantId};
-use printworks::ports::{IdempotencyRecord, NewOrder, OrderStore, StatsStore, StoredResponse};
+use printworks::ports::{
+    IdempotencyRecord, NewOrder, OpsStore, OrderStore, StatsStore, StoredResponse,
+};
 use printworks::testing::{b2b_tenant, order_request};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -92,8 +96,11 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..orders {
         let at = start + time::Duration::seconds_f64(step * i as f64);
         let tenant = &tenants[i % tenants.len()];
-        let request = &requests[rng.random_range(0..requests.len())];
-        let (order, events) = Order::place(catalog, tenant, request, at)
+        let mut request = requests[rng.random_range(0..requests.len())].clone();
+        // A reference each, and 5,000 customers with 20 orders each.
+        request.reference = Some(format!("PO-{i:06}"));
+        request.customer.email = format!("customer-{}@example.com", i % 5_000);
+        let (order, events) = Order::place(catalog, tenant, &request, at)
             .map_err(|e| anyhow::anyhow!("placing: {e:?}"))?;
         let mut facts: Vec<(String, Fact)> = events
             .iter()
@@ -196,6 +203,88 @@ async fn main() -> anyhow::Result<()> {
             format!("from={}&to={today}&tenant=bravo-photo", start.date()),
         ),
     ];
+    let timed = |times: &mut Vec<Duration>| {
+        times.sort();
+        format!(
+            "median {:>7.1} ms  p95 {:>7.1} ms  worst {:>7.1} ms",
+            ms(times[times.len() / 2]),
+            ms(times[(times.len() * 95).div_ceil(100).max(1) - 1]),
+            ms(times[times.len() - 1]),
+        )
+    };
+    // The search page's requests: POST /v1/ops/search.
+    let last_id = store
+        .search(&printworks::ports::SearchQuery {
+            limit: 1,
+            ..Default::default()
+        })
+        .await?
+        .and_then(|p| p.orders.into_iter().next())
+        .map(|o| o.id.to_string())
+        .unwrap_or_default();
+    let day = (start + time::Duration::days(days / 2)).date();
+    let searches = [
+        ("the newest orders", serde_json::json!({})),
+        ("by order id", serde_json::json!({"order_id": last_id})),
+        (
+            "by reference",
+            serde_json::json!({"reference": "PO-050000"}),
+        ),
+        (
+            "by e-mail (20 orders)",
+            serde_json::json!({"email": "Customer-4242@example.com"}),
+        ),
+        (
+            "tenant, state, 7 days",
+            serde_json::json!({"tenant": "bravo-photo", "state": "paid", "from": (today - time::Duration::days(6)).to_string(), "to": today.to_string()}),
+        ),
+        (
+            "one day, page 2",
+            serde_json::json!({"from": day.to_string(), "to": day.to_string(), "page": 2}),
+        ),
+    ];
+    println!("POST /v1/ops/search, {rounds} requests each (after one warm-up):");
+    for (what, body) in searches {
+        let url = format!("{base}/v1/ops/search");
+        let post = |body: serde_json::Value| {
+            let (client, url, key) = (client.clone(), url.clone(), key.full.clone());
+            async move {
+                let response = client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&body)
+                    .send()
+                    .await?;
+                anyhow::ensure!(
+                    response.status() == 200,
+                    "{}: {}",
+                    response.status(),
+                    response.text().await?
+                );
+                anyhow::Ok(response.json::<serde_json::Value>().await?)
+            }
+        };
+        // Page 2: the first page's cursor, as the console's "next page".
+        let body = if body.get("page").is_some() {
+            let mut first = body.clone();
+            first.as_object_mut().map(|o| o.remove("page"));
+            let answer = post(first.clone()).await?;
+            first["cursor"] = answer["next"].clone();
+            first
+        } else {
+            body
+        };
+        let found = post(body.clone()).await?["orders"]
+            .as_array()
+            .map_or(0, Vec::len);
+        let mut times = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let t = Instant::now();
+            post(body.clone()).await?;
+            times.push(t.elapsed());
+        }
+        println!("  {what:<32} {}  ({found} orders)", timed(&mut times));
+    }
     println!("GET /v1/ops/stats, {rounds} requests each (after one warm-up):");
     for (what, query) in queries {
         let url = format!("{base}/v1/ops/stats?{query}");
@@ -211,13 +300,7 @@ async fn main() -> anyhow::Result<()> {
             get().await?;
             times.push(t.elapsed());
         }
-        times.sort();
-        println!(
-            "  {what:<32} median {:>7.1} ms  p95 {:>7.1} ms  worst {:>7.1} ms  ({size} bytes)",
-            ms(times[times.len() / 2]),
-            ms(times[(times.len() * 95).div_ceil(100).max(1) - 1]),
-            ms(times[times.len() - 1]),
-        );
+        println!("  {what:<32} {}  ({size} bytes)", timed(&mut times));
     }
     db.close();
     let _ = std::fs::remove_dir_all(&tmp);

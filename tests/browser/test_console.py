@@ -328,6 +328,26 @@ def test_an_operator_works_through_the_console(shop):
         status, shown = shop.call("GET", f"/v1/ops/orders/{c}", shop.support)
         assert [a["action"] for a in shown["actions"]] == ["resolve"], shown["actions"]
 
+        # Search: by the customer's e-mail (never in the address), then by
+        # a parcel's tracking number.
+        page.get_by_role("link", name="Search").click()
+        expect(page.get_by_role("heading", name="Search")).to_be_visible()
+        page.get_by_label("Customer e-mail").fill("ERIKA@example.com")
+        page.keyboard.press("Enter")
+        rows = page.locator("#results tbody tr")
+        expect(rows).to_have_count(3)
+        assert "erika" not in page.url.lower(), page.url
+        expect(rows.first).to_have_attribute("data-order", c)  # newest first
+        shot(page, "06-search")
+        status, shown = shop.call("GET", f"/v1/ops/orders/{a}", shop.support)
+        numbers = [j["tracking"] for att in shown["attempts"] for j in att["jobs"] if j.get("tracking")]
+        assert numbers, shown["attempts"]
+        page.get_by_label("Customer e-mail").fill("")
+        page.get_by_label("Tracking number").fill(numbers[0])
+        page.get_by_role("button", name="Search").click()
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_have_attribute("data-order", a)
+
         # The statistics: every chart drawn, each CSV the API's figures
         # (once the three orders shipped and the projection counted them).
         shop.until("demo-brand", c, "shipped")
@@ -366,7 +386,7 @@ def test_an_operator_works_through_the_console(shop):
         assert sum(l["orders"] for l in report["lead_times"]) == 3
         assert sum(l["refunded"] for l in report["revenue"]) > 0
         assert {h["code"] for h in report["holds"]} == {"unsupported_format", "production_failed"}
-        shot(page, "06-statistics")
+        shot(page, "07-statistics")
 
         # A plant's operator: their plant's held orders, no money.
         plant = browser.new_context().new_page()
@@ -375,7 +395,7 @@ def test_an_operator_works_through_the_console(shop):
         plant.get_by_label("Operator key").fill(shop.muc)
         plant.keyboard.press("Enter")
         expect(plant.locator("#flags")).to_contain_text("may not see payment flags")
-        shot(plant, "07-plant-operator")
+        shot(plant, "08-plant-operator")
         browser.close()
 
     # 401s of the wrong key at login are answers the page handles; nothing

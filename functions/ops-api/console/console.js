@@ -477,6 +477,58 @@ async function orderPage(id) {
   );
 }
 
+// ---- search ---------------------------------------------------------------------
+
+// The criteria stay in memory, never in the address: an e-mail address
+// must not end up in a URL, a history or a log.
+let criteria = {};
+let pages = [];
+
+const STATES = ["placed", "paid", "rendered", "dispatched", "in_production", "printed", "packed", "shipped", "on_hold", "cancelled"];
+
+async function searchPage() {
+  const field = (name, label, type = "text") =>
+    el("div", {}, el("label", { for: `q-${name}`, text: label }), el("input", { id: `q-${name}`, name, type, value: criteria[name] || "", autocomplete: "off" }));
+  const state = el("select", { id: "q-state", name: "state" }, el("option", { value: "", text: "any" }), STATES.map((s) => el("option", { value: s, selected: criteria.state === s, text: s })));
+  const form = el("form", {
+    class: "filters",
+    role: "search",
+    onsubmit: (event) => {
+      event.preventDefault();
+      criteria = {};
+      for (const [k, v] of new FormData(event.target)) if (String(v).trim()) criteria[k] = String(v).trim();
+      pages = [];
+      refresh();
+    },
+  },
+  field("order_id", "Order id"), field("reference", "Reference"), field("email", "Customer e-mail", "email"), field("tracking", "Tracking number"),
+  field("tenant", "Tenant"), el("div", {}, el("label", { for: "q-state", text: "State" }), state), field("from", "Placed from", "date"), field("to", "to", "date"),
+  el("button", { type: "submit", class: "primary", text: "Search" }));
+  const cursor = pages[pages.length - 1];
+  const found = await attempt(api("POST", "/v1/ops/search", { ...criteria, ...(cursor ? { cursor } : {}) }));
+  const results = found.error
+    ? el("p", { class: "error", text: found.error.message })
+    : table(["Order", "Tenant", "Reference", "State", "Placed", "Total", "Plant", "Tracking"], found.ok.orders.map((o) =>
+        el("tr", { "data-order": o.order_id },
+          el("td", {}, orderLink(o.order_id)),
+          el("td", { text: o.tenant }),
+          el("td", { text: o.reference || "" }),
+          el("td", {}, el("span", { class: `badge ${o.state}`, text: o.state })),
+          el("td", { text: when(o.created_at) }),
+          el("td", { class: "num", text: money(o.total.amount, o.total.currency) }),
+          el("td", { text: o.plant || "" }),
+          el("td", { text: o.tracking.join(", ") }),
+        )), "No order matches.");
+  const paging = el("div", { class: "buttons" },
+    pages.length ? el("button", { type: "button", onclick: () => { pages.pop(); refresh(); }, text: "Previous page" }) : "",
+    found.ok && found.ok.next ? el("button", { type: "button", id: "next-page", onclick: () => { pages.push(found.ok.next); refresh(); }, text: "Next page" }) : "");
+  main.replaceChildren(
+    el("h1", { text: "Search" }),
+    el("section", {}, form),
+    el("section", { id: "results", "aria-label": "Results" }, el("p", { class: "empty", text: `Newest first, ${found.ok ? found.ok.orders.length : 0} on this page.` }), results, paging),
+  );
+}
+
 // ---- statistics ---------------------------------------------------------------
 
 const CSV = {
@@ -611,6 +663,7 @@ async function render() {
   try {
     if (page === "order" && id) await orderPage(id);
     else if (page === "stats") await statsPage();
+    else if (page === "search") await searchPage();
     else await needsPage();
   } catch (e) {
     if (!(e instanceof ApiFailure)) throw e;
@@ -628,7 +681,7 @@ function refresh() {
 let pending = null;
 function onEvent(event) {
   const { page, id } = route();
-  if (page === "stats" || dialog.open) return;
+  if (page === "stats" || page === "search" || dialog.open) return;
   if (page === "order" && event.order_id !== id) return;
   clearTimeout(pending);
   pending = setTimeout(refresh, 150);
@@ -689,6 +742,8 @@ async function startLive() {
 
 function logout(message) {
   sessionStorage.removeItem(KEY);
+  criteria = {};
+  pages = [];
   if (liveController) liveController.abort();
   liveController = null;
   clearInterval(pollTimer);
@@ -698,6 +753,7 @@ function logout(message) {
 
 document.getElementById("logout").addEventListener("click", () => logout("Logged out."));
 window.addEventListener("hashchange", () => {
+  say("");
   refresh().then(() => main.focus());
 });
 refresh();

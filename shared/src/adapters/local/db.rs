@@ -81,6 +81,7 @@ CREATE TABLE IF NOT EXISTS orders (
 );
 CREATE INDEX IF NOT EXISTS orders_attention ON orders (updated_at) WHERE attention = 1;
 CREATE INDEX IF NOT EXISTS orders_idle ON orders (state, updated_at);
+CREATE INDEX IF NOT EXISTS orders_id ON orders (id);
 CREATE INDEX IF NOT EXISTS orders_created ON orders (created_at, id);
 CREATE INDEX IF NOT EXISTS orders_tenant_created ON orders (tenant_id, created_at, id);
 CREATE INDEX IF NOT EXISTS orders_state_created ON orders (state, created_at, id);

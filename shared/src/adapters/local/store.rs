@@ -517,7 +517,7 @@ impl ReconcileStore for SqliteStore {
 
 /// The orders whose (tenant, id) `query` selects, each read whole.
 /// The orders `q` finds, newest first. Each key has its index (the id:
-/// the primary key's; the reference and the e-mail: expression indexes on
+/// `orders_id`; the reference and the e-mail: expression indexes on
 /// the order's document; a tracking number: one on the job records'),
 /// and tenant, state and days placed narrow it (`orders_tenant_created`,
 /// `orders_state_created`, `orders_created`), so a page reads at most a
