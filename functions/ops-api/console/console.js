@@ -704,6 +704,11 @@ async function startLive() {
       const headers = { Authorization: `Bearer ${key()}`, Accept: "text/event-stream" };
       if (lastId !== null) headers["Last-Event-ID"] = lastId;
       const response = await fetch("/v1/ops/live", { headers, signal: liveController.signal, cache: "no-store", credentials: "omit" });
+      if (response.status === 401) {
+        liveController = null;
+        logout("Your key was not accepted: log in again.");
+        return;
+      }
       if (response.status === 501 || response.status === 404) {
         setLive("poll");
         pollTimer = setInterval(() => { if (!dialog.open) refresh(); }, POLL_MS);
