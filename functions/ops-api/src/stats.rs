@@ -43,6 +43,14 @@ fn day(name: &str, raw: &str) -> Result<Date, ApiError> {
         .ok_or_else(|| invalid(format!("`{name}` must be a day as YYYY-MM-DD, not {raw:?}")))
 }
 
+/// 1-40 lowercase letters, digits or dashes (the schema's pattern).
+fn plant_id(raw: &str) -> bool {
+    (1..=40).contains(&raw.len())
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 impl Ops {
     /// The statistics `params` ask for, as `operator` may see them.
     pub async fn stats(
@@ -71,10 +79,7 @@ impl Ops {
             .map(|t| TenantId::parse(t).map_err(|e| invalid(format!("`tenant`: {e}"))))
             .transpose()?;
         if let Some(plant) = &params.plant
-            && !(1..=40).contains(&plant.len())
-                | !plant
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !plant_id(plant)
         {
             return Err(invalid(format!(
                 "`plant` must be a plant id (1-40 lowercase letters, digits or dashes), not {plant:?}"
