@@ -304,6 +304,23 @@ pub trait ProductionStore: Send + Sync {
     /// order if it changed (only if still as read), the outbox events and
     /// the plant's open-job count; otherwise [`StoreError::Conflict`].
     async fn record_job(&self, write: JobWrite) -> Result<(), StoreError>;
+    /// `plant`'s agent reported at `at` (any report, whether it changed
+    /// anything or not): kept as its last report unless a later one is.
+    async fn plant_reported(&self, plant: &str, at: OffsetDateTime) -> Result<(), StoreError>;
+    /// For each of `plants`: when its agent last reported, and the jobs it
+    /// shipped on `day` (UTC), counted by [`ProductionStore::record_job`].
+    async fn plant_activity(
+        &self,
+        plants: &[String],
+        day: time::Date,
+    ) -> Result<BTreeMap<String, PlantActivity>, StoreError>;
+}
+
+/// [`ProductionStore::plant_activity`]: one plant's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlantActivity {
+    pub last_report: Option<OffsetDateTime>,
+    pub shipped: u32,
 }
 
 /// [`ProductionStore::job_view`].
@@ -329,6 +346,9 @@ pub struct JobWrite {
     pub events: Vec<EventEnvelope>,
     pub plant: String,
     pub open_jobs_delta: i64,
+    /// The job shipped with this report (counted as shipped by `plant`
+    /// on the day of the job's `status_at`).
+    pub shipped: bool,
 }
 
 /// A provider event as received, kept once per (provider, event id).
@@ -784,4 +804,32 @@ pub trait NotificationStore: Send + Sync {
         channel: crate::domain::notify::Channel,
         day: time::Date,
     ) -> Result<u32, StoreError>;
+    /// The notifications of one order (every channel, any status), oldest
+    /// first: what the console's order page lists (never the bodies).
+    async fn for_order(
+        &self,
+        tenant: &TenantId,
+        order: &OrderId,
+    ) -> Result<Vec<NotificationRecord>, StoreError>;
+    /// Per UTC day in `from..=to` (of `tenant`, or every tenant's), per
+    /// channel: the sends counted against the daily cap and the
+    /// notifications deferred to the next day because the cap was reached.
+    /// Kept as the claims happen, in their transactions; rows with both
+    /// zero may be left out. Sorted by day, tenant, channel.
+    async fn send_counts(
+        &self,
+        from: time::Date,
+        to: time::Date,
+        tenant: Option<&TenantId>,
+    ) -> Result<Vec<SendCount>, StoreError>;
+}
+
+/// [`NotificationStore::send_counts`]: one (day, tenant, channel).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendCount {
+    pub day: time::Date,
+    pub tenant: TenantId,
+    pub channel: crate::domain::notify::Channel,
+    pub sent: u32,
+    pub deferred: u32,
 }

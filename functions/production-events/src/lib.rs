@@ -19,7 +19,7 @@ pub use config::Resources;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use printworks::domain::job_records::{ReportOutcome, apply_report};
-use printworks::domain::production::{JobStatusReport, StatusOutcome};
+use printworks::domain::production::{JobState, JobStatusReport, StatusOutcome};
 use printworks::ports::{Clock, JobView, JobWrite, OrderStore, ProductionStore, StoreError};
 use printworks::retry::{self, Attempt};
 use std::sync::Arc;
@@ -78,6 +78,11 @@ impl ProductionEvents {
 
     #[tracing::instrument(skip_all, fields(order_id = %report.order_id, tenant = %report.tenant, job = %report.job_id, status = report.status.as_str()))]
     pub async fn apply(&self, report: &JobStatusReport) -> Result<Outcome, Failure> {
+        // The plants view's "last reported": any report counts, applied or not.
+        self.production
+            .plant_reported(&report.plant, self.clock.now())
+            .await
+            .map_err(|e| Failure::Retry(anyhow::anyhow!("order store: {e}")))?;
         // Each attempt reads afresh: another job's report may have moved
         // the order since.
         retry::on_conflict(MAX_CONFLICTS, || async {
@@ -115,6 +120,7 @@ impl ProductionEvents {
             ReportOutcome::Unknown(why) => Err(Failure::Rejected(why).into()),
             ReportOutcome::Changed(change) => {
                 let change = *change;
+                let shipped = change.closed > 0 && change.job.status == Some(JobState::Shipped);
                 let names = change
                     .events
                     .iter()
@@ -131,6 +137,7 @@ impl ProductionEvents {
                         events: change.events,
                         plant: report.plant.clone(),
                         open_jobs_delta: -change.closed,
+                        shipped,
                     })
                     .await
                     .map_err(Attempt::store)?;

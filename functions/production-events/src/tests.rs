@@ -123,6 +123,28 @@ async fn an_order_follows_its_jobs_to_shipped() {
     let shipped = env.reload(&order).await;
     assert_eq!(shipped.state, OrderState::Shipped);
     assert_eq!(env.open_jobs().await, 0);
+    // The plants view: two jobs shipped today (a stale or duplicate report
+    // counts nothing), and the agent's last report is the last handled.
+    let today = env.clock.now().to_offset(time::UtcOffset::UTC).date();
+    let activity = env
+        .store
+        .plant_activity(&["muc".into()], today)
+        .await
+        .unwrap();
+    assert_eq!(activity["muc"].shipped, 2);
+    let millis = |t: time::OffsetDateTime| t.unix_timestamp_nanos() / 1_000_000;
+    assert_eq!(
+        activity["muc"].last_report.map(millis),
+        Some(millis(env.clock.now())),
+        "kept to the millisecond"
+    );
+    handle(1, JobState::Shipped).await;
+    let again = env
+        .store
+        .plant_activity(&["muc".into()], today)
+        .await
+        .unwrap();
+    assert_eq!(again["muc"].shipped, 2, "a duplicate ships nothing more");
     assert_eq!(env.published().await, ["OrderInProduction", "OrderShipped"]);
     // The OrderShipped event carries both tracking numbers.
     let events = env.bus.events_of(&order.tenant, &order.id).await.unwrap();

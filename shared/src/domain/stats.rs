@@ -290,6 +290,23 @@ pub struct LeadLine {
     pub p95_minutes: i64,
 }
 
+/// Notifications of a tenant, channel and day against the day's cap: the
+/// sends counted (what the cap limits) and the notifications deferred to
+/// the next day because the cap was reached. Counted by the notification
+/// ledger in the transactions of its claims
+/// ([`crate::ports::NotificationStore::send_counts`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotificationLine {
+    #[serde(serialize_with = "iso_date")]
+    pub day: Date,
+    pub tenant: TenantId,
+    pub channel: &'static str,
+    pub sent: u32,
+    pub deferred: u32,
+    /// The tenant's daily cap of the channel.
+    pub cap: u32,
+}
+
 /// The statistics of a range, as the API and the console show them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
@@ -300,6 +317,9 @@ pub struct Report {
     pub revenue: Vec<RevenueLine>,
     pub lead_times: Vec<LeadLine>,
     pub holds: Vec<HoldLine>,
+    /// Filled by the reader from the notification ledger's counters
+    /// ([`Report::from_counts`] leaves it empty).
+    pub notifications: Vec<NotificationLine>,
 }
 
 fn iso_date<S: serde::Serializer>(day: &Date, s: S) -> Result<S::Ok, S::Error> {
@@ -398,6 +418,7 @@ impl Report {
             revenue,
             lead_times,
             holds,
+            notifications: Vec::new(),
         }
     }
 }

@@ -71,8 +71,8 @@ pub fn run_id() -> String {
 }
 
 /// Creates the orders table as the stack defines it: `pk`/`sk` strings,
-/// on demand, with a stream of new images and the reconciler's `idle`
-/// index.
+/// on demand, with a stream of new images, the reconciler's `idle` index
+/// and the operators' search indexes.
 pub async fn create_orders_table(sdk: &aws_config::SdkConfig, table: &str) {
     let attr = |name: &str| {
         AttributeDefinition::builder()
@@ -88,8 +88,33 @@ pub async fn create_orders_table(sdk: &aws_config::SdkConfig, table: &str) {
             .build()
             .expect("key schema element")
     };
-    aws_sdk_dynamodb::Client::new(sdk)
+    use crate::adapters::aws::dynamodb::search;
+    let mut create = aws_sdk_dynamodb::Client::new(sdk)
         .create_table()
+        .attribute_definitions(attr(search::SORT_ATTRIBUTE));
+    // The operators' search indexes, as `search::INDEXES` declares them
+    // (and the template, which a test holds to the same list).
+    for index in search::INDEXES {
+        let projection = if index.include.is_empty() {
+            Projection::builder().projection_type(ProjectionType::KeysOnly)
+        } else {
+            Projection::builder()
+                .projection_type(ProjectionType::Include)
+                .set_non_key_attributes(Some(index.include.iter().map(|a| a.to_string()).collect()))
+        };
+        create = create
+            .attribute_definitions(attr(index.partition))
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(index.name)
+                    .key_schema(key(index.partition, KeyType::Hash))
+                    .key_schema(key(search::SORT_ATTRIBUTE, KeyType::Range))
+                    .projection(projection.build())
+                    .build()
+                    .expect("global secondary index"),
+            );
+    }
+    create
         .table_name(table)
         .attribute_definitions(attr("pk"))
         .attribute_definitions(attr("sk"))

@@ -2,9 +2,9 @@
 //!
 //! | item | pk | sk |
 //! |---|---|---|
-//! | order (without its production) | `ORDER#<tenant>#<order id>` | `ORDER` |
+//! | order (without its production; the search attributes below) | `ORDER#<tenant>#<order id>` | `ORDER` |
 //! | its production record (plant, job runs, tally, `revision`) | `ORDER#<tenant>#<order id>` | `PRODUCTION` |
-//! | a job a plant reported on | `ORDER#<tenant>#<order id>` | `JOB#<job id>` |
+//! | a job a plant reported on (a shipped one: `search_lookup`) | `ORDER#<tenant>#<order id>` | `JOB#<job id>` |
 //! | order id -> tenant (the operator API finds any tenant's order) | `ORDERID#<order id>` | `ORDERID` |
 //! | idempotency record | `IDEM#<tenant>#<key>`, an operator's `IDEM#ops:<operator>#<key>` | `IDEM` |
 //! | outbox event | `OUTBOX#<event id>` | `OUTBOX` |
@@ -14,11 +14,13 @@
 //! | operator key | `OPKEY#<key id>` | `OPKEY` |
 //! | payment provider event | `PAYEVT#<provider>#<event id>` | `PAYEVT` |
 //! | provider payment id -> order | `PAYREF#<provider>#<payment id>` | `PAYREF` |
-//! | a plant's open-job count | `PLANT#<plant id>` | `PLANT` |
+//! | a plant's open-job count and its agent's last report (`last_report_ms`, `dynamodb_plants.rs`) | `PLANT#<plant id>` | `PLANT` |
+//! | jobs a plant shipped on a UTC day (`shipped`, TTL 40 days) | `PLANTDAY#<plant id>` | `<yyyy-mm-dd>` |
 //! | notification (record, `rev`, `due_at` while deferred) | `NOTIFY#<notification id>` | `NOTIFY` |
 //! | a tenant's daily send counter per channel (`sent`, TTL) | `NCOUNT#<tenant>#<channel>#<yyyy-mm-dd>` | `NCOUNT` |
 //! | a deferred notification, under the UTC day it is due | `NDUE#<yyyy-mm-dd>` | `<notification id>` |
-//! | statistics: counters and marks (`dynamodb_stats.rs`) | `STATS#REV`, `STATS#HOLD`, `STATS#LEAD`; `STATSEVT#<event id>`, `STATSSHIP#<order id>` | `<day>#...`; `STATSEVT`, `STATSSHIP` |
+//! | an order's notification (the console's order page lists them) | `NORDER#<tenant>#<order id>` | `<notification id>` |
+//! | statistics: counters and marks (`dynamodb_stats.rs`) | `STATS#REV`, `STATS#HOLD`, `STATS#LEAD`, `STATS#NOTE` (sends and deferrals per tenant and channel, kept by the notification transactions); `STATSEVT#<event id>`, `STATSSHIP#<order id>` | `<day>#...`; `STATSEVT`, `STATSSHIP` |
 //!
 //! The sparse global secondary index `idle` (`idle_pk`, `idle_sk`, keys
 //! only) is what the reconciler reads instead of scanning (and the console
@@ -30,6 +32,15 @@
 //! spreads each state's writes over partitions. events-publisher deletes
 //! the outbox items it published, so the index's outbox entries are the
 //! events still to publish.
+//!
+//! The operators' search ([`search`], `dynamodb_search.rs`) reads four
+//! more sparse indexes, each sorted by `search_sk` (an order's
+//! `created_at` in nanoseconds, 20 digits, `#<order id>`): `search_tenant`
+//! (`search_tenant` = the tenant; `state` projected), `search_state`
+//! (`<state>#<shard>`), `search_lookup` (an order's `EMAIL#<sha-256 of
+//! the lower-cased address>`; a shipped job's `TRACKING#<sha-256>`, its
+//! `search_sk` `JOB#<job id>`) and `search_reference` (`REF#<sha-256>`).
+//! `order_item` and `job_item` set them; no key holds an e-mail address.
 //!
 //! The notification items are written by the `NotificationStore` in
 //! `dynamodb_notify.rs` (a child module): a claim is the record, conditional
@@ -76,6 +87,10 @@ use std::collections::HashMap;
 
 #[path = "dynamodb_notify.rs"]
 mod notify;
+#[path = "dynamodb_plants.rs"]
+mod plants;
+#[path = "dynamodb_search.rs"]
+pub mod search;
 #[path = "dynamodb_stats.rs"]
 mod stats;
 
@@ -223,6 +238,7 @@ fn order_item(order: &Order) -> Result<Item, StoreError> {
             s(idle_sk(order.updated_at, order.id.as_str())),
         );
     }
+    search::add_order_attributes(order, &mut item);
     Ok(item)
 }
 
@@ -243,6 +259,7 @@ fn job_item(tenant: &TenantId, id: &OrderId, job: &JobRecord) -> Result<Item, St
         item.insert("status".into(), s(status.as_str()));
     }
     item.insert("doc".into(), s(json(job)?));
+    search::add_job_attributes(job, &mut item);
     Ok(item)
 }
 
@@ -784,6 +801,14 @@ impl OpsStore for DynamoStore {
         Ok(orders)
     }
 
+    /// Through the sparse search indexes (`dynamodb_search.rs`).
+    async fn search(
+        &self,
+        query: &crate::ports::SearchQuery,
+    ) -> Result<Option<crate::ports::SearchPage>, StoreError> {
+        search::search(self, query).await.map(Some)
+    }
+
     async fn held_orders(&self, limit: usize) -> Result<Vec<Order>, StoreError> {
         use crate::ports::ReconcileStore;
         self.idle_orders(
@@ -940,6 +965,9 @@ fn order_of_pk(item: &Item) -> Option<(TenantId, OrderId)> {
     Some((TenantId::parse(tenant).ok()?, OrderId::parse(id)?))
 }
 
+/// Orders [`crate::ports::ReconcileStore::idle_orders`] reads at once.
+const IDLE_READS_AT_ONCE: usize = 16;
+
 /// The reconciler's reads, through the sparse `idle` index (module docs):
 /// a `Query` per shard, never a `Scan`. The index is eventually
 /// consistent; each order is read again (consistently) before the domain
@@ -952,15 +980,25 @@ impl crate::ports::ReconcileStore for DynamoStore {
         before: time::OffsetDateTime,
         limit: usize,
     ) -> Result<Vec<Order>, StoreError> {
-        let mut orders = Vec::new();
+        use futures::{StreamExt, TryStreamExt};
+        let mut keys = Vec::new();
         for shard in 0..IDLE_SHARDS {
             let pk = format!("STATE#{}#{shard}", state.as_str());
             for entry in self.idle_entries(pk, before, limit).await? {
-                let (tenant, id) = order_of_pk(&entry)
-                    .ok_or_else(|| anyhow!("an idle index entry without an order key"))?;
-                orders.extend(self.get(&tenant, &id).await?);
+                keys.push(
+                    order_of_pk(&entry)
+                        .ok_or_else(|| anyhow!("an idle index entry without an order key"))?,
+                );
             }
         }
+        // The orders are read 16 at a time (a Query each): the console's
+        // plants view reads every order with open jobs.
+        let mut orders: Vec<Order> = futures::stream::iter(keys)
+            .map(|(tenant, id)| async move { self.get(&tenant, &id).await })
+            .buffer_unordered(IDLE_READS_AT_ONCE)
+            .try_filter_map(|order| async move { Ok(order) })
+            .try_collect()
+            .await?;
         orders.sort_by_key(|o| o.updated_at);
         orders.truncate(limit);
         Ok(orders)
@@ -1128,10 +1166,33 @@ impl ProductionStore for DynamoStore {
                 write.open_jobs_delta,
             )?);
         }
+        if write.shipped {
+            let day = write.job.status_at.map_or_else(
+                || time::OffsetDateTime::now_utc().date(),
+                |at| at.to_offset(time::UtcOffset::UTC).date(),
+            );
+            items.push(plants::shipped_update(&self.table, &write.plant, day)?);
+        }
         for event in &write.events {
             items.push(put(&self.table, outbox_item(event)?, None)?);
         }
         self.transact(items).await
+    }
+
+    async fn plant_reported(
+        &self,
+        plant: &str,
+        at: time::OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.set_plant_reported(plant, at).await
+    }
+
+    async fn plant_activity(
+        &self,
+        plants: &[String],
+        day: time::Date,
+    ) -> Result<BTreeMap<String, crate::ports::PlantActivity>, StoreError> {
+        self.read_plant_activity(plants, day).await
     }
 }
 

@@ -7,6 +7,12 @@
 //!   record not existing) and, while deferred, `due_at` (epoch seconds);
 //! - the daily counter `NCOUNT#<tenant>#<channel>#<yyyy-mm-dd>` / `NCOUNT`:
 //!   `sent`, and `expires_at` (TTL) a week after its day;
+//! - the statistics' counter `STATS#NOTE` / `<yyyy-mm-dd>#<tenant>#<channel>`:
+//!   `sent` and `deferred`, changed in the same transactions as the daily
+//!   counter (kept, never expired: the console's statistics read a range of
+//!   days with one Query);
+//! - the order's list `NORDER#<tenant>#<order id>` / `<id>`, put with the
+//!   record when it is created: the console's order page reads it;
 //! - the deferred index `NDUE#<yyyy-mm-dd>` / `<id>`, one item per deferred
 //!   record under the UTC day it is due (a copy of the record's `doc` and
 //!   `due_at`), put and deleted in the same transaction as the record's
@@ -26,8 +32,11 @@
 
 use super::{DynamoStore, Item, doc_of, failed_conditions, json, key, n, parse, s};
 use crate::domain::notify::{Channel, cap_day, next_day};
+use crate::domain::order::OrderId;
 use crate::domain::tenant::TenantId;
-use crate::ports::{Claim, NotificationRecord, NotificationStatus, NotificationStore, StoreError};
+use crate::ports::{
+    Claim, NotificationRecord, NotificationStatus, NotificationStore, SendCount, StoreError,
+};
 use anyhow::{Context, anyhow};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
@@ -52,6 +61,42 @@ const ATTEMPTS: u32 = 8;
 
 fn record_pk(id: &str) -> String {
     format!("NOTIFY#{id}")
+}
+
+/// The statistics' notification counters' partition.
+const STATS_PK: &str = "STATS#NOTE";
+
+fn stats_sk(tenant: &str, channel: Channel, day: Date) -> String {
+    format!("{day}#{tenant}#{}", channel.as_str())
+}
+
+fn order_list_pk(tenant: &str, order: &str) -> String {
+    format!("NORDER#{tenant}#{order}")
+}
+
+/// `delta` sends (and `deferred` deferrals) more on the statistics'
+/// counter of (tenant, channel, day); unconditional.
+fn count_stats(
+    table: &str,
+    record: &NotificationRecord,
+    day: Date,
+    sent: i64,
+    deferred: i64,
+) -> Result<TransactWriteItem, StoreError> {
+    let update = Update::builder()
+        .table_name(table)
+        .set_key(Some(key(
+            STATS_PK.to_string(),
+            &stats_sk(record.tenant.as_str(), record.channel(), day),
+        )))
+        .update_expression("ADD #sent :sent, #deferred :deferred")
+        .expression_attribute_names("#sent", "sent")
+        .expression_attribute_names("#deferred", "deferred")
+        .expression_attribute_values(":sent", n(sent))
+        .expression_attribute_values(":deferred", n(deferred))
+        .build()
+        .context("building Update")?;
+    Ok(TransactWriteItem::builder().update(update).build())
 }
 
 fn counter_pk(tenant: &str, channel: Channel, day: Date) -> String {
@@ -238,6 +283,19 @@ fn record_writes(
             .context("building Put")?;
         items.push(TransactWriteItem::builder().put(put).build());
     }
+    if observed.is_none() {
+        // The order's list of its notifications (a pointer; the record is
+        // read from its own item).
+        let put = Put::builder()
+            .table_name(table)
+            .set_item(Some(key(
+                order_list_pk(next.tenant.as_str(), next.order_id.as_str()),
+                &next.id,
+            )))
+            .build()
+            .context("building Put")?;
+        items.push(TransactWriteItem::builder().put(put).build());
+    }
     Ok(items)
 }
 
@@ -333,6 +391,7 @@ impl DynamoStore {
             let counts_down = match counted_day {
                 Some(day) if may_count_down => {
                     items.insert(1, count_down(&self.table, &record, day)?);
+                    items.push(count_stats(&self.table, &record, day, -1, 0)?);
                     true
                 }
                 _ => false,
@@ -376,6 +435,7 @@ impl NotificationStore for DynamoStore {
                 };
                 let mut items = record_writes(&self.table, observed.as_ref(), &acquired)?;
                 items.insert(1, count_up(&self.table, &acquired, day, limit)?);
+                items.push(count_stats(&self.table, &acquired, day, 1, 0)?);
                 match self.try_transact(items).await? {
                     Tx::Done => return Ok(Claim::Acquired(Box::new(acquired))),
                     // The record changed since we read it: decide again.
@@ -396,6 +456,7 @@ impl NotificationStore for DynamoStore {
                 // A release may have made room since: then claim again.
                 items.insert(1, still_full(&self.table, &deferred, day, limit)?);
             }
+            items.push(count_stats(&self.table, &deferred, day, 0, 1)?);
             match self.try_transact(items).await? {
                 Tx::Done => return Ok(Claim::Deferred(until)),
                 tx if tx.failed(0) || tx.failed(1) => continue,
@@ -503,5 +564,96 @@ impl NotificationStore for DynamoStore {
             None => 0,
         };
         Ok(sent.clamp(0, i64::from(u32::MAX)) as u32)
+    }
+
+    async fn for_order(
+        &self,
+        tenant: &TenantId,
+        order: &OrderId,
+    ) -> Result<Vec<NotificationRecord>, StoreError> {
+        let pk = order_list_pk(tenant.as_str(), order.as_str());
+        let pointers = self
+            .query_pages(|| {
+                self.client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk")
+                    .expression_attribute_values(":pk", s(&pk))
+            })
+            .await?;
+        let mut records = Vec::with_capacity(pointers.len());
+        for pointer in &pointers {
+            let id = pointer
+                .get("sk")
+                .and_then(|v| v.as_s().ok())
+                .ok_or_else(|| anyhow!("an order's notification pointer without sk"))?;
+            if let Some(stored) = self.load_notification(id).await? {
+                records.push(stored.record);
+            }
+        }
+        records.sort_by_key(|r| r.created_at);
+        Ok(records)
+    }
+
+    async fn send_counts(
+        &self,
+        from: Date,
+        to: Date,
+        tenant: Option<&TenantId>,
+    ) -> Result<Vec<SendCount>, StoreError> {
+        let items = self
+            .query_pages(|| {
+                self.client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                    .expression_attribute_values(":pk", s(STATS_PK))
+                    .expression_attribute_values(":from", s(format!("{from}#")))
+                    .expression_attribute_values(":to", s(format!("{to}#\u{10ffff}")))
+            })
+            .await?;
+        let number = |item: &Item, name: &str| -> u32 {
+            item.get(name)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0)
+                .clamp(0, i64::from(u32::MAX)) as u32
+        };
+        let mut out = Vec::new();
+        for item in &items {
+            let sk = item
+                .get("sk")
+                .and_then(|v| v.as_s().ok())
+                .ok_or_else(|| anyhow!("a notification statistics item without sk"))?;
+            let bad = || anyhow!("a notification statistics item {sk:?}");
+            let mut parts = sk.splitn(3, '#');
+            let (Some(day), Some(owner), Some(channel)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(bad().into());
+            };
+            if tenant.is_some_and(|t| t.as_str() != owner) {
+                continue;
+            }
+            let row = SendCount {
+                day: Date::parse(day, &time::format_description::well_known::Iso8601::DATE)
+                    .map_err(|_| bad())?,
+                tenant: TenantId::parse(owner).map_err(|_| bad())?,
+                channel: Channel::parse(channel).ok_or_else(bad)?,
+                sent: number(item, "sent"),
+                deferred: number(item, "deferred"),
+            };
+            if row.sent > 0 || row.deferred > 0 {
+                out.push(row);
+            }
+        }
+        out.sort_by(|a, b| {
+            (a.day, a.tenant.as_str(), a.channel.as_str()).cmp(&(
+                b.day,
+                b.tenant.as_str(),
+                b.channel.as_str(),
+            ))
+        });
+        Ok(out)
     }
 }

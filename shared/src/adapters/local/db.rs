@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
 
 const MAX_GROUP: usize = 256;
-const SCHEMA_VERSION: i32 = 8;
+const SCHEMA_VERSION: i32 = 9;
 
 /// `synchronous` in WAL mode: `Normal` survives a crash of the process
 /// (`kill -9`); `Full` also survives a power cut, at one fsync per group.
@@ -179,7 +179,20 @@ CREATE TABLE IF NOT EXISTS notify_counters (
     channel TEXT NOT NULL,
     day TEXT NOT NULL,
     sent INTEGER NOT NULL,
+    deferred INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant_id, channel, day)
+);
+CREATE INDEX IF NOT EXISTS notify_counters_day ON notify_counters (day);
+CREATE INDEX IF NOT EXISTS notifications_order ON notifications (tenant_id, json_extract(doc, '$.order_id'));
+CREATE TABLE IF NOT EXISTS plant_reports (
+    plant TEXT PRIMARY KEY,
+    last_report_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS plant_shipped (
+    plant TEXT NOT NULL,
+    day TEXT NOT NULL,
+    jobs INTEGER NOT NULL,
+    PRIMARY KEY (plant, day)
 );
 CREATE TABLE IF NOT EXISTS stats_events (event_id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS stats_shipped (order_id TEXT PRIMARY KEY);
@@ -236,6 +249,21 @@ pub const PLATFORM: Schema = Schema {
         // notify_counters), 5 (productions, jobs: an order's jobs as
         // records of their own) and 7 (the statistics' stats_* tables)
         // only add tables; 8 only indexes (the operators' search).
+        // Version 9: the daily counters also count deferrals (the
+        // statistics' notifications against the caps); new indexes and the
+        // plants' report and shipment tables come with the DDL. A file
+        // without the counters gets them, column and all, from the DDL.
+        let counters_lack_deferred: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'notify_counters')
+               AND NOT EXISTS (SELECT 1 FROM pragma_table_info('notify_counters') WHERE name = 'deferred')",
+            [],
+            |r| r.get(0),
+        )?;
+        if counters_lack_deferred {
+            conn.execute_batch(
+                "ALTER TABLE notify_counters ADD COLUMN deferred INTEGER NOT NULL DEFAULT 0",
+            )?;
+        }
         if version < 6 {
             // Version 6: orders whose money needs a person are marked (an
             // index for `printworks ops flags`). Every flag stored before

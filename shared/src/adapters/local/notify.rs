@@ -7,8 +7,11 @@
 use super::db::{json_err, sql};
 use super::store::SqliteStore;
 use crate::domain::notify::{Channel, cap_day, next_day};
+use crate::domain::order::OrderId;
 use crate::domain::tenant::TenantId;
-use crate::ports::{Claim, NotificationRecord, NotificationStatus, NotificationStore, StoreError};
+use crate::ports::{
+    Claim, NotificationRecord, NotificationStatus, NotificationStore, SendCount, StoreError,
+};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::time::Duration;
@@ -78,6 +81,23 @@ fn add_to_counter(
     Ok(())
 }
 
+/// One more notification deferred by the cap of (tenant, channel, day).
+fn add_deferred(
+    c: &Connection,
+    tenant: &str,
+    channel: Channel,
+    day: time::Date,
+) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO notify_counters (tenant_id, channel, day, sent, deferred) VALUES (?1, ?2, ?3, 0, 1)
+         ON CONFLICT(tenant_id, channel, day) DO UPDATE SET deferred = deferred + 1",
+    )
+    .map_err(sql)?
+    .execute(params![tenant, channel.as_str(), day.to_string()])
+    .map_err(sql)?;
+    Ok(())
+}
+
 fn counter(
     c: &Connection,
     tenant: &str,
@@ -119,6 +139,7 @@ fn claim_in(
         let until = next_day(now);
         record.status = NotificationStatus::Deferred { until };
         save(c, &record)?;
+        add_deferred(c, &tenant, channel, day)?;
         return Ok(Claim::Deferred(until));
     }
     add_to_counter(c, &tenant, channel, day, 1)?;
@@ -235,6 +256,85 @@ impl NotificationStore for SqliteStore {
             .read(move |c| counter(c, &tenant, channel, day))
             .await
     }
+
+    async fn for_order(
+        &self,
+        tenant: &TenantId,
+        order: &OrderId,
+    ) -> Result<Vec<NotificationRecord>, StoreError> {
+        let (tenant, order) = (tenant.as_str().to_string(), order.as_str().to_string());
+        let docs: Vec<String> = self
+            .db()
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT doc FROM notifications
+                         WHERE tenant_id = ?1 AND json_extract(doc, '$.order_id') = ?2 ORDER BY rowid",
+                    )
+                    .map_err(sql)?;
+                let rows = stmt.query_map([tenant, order], |r| r.get(0)).map_err(sql)?;
+                rows.collect::<Result<Vec<String>, _>>().map_err(sql)
+            })
+            .await?;
+        let mut records = docs
+            .iter()
+            .map(|d| serde_json::from_str::<NotificationRecord>(d).map_err(json_err))
+            .collect::<Result<Vec<_>, _>>()?;
+        records.sort_by_key(|r| r.created_at);
+        Ok(records)
+    }
+
+    async fn send_counts(
+        &self,
+        from: time::Date,
+        to: time::Date,
+        tenant: Option<&TenantId>,
+    ) -> Result<Vec<SendCount>, StoreError> {
+        let tenant = tenant.map(|t| t.as_str().to_string());
+        let rows: Vec<(String, String, String, i64, i64)> = self
+            .db()
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT day, tenant_id, channel, sent, deferred FROM notify_counters
+                         WHERE day BETWEEN ?1 AND ?2 AND (?3 IS NULL OR tenant_id = ?3)
+                           AND (sent > 0 OR deferred > 0)
+                         ORDER BY day, tenant_id, channel",
+                    )
+                    .map_err(sql)?;
+                let rows = stmt
+                    .query_map(params![from.to_string(), to.to_string(), tenant], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    })
+                    .map_err(sql)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(sql)
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(day, tenant, channel, sent, deferred)| {
+                Ok(SendCount {
+                    day: parse_day(&day)?,
+                    tenant: TenantId::parse(&tenant).map_err(|e| {
+                        StoreError::Unexpected(anyhow::anyhow!(
+                            "a counter's tenant {tenant:?}: {e}"
+                        ))
+                    })?,
+                    channel: Channel::parse(&channel).ok_or_else(|| {
+                        StoreError::Unexpected(anyhow::anyhow!(
+                            "unknown channel {channel:?} counted"
+                        ))
+                    })?,
+                    sent: sent.clamp(0, u32::MAX as i64) as u32,
+                    deferred: deferred.clamp(0, u32::MAX as i64) as u32,
+                })
+            })
+            .collect()
+    }
+}
+
+fn parse_day(day: &str) -> Result<time::Date, StoreError> {
+    time::Date::parse(day, &time::format_description::well_known::Iso8601::DATE)
+        .map_err(|e| StoreError::Unexpected(anyhow::anyhow!("a counter's day {day:?}: {e}")))
 }
 
 impl SqliteStore {

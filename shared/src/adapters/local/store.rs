@@ -285,7 +285,91 @@ impl ProductionStore for SqliteStore {
                     &production,
                 )?;
                 add_open_jobs(c, &write.plant, write.open_jobs_delta)?;
+                if write.shipped {
+                    let day = write.job.status_at.map_or_else(
+                        || time::OffsetDateTime::now_utc().date(),
+                        |at| at.to_offset(time::UtcOffset::UTC).date(),
+                    );
+                    c.prepare_cached(
+                        "INSERT INTO plant_shipped (plant, day, jobs) VALUES (?1, ?2, 1) \
+                         ON CONFLICT(plant, day) DO UPDATE SET jobs = jobs + 1",
+                    )
+                    .map_err(sql)?
+                    .execute(params![write.plant, day.to_string()])
+                    .map_err(sql)?;
+                }
                 append_outbox(c, &write.events)
+            })
+            .await
+    }
+
+    async fn plant_reported(
+        &self,
+        plant: &str,
+        at: time::OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let plant = plant.to_string();
+        let at = (at.unix_timestamp_nanos() / 1_000_000) as i64;
+        self.db
+            .write(move |c| {
+                c.prepare_cached(
+                    "INSERT INTO plant_reports (plant, last_report_ms) VALUES (?1, ?2) \
+                     ON CONFLICT(plant) DO UPDATE SET last_report_ms = \
+                     max(last_report_ms, excluded.last_report_ms)",
+                )
+                .map_err(sql)?
+                .execute(params![plant, at])
+                .map_err(sql)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn plant_activity(
+        &self,
+        plants: &[String],
+        day: time::Date,
+    ) -> Result<BTreeMap<String, crate::ports::PlantActivity>, StoreError> {
+        let plants = plants.to_vec();
+        self.db
+            .read(move |c| {
+                let mut out = BTreeMap::new();
+                for plant in plants {
+                    let last: Option<i64> = c
+                        .prepare_cached("SELECT last_report_ms FROM plant_reports WHERE plant = ?1")
+                        .map_err(sql)?
+                        .query_row([&plant], |r| r.get(0))
+                        .optional()
+                        .map_err(sql)?;
+                    let shipped: Option<i64> = c
+                        .prepare_cached(
+                            "SELECT jobs FROM plant_shipped WHERE plant = ?1 AND day = ?2",
+                        )
+                        .map_err(sql)?
+                        .query_row(params![plant, day.to_string()], |r| r.get(0))
+                        .optional()
+                        .map_err(sql)?;
+                    let last_report = last
+                        .map(|ms| {
+                            time::OffsetDateTime::from_unix_timestamp_nanos(
+                                i128::from(ms) * 1_000_000,
+                            )
+                            .map_err(|e| {
+                                StoreError::Unexpected(anyhow::anyhow!(
+                                    "a plant's last report {ms}: {e}"
+                                ))
+                            })
+                        })
+                        .transpose()?;
+                    out.insert(
+                        plant,
+                        crate::ports::PlantActivity {
+                            last_report,
+                            shipped: shipped.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
+                        },
+                    );
+                }
+                Ok(out)
             })
             .await
     }

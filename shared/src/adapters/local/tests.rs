@@ -598,6 +598,7 @@ async fn a_job_report_writes_its_job_and_the_production_record_only() {
         events: change.events.clone(),
         plant: plant.clone(),
         open_jobs_delta: change.closed,
+        shipped: false,
     };
     store.record_job(write.clone()).await.unwrap();
     // The same write again (a second handler that read the same): refused.
@@ -880,4 +881,31 @@ async fn orders_needing_a_person_are_indexed_and_a_v5_file_is_backfilled() {
     }
     assert!(store.needing_attention(10).await.unwrap().is_empty());
     db.close();
+}
+
+#[tokio::test]
+async fn a_version_8_file_counts_deferrals_after_the_upgrade() {
+    use crate::domain::notify::Channel;
+    use crate::ports::NotificationStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v8.sqlite");
+    {
+        // The counters of schema v8 (no `deferred`) with a day counted.
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE notify_counters (tenant_id TEXT NOT NULL, channel TEXT NOT NULL,
+               day TEXT NOT NULL, sent INTEGER NOT NULL, PRIMARY KEY (tenant_id, channel, day));
+             INSERT INTO notify_counters VALUES ('demo-brand', 'email', '2026-12-01', 4);
+             PRAGMA user_version = 8;",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::new(Arc::new(Db::open(&path, Durability::Normal).unwrap()));
+    let day = time::macros::date!(2026 - 12 - 01);
+    let counts = store.send_counts(day, day, None).await.unwrap();
+    assert_eq!(counts.len(), 1);
+    assert_eq!(
+        (counts[0].channel, counts[0].sent, counts[0].deferred),
+        (Channel::Email, 4, 0)
+    );
 }
