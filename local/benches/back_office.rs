@@ -8,7 +8,9 @@
 //! fill the store and, per query, the median, p95 and worst of ROUNDS
 //! (50) requests and the response size; and the search page's
 //! `POST /v1/ops/search` (newest, by id, reference, e-mail, tenant with
-//! state and days, a day's second page) the same way.
+//! state and days, a day's second page) the same way. Each order's
+//! confirmation e-mail is claimed against its tenant's daily cap, so the
+//! statistics also carry the notifications against the caps.
 //!
 //! The orders are placed with the store's own `place` (the order, its
 //! idempotency record and its events in one transaction), so the
@@ -28,7 +30,8 @@ use printworks::domain::order::Order;
 use printworks::domain::stats::{Fact, lead_minutes};
 use printworks::domain::tenant::{Tenant, TenantId};
 use printworks::ports::{
-    IdempotencyRecord, NewOrder, OpsStore, OrderStore, StatsStore, StoredResponse,
+    EmailMessage, IdempotencyRecord, NewOrder, NotificationRecord, NotificationStatus,
+    NotificationStore, OpsStore, OrderStore, Outgoing, StatsStore, StoredResponse,
 };
 use printworks::testing::{b2b_tenant, order_request};
 use rand::rngs::StdRng;
@@ -49,6 +52,32 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// The confirmation e-mail of `order`, as notify would record it.
+fn notification(order: &Order, at: time::OffsetDateTime) -> NotificationRecord {
+    NotificationRecord {
+        id: format!("ntf-{}", order.id),
+        tenant: order.tenant.clone(),
+        order_id: order.id.clone(),
+        event_id: format!("evt-{}", order.id),
+        event_type: printworks::domain::events::EventType::OrderPlaced,
+        message: Outgoing::Email(Box::new(EmailMessage {
+            from_name: "Shop".into(),
+            from_address: "orders@shop.example".into(),
+            reply_to: None,
+            to_name: order.customer.name.clone(),
+            to_address: order.customer.email.clone(),
+            subject: format!("Order {}", order.id),
+            text: String::new(),
+            html: String::new(),
+            language: "en".into(),
+            message_id: format!("ntf-{}@shop.example", order.id),
+        })),
+        status: NotificationStatus::Retry,
+        attempts: 0,
+        created_at: at,
+    }
 }
 
 #[tokio::main]
@@ -130,6 +159,9 @@ async fn main() -> anyhow::Result<()> {
                 },
             ));
         }
+        // Its confirmation e-mail, claimed against the tenant's daily cap
+        // as notify claims it: the statistics' notifications.
+        let mail = notification(&order, at);
         let store = store.clone();
         pending.push(tokio::spawn(async move {
             store
@@ -149,6 +181,9 @@ async fn main() -> anyhow::Result<()> {
             for (id, fact) in &facts {
                 store.apply(id, fact).await?;
             }
+            store
+                .claim(&mail, 5_000, at, Duration::from_secs(60))
+                .await?;
             anyhow::Ok(())
         }));
         // The writer groups what is queued into one transaction: keep a
@@ -175,6 +210,7 @@ async fn main() -> anyhow::Result<()> {
         ops_api::Config::for_env("local")?,
         ops_api::Ops {
             stats: Some(store.clone()),
+            notifications: Some(store.clone()),
             ..ops_api::Ops::new(
                 Arc::new(catalog.clone()),
                 store.clone(),

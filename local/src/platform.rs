@@ -372,6 +372,11 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
             stats: Some(store_arc.clone()),
             feed: Some(Arc::new(bus.clone())),
             live_stop: Some(shutdown.subscribe()),
+            notifications: Some(store_arc.clone()),
+            caps: options.notify.caps.clone(),
+            prints: Some(prints.clone()),
+            production: Some(store_arc.clone()),
+            idle: Some(store_arc.clone()),
             ..ops_api::Ops::new(catalog.clone(), store_arc.clone(), clock.clone())
         },
         store_arc.clone(),

@@ -289,6 +289,15 @@ def test_an_operator_works_through_the_console(shop):
         expect(page.locator("#order-state")).to_have_text("shipped", timeout=SHIP_TIMEOUT_MS)
         assert page.evaluate("() => window.__notReloaded === true")
         expect(page.locator("#h-jobs + table")).to_contain_text("SIM-POST")
+        # The print file's preview, loaded by the browser from its
+        # presigned link (the page's policy allows the prints' origin).
+        preview = page.locator("#previews img").first
+        expect(preview).to_be_visible()
+        page.wait_for_function(
+            "() => { const i = document.querySelector('#previews img'); return i && i.complete && i.naturalWidth > 0 }")
+        status, shown = shop.call("GET", f"/v1/ops/orders/{a}", shop.support)
+        assert status == 200 and len(shown["previews"]) == 1, shown.get("previews")
+        assert page.evaluate("() => document.querySelector('#previews img').naturalWidth") == shown["previews"][0]["width"]
         shot(page, "04-order")
 
         # Reprint A's job: attempt 2 is made and ships too.
@@ -386,7 +395,54 @@ def test_an_operator_works_through_the_console(shop):
         assert sum(l["orders"] for l in report["lead_times"]) == 3
         assert sum(l["refunded"] for l in report["revenue"]) > 0
         assert {h["code"] for h in report["holds"]} == {"unsupported_format", "production_failed"}
+        # Notifications against the caps: two bars (the busiest day, the
+        # cap) per tenant and channel, and the CSV is the API's lines.
+        assert report["notifications"], report
+        pairs = {(n["tenant"], n["channel"]) for n in report["notifications"]}
+        expect(page.locator("#chart-notifications svg rect")).to_have_count(2 * len(pairs))
+        with page.expect_download() as info:
+            page.locator('button[data-csv="notifications"]').click()
+        assert Path(info.value.path()).read_text() == csv_of(
+            report["notifications"], ["day", "tenant", "channel", "sent", "deferred", "cap"])
+        assert all(n["cap"] > 0 and n["sent"] <= n["cap"] for n in report["notifications"])
         shot(page, "07-statistics")
+
+        # C's page: the notifications it was sent (channel, time, status,
+        # subject), never a body or an address.
+        page.goto(f"{shop.base}/console#/order/{c}")
+        status, shown = shop.call("GET", f"/v1/ops/orders/{c}", shop.support)
+        assert status == 200 and shown["notifications"], shown.get("notifications")
+        sent = page.locator("#notifications tbody tr")
+        expect(sent).to_have_count(len(shown["notifications"]))
+        subjects = [n["subject"] for n in shown["notifications"] if n.get("subject")]
+        assert subjects, shown["notifications"]
+        expect(page.locator("#notifications")).to_contain_text(subjects[0])
+        assert "erika@example.com" not in page.locator("#notifications").inner_text()
+        page.locator("#notifications").scroll_into_view_if_needed()
+        shot(page, "08-order-notifications")
+
+        # The plants: as the API says, and live: a new order's job ships
+        # while the page is open, and the page follows without a reload.
+        page.get_by_role("link", name="Plants").click()
+        expect(page.get_by_role("heading", name="Plants")).to_be_visible()
+        status, board = shop.call("GET", "/v1/ops/plants", shop.support)
+        assert status == 200, board
+        for row in board["plants"]:
+            cells = page.locator(f'tr[data-plant="{row["plant"]}"] td.num')
+            expect(cells.last).to_have_text(str(row["shipped_today"]))
+        shipped_before = sum(r["shipped_today"] for r in board["plants"])
+        assert shipped_before >= 4, board
+        assert any(r["last_report_at"] for r in board["plants"]), board
+        page.evaluate("() => { window.__notReloaded = true }")
+        d = shop.place("demo-b2b", [{"sku": "poster-20x30", "quantity": 1,
+                                     "images": [{"upload_id": SAMPLE_UPLOAD}]}])
+        shop.until("demo-b2b", d, "shipped")
+        page.wait_for_function(
+            "(before) => [...document.querySelectorAll('tr[data-plant]')]"
+            ".reduce((n, tr) => n + Number(tr.querySelector('td.num:last-child').textContent), 0) === before + 1",
+            arg=shipped_before, timeout=SHIP_TIMEOUT_MS)
+        assert page.evaluate("() => window.__notReloaded === true")
+        shot(page, "09-plants")
 
         # A plant's operator: their plant's held orders, no money.
         plant = browser.new_context().new_page()
@@ -395,7 +451,11 @@ def test_an_operator_works_through_the_console(shop):
         plant.get_by_label("Operator key").fill(shop.muc)
         plant.keyboard.press("Enter")
         expect(plant.locator("#flags")).to_contain_text("may not see payment flags")
-        shot(plant, "08-plant-operator")
+        shot(plant, "10-plant-operator")
+        # Their plant only on the plants page.
+        plant.get_by_role("link", name="Plants").click()
+        expect(plant.locator("tr[data-plant]")).to_have_count(1)
+        expect(plant.locator('tr[data-plant="muc"]')).to_be_visible()
         browser.close()
 
     # 401s of the wrong key at login are answers the page handles; nothing

@@ -9,7 +9,8 @@
 //   again (a retry, a double click) does it once.
 // - Pages are built with DOM calls only (text is never parsed as HTML).
 // - Live: GET /v1/ops/live read with fetch (server-sent events); where the
-//   API has no stream (501) the page polls every 5 seconds.
+//   API has no stream (501) the page polls every 5 seconds (the pages
+//   that follow events: needs a person, an order, the plants).
 
 const KEY = "printworks-operator-key";
 const main = document.getElementById("main");
@@ -433,6 +434,13 @@ async function orderPage(id) {
           el("td", { class: "num", text: i.images.length }),
           el("td", { text: (i.renders || []).map((r) => `${r.preview.width}×${r.preview.height} preview, ${r.effective_dpi} dpi`).join("; ") || "not rendered yet" }),
         )), "No items.")),
+    el("section", { id: "previews", "aria-labelledby": "h-previews" }, el("h2", { id: "h-previews", text: "Print files" }),
+      (view.previews || []).length
+        ? el("div", { class: "previews" }, view.previews.map((p) =>
+            el("figure", { class: "preview" },
+              el("img", { src: p.url, alt: `Preview of line ${p.line}, image ${p.image} (${p.sku})`, width: p.width, height: p.height, loading: "lazy" }),
+              el("figcaption", { text: `Line ${p.line}, image ${p.image}: ${p.sku}, print ${p.print.width}×${p.print.height} px at ${p.effective_dpi} dpi` }))))
+        : el("p", { class: "empty", text: "No print file yet: the order is not rendered." })),
     el("section", { "aria-labelledby": "h-jobs" }, el("h2", { id: "h-jobs", text: "Jobs" }),
       table(["Attempt", "Job", "Plant", "Status", "Carrier", "Tracking", "Current"], view.attempts.flatMap((a) => a.jobs.map((j) =>
         el("tr", { "data-job": j.job_id },
@@ -466,6 +474,18 @@ async function orderPage(id) {
           el("td", { text: when(f.at) }),
           el("td", { text: f.resolved ? `${f.resolved.operator}: ${f.resolved.note}` : "open" }),
         )), "No payment flags.")),
+    view.notifications === undefined ? "" : el("section", { id: "notifications", "aria-labelledby": "h-notifications" }, el("h2", { id: "h-notifications", text: "Notifications" }),
+      view.notifications === null
+        ? el("p", { class: "empty", text: "The notification ledger is not reachable here." })
+        : table(["When", "Channel", "Event", "Status", "Subject", "Attempts"], view.notifications.map((n) =>
+            el("tr", { "data-channel": n.channel },
+              el("td", { text: when(n.at) }),
+              el("td", { text: n.channel }),
+              el("td", { text: n.event }),
+              el("td", {}, el("span", { class: `badge ${n.status}`, text: n.status }), n.detail ? ` ${n.detail}` : ""),
+              el("td", { text: n.subject || "" }),
+              el("td", { class: "num", text: n.attempts }),
+            )), "Nothing sent for this order yet.")),
     el("section", { "aria-labelledby": "h-actions" }, el("h2", { id: "h-actions", text: "Operator actions" }),
       table(["When", "Operator", "Action", "Reason"], view.actions.map((a) =>
         el("tr", {},
@@ -535,6 +555,7 @@ const CSV = {
   revenue: ["day", "tenant", "currency", "orders", "net", "vat", "gross", "refunded", "average_order_value"],
   lead_times: ["plant", "sku", "orders", "p50_minutes", "p95_minutes"],
   holds: ["day", "tenant", "code", "holds"],
+  notifications: ["day", "tenant", "channel", "sent", "deferred", "cap"],
 };
 
 function csvOf(section, lines) {
@@ -636,6 +657,69 @@ async function statsPage() {
     figure("chart-lead", "Lead time from placement to shipment (minutes)", barChart("Lead time p50 and p95 per plant and product", report.lead_times.map((l) => ({ label: `${l.plant} ${l.sku}`, a: l.p50_minutes, b: l.p95_minutes }))), "lead_times", report.lead_times, "lead-times.csv",
       el("p", { class: "legend" }, el("span", { class: "a", text: "p50" }), " ", el("span", { class: "b", text: "p95" }))),
     figure("chart-holds", "Holds by reason", barChart("Holds by reason", [...holdsByCode.entries()].map(([code, n]) => ({ label: code, a: n }))), "holds", report.holds, "holds.csv"),
+    ...(report.notifications.length || !params.get("tenant") ? [notificationsFigure(report, figure)] : []),
+  );
+}
+
+/// Notifications against the daily caps: per tenant and channel, the
+/// busiest day's sends beside the cap, and what the cap deferred.
+function notificationsFigure(report, figure) {
+  const pairs = new Map();
+  for (const n of report.notifications) {
+    const k = `${n.tenant} ${n.channel}`;
+    const p = pairs.get(k) || { label: k, peak: 0, cap: n.cap, sent: 0, deferred: 0 };
+    p.peak = Math.max(p.peak, n.sent);
+    p.cap = n.cap;
+    p.sent += n.sent;
+    p.deferred += n.deferred;
+    pairs.set(k, p);
+  }
+  const lines = [...pairs.values()].sort((a, b) => a.label.localeCompare(b.label));
+  const title = "Notifications: the busiest day's sends against the daily cap";
+  return figure("chart-notifications", title, barChart(title, lines.map((p) => ({ label: p.label, a: p.peak, b: p.cap }))), "notifications", report.notifications, "notifications.csv",
+    el("div", {},
+      el("p", { class: "legend" }, el("span", { class: "a", text: "busiest day" }), " ", el("span", { class: "b", text: "daily cap" })),
+      table(["Tenant and channel", { label: "Sent in the range", num: true }, { label: "Deferred by the cap", num: true }, { label: "Cap per day", num: true }], lines.map((p) =>
+        el("tr", {}, el("td", { text: p.label }), el("td", { class: "num", text: p.sent }), el("td", { class: "num", text: p.deferred }), el("td", { class: "num", text: p.cap }))),
+        "Nothing was sent in these days.")));
+}
+
+// ---- plants ---------------------------------------------------------------------
+
+function age(minutes) {
+  if (minutes === null || minutes === undefined) return "never";
+  if (minutes < 60) return `${minutes} min`;
+  if (minutes < 48 * 60) return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
+  return `${Math.floor(minutes / 1440)} days`;
+}
+
+async function plantsPage() {
+  const board = await api("GET", "/v1/ops/plants");
+  const columns = ["sent", "accepted", "printing", "printed", "packed"];
+  main.replaceChildren(
+    el("h1", { text: "Plants" }),
+    el("p", { class: "empty", text: `As of ${when(board.at)}; shipped today counts the UTC day ${board.day}.${board.complete ? "" : " Not every order with open jobs was read: the counts are a lower bound."}` }),
+    table(["Plant", { label: "Open jobs", num: true }, ...columns.map((c) => ({ label: c, num: true })), "Oldest open job", "Agent last reported", { label: "Shipped today", num: true }],
+      board.plants.map((p) =>
+        el("tr", { "data-plant": p.plant },
+          el("td", { text: p.name ? `${p.plant} (${p.name})` : p.plant }),
+          el("td", { class: "num", text: p.open_jobs }),
+          ...columns.map((c) => el("td", { class: "num", "data-state": c, text: p.by_state[c] })),
+          el("td", {}, p.oldest_job ? [orderLink(p.oldest_job.order_id), ` ${p.oldest_job.state}, ${age(p.oldest_job.age_minutes)} old`] : "none"),
+          el("td", { class: p.last_report_minutes_ago === null || p.last_report_minutes_ago > 60 ? "warn" : "", text: p.last_report_at ? `${when(p.last_report_at)} (${age(p.last_report_minutes_ago)} ago)` : "never" }),
+          el("td", { class: "num", text: p.shipped_today }),
+        )), "No plant."),
+    ...board.plants.map((p) =>
+      el("section", { "aria-labelledby": `h-plant-${p.plant}` }, el("h2", { id: `h-plant-${p.plant}`, text: `${p.plant}: the oldest open jobs` }),
+        table(["Order", "Job", "State", "Order state", "Sent", "Age"], p.oldest.map((j) =>
+          el("tr", { "data-job": j.job_id },
+            el("td", {}, orderLink(j.order_id)),
+            el("td", { text: j.job_id }),
+            el("td", {}, el("span", { class: `badge ${j.state}`, text: j.state })),
+            el("td", { text: j.order_state }),
+            el("td", { text: when(j.since) }),
+            el("td", { text: age(j.age_minutes) }),
+          )), "No open job."))),
   );
 }
 
@@ -664,6 +748,7 @@ async function render() {
     if (page === "order" && id) await orderPage(id);
     else if (page === "stats") await statsPage();
     else if (page === "search") await searchPage();
+    else if (page === "plants") await plantsPage();
     else await needsPage();
   } catch (e) {
     if (!(e instanceof ApiFailure)) throw e;
@@ -689,6 +774,14 @@ function onEvent(event) {
 
 let liveController = null;
 let pollTimer = null;
+/// The pages that follow what happens (the others show what was asked).
+const LIVE_PAGES = ["needs", "order", "plants"];
+/// A plant's job reports that move no order publish no event: while the
+/// stream is up, the plants page also reads itself again this often.
+const PLANTS_MS = 10000;
+setInterval(() => {
+  if (liveBadge.textContent === "live" && route().page === "plants" && !dialog.open) refresh();
+}, PLANTS_MS);
 function setLive(mode) {
   liveBadge.classList.toggle("on", mode !== "off");
   liveBadge.classList.toggle("off", mode === "off");
@@ -711,7 +804,7 @@ async function startLive() {
       }
       if (response.status === 501 || response.status === 404) {
         setLive("poll");
-        pollTimer = setInterval(() => { if (!dialog.open) refresh(); }, POLL_MS);
+        pollTimer = setInterval(() => { if (!dialog.open && LIVE_PAGES.includes(route().page)) refresh(); }, POLL_MS);
         return;
       }
       if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);

@@ -28,11 +28,18 @@ impl Config {
     }
 }
 
-/// The AWS resources the ops-api Lambda uses: the orders table and the
-/// stack's dead-letter queues.
+/// The AWS resources the ops-api Lambda uses: the orders table, the
+/// stack's dead-letter queues and the prints bucket (the order page's
+/// previews), and the caps notify sends under (the statistics show the
+/// sends against them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resources {
     pub orders_table: String,
+    pub prints_bucket: String,
+    /// `NOTIFY_DAILY_CAPS`, as notify reads it.
+    pub caps: printworks::domain::notify::DailyCaps,
+    /// `AWS_ENDPOINT_URL` (an emulator: path-style bucket addresses).
+    pub endpoint_url: Option<String>,
     /// `DEAD_LETTER_QUEUES`: `queue=<dead-letter queue URL>`, comma
     /// separated, one per queue of `printworks::topology::STACK_QUEUES`.
     pub dead_letter_queues: BTreeMap<String, String>,
@@ -58,8 +65,20 @@ impl Resources {
                 }),
             })
             .collect::<Result<BTreeMap<_, _>, _>>()?;
+        let caps = match vars.optional("NOTIFY_DAILY_CAPS") {
+            Some(raw) => printworks::domain::notify::DailyCaps::parse(&raw).map_err(|reason| {
+                ConfigError::Invalid {
+                    name: "NOTIFY_DAILY_CAPS",
+                    reason,
+                }
+            })?,
+            None => printworks::domain::notify::DailyCaps::default(),
+        };
         Ok(Resources {
             orders_table,
+            prints_bucket: vars.required("PRINTS_BUCKET")?,
+            caps,
+            endpoint_url: printworks::config::endpoint_url(vars),
             dead_letter_queues,
         })
     }
@@ -88,6 +107,15 @@ impl App {
                     ),
                 )),
                 stats: Some(store.clone()),
+                notifications: Some(store.clone()),
+                caps: aws.caps.clone(),
+                prints: Some(Arc::new(printworks::adapters::aws::s3::S3Blobs::from_sdk(
+                    sdk,
+                    &aws.prints_bucket,
+                    aws.endpoint_url.is_some(),
+                ))),
+                production: Some(store.clone()),
+                idle: Some(store.clone()),
                 ..crate::Ops::new(
                     Arc::new(Catalog::builtin().clone()),
                     store.clone(),
@@ -118,6 +146,7 @@ mod tests {
         let with = |dlq: &str| {
             Resources::from_vars(&vars_from(&[
                 ("ORDERS_TABLE", "orders"),
+                ("PRINTS_BUCKET", "prints"),
                 ("DEAD_LETTER_QUEUES", dlq),
             ]))
         };

@@ -12,13 +12,15 @@
 //! every write whose `Origin` or `Sec-Fetch-Site` says it comes from
 //! another site's page.
 
-use axum::extract::Path;
+use crate::App;
 use axum::extract::Request;
 use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use order_api::ApiError;
+use std::sync::Arc;
 
 const PAGE: &str = include_str!("../console/index.html");
 const SCRIPT: &str = include_str!("../console/console.js");
@@ -30,14 +32,47 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; \
      form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
 
-fn served(body: &'static str, content_type: &'static str) -> Response {
+/// [`CONTENT_SECURITY_POLICY`], with images also from `image_origin`
+/// (where the print files' previews are served: the prints bucket).
+pub fn content_security_policy(image_origin: Option<&str>) -> String {
+    match image_origin {
+        Some(origin) => CONTENT_SECURITY_POLICY.replace(
+            "img-src 'self' data: blob:;",
+            &format!("img-src 'self' {origin} data: blob:;"),
+        ),
+        None => CONTENT_SECURITY_POLICY.to_string(),
+    }
+}
+
+/// The scheme, host and port of the print files' presigned links (a probe
+/// link is signed: signing makes no request), for the policy's `img-src`.
+async fn image_origin(app: &App) -> Option<String> {
+    let prints = app.ops.prints.as_ref()?;
+    let link = prints
+        .presign_get("console/probe.jpg", std::time::Duration::from_secs(60))
+        .await
+        .ok()?;
+    let uri: http::Uri = link.url.parse().ok()?;
+    let scheme = uri.scheme_str()?;
+    // Only what a policy source can name: no path, no query.
+    let authority = uri.authority()?.as_str();
+    (scheme == "https" || scheme == "http")
+        .then(|| format!("{scheme}://{authority}"))
+        .filter(|o| !o.contains([';', ',', ' ', '\'', '*']))
+}
+
+fn served(body: &'static str, content_type: &'static str, policy: &str) -> Response {
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
+    if let Ok(policy) = HeaderValue::from_str(policy) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    } else {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        );
+    }
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -56,15 +91,24 @@ fn served(body: &'static str, content_type: &'static str) -> Response {
 }
 
 /// `GET /console`: the page.
-pub async fn page() -> Response {
-    served(PAGE, "text/html; charset=utf-8")
+pub async fn page(State(app): State<Arc<App>>) -> Response {
+    let policy = content_security_policy(image_origin(&app).await.as_deref());
+    served(PAGE, "text/html; charset=utf-8", &policy)
 }
 
 /// `GET /console/{file}`: the script and the style sheet.
 pub async fn asset(file: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
     match file.as_ref().map(|Path(f)| f.as_str()) {
-        Ok("console.js") => Ok(served(SCRIPT, "text/javascript; charset=utf-8")),
-        Ok("console.css") => Ok(served(STYLE, "text/css; charset=utf-8")),
+        Ok("console.js") => Ok(served(
+            SCRIPT,
+            "text/javascript; charset=utf-8",
+            CONTENT_SECURITY_POLICY,
+        )),
+        Ok("console.css") => Ok(served(
+            STYLE,
+            "text/css; charset=utf-8",
+            CONTENT_SECURITY_POLICY,
+        )),
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",

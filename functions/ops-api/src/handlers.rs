@@ -187,6 +187,12 @@ pub async fn holds(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Re
 }
 
 #[tracing::instrument(skip_all, fields(operator))]
+pub async fn plants(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let operator = operator_of(&app, &headers).await?;
+    Ok(Json(app.ops.plants(&operator).await?).into_response())
+}
+
+#[tracing::instrument(skip_all, fields(operator))]
 pub async fn stats(
     State(app): State<Arc<App>>,
     headers: HeaderMap,

@@ -26,6 +26,7 @@ pub mod dead_letters;
 mod handlers;
 mod live;
 mod ops;
+pub mod plants;
 pub mod search;
 pub mod stats;
 mod view;
@@ -90,6 +91,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<State>)> {
         (Method::GET, "/v1/ops/holds", get(handlers::holds)),
         (Method::POST, "/v1/ops/search", post(handlers::search)),
         (Method::GET, "/v1/ops/stats", get(handlers::stats)),
+        (Method::GET, "/v1/ops/plants", get(handlers::plants)),
         (Method::GET, "/v1/ops/live", get(handlers::live)),
         (Method::GET, "/console", get(console::page)),
         (Method::GET, "/console/{file}", get(console::asset)),

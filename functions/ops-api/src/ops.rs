@@ -95,6 +95,17 @@ pub struct Ops {
     pub feed: Option<Arc<dyn printworks::ports::EventFeed>>,
     /// Ends the live streams when `printworks up` stops.
     pub live_stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The notification ledger: an order's notifications, the statistics'
+    /// sends against the caps. `None` where it is not reachable.
+    pub notifications: Option<Arc<dyn printworks::ports::NotificationStore>>,
+    /// The daily caps notify sends under (`NOTIFY_DAILY_CAPS`).
+    pub caps: printworks::domain::notify::DailyCaps,
+    /// The print files' store: an order's previews, by presigned GET.
+    pub prints: Option<Arc<dyn printworks::ports::BlobStore>>,
+    /// The plants view's reads: the plants' activity, and the orders with
+    /// open jobs (through the idle index the reconciler reads).
+    pub production: Option<Arc<dyn printworks::ports::ProductionStore>>,
+    pub idle: Option<Arc<dyn printworks::ports::ReconcileStore>>,
 }
 
 fn not_found() -> ApiError {
@@ -197,6 +208,11 @@ impl Ops {
             stats: None,
             feed: None,
             live_stop: None,
+            notifications: None,
+            caps: printworks::domain::notify::DailyCaps::default(),
+            prints: None,
+            production: None,
+            idle: None,
         }
     }
 
@@ -222,13 +238,17 @@ impl Ops {
     ) -> Result<serde_json::Value, ApiError> {
         let order = self.order_for(operator, id, OpsAction::Show).await?;
         let mut view = order_view(&order, &allowed_for(operator, &order));
+        view["previews"] = self.previews(&order).await?.into();
+        let plant = matches!(operator.role, printworks::domain::operator::Role::Plant(_));
         // A plant packs and ships: the ship-to address and the customer's
-        // name, never how to reach the customer.
-        if matches!(operator.role, printworks::domain::operator::Role::Plant(_))
-            && let Some(customer) = view["order"]["customer"].as_object_mut()
-        {
-            customer.remove("email");
-            customer.remove("phone");
+        // name, never how to reach the customer (nor what they were sent).
+        if plant {
+            if let Some(customer) = view["order"]["customer"].as_object_mut() {
+                customer.remove("email");
+                customer.remove("phone");
+            }
+        } else {
+            view["notifications"] = self.notifications_of(&order).await?;
         }
         Ok(view)
     }

@@ -3,16 +3,17 @@
 //! as the events happen; [`printworks::domain::stats`] says what is
 //! counted), never from the orders.
 //!
-//! Shop staff (`admin`, `support`) see every tenant's revenue and holds
-//! and every plant's lead times; a plant's operators see only their
-//! plant's lead times (no revenue, no tenant's holds).
+//! Shop staff (`admin`, `support`) see every tenant's revenue, holds and
+//! notifications against the daily caps (counted by the notification
+//! ledger as it claims sends) and every plant's lead times; a plant's
+//! operators see only their plant's lead times.
 
 use crate::Ops;
 use crate::ops::internal;
 use axum::http::StatusCode;
 use order_api::ApiError;
 use printworks::domain::operator::{Operator, Role};
-use printworks::domain::stats::{MAX_DAYS, Report, StatsQuery};
+use printworks::domain::stats::{MAX_DAYS, NotificationLine, Report, StatsQuery};
 use printworks::domain::tenant::TenantId;
 use serde::Deserialize;
 use time::{Date, Duration};
@@ -111,6 +112,21 @@ impl Ops {
         if matches!(operator.role, Role::Plant(_)) {
             report.revenue.clear();
             report.holds.clear();
+        } else if let Some(ledger) = &self.notifications {
+            report.notifications = ledger
+                .send_counts(query.from, query.to, query.tenant.as_ref())
+                .await
+                .map_err(internal)?
+                .into_iter()
+                .map(|c| NotificationLine {
+                    cap: self.caps.limit(&c.tenant, c.channel),
+                    day: c.day,
+                    tenant: c.tenant,
+                    channel: c.channel.as_str(),
+                    sent: c.sent,
+                    deferred: c.deferred,
+                })
+                .collect();
         }
         Ok(report)
     }

@@ -3,9 +3,13 @@
 //! for a person: its timeline, its jobs by production attempt, and what
 //! this operator may do now.
 
+use crate::Ops;
+use crate::ops::internal;
+use order_api::ApiError;
 use printworks::domain::operator::OpsAction;
 use printworks::domain::order::Order;
 use printworks::domain::production::JobRecord;
+use printworks::ports::{NotificationRecord, NotificationStatus, Outgoing};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
@@ -159,4 +163,88 @@ pub fn order_view(order: &Order, allowed: &[OpsAction]) -> Value {
         "actions": order.actions,
         "allowed_actions": allowed,
     })
+}
+
+/// How long an order page's preview links work.
+const PREVIEW_LINK: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// One notification as the order page lists it: what was sent, when, on
+/// which channel and how it stands; never its body or its recipient.
+pub(crate) fn notification_line(record: &NotificationRecord) -> Value {
+    let (status, when, detail) = match &record.status {
+        NotificationStatus::Sending { .. } => ("sending", record.created_at, None),
+        NotificationStatus::Sent { at: sent, .. } => ("sent", *sent, None),
+        NotificationStatus::Deferred { until } => (
+            "deferred",
+            record.created_at,
+            Some(format!("over the day's cap: sent from {}", at(*until))),
+        ),
+        NotificationStatus::Failed { reason } => {
+            ("failed", record.created_at, Some(reason.clone()))
+        }
+        NotificationStatus::Retry => ("retrying", record.created_at, None),
+    };
+    let subject = match &record.message {
+        Outgoing::Email(mail) => Some(mail.subject.clone()),
+        Outgoing::Sms(_) | Outgoing::Webhook(_) => None,
+    };
+    let mut line = json!({
+        "channel": record.channel().as_str(),
+        "event": record.event_type.as_str(),
+        "status": status,
+        "at": at(when),
+        "attempts": record.attempts,
+    });
+    if let Some(subject) = subject {
+        line["subject"] = subject.into();
+    }
+    if let Some(detail) = detail {
+        line["detail"] = detail.into();
+    }
+    line
+}
+
+impl Ops {
+    /// Links to the previews of `order`'s print files (one per rendered
+    /// image), each a presigned GET that works for [`PREVIEW_LINK`]; none
+    /// where the print files' store is not reachable.
+    pub(crate) async fn previews(&self, order: &Order) -> Result<Vec<Value>, ApiError> {
+        let Some(prints) = &self.prints else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for item in &order.items {
+            for render in &item.renders {
+                let link = prints
+                    .presign_get(&render.preview.key, PREVIEW_LINK)
+                    .await
+                    .map_err(internal)?;
+                out.push(json!({
+                    "line": item.line,
+                    "image": render.image + 1,
+                    "sku": item.sku,
+                    "url": link.url,
+                    "width": render.preview.width,
+                    "height": render.preview.height,
+                    "print": { "width": render.print.width, "height": render.print.height },
+                    "effective_dpi": render.effective_dpi,
+                    "expires_at": at(link.expires_at),
+                }));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The notifications sent (or being sent) for `order`, oldest first;
+    /// `null` where the ledger is not reachable.
+    pub(crate) async fn notifications_of(&self, order: &Order) -> Result<Value, ApiError> {
+        let Some(ledger) = &self.notifications else {
+            return Ok(Value::Null);
+        };
+        let records = ledger
+            .for_order(&order.tenant, &order.id)
+            .await
+            .map_err(internal)?;
+        Ok(records.iter().map(notification_line).collect())
+    }
 }

@@ -48,13 +48,32 @@ async fn env() -> Env {
     let plant_muc = operator(&store, "pia", "plant:muc").await;
     let tenant_key = mint_api_key("local", &b2b_tenant().id).full;
     let shared = Arc::new(store.clone());
+    let prints = Arc::new(
+        printworks::adapters::local::blobs::FsBlobStore::open(
+            dir.path().join("prints"),
+            "http://127.0.0.1:9/prints",
+            Arc::new(SystemClock),
+        )
+        .unwrap(),
+    );
     let app = App::new(
         Config::for_env("local").unwrap(),
-        Ops::new(
-            Arc::new(Catalog::builtin().clone()),
-            shared.clone(),
-            Arc::new(SystemClock),
-        ),
+        Ops {
+            stats: Some(shared.clone()),
+            notifications: Some(shared.clone()),
+            caps: printworks::domain::notify::DailyCaps::parse(
+                r#"{"tenants": {"acme-prints": {"email": 2}}}"#,
+            )
+            .unwrap(),
+            prints: Some(prints),
+            production: Some(shared.clone()),
+            idle: Some(shared.clone()),
+            ..Ops::new(
+                Arc::new(Catalog::builtin().clone()),
+                shared.clone(),
+                Arc::new(SystemClock),
+            )
+        },
         shared,
     );
     Env {
@@ -64,6 +83,14 @@ async fn env() -> Env {
         support,
         plant_muc,
         tenant_key,
+    }
+}
+
+impl Env {
+    /// `plant`'s agent reported at `at`.
+    async fn store_reported(&self, plant: &str, at: time::OffsetDateTime) {
+        use printworks::ports::ProductionStore;
+        self.store.plant_reported(plant, at).await.unwrap();
     }
 }
 
@@ -751,6 +778,7 @@ async fn orders_are_found_by_each_key_and_filter_a_page_at_a_time() {
             events: change.events,
             plant: production.plant.clone(),
             open_jobs_delta: -change.closed,
+            shipped: true,
         })
         .await
         .unwrap();
@@ -855,4 +883,327 @@ async fn orders_are_found_by_each_key_and_filter_a_page_at_a_time() {
         vec![]
     };
     assert_eq!(ids(&mine), expected);
+}
+
+/// A plant's report on job `index` of `order` (as stored now), applied as
+/// production-events applies it: the plant's last report, the job's
+/// record, a shipment counted.
+async fn report(
+    env: &Env,
+    order: &Order,
+    index: usize,
+    status: printworks::domain::production::JobState,
+    at: time::OffsetDateTime,
+) {
+    use printworks::domain::job_records::{ReportOutcome, apply_report};
+    use printworks::domain::production::{JobState, JobStatusReport};
+    use printworks::ports::ProductionStore;
+    let production = order.production.as_ref().unwrap();
+    let job = &production.jobs[index];
+    let view = env
+        .store
+        .job_view(&order.tenant, &order.id, &job.job_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let report = JobStatusReport {
+        job_id: job.job_id.clone(),
+        plant: production.plant.clone(),
+        tenant: order.tenant.clone(),
+        order_id: order.id.clone(),
+        status,
+        at,
+        carrier: (status == JobState::Shipped).then(|| "DHL".to_string()),
+        tracking: (status == JobState::Shipped).then(|| format!("JJD{index}{}", order.id)),
+        reason: None,
+    };
+    env.store.plant_reported(&report.plant, at).await.unwrap();
+    let ReportOutcome::Changed(change) =
+        apply_report(&view.order, &view.record, view.job.as_ref(), &report, at)
+    else {
+        panic!("the report applies")
+    };
+    let change = *change;
+    let shipped = change.closed > 0 && change.job.status == Some(JobState::Shipped);
+    env.store
+        .record_job(printworks::ports::JobWrite {
+            tenant: order.tenant.clone(),
+            order_id: order.id.clone(),
+            job: change.job,
+            record: change.record,
+            observed_revision: view.record.revision,
+            order: change.order.map(|next| (next, view.order.clone())),
+            events: change.events,
+            plant: production.plant.clone(),
+            open_jobs_delta: -change.closed,
+            shipped,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_plants_view_counts_open_jobs_by_state_oldest_first_with_what_each_plant_reported() {
+    use printworks::domain::production::JobState;
+    use printworks::testing::stored_dispatched;
+    let env = env().await;
+    let now = time::OffsetDateTime::now_utc();
+    let hours = |h: i64| now - time::Duration::hours(h);
+    let a = stored_dispatched(&env.store, &[("poster-30x40", 2)], hours(3)).await;
+    let b = stored_dispatched(&env.store, &[("poster-30x40", 1)], hours(2)).await;
+    let c = stored_dispatched(&env.store, &[("poster-30x40", 1)], hours(1)).await;
+    // Dispatch chose the plant; its operators and its row are looked at.
+    let at = a.production.as_ref().unwrap().plant.clone();
+    let its_operator = operator(&env.store, "pat", &format!("plant:{at}")).await;
+    report(&env, &a, 0, JobState::Accepted, hours(2)).await;
+    report(
+        &env,
+        &a,
+        0,
+        JobState::Printing,
+        now - time::Duration::minutes(90),
+    )
+    .await;
+    report(
+        &env,
+        &b,
+        0,
+        JobState::Shipped,
+        now - time::Duration::minutes(30),
+    )
+    .await;
+    // A report that changes nothing still says the agent is there.
+    env.store_reported(&at, now - time::Duration::minutes(5))
+        .await;
+
+    let (status, board, _) = call(
+        &env,
+        "GET",
+        "/v1/ops/plants",
+        Some(&env.support),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{board}");
+    assert_eq!(board["complete"], true);
+    let plants: Vec<&str> = board["plants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["plant"].as_str().unwrap())
+        .collect();
+    let mut catalog: Vec<&str> = Catalog::builtin()
+        .plants
+        .keys()
+        .map(String::as_str)
+        .collect();
+    catalog.sort_unstable();
+    assert_eq!(plants, catalog, "every plant of the catalog, by id");
+    let row = board["plants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["plant"] == at.as_str())
+        .unwrap();
+    // a: one printing, one sent; b shipped (not open); c: one sent.
+    assert_eq!(row["open_jobs"], 3, "{row}");
+    assert_eq!(
+        row["by_state"],
+        json!({"sent": 2, "accepted": 0, "printing": 1, "printed": 0, "packed": 0})
+    );
+    assert_eq!(row["shipped_today"], 1);
+    let oldest = &row["oldest_job"];
+    assert_eq!(oldest["order_id"], a.id.to_string());
+    let age = oldest["age_minutes"].as_i64().unwrap();
+    assert!((179..=181).contains(&age), "sent 3 hours ago: {age}");
+    let listed: Vec<&str> = row["oldest"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["order_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        [a.id.as_str(), a.id.as_str(), c.id.as_str()],
+        "oldest first"
+    );
+    let last = row["last_report_minutes_ago"].as_i64().unwrap();
+    assert!(
+        (4..=6).contains(&last),
+        "the latest report, 5 minutes ago: {last}"
+    );
+    // An earlier report arriving late does not move it back.
+    env.store_reported(&at, hours(10)).await;
+    let (_, again, _) = call(
+        &env,
+        "GET",
+        "/v1/ops/plants",
+        Some(&env.support),
+        None,
+        None,
+    )
+    .await;
+    let row_again = again["plants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["plant"] == at.as_str())
+        .unwrap();
+    assert_eq!(row_again["last_report_at"], row["last_report_at"]);
+    for other in board["plants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["plant"] != at.as_str())
+    {
+        assert_eq!(other["open_jobs"], 0, "{other}");
+        assert_eq!(other["last_report_at"], Value::Null);
+        assert_eq!(other["oldest_job"], Value::Null);
+    }
+
+    // A plant's operators see their own plant only.
+    let (status, own, _) = call(
+        &env,
+        "GET",
+        "/v1/ops/plants",
+        Some(&its_operator),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(own["plants"].as_array().unwrap().len(), 1);
+    assert_eq!(own["plants"][0]["plant"], at.as_str());
+    assert_eq!(own["plants"][0]["open_jobs"], 3);
+    let (status, _, _) = call(&env, "GET", "/v1/ops/plants", None, None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_order_page_shows_its_previews_and_notifications_without_bodies_and_the_statistics_their_caps()
+ {
+    use printworks::domain::notify::{Channel, cap_day};
+    use printworks::ports::{
+        EmailMessage, NotificationRecord, NotificationStatus, NotificationStore, Outgoing,
+    };
+    let env = env().await;
+    let now = time::OffsetDateTime::now_utc();
+    let order =
+        printworks::testing::stored_dispatched(&env.store, &[("poster-30x40", 1)], now).await;
+    let mail = |n: u32| NotificationRecord {
+        id: format!("n-{n}"),
+        tenant: order.tenant.clone(),
+        order_id: order.id.clone(),
+        event_id: format!("evt-{n}"),
+        event_type: printworks::domain::events::EventType::OrderDispatched,
+        message: Outgoing::Email(Box::new(EmailMessage {
+            from_name: "Shop".into(),
+            from_address: "orders@shop.example".into(),
+            reply_to: None,
+            to_name: "Jane".into(),
+            to_address: "jane.secret@example.com".into(),
+            subject: format!("Your order is on its way ({n})"),
+            text: "THE BODY".into(),
+            html: "<p>THE BODY</p>".into(),
+            language: "en".into(),
+            message_id: format!("n-{n}@shop.example"),
+        })),
+        status: NotificationStatus::Retry,
+        attempts: 0,
+        created_at: now + time::Duration::seconds(i64::from(n)),
+    };
+    let lease = std::time::Duration::from_secs(60);
+    // The tenant's e-mail cap is 2 a day here: the third is deferred.
+    for n in 1..=3 {
+        env.store.claim(&mail(n), 2, now, lease).await.unwrap();
+    }
+    env.store
+        .finish(
+            "n-1",
+            NotificationStatus::Sent {
+                at: now,
+                provider_id: "p-1".into(),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+
+    let path = format!("/v1/ops/orders/{}", order.id);
+    let (status, view, _) = call(&env, "GET", &path, Some(&env.support), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    let previews = view["previews"].as_array().unwrap();
+    let renders = &order.items[0].renders;
+    assert_eq!(previews.len(), renders.len());
+    let url = previews[0]["url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!(
+            "http://127.0.0.1:9/prints/blobs/{}",
+            renders[0].preview.key
+        )) && url.contains("sig="),
+        "a presigned link to the preview: {url}"
+    );
+    let lines = view["notifications"].as_array().unwrap();
+    let statuses: Vec<&str> = lines
+        .iter()
+        .map(|l| l["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["sent", "sending", "deferred"], "{lines:?}");
+    assert_eq!(lines[0]["subject"], "Your order is on its way (1)");
+    assert_eq!(lines[0]["channel"], "email");
+    assert_eq!(lines[0]["event"], "OrderDispatched");
+    let text = view["notifications"].to_string();
+    assert!(
+        !text.contains("THE BODY") && !text.contains("jane.secret"),
+        "{text}"
+    );
+    // A plant's operators are not shown what the customer was sent.
+    let plant = order.production.as_ref().unwrap().plant.clone();
+    let its_operator = operator(&env.store, "pat", &format!("plant:{plant}")).await;
+    let (_, plant_view, _) = call(&env, "GET", &path, Some(&its_operator), None, None).await;
+    assert!(plant_view.get("notifications").is_none(), "{plant_view}");
+    assert_eq!(
+        plant_view["previews"].as_array().unwrap().len(),
+        renders.len()
+    );
+
+    // The statistics: 2 sent (the cap) and 1 deferred, today.
+    let day = cap_day(now).to_string();
+    let (status, stats, _) = call(
+        &env,
+        "GET",
+        &format!("/v1/ops/stats?from={day}&to={day}"),
+        Some(&env.support),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    assert_eq!(
+        stats["notifications"],
+        json!([{"day": day, "tenant": order.tenant.as_str(), "channel": Channel::Email.as_str(), "sent": 2, "deferred": 1, "cap": 2}])
+    );
+    // A send released to be tried again no longer counts against the cap.
+    env.store.release("n-2").await.unwrap();
+    let (_, stats, _) = call(
+        &env,
+        "GET",
+        &format!("/v1/ops/stats?from={day}&to={day}"),
+        Some(&env.support),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(stats["notifications"][0]["sent"], 1);
+    let (_, plant_stats, _) = call(
+        &env,
+        "GET",
+        &format!("/v1/ops/stats?from={day}&to={day}"),
+        Some(&env.plant_muc),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(plant_stats["notifications"], json!([]));
 }

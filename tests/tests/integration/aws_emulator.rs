@@ -915,6 +915,68 @@ async fn emulator_notify_store_claims_once_and_caps_with_deferral() {
         matches!(&taken, Claim::Acquired(r) if r.attempts == 2),
         "{taken:?}"
     );
+
+    // The statistics' counters, changed in the same transactions: per day
+    // the sends counted (a release and a refusal gave theirs back; a lease
+    // taken over counts again) and the deferrals by the cap (a claim that
+    // finds a record still deferred defers nothing more).
+    use printworks::ports::SendCount;
+    let row = |day, tenant: &TenantId, sent, deferred| SendCount {
+        day,
+        tenant: tenant.clone(),
+        channel: Channel::Sms,
+        sent,
+        deferred,
+    };
+    let (d1, d2, d3) = (cap_day(day1), cap_day(after), cap_day(later));
+    assert_eq!(
+        store.send_counts(d1, d3, None).await.unwrap(),
+        [
+            row(d1, &b2b, 2, 2),
+            row(d1, &brand, 5, 0),
+            row(d2, &b2b, 1, 1),
+            row(d3, &b2b, 2, 0),
+        ]
+    );
+    assert_eq!(
+        store.send_counts(d2, d2, Some(&b2b)).await.unwrap(),
+        [row(d2, &b2b, 1, 1)]
+    );
+    assert!(
+        store
+            .send_counts(d1, d1, Some(&TenantId::parse("nobody").unwrap()))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // An order's notifications, oldest first, whatever their status.
+    let mut first = sms_record(&b2b, 7, day1);
+    let mut second = sms_record(&b2b, 8, day1 + time::Duration::minutes(1));
+    second.order_id = first.order_id.clone();
+    first.created_at = day1 - time::Duration::minutes(1);
+    for record in [&second, &first] {
+        assert!(matches!(
+            store.claim(record, 100, day1, lease).await.unwrap(),
+            Claim::Acquired(_)
+        ));
+    }
+    let listed = store.for_order(&b2b, &first.order_id).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        [first.id.as_str(), second.id.as_str()]
+    );
+    let deferred_one = store.for_order(&b2b, &waiting[1].order_id).await.unwrap();
+    assert_eq!(deferred_one.len(), 1);
+    assert_eq!(deferred_one[0].attempts, 2);
+    assert!(
+        store
+            .for_order(&brand, &first.order_id)
+            .await
+            .unwrap()
+            .is_empty(),
+        "another tenant's"
+    );
 }
 
 /// The moto server's state (`/moto-api/data.json`): `service` -> `model`
@@ -2474,4 +2536,693 @@ async fn emulator_held_orders_are_listed_through_the_index_written_with_them() {
         .unwrap();
     assert_eq!(store.held_orders(10).await.unwrap().len(), 2);
     assert_eq!(store.held_orders(1).await.unwrap().len(), 1);
+}
+
+/// The console's plants view and order page as the ops-api Lambda wires
+/// them (`App::on_aws`): the open jobs read through the idle index, the
+/// agents' reports and the day's shipments kept by production-events on
+/// DynamoDB, and previews by presigned S3 GET, allowed by the console's
+/// policy.
+#[tokio::test]
+async fn emulator_the_console_shows_the_plants_and_an_orders_previews_from_dynamodb_and_s3() {
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use printworks::domain::operator::{Operator, OperatorId, Role, mint_operator_key};
+    use printworks::domain::production::{JobState, JobStatusReport};
+    use printworks::ports::OperatorStore;
+    use tower::ServiceExt;
+    if emulator().is_none() {
+        return;
+    }
+    let f = fixture().await;
+    let store = Arc::new(DynamoStore::from_sdk(&f.sdk, &f.table));
+    let prints = S3Blobs::from_sdk(&f.sdk, &f.bucket, true);
+    let now = time::OffsetDateTime::now_utc();
+    let a = printworks::testing::stored_dispatched(
+        &*store,
+        &[("poster-30x40", 2)],
+        now - time::Duration::hours(2),
+    )
+    .await;
+    let b = printworks::testing::stored_dispatched(
+        &*store,
+        &[("poster-30x40", 1)],
+        now - time::Duration::hours(1),
+    )
+    .await;
+    let plant = a.production.as_ref().unwrap().plant.clone();
+    let handler = production_events::ProductionEvents::new(
+        store.clone(),
+        store.clone(),
+        Arc::new(printworks::clock::SystemClock),
+    );
+    let report = |order: &printworks::domain::order::Order, status: JobState| {
+        let production = order.production.as_ref().unwrap();
+        JobStatusReport {
+            job_id: production.jobs[0].job_id.clone(),
+            plant: production.plant.clone(),
+            tenant: order.tenant.clone(),
+            order_id: order.id.clone(),
+            status,
+            at: now,
+            carrier: (status == JobState::Shipped).then(|| "DHL".into()),
+            tracking: (status == JobState::Shipped).then(|| "JJD42".into()),
+            reason: None,
+        }
+    };
+    handler
+        .apply(&report(&a, JobState::Accepted))
+        .await
+        .unwrap();
+    handler.apply(&report(&b, JobState::Shipped)).await.unwrap();
+    // A duplicate ships nothing more.
+    handler.apply(&report(&b, JobState::Shipped)).await.unwrap();
+
+    let id = OperatorId::parse("sam").unwrap();
+    let key = mint_operator_key("prod", &id);
+    let operator = Operator {
+        id,
+        role: Role::Support,
+        created_at: now,
+    };
+    store.add_operator(&operator, &key.record).await.unwrap();
+    let resources = ops_api::Resources {
+        orders_table: f.table.clone(),
+        prints_bucket: f.bucket.clone(),
+        caps: Default::default(),
+        endpoint_url: Some("emulator".into()),
+        dead_letter_queues: Default::default(),
+    };
+    let app = ops_api::App::on_aws(
+        &f.sdk,
+        ops_api::Config::for_env("prod").unwrap(),
+        &resources,
+    );
+    let router = ops_api::lambda_router(Arc::new(app));
+    let get = |path: String| {
+        let (router, key) = (router.clone(), key.full.clone());
+        async move {
+            let request = http::Request::get(path)
+                .header("authorization", format!("Bearer {key}"))
+                .body(Body::empty())
+                .unwrap();
+            let response = router.oneshot(request).await.unwrap();
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (status, headers, body)
+        }
+    };
+
+    let (status, _, body) = get("/v1/ops/plants".into()).await;
+    let board: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 200, "{board}");
+    let row = board["plants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["plant"] == plant.as_str())
+        .unwrap();
+    // a: one accepted, one sent; b shipped.
+    assert_eq!(row["open_jobs"], 2, "{row}");
+    assert_eq!(row["by_state"]["accepted"], 1);
+    assert_eq!(row["by_state"]["sent"], 1);
+    assert_eq!(row["shipped_today"], 1);
+    assert_eq!(row["oldest_job"]["order_id"], a.id.to_string());
+    assert!(
+        row["last_report_minutes_ago"].as_i64().unwrap() <= 1,
+        "{row}"
+    );
+
+    // The order page: a preview by presigned GET that S3 answers with the file.
+    let render = &a.items[0].renders[0];
+    prints
+        .put(&render.preview.key, b"a preview".to_vec(), "image/jpeg")
+        .await
+        .unwrap();
+    let (status, _, body) = get(format!("/v1/ops/orders/{}", a.id)).await;
+    let view: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 200, "{view}");
+    let url = view["previews"][0]["url"].as_str().unwrap();
+    let fetched = reqwest::get(url).await.unwrap();
+    assert_eq!(fetched.status(), 200, "{url}");
+    assert_eq!(&fetched.bytes().await.unwrap()[..], b"a preview");
+    assert_eq!(
+        view["notifications"],
+        json!([]),
+        "the ledger is read: nothing sent yet"
+    );
+    // The console's policy lets the page show images from the bucket's origin.
+    let (status, headers, _) = get("/console".into()).await;
+    assert_eq!(status, 200);
+    let policy = headers["content-security-policy"].to_str().unwrap();
+    let origin = url.split('/').take(3).collect::<Vec<_>>().join("/");
+    assert!(
+        policy.contains(&format!("img-src 'self' {origin} ")),
+        "{policy} / {origin}"
+    );
+}
+
+/// The search indexes the template defines on the orders table are those
+/// the store queries (`search::INDEXES`, from which the emulator tests'
+/// table is made), and ops-api may query them.
+#[test]
+fn the_templates_search_indexes_are_those_the_dynamodb_store_queries() {
+    use printworks::adapters::aws::dynamodb::search::{INDEXES, SORT_ATTRIBUTE};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/template.yaml");
+    let template: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let table = &template["Resources"]["OrdersTable"]["Properties"];
+    let defined: Vec<&str> = table["AttributeDefinitions"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a["AttributeName"].as_str().unwrap())
+        .collect();
+    let indexes = table["GlobalSecondaryIndexes"].as_sequence().unwrap();
+    let policy =
+        serde_norway::to_string(&template["Resources"]["OpsApiFunction"]["Properties"]["Policies"])
+            .unwrap();
+    assert!(defined.contains(&SORT_ATTRIBUTE));
+    for wanted in INDEXES {
+        let index = indexes
+            .iter()
+            .find(|i| i["IndexName"].as_str() == Some(wanted.name))
+            .unwrap_or_else(|| panic!("the template has no index {}", wanted.name));
+        let keys: Vec<(&str, &str)> = index["KeySchema"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                (
+                    k["AttributeName"].as_str().unwrap(),
+                    k["KeyType"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [(wanted.partition, "HASH"), (SORT_ATTRIBUTE, "RANGE")],
+            "{}",
+            wanted.name
+        );
+        assert!(defined.contains(&wanted.partition), "{}", wanted.partition);
+        let projection = &index["Projection"];
+        if wanted.include.is_empty() {
+            assert_eq!(projection["ProjectionType"].as_str(), Some("KEYS_ONLY"));
+        } else {
+            assert_eq!(projection["ProjectionType"].as_str(), Some("INCLUDE"));
+            let included: Vec<&str> = projection["NonKeyAttributes"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect();
+            assert_eq!(included, wanted.include, "{}", wanted.name);
+        }
+        assert!(
+            policy.contains(&format!("${{OrdersTable.Arn}}/index/{}", wanted.name)),
+            "ops-api may not query {}: {policy}",
+            wanted.name
+        );
+    }
+}
+
+/// What one search store holds: the same orders, written the same way.
+struct SearchStores {
+    orders: Arc<dyn printworks::ports::OrderStore>,
+    production: Arc<dyn printworks::ports::ProductionStore>,
+}
+
+/// The operators' search finds on DynamoDB (its sparse indexes) what it
+/// finds on SQLite: the same orders, written to both through the store
+/// ports (three tenants, shared references, e-mails in mixed case, held,
+/// cancelled, dispatched and shipped orders over five days, two placed in
+/// the same second, tracking numbers one of which two orders share), and
+/// every query asked of both a page at a time with small limits until
+/// `more` is false: the same order ids in the same order, the same `more`.
+#[tokio::test]
+async fn emulator_search_finds_orders_on_dynamodb_as_on_sqlite() {
+    use printworks::domain::catalog::Catalog;
+    use printworks::domain::production::{Dispatch, JobState, JobStatusReport};
+    use printworks::domain::state::OrderState;
+    use printworks::domain::tenant::TenantId;
+    use printworks::ports::{OpsStore, SearchQuery};
+    use time::macros::{date, datetime};
+    if emulator().is_none() {
+        return;
+    }
+    let sdk = load_sdk_config().await;
+    let table = format!("orders-{}", run_id());
+    create_orders_table(&sdk, &table).await;
+    let dynamo = Arc::new(DynamoStore::from_sdk(&sdk, &table));
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = printworks_tests::sqlite_store(dir.path());
+    let stores = [
+        SearchStores {
+            orders: dynamo.clone(),
+            production: dynamo.clone(),
+        },
+        SearchStores {
+            orders: sqlite.clone(),
+            production: sqlite.clone(),
+        },
+    ];
+
+    let tenants = ["acme-prints", "bolt-posters", "clay-cards"];
+    let emails = [
+        "Jane.Doe@Example.com",
+        "jane.doe@example.com",
+        "max@example.org",
+        "ERIKA@EXAMPLE.COM",
+        "Max@Example.org",
+    ];
+    let t0 = datetime!(2026-11-18 00:00 UTC);
+    let mut placed = Vec::new();
+    for i in 0..18usize {
+        let at = match i {
+            // The first second of a day, and the last.
+            0 => t0,
+            1 => t0 + time::Duration::days(1) - time::Duration::seconds(1),
+            // The same second as the order before: the id decides.
+            11 => placed
+                .last()
+                .map(|o: &printworks::domain::order::Order| o.created_at)
+                .unwrap(),
+            _ => t0 + time::Duration::minutes(i as i64 * (6 * 60 + 7)),
+        };
+        let copies = if i == 8 { 2 } else { 1 };
+        let mut new = printworks::testing::paid_order(&[("poster-30x40", copies)], "DE", at);
+        new.order.tenant = TenantId::parse(tenants[i % 3]).unwrap();
+        new.order.reference = (i % 4 != 3).then(|| format!("PO-{}", i % 5));
+        new.order.customer.email = emails[i % 5].into();
+        let order = new.order.clone();
+        for store in &stores {
+            store.orders.place(new.clone()).await.unwrap();
+        }
+        let later = at + time::Duration::hours(1);
+        match i % 5 {
+            1 => {
+                let (held, event) = order
+                    .hold(
+                        "The photo is too small.",
+                        json!({"code": "too_small"}),
+                        later,
+                    )
+                    .unwrap();
+                for store in &stores {
+                    store
+                        .orders
+                        .transition(&held, &order, vec![event.clone()])
+                        .await
+                        .unwrap();
+                }
+            }
+            2 => {
+                let (cancelled, event) = order.cancel("the customer asked", later).unwrap();
+                for store in &stores {
+                    store
+                        .orders
+                        .transition(&cancelled, &order, vec![event.clone()])
+                        .await
+                        .unwrap();
+                }
+            }
+            3 | 4 => {
+                let (rendered, event, _) = printworks::testing::rendered(&order, later);
+                let Dispatch::ToPlant {
+                    next: dispatched,
+                    event: sent,
+                } = rendered
+                    .dispatch(Catalog::builtin(), &Default::default(), later)
+                    .unwrap()
+                else {
+                    panic!("no plant for a poster")
+                };
+                let production = dispatched.production.clone().unwrap();
+                for store in &stores {
+                    store
+                        .orders
+                        .transition(&rendered, &order, vec![event.clone()])
+                        .await
+                        .unwrap();
+                    store
+                        .production
+                        .transition_counted(
+                            &dispatched,
+                            &rendered,
+                            vec![sent.clone()],
+                            &production.plant,
+                            production.jobs.len() as i64,
+                        )
+                        .await
+                        .unwrap();
+                }
+                if i % 5 == 3 {
+                    // Shipped: both jobs of order 8 in one parcel, whose
+                    // number order 13's parcel has too.
+                    let tracking = if i == 3 {
+                        "JJD0003".to_string()
+                    } else {
+                        "JJD-SHARED".to_string()
+                    };
+                    for store in &stores {
+                        let events = production_events::ProductionEvents::new(
+                            store.orders.clone(),
+                            store.production.clone(),
+                            Arc::new(printworks::clock::SystemClock),
+                        );
+                        for job in &production.jobs {
+                            let report = JobStatusReport {
+                                job_id: job.job_id.clone(),
+                                plant: production.plant.clone(),
+                                tenant: order.tenant.clone(),
+                                order_id: order.id.clone(),
+                                status: JobState::Shipped,
+                                at: later + time::Duration::days(1),
+                                carrier: Some("DHL".into()),
+                                tracking: Some(tracking.clone()),
+                                reason: None,
+                            };
+                            events.apply(&report).await.unwrap();
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        placed.push(order);
+    }
+    for store in &stores {
+        let shipped = store
+            .orders
+            .get(&placed[8].tenant, &placed[8].id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(shipped.state, OrderState::Shipped);
+    }
+
+    let any = SearchQuery::default;
+    let tenant = |t: &str| Some(TenantId::parse(t).unwrap());
+    let queries: [(&str, SearchQuery); 28] = [
+        ("nothing: every order", any()),
+        (
+            "an order id",
+            SearchQuery {
+                order_id: Some(placed[4].id.clone()),
+                ..any()
+            },
+        ),
+        (
+            "an order id of another tenant",
+            SearchQuery {
+                order_id: Some(placed[4].id.clone()),
+                tenant: tenant("acme-prints"),
+                ..any()
+            },
+        ),
+        (
+            "a reference several tenants use",
+            SearchQuery {
+                reference: Some("PO-1".into()),
+                ..any()
+            },
+        ),
+        (
+            "a reference of one tenant",
+            SearchQuery {
+                reference: Some("PO-1".into()),
+                tenant: tenant("bolt-posters"),
+                ..any()
+            },
+        ),
+        (
+            "no such reference",
+            SearchQuery {
+                reference: Some("po-1".into()),
+                ..any()
+            },
+        ),
+        (
+            "an e-mail in another case",
+            SearchQuery {
+                email: Some("JANE.DOE@example.COM".into()),
+                ..any()
+            },
+        ),
+        (
+            "an e-mail, lower-cased",
+            SearchQuery {
+                email: Some("max@example.org".into()),
+                ..any()
+            },
+        ),
+        (
+            "an e-mail and a state",
+            SearchQuery {
+                email: Some("jane.doe@example.com".into()),
+                state: Some(OrderState::OnHold),
+                ..any()
+            },
+        ),
+        (
+            "an e-mail, a tenant and days",
+            SearchQuery {
+                email: Some("Max@example.org".into()),
+                tenant: tenant("clay-cards"),
+                from: Some(date!(2026 - 11 - 19)),
+                to: Some(date!(2026 - 11 - 21)),
+                ..any()
+            },
+        ),
+        (
+            "a tracking number",
+            SearchQuery {
+                tracking: Some("JJD0003".into()),
+                ..any()
+            },
+        ),
+        (
+            "a tracking number two orders share",
+            SearchQuery {
+                tracking: Some("JJD-SHARED".into()),
+                ..any()
+            },
+        ),
+        (
+            "a shared tracking number and a tenant",
+            SearchQuery {
+                tracking: Some("JJD-SHARED".into()),
+                tenant: tenant("clay-cards"),
+                ..any()
+            },
+        ),
+        (
+            "a tracking number and the order id",
+            SearchQuery {
+                tracking: Some("JJD-SHARED".into()),
+                order_id: Some(placed[13].id.clone()),
+                ..any()
+            },
+        ),
+        (
+            "no such tracking number",
+            SearchQuery {
+                tracking: Some("JJD9999".into()),
+                ..any()
+            },
+        ),
+        (
+            "a tenant",
+            SearchQuery {
+                tenant: tenant("bolt-posters"),
+                ..any()
+            },
+        ),
+        (
+            "a tenant and a state",
+            SearchQuery {
+                tenant: tenant("acme-prints"),
+                state: Some(OrderState::Paid),
+                ..any()
+            },
+        ),
+        (
+            "a tenant and days",
+            SearchQuery {
+                tenant: tenant("clay-cards"),
+                from: Some(date!(2026 - 11 - 20)),
+                to: Some(date!(2026 - 11 - 21)),
+                ..any()
+            },
+        ),
+        (
+            "no such tenant",
+            SearchQuery {
+                tenant: tenant("dart-frames"),
+                ..any()
+            },
+        ),
+        (
+            "a state",
+            SearchQuery {
+                state: Some(OrderState::OnHold),
+                ..any()
+            },
+        ),
+        (
+            "another state",
+            SearchQuery {
+                state: Some(OrderState::Dispatched),
+                ..any()
+            },
+        ),
+        (
+            "a state no order is in",
+            SearchQuery {
+                state: Some(OrderState::Placed),
+                ..any()
+            },
+        ),
+        (
+            "a state and days",
+            SearchQuery {
+                state: Some(OrderState::Cancelled),
+                from: Some(date!(2026 - 11 - 19)),
+                ..any()
+            },
+        ),
+        (
+            "from a day on",
+            SearchQuery {
+                from: Some(date!(2026 - 11 - 20)),
+                ..any()
+            },
+        ),
+        (
+            "up to a day",
+            SearchQuery {
+                to: Some(date!(2026 - 11 - 18)),
+                ..any()
+            },
+        ),
+        (
+            "one day",
+            SearchQuery {
+                from: Some(date!(2026 - 11 - 19)),
+                to: Some(date!(2026 - 11 - 19)),
+                ..any()
+            },
+        ),
+        (
+            "days with nothing",
+            SearchQuery {
+                from: Some(date!(2026 - 12 - 01)),
+                to: Some(date!(2026 - 12 - 31)),
+                ..any()
+            },
+        ),
+        (
+            "a reference and days",
+            SearchQuery {
+                reference: Some("PO-2".into()),
+                to: Some(date!(2026 - 11 - 20)),
+                ..any()
+            },
+        ),
+    ];
+    let ids = |orders: &[printworks::domain::order::Order]| -> Vec<String> {
+        orders.iter().map(|o| o.id.to_string()).collect()
+    };
+    let mut found_by = std::collections::BTreeMap::new();
+    for (name, query) in &queries {
+        let whole = sqlite
+            .search(&SearchQuery {
+                limit: 200,
+                ..query.clone()
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!whole.more, "{name}");
+        for limit in [1, 2, 3, 200] {
+            let mut seen = Vec::new();
+            let mut after = None;
+            for page_number in 1.. {
+                let q = SearchQuery {
+                    limit,
+                    after: after.clone(),
+                    ..query.clone()
+                };
+                let on_dynamo = dynamo.search(&q).await.unwrap().expect("DynamoDB searches");
+                let on_sqlite = sqlite.search(&q).await.unwrap().unwrap();
+                assert_eq!(
+                    (ids(&on_dynamo.orders), on_dynamo.more),
+                    (ids(&on_sqlite.orders), on_sqlite.more),
+                    "{name}, limit {limit}, page {page_number}"
+                );
+                assert!(on_dynamo.orders.len() <= limit, "{name}");
+                seen.extend(ids(&on_dynamo.orders));
+                // The orders are whole: their jobs with them.
+                for (d, s) in on_dynamo.orders.iter().zip(&on_sqlite.orders) {
+                    assert_eq!(
+                        (d.state, d.production.as_ref().map(|p| p.jobs.len())),
+                        (s.state, s.production.as_ref().map(|p| p.jobs.len())),
+                        "{name}"
+                    );
+                }
+                if !on_dynamo.more {
+                    break;
+                }
+                let last = on_dynamo
+                    .orders
+                    .last()
+                    .expect("a page with more has orders");
+                after = Some((last.created_at, last.id.clone()));
+            }
+            assert_eq!(
+                seen,
+                ids(&whole.orders),
+                "{name}, limit {limit}: the pages together"
+            );
+        }
+        found_by.insert(*name, whole.orders.len());
+    }
+    // What the queries find is what they were written for.
+    let expected = [
+        ("nothing: every order", 18),
+        ("an order id", 1),
+        ("an order id of another tenant", 0),
+        ("a reference several tenants use", 3),
+        ("an e-mail in another case", 8),
+        ("a tracking number", 1),
+        ("a tracking number two orders share", 2),
+        ("a shared tracking number and a tenant", 1),
+        ("a tracking number and the order id", 1),
+        ("a state", 4),
+        ("a state no order is in", 0),
+        ("days with nothing", 0),
+    ];
+    for (name, count) in expected {
+        assert_eq!(found_by[name], count, "{name}");
+    }
+    // The same second: the greater id first, on both.
+    let every = dynamo
+        .search(&SearchQuery {
+            limit: 200,
+            ..any()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let position = |id: &printworks::domain::order::OrderId| {
+        every.orders.iter().position(|o| o.id == *id).unwrap()
+    };
+    let (ten, eleven) = (position(&placed[10].id), position(&placed[11].id));
+    assert_eq!(ten.abs_diff(eleven), 1);
+    assert_eq!(
+        ten < eleven,
+        placed[10].id.as_str() > placed[11].id.as_str()
+    );
 }
