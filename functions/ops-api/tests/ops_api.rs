@@ -712,8 +712,7 @@ async fn the_live_stream_carries_what_happens_and_says_so_where_it_cannot() {
 /// plant's operator finds their plant's orders only, and never by e-mail.
 #[tokio::test]
 async fn orders_are_found_by_each_key_and_filter_a_page_at_a_time() {
-    use printworks::domain::production::{JobState, JobStatusReport};
-    use printworks::ports::ProductionStore;
+    use printworks::domain::production::JobState;
     let env = env().await;
     let t0 = time::macros::datetime!(2026-11-20 09:00 UTC);
     let mut placed = Vec::new();
@@ -737,51 +736,15 @@ async fn orders_are_found_by_each_key_and_filter_a_page_at_a_time() {
         t0 + time::Duration::days(5),
     )
     .await;
-    let production = shipped.production.as_ref().unwrap();
-    let job = &production.jobs[0];
-    let view = env
-        .store
-        .job_view(&shipped.tenant, &shipped.id, &job.job_id)
-        .await
-        .unwrap()
-        .unwrap();
-    let report = JobStatusReport {
-        job_id: job.job_id.clone(),
-        plant: production.plant.clone(),
-        tenant: shipped.tenant.clone(),
-        order_id: shipped.id.clone(),
-        status: JobState::Shipped,
-        at: t0 + time::Duration::days(6),
-        carrier: Some("DHL".into()),
-        tracking: Some("JJD000390007".into()),
-        reason: None,
-    };
-    let printworks::domain::job_records::ReportOutcome::Changed(change) =
-        printworks::domain::job_records::apply_report(
-            &view.order,
-            &view.record,
-            view.job.as_ref(),
-            &report,
-            report.at,
-        )
-    else {
-        panic!("the report applies")
-    };
-    env.store
-        .record_job(printworks::ports::JobWrite {
-            tenant: shipped.tenant.clone(),
-            order_id: shipped.id.clone(),
-            job: change.job,
-            record: change.record,
-            observed_revision: view.record.revision,
-            order: change.order.map(|next| (next, view.order.clone())),
-            events: change.events,
-            plant: production.plant.clone(),
-            open_jobs_delta: -change.closed,
-            shipped: true,
-        })
-        .await
-        .unwrap();
+    report(
+        &env,
+        &shipped,
+        0,
+        JobState::Shipped,
+        t0 + time::Duration::days(6),
+    )
+    .await;
+    let tracking = format!("JJD0{}", shipped.id);
     let search = |body: Value| {
         let env = &env;
         async move {
@@ -809,9 +772,9 @@ async fn orders_are_found_by_each_key_and_filter_a_page_at_a_time() {
     assert_eq!(ids(&found), [placed[3].id.to_string()]);
     let (_, found, _) = search(json!({"reference": "PO-5"})).await;
     assert_eq!(ids(&found), [placed[5].id.to_string()]);
-    let (_, found, _) = search(json!({"tracking": "JJD000390007"})).await;
+    let (_, found, _) = search(json!({"tracking": tracking})).await;
     assert_eq!(ids(&found), [shipped.id.to_string()], "{found}");
-    assert_eq!(found["orders"][0]["tracking"], json!(["JJD000390007"]));
+    assert_eq!(found["orders"][0]["tracking"], json!([tracking]));
     let (_, found, _) = search(json!({"order_id": placed[1].id})).await;
     assert_eq!(ids(&found), [placed[1].id.to_string()]);
     // The days placed, newest first, two at a time.
@@ -877,7 +840,7 @@ async fn orders_are_found_by_each_key_and_filter_a_page_at_a_time() {
         Some(json!({})),
     )
     .await;
-    let expected: Vec<String> = if production.plant == "muc" {
+    let expected: Vec<String> = if shipped.production.as_ref().unwrap().plant == "muc" {
         vec![shipped.id.to_string()]
     } else {
         vec![]
