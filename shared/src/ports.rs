@@ -351,6 +351,19 @@ pub struct JobWrite {
     pub shipped: bool,
 }
 
+impl JobWrite {
+    /// The UTC day a `shipped` write counts for its plant: that of the
+    /// job's `status_at` (today if it has none); `None` if not shipped.
+    pub fn shipped_on(&self) -> Option<time::Date> {
+        self.shipped.then(|| {
+            self.job.status_at.map_or_else(
+                || OffsetDateTime::now_utc().date(),
+                |at| at.to_offset(time::UtcOffset::UTC).date(),
+            )
+        })
+    }
+}
+
 /// A provider event as received, kept once per (provider, event id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentRecord {

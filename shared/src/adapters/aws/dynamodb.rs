@@ -1166,11 +1166,7 @@ impl ProductionStore for DynamoStore {
                 write.open_jobs_delta,
             )?);
         }
-        if write.shipped {
-            let day = write.job.status_at.map_or_else(
-                || time::OffsetDateTime::now_utc().date(),
-                |at| at.to_offset(time::UtcOffset::UTC).date(),
-            );
+        if let Some(day) = write.shipped_on() {
             items.push(plants::shipped_update(&self.table, &write.plant, day)?);
         }
         for event in &write.events {

@@ -285,11 +285,7 @@ impl ProductionStore for SqliteStore {
                     &production,
                 )?;
                 add_open_jobs(c, &write.plant, write.open_jobs_delta)?;
-                if write.shipped {
-                    let day = write.job.status_at.map_or_else(
-                        || time::OffsetDateTime::now_utc().date(),
-                        |at| at.to_offset(time::UtcOffset::UTC).date(),
-                    );
+                if let Some(day) = write.shipped_on() {
                     c.prepare_cached(
                         "INSERT INTO plant_shipped (plant, day, jobs) VALUES (?1, ?2, 1) \
                          ON CONFLICT(plant, day) DO UPDATE SET jobs = jobs + 1",
